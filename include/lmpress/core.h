@@ -1,0 +1,181 @@
+// lmpress core: errors, dtypes (f16/bf16), memory-mapped files, thread pool, logging, progress.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lmpress {
+
+// ---- errors --------------------------------------------------------------------------------
+// User and file errors: a thrown Error whose message says where (file), what is wrong and, when
+// useful, what to do. Tools print e.what() as one line and exit non-zero.
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& msg) : std::runtime_error(msg) {}
+};
+
+// Builds "path: message" (path omitted when empty).
+[[noreturn]] void fail(const std::string& where, const std::string& what);
+
+// Internal invariants (never file content): abort with file:line.
+#define LMP_ASSERT(cond)                                                            \
+  do {                                                                              \
+    if (!(cond)) ::lmpress::assert_fail(#cond, __FILE__, __LINE__);                 \
+  } while (0)
+[[noreturn]] void assert_fail(const char* expr, const char* file, int line);
+
+// ---- dtypes ---------------------------------------------------------------------------------
+enum class DType : uint8_t {
+  F32 = 0,
+  F16 = 1,
+  BF16 = 2,
+  I32 = 3,   // only for metadata-like tensors
+  Q = 16,    // packed quantized: layout described by a format id (see formats.h)
+};
+const char* dtype_name(DType t);
+size_t dtype_size(DType t);  // bytes per element; 0 for Q
+
+// IEEE half <-> float, round-to-nearest-even; scalar reference implementations.
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+inline float bf16_to_f32(uint16_t h) {
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+uint16_t f32_to_bf16(float f);  // round-to-nearest-even, NaN preserved
+
+// Bulk conversions (SIMD where available).
+void f16_to_f32_row(const uint16_t* src, float* dst, size_t n);
+void bf16_to_f32_row(const uint16_t* src, float* dst, size_t n);
+void f32_to_f16_row(const float* src, uint16_t* dst, size_t n);
+void f32_to_bf16_row(const float* src, uint16_t* dst, size_t n);
+
+// ---- files ----------------------------------------------------------------------------------
+// Read-only memory map of a whole file. Throws Error naming the path on failure.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+std::string read_text_file(const std::string& path);
+bool file_exists(const std::string& path);
+bool is_directory(const std::string& path);
+size_t file_size(const std::string& path);
+
+// Atomic output: write to "<path>.tmp.<pid>", fsync, rename onto path on commit(); the temporary
+// is removed if the object is destroyed without commit() (error paths lose nothing).
+class AtomicFile {
+ public:
+  explicit AtomicFile(const std::string& path);
+  ~AtomicFile();
+  void write(const void* data, size_t n);
+  void write(std::string_view s) { write(s.data(), s.size()); }
+  void pad_to(size_t alignment);  // zero bytes up to a multiple of alignment
+  size_t tell() const { return written_; }
+  void commit();
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+  size_t written_ = 0;
+  bool committed_ = false;
+  std::vector<uint8_t> buf_;
+  void flush();
+};
+
+// Atomic directory output: build in "<dir>.tmp.<pid>" and rename on commit().
+class AtomicDir {
+ public:
+  explicit AtomicDir(const std::string& dir);
+  ~AtomicDir();
+  const std::string& tmp_path() const { return tmp_; }
+  void commit();
+
+ private:
+  std::string dir_, tmp_;
+  bool committed_ = false;
+};
+
+// ---- threads --------------------------------------------------------------------------------
+// Fixed pool; parallel_for splits [0, n) into contiguous chunks, one per worker (caller included).
+class ThreadPool {
+ public:
+  explicit ThreadPool(int n_threads);
+  ~ThreadPool();
+  int size() const { return n_threads_; }
+  // fn(thread_index, begin, end); runs synchronously, returns when all chunks are done.
+  void parallel_for(int64_t n, const std::function<void(int, int64_t, int64_t)>& fn);
+  // fn(thread_index, n_threads) on every worker.
+  void run(const std::function<void(int, int)>& fn);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int n_threads_;
+};
+int default_threads();
+
+// ---- logging / progress ---------------------------------------------------------------------
+enum class LogLevel { Quiet = 0, Info = 1, Debug = 2 };
+void set_log_level(LogLevel l);
+LogLevel log_level();
+void log_info(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_debug(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// Single-line progress on stderr (only when stderr is a terminal or LMPRESS_PROGRESS=1).
+class Progress {
+ public:
+  Progress(std::string label, int64_t total);
+  ~Progress();
+  void update(int64_t done, const std::string& extra = "");
+  void finish();
+
+ private:
+  std::string label_;
+  int64_t total_;
+  double t0_;
+  bool enabled_, done_ = false;
+};
+
+double now_seconds();
+size_t peak_rss_bytes();
+
+// ---- CPU features ---------------------------------------------------------------------------
+enum class SimdLevel : int { Scalar = 0, AVX2 = 1, AVX512 = 2 };
+SimdLevel cpu_simd_level();          // what the CPU supports
+SimdLevel active_simd_level();       // min(cpu, forced)
+void force_simd_level(SimdLevel l);  // tests and `--simd`; clamps to the CPU's level
+const char* simd_level_name(SimdLevel l);
+std::string cpu_feature_string();  // e.g. "avx2 fma f16c" / "avx512f avx512vnni avx512bf16"
+std::string blas_info();           // which BLAS is linked, e.g. "OpenBLAS 0.3.21 Haswell (pthreads)"
+
+// RAII override of the SIMD level (tests).
+class ScopedSimdLevel {
+ public:
+  explicit ScopedSimdLevel(SimdLevel l);
+  ~ScopedSimdLevel();
+
+ private:
+  SimdLevel prev_;
+};
+
+}  // namespace lmpress

@@ -1,0 +1,129 @@
+// lmpress io: parsers and writers of model files (untrusted input: every length is checked
+// against the bytes left; errors name the file and the problem).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "lmpress/model.h"
+
+namespace lmpress {
+
+// ---- GGUF v2/v3 -------------------------------------------------------------------------------
+enum class GgufType : uint32_t {
+  U8 = 0, I8 = 1, U16 = 2, I16 = 3, U32 = 4, I32 = 5, F32 = 6, BOOL = 7, STRING = 8,
+  ARRAY = 9, U64 = 10, I64 = 11, F64 = 12,
+};
+
+struct GgufValue {
+  GgufType type = GgufType::U32;
+  GgufType elem_type = GgufType::U32;  // for ARRAY
+  // Scalars are stored widened; arrays as vectors of the widened type.
+  int64_t i = 0;
+  uint64_t u = 0;
+  double f = 0;
+  bool b = false;
+  std::string s;
+  std::vector<int64_t> ai;
+  std::vector<double> af;
+  std::vector<std::string> as;
+};
+
+struct GgufTensorInfo {
+  std::string name;
+  std::vector<int64_t> ne;  // GGUF order: ne[0] is the fastest-varying (columns)
+  uint32_t ggml_type = 0;   // 0 F32, 1 F16, 30 BF16 (others rejected for now)
+  uint64_t offset = 0;      // relative to the data section
+  const uint8_t* data = nullptr;
+  size_t nbytes = 0;
+};
+
+struct GgufFile {
+  std::shared_ptr<MappedFile> file;
+  uint32_t version = 0;
+  std::map<std::string, GgufValue> kv;
+  std::vector<GgufTensorInfo> tensors;
+  size_t alignment = 32;
+  size_t data_offset = 0;
+
+  const GgufValue* find(const std::string& key) const;
+  const GgufTensorInfo* find_tensor(const std::string& name) const;
+};
+
+// Parses the header, metadata and tensor table; verifies every tensor lies inside the file.
+GgufFile read_gguf(const std::string& path);
+GgufFile parse_gguf(std::shared_ptr<MappedFile> file);  // path taken from file->path()
+// Same checks on a plain buffer (fuzzing); name used in messages.
+void parse_gguf_buffer(const uint8_t* data, size_t n, const std::string& name, GgufFile& out);
+
+// ---- safetensors ------------------------------------------------------------------------------
+struct SafetensorsTensor {
+  std::string name;
+  std::string dtype;  // "F32" "F16" "BF16" "U8" ...
+  std::vector<int64_t> shape;
+  const uint8_t* data = nullptr;
+  size_t nbytes = 0;
+};
+struct SafetensorsFile {
+  std::shared_ptr<MappedFile> file;
+  std::map<std::string, std::string> metadata;  // "__metadata__"
+  std::vector<SafetensorsTensor> tensors;
+  const SafetensorsTensor* find(const std::string& name) const;
+};
+SafetensorsFile read_safetensors(const std::string& path);
+void parse_safetensors_buffer(const uint8_t* data, size_t n, const std::string& name,
+                              SafetensorsFile& out);
+
+struct SafetensorsWriteTensor {
+  std::string name;
+  std::string dtype;
+  std::vector<int64_t> shape;
+  const void* data;
+  size_t nbytes;
+};
+// Writes atomically (temporary + rename). Tensors are written in the order given.
+void write_safetensors(const std::string& path, const std::vector<SafetensorsWriteTensor>& ts,
+                       const std::map<std::string, std::string>& metadata);
+
+// ---- model loading ------------------------------------------------------------------------------
+struct LoadOptions {
+  std::string tokenizer_path;  // override; otherwise found beside the model
+  bool require_tokenizer = true;
+};
+
+// Detects the format: directory with config.json (Hugging Face), GGUF magic, lmpress container,
+// otherwise a llama2.c checkpoint. Throws Error naming the file on any problem.
+Model load_model(const std::string& path, const LoadOptions& opt = {});
+Model load_llama2c(const std::string& path, const LoadOptions& opt);
+Model load_gguf_model(const std::string& path, const LoadOptions& opt);
+Model load_hf_model(const std::string& dir, const LoadOptions& opt);
+
+// Config parsing (exposed for tests and fuzzing).
+ModelConfig parse_hf_config(const std::string& json_text, const std::string& name);
+void parse_llama2c_buffer(const uint8_t* data, size_t n, const std::string& name, ModelConfig& cfg);
+
+// Vocabulary from GGUF metadata (tokenizer.ggml.*). Throws if absent.
+Vocab vocab_from_gguf(const GgufFile& g, const std::string& name);
+
+// ---- model writing ------------------------------------------------------------------------------
+// Hugging Face directory: config.json, model.safetensors, tokenizer.model or tokenizer.json,
+// tokenizer_config.json, generation_config.json. q/k rows are permuted to the HF convention.
+void write_hf_model(const Model& m, const std::string& dir, DType dtype);
+// GGUF v3 with llama architecture metadata and the tokenizer; q/k rows in GGUF convention.
+void write_gguf_model(const Model& m, const std::string& path, DType dtype);
+
+}  // namespace lmpress
+
+namespace lmpress {
+// ---- lmpress container (docs/formats.md "lmpress file") ----------------------------------------
+// A safetensors file whose __metadata__ carries format=lmpress, a version, the model config, the
+// per-tensor packed formats, the recipe; packed tensors are U8 byte arrays, the vocabulary is a
+// U8 tensor holding JSON. Written atomically.
+void write_lmpress_model(const Model& m, const std::string& path);
+Model load_lmpress_model(const std::string& path, const LoadOptions& opt);
+// True when the file looks like a safetensors file with lmpress metadata.
+bool is_lmpress_file(const std::string& path);
+}  // namespace lmpress

@@ -1,0 +1,330 @@
+// GPTQ (Frantar et al., "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained
+// Transformers", ICLR 2023), following the reference `fasterquant` of IST-DASLab/gptq:
+//   dead inputs -> act-order permutation -> dampening -> H^-1 by Cholesky -> upper Cholesky
+//   factor U of H^-1 -> column-by-column quantization in blocks with lazy batched updates.
+// Also the proxy loss layer_error(). Deviations from the reference are listed in docs/methods.md.
+//
+// Numerics: H, its dampening, inversion and the Cholesky factor are double (LAPACK); the weight
+// updates run in float (the working copy of W and a float copy of U), as in the reference, which
+// is float32 throughout. Threads: rows are independent inside a block (each row has its own
+// group params and its own error), so the column loop of a block runs over row chunks on the
+// ThreadPool; the lazy update between blocks is one sgemm on OpenBLAS threads.
+#include <cblas.h>
+#include <lapacke.h>
+
+#include <algorithm>
+#include <cmath>
+#include <exception>
+#include <mutex>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "lmpress/compress.h"
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace lmpress {
+
+namespace {
+
+void check_spec(const QuantSpec& s, const char* who) {
+  if (s.bits < 2 || s.bits > 8)
+    fail(who, "unsupported bit width " + std::to_string(s.bits) + " (use 2..8)");
+  if (s.group < 0) fail(who, "negative group size " + std::to_string(s.group));
+}
+
+void check_finite_f32(const float* w, int64_t n, const char* who, const char* what) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(w[i]))
+      fail(who, std::string("non-finite value in ") + what + " at index " + std::to_string(i));
+}
+
+// parallel_for over rows that carries an exception (minmax_params can throw, e.g. for a range
+// beyond f16) back to the caller: a pool worker must not throw. Serial when `serial`.
+template <class Fn>
+void for_rows(ThreadPool& pool, int64_t rows, bool serial, const Fn& fn) {
+  if (serial) {
+    fn(int64_t(0), rows);
+    return;
+  }
+  std::exception_ptr first;
+  std::mutex mu;
+  pool.parallel_for(rows, [&](int, int64_t r0, int64_t r1) {
+    try {
+      fn(r0, r1);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!first) first = std::current_exception();
+    }
+  });
+  if (first) std::rethrow_exception(first);
+}
+
+// Group params as stored: min-max grid with the scale rounded through f16.
+GroupParams stored_params(const float* w, int64_t n, const QuantSpec& s) {
+  GroupParams p = minmax_params(w, n, s);
+  p.scale = round_scale_f16(p.scale);
+  return p;
+}
+
+// How the group params of a column are chosen (see docs/methods.md).
+enum class ParamMode {
+  WholeRow,  // group 0: one set per row from the whole (dead-zeroed) row, before any update
+  Static,    // from the original W, per original contiguous group, before any update
+  Dynamic,   // when the processing index hits a group boundary, from the updated weights
+};
+
+// U = the upper Cholesky factor of A^-1 (A^-1 = U^T U) for symmetric positive definite A [n, n],
+// written as float into u [n, n] row-major (strict lower triangle zero). Input: r = J A J, the
+// reversed matrix (J = reversal permutation), row-major, lower triangle used; destroyed.
+// This is the reference's cholesky -> cholesky_inverse -> cholesky(upper) without forming A^-1:
+// J A J = L L^T gives A^-1 = (J L^-1 J)^T (J L^-1 J), and J L^-1 J is upper triangular with a
+// positive diagonal, so by uniqueness of the factor U = J L^-1 J. dpotrf + dtrtri cost 2n^3/3
+// flops instead of 4n^3/3. LAPACK runs col-major on the row-major buffer (a symmetric matrix is
+// its own transpose; col-major 'U' is our lower triangle): no transposed copies inside LAPACKE.
+void inverse_cholesky_upper(std::vector<double>& r, int64_t n, float* u) {
+  const lapack_int ni = lapack_int(n);
+  lapack_int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', ni, r.data(), ni);
+  if (info > 0)
+    fail("gptq", "Hessian is not positive definite after dampening (failed at column " +
+                     std::to_string(n - info) + " in processing order); increase damp or use "
+                     "more calibration data");
+  if (info < 0) fail("gptq", "dpotrf argument error " + std::to_string(info));
+  info = LAPACKE_dtrtri(LAPACK_COL_MAJOR, 'U', 'N', ni, r.data(), ni);  // our lower: L^-1
+  if (info != 0)
+    fail("gptq", "inverse of the Cholesky factor failed (info " + std::to_string(info) + ")");
+  for (int64_t i = 0; i < n; ++i) {
+    float* ui = u + i * n;
+    const double* src = r.data() + (n - 1 - i) * n + (n - 1);  // src[-k] = (J L^-1 J)[i][k]
+    for (int64_t k = 0; k < i; ++k) ui[k] = 0.f;
+    for (int64_t k = i; k < n; ++k) ui[k] = float(src[-k]);
+  }
+}
+
+}  // namespace
+
+QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
+                              const std::vector<double>& H, const GptqOptions& o,
+                              ThreadPool& pool) {
+  const char* who = "gptq";
+  check_spec(s, who);
+  if (rows <= 0 || cols <= 0 || w == nullptr)
+    fail(who, "empty weight matrix [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
+  if (int64_t(H.size()) != cols * cols)
+    fail(who, "Hessian has " + std::to_string(H.size()) + " entries, expected " +
+                  std::to_string(cols) + "^2 for a layer with " + std::to_string(cols) +
+                  " input columns");
+  if (o.block <= 0) fail(who, "block size must be positive");
+  if (!(o.damp >= 0.0) || !std::isfinite(o.damp)) fail(who, "damp must be a finite value >= 0");
+  check_finite_f32(w, rows * cols, who, "weights");
+  for (size_t i = 0; i < H.size(); ++i)
+    if (!std::isfinite(H[i]))
+      fail(who, "non-finite value in the Hessian at index " + std::to_string(i));
+
+  const int64_t n = cols;
+  const int64_t g = s.group == 0 ? n : s.group;
+  const int64_t ngroups = (n + g - 1) / g;
+  const int32_t maxq = (1 << s.bits) - 1;
+  const ParamMode mode = s.group == 0                        ? ParamMode::WholeRow
+                         : (o.act_order || o.static_groups) ? ParamMode::Static
+                                                            : ParamMode::Dynamic;
+
+  QuantizedMatrix out;
+  out.spec = s;
+  out.rows = rows;
+  out.cols = cols;
+  out.q.assign(size_t(rows * cols), 0);
+  out.scales.assign(size_t(rows * ngroups), 1.f);
+  out.zeros.assign(size_t(rows * ngroups), 0);
+
+  // Dead inputs (never active in calibration): H_ii = 1, weight zeroed (reference).
+  std::vector<double> hdiag(n);
+  std::vector<uint8_t> dead(size_t(n), 0);
+  for (int64_t j = 0; j < n; ++j) {
+    const double d = H[size_t(j * n + j)];
+    if (d < 0) fail(who, "negative Hessian diagonal at column " + std::to_string(j));
+    dead[size_t(j)] = d == 0.0;
+    hdiag[size_t(j)] = d == 0.0 ? 1.0 : d;
+  }
+
+  // Processing order: identity, or descending diag(H) (stable, so ties keep column order).
+  std::vector<int64_t> perm(n);
+  std::iota(perm.begin(), perm.end(), int64_t(0));
+  if (o.act_order)
+    std::stable_sort(perm.begin(), perm.end(),
+                     [&](int64_t a, int64_t b) { return hdiag[size_t(a)] > hdiag[size_t(b)]; });
+
+  // Working weights [rows, n] float in processing order; dead columns zeroed.
+  std::vector<float> wp(rows * n);
+  for_rows(pool, rows, rows * n < (int64_t(1) << 16), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* src = w + r * n;
+      float* dst = wp.data() + r * n;
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t j = perm[size_t(i)];
+        dst[i] = dead[size_t(j)] ? 0.f : src[j];
+      }
+    }
+  });
+
+  // Params fixed before any update: from the original-order, dead-zeroed weights.
+  if (mode != ParamMode::Dynamic) {
+    for_rows(pool, rows, rows * n < (int64_t(1) << 16), [&](int64_t r0, int64_t r1) {
+      std::vector<float> row(n);
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t j = 0; j < n; ++j) row[size_t(j)] = dead[size_t(j)] ? 0.f : w[r * n + j];
+        for (int64_t gi = 0; gi < ngroups; ++gi) {
+          const int64_t c0 = gi * g, len = std::min(g, n - c0);
+          const GroupParams p = stored_params(row.data() + c0, len, s);
+          out.scales[size_t(r * ngroups + gi)] = p.scale;
+          out.zeros[size_t(r * ngroups + gi)] = p.zero;
+        }
+      }
+    });
+  }
+
+  const double t0 = now_seconds();
+  // H in processing order, dampened by damp * mean(diag) (diag after the dead-input fix), stored
+  // reversed for inverse_cholesky_upper: r[i][k] = Hp[n-1-i][n-1-k], lower triangle only.
+  openblas_set_num_threads(pool.size());
+  std::vector<float> uf(n * n);  // U, float for the updates, row-major [n, n]
+  {
+    double mean_diag = 0;
+    for (int64_t j = 0; j < n; ++j) mean_diag += hdiag[size_t(j)];
+    const double damp = o.damp * mean_diag / double(n);
+    std::vector<double> r(n * n);
+    for_rows(pool, n, n * n < (int64_t(1) << 16), [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t pi = perm[size_t(n - 1 - i)];
+        const double* hrow = H.data() + pi * n;
+        double* ri = r.data() + i * n;
+        for (int64_t k = 0; k < i; ++k) ri[k] = hrow[perm[size_t(n - 1 - k)]];
+        ri[i] = hdiag[size_t(pi)] + damp;
+      }
+    });
+    inverse_cholesky_upper(r, n, uf.data());
+  }
+
+  const double t1 = now_seconds();
+  const int64_t B = std::min(o.block, n);
+  std::vector<float> err(rows * B);  // [rows, B] scaled errors (w - q) / U_ii of a block
+
+  for (int64_t i1 = 0; i1 < n; i1 += B) {
+    const int64_t i2 = std::min(i1 + B, n);
+    const int64_t bw = i2 - i1;
+    auto column_loop = [&](int64_t r0, int64_t r1) {
+      std::vector<float> tmp(mode == ParamMode::Dynamic ? g : 0);
+      for (int64_t r = r0; r < r1; ++r) {
+        float* wr = wp.data() + r * n;
+        float* er = err.data() + r * B;
+        float* sc = out.scales.data() + r * ngroups;
+        int32_t* zr = out.zeros.data() + r * ngroups;
+        uint8_t* qr = out.q.data() + r * n;
+        for (int64_t i = i1; i < i2; ++i) {
+          int64_t gi;
+          if (mode == ParamMode::Dynamic) {
+            gi = i / g;
+            if (i % g == 0) {
+              // Params from the fully updated weights of columns [i, i+g): inside the block they
+              // are current; beyond the block the pending lazy update of columns [i1, i) is
+              // applied here (only when a group is longer than the block).
+              const int64_t e = std::min(i + g, n);
+              const int64_t in_blk = std::min(e, i2) - i;
+              std::copy(wr + i, wr + i + in_blk, tmp.begin());
+              for (int64_t j = i2; j < e; ++j) {
+                float v = wr[j];
+                for (int64_t k = i1; k < i; ++k) v -= er[k - i1] * uf[size_t(k * n + j)];
+                tmp[size_t(j - i)] = v;
+              }
+              const GroupParams p = stored_params(tmp.data(), e - i, s);
+              sc[gi] = p.scale;
+              zr[gi] = p.zero;
+            }
+          } else {
+            gi = mode == ParamMode::WholeRow ? 0 : perm[size_t(i)] / g;
+          }
+          const GroupParams p{sc[gi], zr[gi]};
+          const int32_t code = quantize_value(wr[i], p, maxq);
+          qr[perm[size_t(i)]] = uint8_t(code);
+          const float qv = p.scale * float(code - p.zero);
+          const float* ui = uf.data() + i * n;
+          const float e = (wr[i] - qv) / ui[i];
+          for (int64_t j = i + 1; j < i2; ++j) wr[j] -= e * ui[j];
+          er[i - i1] = e;
+        }
+      }
+    };
+    // A block costs ~rows * bw^2 / 2 multiply-adds; below ~0.5M a pool wake-up is not worth it.
+    for_rows(pool, rows, rows * bw * bw < (int64_t(1) << 20), column_loop);
+    // Lazy batch update: W[:, i2:] -= Err1 [rows, bw] * U[i1:i2, i2:].
+    if (i2 < n)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(n - i2), int(bw),
+                  -1.0f, err.data(), int(B), uf.data() + i1 * n + i2, int(n), 1.0f,
+                  wp.data() + i2, int(n));
+  }
+  log_debug("gptq [%lld x %lld] %s: inverse Cholesky %.3f s, columns %.3f s", (long long)rows,
+            (long long)cols, format_name(s).c_str(), t1 - t0, now_seconds() - t1);
+  return out;
+}
+
+double layer_error(const float* w, const QuantizedMatrix& q, const std::vector<double>& H,
+                   double* rel) {
+  const char* who = "layer_error";
+  const int64_t rows = q.rows, cols = q.cols;
+  check_spec(q.spec, who);
+  if (rows <= 0 || cols <= 0 || w == nullptr) fail(who, "empty matrix");
+  const int64_t g = q.spec.group == 0 ? cols : q.spec.group;
+  const int64_t ngroups = (cols + g - 1) / g;
+  if (int64_t(q.q.size()) != rows * cols || int64_t(q.scales.size()) != rows * ngroups ||
+      int64_t(q.zeros.size()) != rows * ngroups)
+    fail(who, "quantized matrix has inconsistent code/param sizes");
+  if (int64_t(H.size()) != cols * cols)
+    fail(who, "Hessian has " + std::to_string(H.size()) + " entries, expected " +
+                  std::to_string(cols) + "^2");
+
+  // tr(D H D^T) = <H, D^T D>_F. G = D^T D is accumulated in double by dsyrk over panels of rows
+  // (rows * cols^2 flops, half of forming D H with a gemm), upper triangle only.
+  constexpr int64_t kPanel = 512;  // fewer passes over G; the panel is a few MB
+  const int64_t pr = std::min(kPanel, rows);
+  std::vector<double> panel(pr * cols), G(cols * cols);
+  auto quad = [&](bool deq) {
+    std::fill(G.begin(), G.end(), 0.0);
+    for (int64_t r0 = 0; r0 < rows; r0 += kPanel) {
+      const int64_t nr = std::min(kPanel, rows - r0);
+      for (int64_t r = r0; r < r0 + nr; ++r) {
+        const float* wr = w + r * cols;
+        double* dr = panel.data() + (r - r0) * cols;
+        const uint8_t* qr = q.q.data() + r * cols;
+        for (int64_t j = 0; j < cols; ++j) {
+          if (!deq) {
+            dr[j] = wr[j];
+            continue;
+          }
+          const size_t gi = size_t(r * ngroups + j / g);
+          dr[j] = double(wr[j]) - double(q.scales[gi]) * double(int32_t(qr[j]) - q.zeros[gi]);
+        }
+      }
+      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, int(cols), int(nr), 1.0, panel.data(),
+                  int(cols), 1.0, G.data(), int(cols));
+    }
+    double acc = 0;
+    for (int64_t i = 0; i < cols; ++i) {
+      const double* gi = G.data() + i * cols;
+      const double* hi = H.data() + i * cols;
+      double off = 0;
+      for (int64_t j = i + 1; j < cols; ++j) off += gi[j] * hi[j];
+      acc += gi[i] * hi[i] + 2.0 * off;
+    }
+    return acc;
+  };
+  double err = quad(true), ref = rel ? quad(false) : 0.0;
+  err /= double(rows);
+  if (rel) {
+    ref /= double(rows);
+    *rel = ref > 0 ? err / ref : (err == 0 ? 0.0 : INFINITY);
+  }
+  return err;
+}
+
+}  // namespace lmpress

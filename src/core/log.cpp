@@ -1,0 +1,71 @@
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdarg>
+#include <cstdio>
+
+#include "lmpress/core.h"
+
+namespace lmpress {
+
+static LogLevel g_level = LogLevel::Info;
+void set_log_level(LogLevel l) { g_level = l; }
+LogLevel log_level() { return g_level; }
+
+static void vlog(const char* fmt, va_list ap) {
+  std::fputs("lmpress: ", stderr);
+  std::vfprintf(stderr, fmt, ap);
+  std::fputc('\n', stderr);
+}
+void log_info(const char* fmt, ...) {
+  if (g_level < LogLevel::Info) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(fmt, ap);
+  va_end(ap);
+}
+void log_debug(const char* fmt, ...) {
+  if (g_level < LogLevel::Debug) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(fmt, ap);
+  va_end(ap);
+}
+
+double now_seconds() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+size_t peak_rss_bytes() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return size_t(ru.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+static bool progress_enabled() {
+  if (const char* e = std::getenv("LMPRESS_PROGRESS")) return std::atoi(e) != 0;
+  return g_level >= LogLevel::Info && isatty(STDERR_FILENO);
+}
+
+Progress::Progress(std::string label, int64_t total)
+    : label_(std::move(label)), total_(total), t0_(now_seconds()), enabled_(progress_enabled()) {}
+Progress::~Progress() { finish(); }
+
+void Progress::update(int64_t done, const std::string& extra) {
+  if (!enabled_) return;
+  const double el = now_seconds() - t0_;
+  const double eta = done > 0 ? el * double(total_ - done) / double(done) : 0.0;
+  std::fprintf(stderr, "\r%s %lld/%lld (%.0f%%) %.1fs elapsed, eta %.1fs %s\033[K", label_.c_str(),
+               (long long)done, (long long)total_, total_ ? 100.0 * double(done) / double(total_) : 100.0,
+               el, eta, extra.c_str());
+  std::fflush(stderr);
+}
+void Progress::finish() {
+  if (!enabled_ || done_) return;
+  done_ = true;
+  std::fputc('\n', stderr);
+}
+
+}  // namespace lmpress

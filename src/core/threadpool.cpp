@@ -1,0 +1,98 @@
+// Fixed-size thread pool. Workers wait on a generation counter: they spin briefly (decode issues
+// ~150 parallel regions per token, so wake-up latency matters) and then sleep with
+// std::atomic::wait (futex), so an idle pool costs no CPU.
+#include <atomic>
+#include <thread>
+
+#include "lmpress/core.h"
+
+namespace lmpress {
+
+struct ThreadPool::Impl {
+  std::vector<std::thread> threads;
+  std::atomic<uint64_t> generation{0};
+  std::atomic<int> pending{0};
+  std::atomic<bool> stop{false};
+  const std::function<void(int, int)>* job = nullptr;
+  int n = 1;
+
+  void worker(int idx) {
+    uint64_t seen = 0;
+    for (;;) {
+      uint64_t g = generation.load(std::memory_order_acquire);
+      for (int spin = 0; g == seen && spin < 20000; ++spin) {
+        __builtin_ia32_pause();
+        g = generation.load(std::memory_order_acquire);
+      }
+      while (g == seen) {
+        generation.wait(seen, std::memory_order_acquire);
+        g = generation.load(std::memory_order_acquire);
+      }
+      seen = g;
+      if (stop.load(std::memory_order_acquire)) return;
+      (*job)(idx, n);
+      if (pending.fetch_sub(1, std::memory_order_acq_rel) == 1) pending.notify_one();
+    }
+  }
+};
+
+ThreadPool::ThreadPool(int n_threads) : impl_(std::make_unique<Impl>()) {
+  if (n_threads <= 0) n_threads = default_threads();
+  n_threads_ = n_threads;
+  impl_->n = n_threads;
+  for (int i = 1; i < n_threads; ++i) impl_->threads.emplace_back([this, i] { impl_->worker(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  impl_->stop.store(true, std::memory_order_release);
+  impl_->generation.fetch_add(1, std::memory_order_acq_rel);
+  impl_->generation.notify_all();
+  for (auto& t : impl_->threads) t.join();
+}
+
+void ThreadPool::run(const std::function<void(int, int)>& fn) {
+  if (n_threads_ == 1) {
+    fn(0, 1);
+    return;
+  }
+  impl_->job = &fn;
+  impl_->pending.store(n_threads_ - 1, std::memory_order_release);
+  impl_->generation.fetch_add(1, std::memory_order_acq_rel);
+  impl_->generation.notify_all();
+  fn(0, n_threads_);
+  int p = impl_->pending.load(std::memory_order_acquire);
+  for (int spin = 0; p != 0 && spin < 200000; ++spin) {
+    __builtin_ia32_pause();
+    p = impl_->pending.load(std::memory_order_acquire);
+  }
+  while (p != 0) {
+    impl_->pending.wait(p, std::memory_order_acquire);
+    p = impl_->pending.load(std::memory_order_acquire);
+  }
+  impl_->job = nullptr;
+}
+
+void ThreadPool::parallel_for(int64_t n, const std::function<void(int, int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  const int nt = int(std::min<int64_t>(n_threads_, n));
+  if (nt == 1) {
+    fn(0, 0, n);
+    return;
+  }
+  run([&](int ti, int nth) {
+    const int64_t per = (n + nt - 1) / nt;
+    const int64_t b = int64_t(ti) * per, e = std::min<int64_t>(n, b + per);
+    if (ti < nt && b < e) fn(ti, b, e);
+  });
+}
+
+int default_threads() {
+  if (const char* e = std::getenv("LMPRESS_THREADS")) {
+    int v = std::atoi(e);
+    if (v > 0) return v;
+  }
+  unsigned hc = std::thread::hardware_concurrency();
+  return hc ? int(hc) : 1;
+}
+
+}  // namespace lmpress

@@ -1,0 +1,302 @@
+// Llama forward pass: RMSNorm -> q/k/v -> RoPE -> causal GQA attention over the KV cache -> wo ->
+// residual -> RMSNorm -> SwiGLU FFN -> residual; final RMSNorm -> classifier.
+// Activations are f32 row-major [n_tokens, width]. Every linear layer's input passes a named hook.
+#include "lmpress/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "engine/matmul_ext.h"
+#include "kernels/kernels.h"
+
+namespace lmpress {
+
+namespace {
+QuantRowFn g_quant_row = nullptr;
+
+std::vector<float> norm_f32(const Tensor& t) { return t.empty() ? std::vector<float>{} : tensor_to_f32(t); }
+
+void rmsnorm(const float* x, const float* w, float* out, int64_t n, int64_t d, float eps) {
+  for (int64_t t = 0; t < n; ++t) {
+    const float* xr = x + t * d;
+    float* o = out + t * d;
+    double ss = 0;
+    for (int64_t i = 0; i < d; ++i) ss += double(xr[i]) * xr[i];
+    const float scale = float(1.0 / std::sqrt(ss / double(d) + double(eps)));
+    for (int64_t i = 0; i < d; ++i) o[i] = xr[i] * scale * w[i];
+  }
+}
+}  // namespace
+
+void set_quant_row(QuantRowFn fn) { g_quant_row = fn; }
+
+void tensor_row_f32(const Tensor& t, int64_t r, float* out) {
+  const int64_t c = t.cols();
+  switch (t.dtype) {
+    case DType::F32: std::memcpy(out, t.as<float>() + r * c, size_t(c) * 4); return;
+    case DType::F16: f16_to_f32_row(t.as<uint16_t>() + r * c, out, size_t(c)); return;
+    case DType::BF16: bf16_to_f32_row(t.as<uint16_t>() + r * c, out, size_t(c)); return;
+    case DType::Q:
+      if (!g_quant_row) fail(t.name, "quantized tensor but no quantized kernels are registered");
+      g_quant_row(t, r, out);
+      return;
+    default: fail(t.name, std::string("unsupported dtype ") + dtype_name(t.dtype));
+  }
+}
+
+const char* linear_input_name(const std::string& s) {
+  if (s == "attn_q" || s == "attn_k" || s == "attn_v") return "attn_in";
+  if (s == "attn_output") return "attn_out_in";
+  if (s == "ffn_gate" || s == "ffn_up") return "ffn_in";
+  if (s == "ffn_down") return "ffn_down_in";
+  if (s == "output") return "output_in";
+  return nullptr;
+}
+
+struct Engine::State {
+  std::vector<float> k_cache, v_cache;  // [n_layers][n_ctx][kv_dim]
+  std::vector<float> inv_freq;          // [head_dim/2], after rope scaling
+  std::vector<std::vector<float>> attn_norm, ffn_norm, bq, bk, bv;
+  std::vector<float> out_norm;
+  // scratch, grown on demand
+  std::vector<float> xn, q, k, v, att, ffn_g, ffn_u, tmp, scores, cosb, sinb;
+};
+
+Engine::Engine(const Model& m, const EngineOptions& opt)
+    : m_(m), st_(std::make_unique<State>()) {
+  const auto& c = m.cfg;
+  n_ctx_ = opt.n_ctx > 0 ? opt.n_ctx : c.max_seq_len;
+  pool_ = std::make_unique<ThreadPool>(opt.n_threads > 0 ? opt.n_threads : default_threads());
+  const int64_t kv_dim = int64_t(c.n_kv_heads) * c.head_dim;
+  st_->k_cache.assign(size_t(c.n_layers) * n_ctx_ * kv_dim, 0.f);
+  st_->v_cache.assign(size_t(c.n_layers) * n_ctx_ * kv_dim, 0.f);
+  for (const auto& L : m.layers) {
+    st_->attn_norm.push_back(norm_f32(L.attn_norm));
+    st_->ffn_norm.push_back(norm_f32(L.ffn_norm));
+    st_->bq.push_back(norm_f32(L.bq));
+    st_->bk.push_back(norm_f32(L.bk));
+    st_->bv.push_back(norm_f32(L.bv));
+  }
+  st_->out_norm = norm_f32(m.out_norm);
+  // RoPE frequencies: theta_i = base^(-2i/d); Llama-3 scaling divides low frequencies by `factor`
+  // and interpolates smoothly between the low/high-frequency wavelength bounds.
+  const int half = c.head_dim / 2;
+  st_->inv_freq.resize(size_t(half));
+  for (int i = 0; i < half; ++i) {
+    double f = std::pow(double(c.rope_theta), -2.0 * i / double(c.head_dim));
+    const auto& rs = c.rope_scaling;
+    if (rs.type == "llama3") {
+      const double low_wl = rs.original_max_position / rs.low_freq_factor;
+      const double high_wl = rs.original_max_position / rs.high_freq_factor;
+      const double wl = 2.0 * M_PI / f;
+      if (wl > low_wl) {
+        f = f / rs.factor;
+      } else if (wl >= high_wl) {
+        const double smooth = (rs.original_max_position / wl - rs.low_freq_factor) /
+                              (rs.high_freq_factor - rs.low_freq_factor);
+        f = (1.0 - smooth) * f / rs.factor + smooth * f;
+      }
+    } else if (rs.type == "linear" && rs.factor > 0) {
+      f = f / rs.factor;
+    }
+    st_->inv_freq[size_t(i)] = float(f);
+  }
+}
+
+Engine::~Engine() = default;
+
+void Engine::reset() {}
+
+void Engine::embed(const int32_t* tokens, int64_t n, float* x) const {
+  const int64_t d = m_.cfg.dim;
+  for (int64_t t = 0; t < n; ++t) {
+    const int32_t id = tokens[t];
+    if (id < 0 || id >= m_.cfg.vocab_size)
+      fail(m_.path, "token id " + std::to_string(id) + " outside the vocabulary (size " +
+                        std::to_string(m_.cfg.vocab_size) + ")");
+    tensor_row_f32(m_.tok_embd, id, x + t * d);
+  }
+}
+
+void Engine::layer_forward(int il, float* x, int64_t n, int32_t pos) {
+  const auto& c = m_.cfg;
+  const auto& L = m_.layers[size_t(il)];
+  State& s = *st_;
+  const int64_t d = c.dim, hd = c.head_dim, nh = c.n_heads, nkv = c.n_kv_heads;
+  const int64_t q_dim = nh * hd, kv_dim = nkv * hd, hidden = c.hidden_dim;
+  ThreadPool& pool = *pool_;
+
+  s.xn.resize(size_t(n * d));
+  s.q.resize(size_t(n * q_dim));
+  s.k.resize(size_t(n * kv_dim));
+  s.v.resize(size_t(n * kv_dim));
+  s.att.resize(size_t(n * q_dim));
+  s.tmp.resize(size_t(n * std::max(d, hidden)));
+
+  // ---- attention ----
+  rmsnorm(x, s.attn_norm[size_t(il)].data(), s.xn.data(), n, d, c.norm_eps);
+  if (hook_) hook_("attn_in", il, s.xn.data(), n, d);
+  matmul(L.wq, s.xn.data(), n, s.q.data(), pool);
+  matmul(L.wk, s.xn.data(), n, s.k.data(), pool);
+  matmul(L.wv, s.xn.data(), n, s.v.data(), pool);
+  auto add_bias = [n](std::vector<float>& y, const std::vector<float>& b, int64_t w) {
+    if (b.empty()) return;
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t i = 0; i < w; ++i) y[size_t(t * w + i)] += b[size_t(i)];
+  };
+  add_bias(s.q, s.bq[size_t(il)], q_dim);
+  add_bias(s.k, s.bk[size_t(il)], kv_dim);
+  add_bias(s.v, s.bv[size_t(il)], kv_dim);
+
+  // RoPE on q and k; cos/sin per token were computed once per forward call (s.cosb/s.sinb).
+  const int64_t half = hd / 2;
+  const bool halves = c.rope_style == RopeStyle::Halves;
+  auto rope = [&](float* v, int64_t nheads, int64_t t) {
+    const float* cs = s.cosb.data() + t * half;
+    const float* sn = s.sinb.data() + t * half;
+    for (int64_t h = 0; h < nheads; ++h) {
+      float* p = v + h * hd;
+      for (int64_t i = 0; i < half; ++i) {
+        const int64_t a = halves ? i : 2 * i, b = halves ? i + half : 2 * i + 1;
+        const float x0 = p[a], x1 = p[b];
+        p[a] = x0 * cs[i] - x1 * sn[i];
+        p[b] = x0 * sn[i] + x1 * cs[i];
+      }
+    }
+  };
+  for (int64_t t = 0; t < n; ++t) {
+    rope(s.q.data() + t * q_dim, nh, t);
+    rope(s.k.data() + t * kv_dim, nkv, t);
+  }
+  float* kc = s.k_cache.data() + size_t(il) * n_ctx_ * kv_dim;
+  float* vc = s.v_cache.data() + size_t(il) * n_ctx_ * kv_dim;
+  std::memcpy(kc + pos * kv_dim, s.k.data(), size_t(n * kv_dim) * 4);
+  std::memcpy(vc + pos * kv_dim, s.v.data(), size_t(n * kv_dim) * 4);
+
+  // Causal attention, one task per (token, head). Scores in a per-thread buffer [n_ctx].
+  const float scale = 1.0f / std::sqrt(float(hd));
+  const int64_t group = nh / nkv;
+  s.scores.resize(size_t(pool.size()) * size_t(n_ctx_));
+  const auto& K = kern::ops();
+  auto attend = [&](int ti, int64_t b, int64_t e) {
+    float* sc = s.scores.data() + size_t(ti) * size_t(n_ctx_);
+    for (int64_t task = b; task < e; ++task) {
+      const int64_t t = task / nh, h = task % nh, kvh = h / group;
+      const int64_t p_end = pos + t + 1;  // attend to positions [0, p_end)
+      const float* qv = s.q.data() + t * q_dim + h * hd;
+      float mx = -INFINITY;
+      for (int64_t p = 0; p < p_end; ++p) {
+        sc[p] = K.dot_f32(qv, kc + p * kv_dim + kvh * hd, size_t(hd)) * scale;
+        mx = std::max(mx, sc[p]);
+      }
+      double sum = 0;
+      for (int64_t p = 0; p < p_end; ++p) {
+        sc[p] = std::exp(sc[p] - mx);
+        sum += sc[p];
+      }
+      const float inv = float(1.0 / sum);
+      float* o = s.att.data() + t * q_dim + h * hd;
+      std::fill(o, o + hd, 0.f);
+      for (int64_t p = 0; p < p_end; ++p) K.axpy_f32(sc[p] * inv, vc + p * kv_dim + kvh * hd, o, size_t(hd));
+    }
+  };
+  // Work ~ n * heads * context * head_dim; small problems stay on the calling thread.
+  if (n * nh * (pos + n) * hd < (int64_t(1) << 17))
+    attend(0, 0, n * nh);
+  else
+    pool.parallel_for(n * nh, attend);
+  if (hook_) hook_("attn_out_in", il, s.att.data(), n, q_dim);
+  matmul(L.wo, s.att.data(), n, s.tmp.data(), pool);
+  for (int64_t i = 0; i < n * d; ++i) x[i] += s.tmp[size_t(i)];
+
+  // ---- feed-forward (SwiGLU) ----
+  rmsnorm(x, s.ffn_norm[size_t(il)].data(), s.xn.data(), n, d, c.norm_eps);
+  if (hook_) hook_("ffn_in", il, s.xn.data(), n, d);
+  s.ffn_g.resize(size_t(n * hidden));
+  s.ffn_u.resize(size_t(n * hidden));
+  matmul(L.w_gate, s.xn.data(), n, s.ffn_g.data(), pool);
+  matmul(L.w_up, s.xn.data(), n, s.ffn_u.data(), pool);
+  for (int64_t i = 0; i < n * hidden; ++i) {
+    const float g = s.ffn_g[size_t(i)];
+    s.ffn_g[size_t(i)] = g / (1.0f + std::exp(-g)) * s.ffn_u[size_t(i)];
+  }
+  if (hook_) hook_("ffn_down_in", il, s.ffn_g.data(), n, hidden);
+  matmul(L.w_down, s.ffn_g.data(), n, s.tmp.data(), pool);
+  for (int64_t i = 0; i < n * d; ++i) x[i] += s.tmp[size_t(i)];
+}
+
+void Engine::run_layers(float* x, int64_t n, int32_t pos, int begin, int end) {
+  if (pos < 0 || int64_t(pos) + n > n_ctx_)
+    fail(m_.path, "context overflow: positions " + std::to_string(pos) + ".." +
+                      std::to_string(pos + n - 1) + " exceed the KV cache of " +
+                      std::to_string(n_ctx_) + " tokens (raise --ctx)");
+  const int64_t half = m_.cfg.head_dim / 2;
+  st_->cosb.resize(size_t(n * half));
+  st_->sinb.resize(size_t(n * half));
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t i = 0; i < half; ++i) {
+      const float ang = float(pos + t) * st_->inv_freq[size_t(i)];
+      st_->cosb[size_t(t * half + i)] = std::cos(ang);
+      st_->sinb[size_t(t * half + i)] = std::sin(ang);
+    }
+  for (int il = begin; il < end; ++il) layer_forward(il, x, n, pos);
+}
+
+void Engine::final_logits(const float* x, int64_t n, float* logits) {
+  const int64_t d = m_.cfg.dim;
+  st_->xn.resize(size_t(n * d));
+  rmsnorm(x, st_->out_norm.data(), st_->xn.data(), n, d, m_.cfg.norm_eps);
+  if (hook_) hook_("output_in", -1, st_->xn.data(), n, d);
+  matmul(m_.output, st_->xn.data(), n, logits, *pool_);
+}
+
+void Engine::forward(const int32_t* tokens, int64_t n, int32_t pos, float* logits, bool all_logits) {
+  if (n <= 0) return;
+  const int64_t d = m_.cfg.dim;
+  std::vector<float> x(size_t(n * d));
+  embed(tokens, n, x.data());
+  run_layers(x.data(), n, pos, 0, m_.cfg.n_layers);
+  if (!logits) return;
+  if (all_logits)
+    final_logits(x.data(), n, logits);
+  else
+    final_logits(x.data() + (n - 1) * d, 1, logits);
+}
+
+// ---- sampler ----
+Sampler::Sampler(const SamplerOptions& o) : o_(o), rng_(o.seed) {}
+
+int32_t Sampler::sample(const float* logits, int32_t nv) {
+  if (o_.temperature <= 0.f) return int32_t(std::max_element(logits, logits + nv) - logits);
+  std::vector<std::pair<float, int32_t>> p(static_cast<size_t>(nv));
+  const float mx = *std::max_element(logits, logits + nv);
+  double sum = 0;
+  for (int32_t i = 0; i < nv; ++i) {
+    const float e = std::exp((logits[i] - mx) / o_.temperature);
+    p[size_t(i)] = {e, i};
+    sum += e;
+  }
+  std::sort(p.begin(), p.end(), [](auto& a, auto& b) { return a.first > b.first; });
+  // nucleus: smallest prefix with mass >= top_p
+  double cum = 0;
+  size_t keep = p.size();
+  for (size_t i = 0; i < p.size(); ++i) {
+    cum += p[i].first / sum;
+    if (cum >= o_.top_p) {
+      keep = i + 1;
+      break;
+    }
+  }
+  double kept = 0;
+  for (size_t i = 0; i < keep; ++i) kept += p[i].first;
+  std::uniform_real_distribution<double> u(0.0, kept);
+  double r = u(rng_), acc = 0;
+  for (size_t i = 0; i < keep; ++i) {
+    acc += p[i].first;
+    if (r < acc) return p[i].second;
+  }
+  return p[keep - 1].second;
+}
+
+}  // namespace lmpress

@@ -1,0 +1,107 @@
+// The one entry point for linear layers: y[n, rows] = x[n, cols] * W^T.
+//  - n < kGemmMinTokens: matrix-vector kernels (decode), rows split over the thread pool;
+//  - otherwise GEMM: f32 weights go straight to OpenBLAS sgemm; f16/bf16 weights are converted
+//    to f32 in row panels (kPanelRows rows, a few MB, stays in cache) and each panel is one sgemm.
+// Quantized formats plug in through the format registry (formats.h) when present.
+#include <cblas.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "engine/matmul_ext.h"
+#include "kernels/kernels.h"
+#include "lmpress/engine.h"
+#include "lmpress/formats.h"
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace lmpress {
+
+namespace {
+constexpr int64_t kGemmMinTokens = 4;
+constexpr int64_t kPanelRows = 256;
+
+QuantMatmulFn g_quant_matmul = nullptr;
+
+void gemv_dense(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
+  const int64_t rows = W.rows(), cols = W.cols();
+  const auto& k = kern::ops();
+  // Chunks of 16 rows keep the 4-row kernel busy and balance the threads.
+  const int64_t nchunks = (rows + 15) / 16;
+  // Small products are not worth a wake-up of the pool (and an oversubscribed machine makes a
+  // wake-up expensive): below ~256K multiply-adds run on the calling thread.
+  const bool serial = rows * cols * n < (int64_t(1) << 18);
+  auto body = [&](int, int64_t b, int64_t e) {
+    const int64_t r0 = b * 16, r1 = std::min(rows, e * 16);
+    for (int64_t t = 0; t < n; ++t) {
+      const float* xt = x + t * cols;
+      float* yt = y + t * rows + r0;
+      switch (W.dtype) {
+        case DType::F32: k.gemv_f32(W.as<float>() + r0 * cols, cols, xt, cols, yt, r1 - r0); break;
+        case DType::F16: k.gemv_f16(W.as<uint16_t>() + r0 * cols, cols, xt, cols, yt, r1 - r0); break;
+        case DType::BF16: k.gemv_bf16(W.as<uint16_t>() + r0 * cols, cols, xt, cols, yt, r1 - r0); break;
+        default: LMP_ASSERT(false);
+      }
+    }
+  };
+  if (serial)
+    body(0, 0, nchunks);
+  else
+    pool.parallel_for(nchunks, body);
+}
+
+void gemm_dense(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
+  const int64_t rows = W.rows(), cols = W.cols();
+  openblas_set_num_threads(pool.size());
+  if (W.dtype == DType::F32) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(rows), int(cols), 1.0f, x,
+                int(cols), W.as<float>(), int(cols), 0.0f, y, int(rows));
+    return;
+  }
+  thread_local std::vector<float> panel;
+  panel.resize(size_t(std::min(rows, kPanelRows) * cols));
+  const auto& k = kern::ops();
+  for (int64_t r0 = 0; r0 < rows; r0 += kPanelRows) {
+    const int64_t nr = std::min(kPanelRows, rows - r0);
+    const uint16_t* src = W.as<uint16_t>() + r0 * cols;
+    auto conv = [&](int, int64_t b, int64_t e) {
+      if (W.dtype == DType::F16)
+        k.f16_to_f32(src + b * cols, panel.data() + b * cols, size_t((e - b) * cols));
+      else
+        k.bf16_to_f32(src + b * cols, panel.data() + b * cols, size_t((e - b) * cols));
+    };
+    if (nr * cols < (int64_t(1) << 16))
+      conv(0, 0, nr);
+    else
+      pool.parallel_for(nr, conv);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(nr), int(cols), 1.0f, x,
+                int(cols), panel.data(), int(cols), 0.0f, y + r0, int(rows));
+  }
+}
+
+}  // namespace
+
+void set_quant_matmul(QuantMatmulFn fn) { g_quant_matmul = fn; }
+
+void matmul(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
+  if (n <= 0) return;
+  switch (W.dtype) {
+    case DType::F32:
+    case DType::F16:
+    case DType::BF16:
+      if (n < kGemmMinTokens)
+        gemv_dense(W, x, n, y, pool);
+      else
+        gemm_dense(W, x, n, y, pool);
+      return;
+    case DType::Q:
+      if (!g_quant_matmul) register_quant_kernels();  // also links src/formats/qmatmul.cpp in
+      if (!g_quant_matmul) fail(W.name, "quantized tensor but no quantized kernels are registered");
+      g_quant_matmul(W, x, n, y, pool);
+      return;
+    default:
+      fail(W.name, std::string("unsupported weight dtype ") + dtype_name(W.dtype));
+  }
+}
+
+}  // namespace lmpress

@@ -1,0 +1,21 @@
+// Private to src/formats (and its tests / benchmarks): views of packed tensors and the
+// quantized matmul entry points.
+#pragma once
+#include "kernels/qkernels.h"
+#include "lmpress/formats.h"
+
+namespace lmpress {
+namespace detail {
+// Kernel view of a DType::Q tensor (the caller has validated it).
+kern::QWeights packed_view(const Tensor& t);
+}  // namespace detail
+
+// y[n, rows] = x[n, cols] * W^T with integer dot products against int8 activations (the engine's
+// matmul() lands here for DType::Q). Uses the active SIMD level's kernels.
+void quant_matmul(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool);
+// The composed alternative: dequantize row panels to f32 and multiply with OpenBLAS sgemm.
+// Kept as an oracle and for benchmarks (bench_quant compares the two for prefill).
+void quant_matmul_dequant_sgemm(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool);
+// Row r as f32 (embedding lookups of quantized tables).
+void quant_row(const Tensor& t, int64_t r, float* out);
+}  // namespace lmpress

@@ -1,0 +1,475 @@
+// Hugging Face model directories: config.json + model.safetensors (or a sharded index) +
+// tokenizer.model / tokenizer.json. q/k rows follow HF's RoPE convention (rotate halves), which
+// the model records as RopeStyle::Halves; nothing is permuted at load.
+#include <algorithm>
+#include <deque>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include "io/io_internal.h"
+#include "lmpress/io.h"
+
+namespace lmpress {
+
+using namespace io_detail;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A short description of a JSON value for error messages (never a deep dump).
+std::string brief(const json& v) {
+  if (v.is_structured()) return std::string("an ") + v.type_name();
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (s.size() > 40) s = s.substr(0, 40) + "...";
+  return s;
+}
+
+// Typed access to config.json fields with errors naming the file and the field.
+struct JsonFields {
+  const json& j;
+  const std::string& name;
+
+  const json* get(const char* key) const {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return nullptr;
+    return &*it;
+  }
+  int64_t integer(const char* key, int64_t def, bool required = false) const {
+    const json* v = get(key);
+    if (!v) {
+      if (required) fail(name, std::string("required field \"") + key + "\" is missing");
+      return def;
+    }
+    if (!v->is_number_integer())
+      fail(name, std::string("field \"") + key + "\" must be an integer, got " + brief(*v));
+    const int64_t x = v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(INT64_MAX)
+                          ? INT64_MAX
+                          : v->get<int64_t>();
+    if (x < 0 || x > INT32_MAX)
+      fail(name, std::string("field \"") + key + "\" = " + std::to_string(x) + " is out of range");
+    return x;
+  }
+  double number(const char* key, double def) const {
+    const json* v = get(key);
+    if (!v) return def;
+    if (!v->is_number()) fail(name, std::string("field \"") + key + "\" must be a number, got " + brief(*v));
+    return v->get<double>();
+  }
+  bool boolean(const char* key, bool def) const {
+    const json* v = get(key);
+    if (!v) return def;
+    if (!v->is_boolean()) fail(name, std::string("field \"") + key + "\" must be true or false, got " + brief(*v));
+    return v->get<bool>();
+  }
+  std::string string(const char* key, const std::string& def) const {
+    const json* v = get(key);
+    if (!v) return def;
+    if (!v->is_string()) fail(name, std::string("field \"") + key + "\" must be a string, got " + brief(*v));
+    return v->get<std::string>();
+  }
+};
+
+json parse_json(std::string_view text, const std::string& name) {
+  try {
+    return json::parse(text.begin(), text.end());
+  } catch (const json::exception& e) {
+    fail(name, std::string("malformed JSON: ") + e.what());
+  }
+}
+
+struct ArchInfo {
+  const char* arch;
+  const char* hf_class;
+  const char* model_type;
+};
+constexpr ArchInfo kArchs[] = {
+    {"llama", "LlamaForCausalLM", "llama"},
+    {"mistral", "MistralForCausalLM", "mistral"},
+    {"qwen2", "Qwen2ForCausalLM", "qwen2"},
+};
+
+ModelConfig parse_hf_config_json(const json& j, const std::string& name) {
+  if (!j.is_object()) fail(name, "config.json must contain a JSON object");
+  JsonFields f{j, name};
+  ModelConfig c;
+  // Architecture: the first entry of "architectures", else "model_type".
+  std::string arch_name;
+  if (const json* a = f.get("architectures")) {
+    if (!a->is_array() || a->empty() || !(*a)[0].is_string())
+      fail(name, "field \"architectures\" must be a non-empty array of strings");
+    arch_name = (*a)[0].get<std::string>();
+    c.arch.clear();
+    for (const auto& k : kArchs)
+      if (arch_name == k.hf_class) c.arch = k.arch;
+  } else {
+    arch_name = f.string("model_type", "");
+    c.arch.clear();
+    for (const auto& k : kArchs)
+      if (arch_name == k.model_type) c.arch = k.arch;
+  }
+  if (c.arch.empty())
+    fail(name, "unknown architecture '" + arch_name +
+                   "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
+  const std::string act = f.string("hidden_act", "silu");
+  if (act != "silu") fail(name, "hidden_act '" + act + "' is not supported (only silu)");
+  if (f.boolean("mlp_bias", false)) fail(name, "mlp_bias=true is not supported");
+
+  c.dim = int32_t(f.integer("hidden_size", 0, true));
+  c.hidden_dim = int32_t(f.integer("intermediate_size", 0, true));
+  c.n_layers = int32_t(f.integer("num_hidden_layers", 0, true));
+  c.n_heads = int32_t(f.integer("num_attention_heads", 0, true));
+  c.n_kv_heads = int32_t(f.integer("num_key_value_heads", c.n_heads));
+  if (c.n_heads <= 0) fail(name, "num_attention_heads must be positive");
+  if (!f.get("head_dim") && c.dim % c.n_heads != 0)
+    fail(name, "hidden_size " + std::to_string(c.dim) + " is not a multiple of num_attention_heads " +
+                   std::to_string(c.n_heads) + " (and no head_dim is given)");
+  c.head_dim = int32_t(f.integer("head_dim", c.dim / c.n_heads));
+  c.vocab_size = int32_t(f.integer("vocab_size", 0, true));
+  c.max_seq_len = int32_t(f.integer("max_position_embeddings", 2048));
+  c.norm_eps = float(f.number("rms_norm_eps", 1e-6));
+  c.rope_theta = float(f.number("rope_theta", 10000.0));
+  c.tied_embeddings = f.boolean("tie_word_embeddings", false);
+  c.attn_bias = c.arch == "qwen2" ? true : f.boolean("attention_bias", false);
+  c.rope_style = RopeStyle::Halves;
+  if (const json* rs = f.get("rope_scaling")) {
+    if (!rs->is_object()) fail(name, "field \"rope_scaling\" must be an object or null");
+    JsonFields r{*rs, name};
+    std::string type = r.string("rope_type", "");
+    if (type.empty()) type = r.string("type", "");
+    if (type == "llama3") {
+      c.rope_scaling.type = "llama3";
+      c.rope_scaling.factor = float(r.number("factor", 8.0));
+      c.rope_scaling.low_freq_factor = float(r.number("low_freq_factor", 1.0));
+      c.rope_scaling.high_freq_factor = float(r.number("high_freq_factor", 4.0));
+      c.rope_scaling.original_max_position =
+          int32_t(r.integer("original_max_position_embeddings", 8192));
+    } else if (type == "linear") {
+      c.rope_scaling.type = "linear";
+      c.rope_scaling.factor = float(r.number("factor", 1.0));
+    } else if (type != "default" && !type.empty()) {
+      fail(name, "rope_scaling type '" + type + "' is not supported (supported: llama3, linear)");
+    }
+  }
+  check_config(c, name);
+  return c;
+}
+
+// HF tensor name of a canonical tensor.
+std::string hf_name(const NamedTensor& nt) {
+  if (nt.kind == "token_embd") return "model.embed_tokens.weight";
+  if (nt.kind == "output_norm") return "model.norm.weight";
+  if (nt.kind == "output") return "lm_head.weight";
+  const std::string p = "model.layers." + std::to_string(nt.layer) + ".";
+  static const std::pair<const char*, const char*> map[] = {
+      {"attn_norm", "input_layernorm.weight"},
+      {"attn_q", "self_attn.q_proj.weight"},
+      {"attn_k", "self_attn.k_proj.weight"},
+      {"attn_v", "self_attn.v_proj.weight"},
+      {"attn_q.bias", "self_attn.q_proj.bias"},
+      {"attn_k.bias", "self_attn.k_proj.bias"},
+      {"attn_v.bias", "self_attn.v_proj.bias"},
+      {"attn_output", "self_attn.o_proj.weight"},
+      {"ffn_norm", "post_attention_layernorm.weight"},
+      {"ffn_gate", "mlp.gate_proj.weight"},
+      {"ffn_up", "mlp.up_proj.weight"},
+      {"ffn_down", "mlp.down_proj.weight"},
+  };
+  for (const auto& [k, v] : map)
+    if (nt.kind == k) return p + v;
+  LMP_ASSERT(false);
+  return "";
+}
+
+DType dtype_of_st(const std::string& d) {
+  if (d == "F32") return DType::F32;
+  if (d == "F16") return DType::F16;
+  if (d == "BF16") return DType::BF16;
+  return DType::I32;  // sentinel: unsupported
+}
+const char* st_dtype_name(DType d) {
+  return d == DType::F16 ? "F16" : d == DType::BF16 ? "BF16" : "F32";
+}
+
+// "<s>" or {"content": "<s>", ...} -> "<s>"; "" otherwise.
+std::string special_token_text(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end()) return "";
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_object()) {
+    auto c = it->find("content");
+    if (c != it->end() && c->is_string()) return c->get<std::string>();
+  }
+  return "";
+}
+
+// Applies bos/eos/add_bos from config.json and tokenizer_config.json to a vocabulary.
+void apply_special_tokens(Vocab& v, const json& config, const std::string& dir) {
+  const int32_t n = int32_t(v.tokens.size());
+  auto id_of = [&](const json& j, const char* key) -> int32_t {
+    auto it = j.find(key);
+    if (it == j.end()) return -1;
+    const json* x = &*it;
+    if (x->is_array() && !x->empty()) x = &(*x)[0];
+    if (!x->is_number_integer()) return -1;
+    const int64_t id = x->get<int64_t>();
+    return id >= 0 && id < n ? int32_t(id) : -1;
+  };
+  if (int32_t b = id_of(config, "bos_token_id"); b >= 0) v.bos_id = b;
+  if (int32_t e = id_of(config, "eos_token_id"); e >= 0) v.eos_id = e;
+
+  const std::string tc_path = dir + "/tokenizer_config.json";
+  if (!file_exists(tc_path)) return;
+  const json tc = parse_json(read_text_file(tc_path), tc_path);
+  if (!tc.is_object()) fail(tc_path, "must contain a JSON object");
+  std::unordered_map<std::string, int32_t> index;
+  auto find_token = [&](const std::string& text) -> int32_t {
+    if (index.empty())
+      for (int32_t i = 0; i < n; ++i) index.emplace(v.tokens[size_t(i)], i);
+    auto it = index.find(text);
+    return it == index.end() ? -1 : it->second;
+  };
+  if (auto it = tc.find("add_bos_token"); it != tc.end() && it->is_boolean()) v.add_bos = it->get<bool>();
+  if (std::string s = special_token_text(tc, "bos_token"); !s.empty())
+    if (int32_t id = find_token(s); id >= 0) v.bos_id = id;
+  if (std::string s = special_token_text(tc, "eos_token"); !s.empty())
+    if (int32_t id = find_token(s); id >= 0) v.eos_id = id;
+  if (std::string s = special_token_text(tc, "unk_token"); !s.empty())
+    if (int32_t id = find_token(s); id >= 0) v.unk_id = id;
+  if (std::string s = special_token_text(tc, "pad_token"); !s.empty())
+    if (int32_t id = find_token(s); id >= 0) v.pad_id = id;
+}
+
+bool plain_file_name(const std::string& s) {
+  return !s.empty() && s.find('/') == std::string::npos && s.find('\\') == std::string::npos &&
+         s != "." && s != "..";
+}
+
+}  // namespace
+
+ModelConfig parse_hf_config(const std::string& json_text, const std::string& name) {
+  try {
+    return parse_hf_config_json(parse_json(json_text, name), name);
+  } catch (const json::exception& e) {
+    fail(name, std::string("invalid config: ") + e.what());
+  }
+}
+
+Model load_hf_model(const std::string& dir, const LoadOptions& opt) {
+  Model m;
+  const std::string cfg_path = dir + "/config.json";
+  const json config = parse_json(read_text_file(cfg_path), cfg_path);
+  try {
+    m.cfg = parse_hf_config_json(config, cfg_path);
+  } catch (const json::exception& e) {
+    fail(cfg_path, std::string("invalid config: ") + e.what());
+  }
+  const ModelConfig& c = m.cfg;
+
+  // Weight files: one model.safetensors, or shards listed by model.safetensors.index.json.
+  std::deque<SafetensorsFile> shards;
+  const std::string single = dir + "/model.safetensors", index = dir + "/model.safetensors.index.json";
+  if (file_exists(single)) {
+    shards.push_back(read_safetensors(single));
+  } else if (file_exists(index)) {
+    const json ij = parse_json(read_text_file(index), index);
+    auto wm = ij.is_object() ? ij.find("weight_map") : ij.end();
+    if (wm == ij.end() || !wm->is_object())
+      fail(index, "missing \"weight_map\" object");
+    std::set<std::string> files;
+    for (auto it = wm->begin(); it != wm->end(); ++it) {
+      if (!it.value().is_string() || !plain_file_name(it.value().get<std::string>()))
+        fail(index, "weight_map entry for '" + it.key() + "' must be a file name in the directory");
+      files.insert(it.value().get<std::string>());
+    }
+    if (files.empty()) fail(index, "weight_map is empty");
+    for (const std::string& fn : files) shards.push_back(read_safetensors(dir + "/" + fn));
+  } else if (file_exists(dir + "/pytorch_model.bin") ||
+             file_exists(dir + "/pytorch_model.bin.index.json")) {
+    fail(dir, "PyTorch .bin checkpoints are not supported; save the model as safetensors");
+  } else {
+    fail(dir, "no model.safetensors or model.safetensors.index.json in the directory");
+  }
+
+  std::unordered_map<std::string, std::pair<const SafetensorsTensor*, const SafetensorsFile*>> by_name;
+  for (const SafetensorsFile& s : shards) {
+    for (const SafetensorsTensor& t : s.tensors)
+      if (!by_name.emplace(t.name, std::make_pair(&t, &s)).second)
+        fail(s.file->path(), "tensor " + t.name + " appears in more than one shard");
+    m.files.push_back(s.file);
+    m.file_bytes += s.file->size();
+  }
+  std::set<std::string> used;
+  auto tensor = [&](const std::string& name, bool required) -> Tensor {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) {
+      if (required) fail(dir, "tensor " + name + " is missing from the safetensors files");
+      return Tensor{};
+    }
+    used.insert(name);
+    const SafetensorsTensor& t = *it->second.first;
+    const DType dt = dtype_of_st(t.dtype);
+    if (dt == DType::I32)
+      fail(it->second.second->file->path(),
+           "tensor " + name + " has dtype " + t.dtype + " (supported: F32, F16, BF16)");
+    Tensor r = view_tensor(name, dt, t.shape, t.data, t.nbytes);
+    return r.shape.size() == 1 ? small_to_f32(r) : r;
+  };
+
+  // Look up every tensor of the canonical layout by its HF name.
+  m.layers.resize(size_t(c.n_layers));
+  Model& mm = m;
+  for (const NamedTensor& nt : canonical_tensors(mm)) {
+    Tensor* dst = const_cast<Tensor*>(nt.t);
+    *dst = tensor(hf_name(nt), true);
+  }
+  if (c.tied_embeddings) {
+    m.output = m.tok_embd;
+    used.insert("lm_head.weight");  // some tied checkpoints store a copy; it is not needed
+  }
+  for (const auto& [name, _] : by_name)
+    if (!used.count(name) && name.find("rotary_emb.inv_freq") == std::string::npos)
+      fail(dir, "unexpected tensor " + name + " (not part of the " + c.arch + " architecture)");
+
+  m.path = dir;
+  m.format = "hf";
+  m.validate();
+
+  // Tokenizer: override, tokenizer.model (SentencePiece), tokenizer.json.
+  std::string tok = opt.tokenizer_path;
+  if (tok.empty() && file_exists(dir + "/tokenizer.model")) tok = dir + "/tokenizer.model";
+  if (tok.empty() && file_exists(dir + "/tokenizer.json")) tok = dir + "/tokenizer.json";
+  if (tok.empty()) {
+    if (opt.require_tokenizer)
+      fail(dir, "no tokenizer found in the model directory (looked for tokenizer.model, "
+                "tokenizer.json); pass --tokenizer");
+    return m;
+  }
+  Vocab v = load_vocab_file(tok, c.vocab_size);
+  if (opt.tokenizer_path.empty()) apply_special_tokens(v, config, dir);
+  check_vocab_fits(v, c, tok);
+  m.tokenizer = std::make_unique<Tokenizer>(std::move(v));
+  return m;
+}
+
+void write_hf_model(const Model& m, const std::string& dir, DType dtype) {
+  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
+    fail(dir, std::string("Hugging Face output type ") + dtype_name(dtype) +
+                  " is not supported (use f32, f16 or bf16)");
+  m.validate();
+  const ModelConfig& c = m.cfg;
+  AtomicDir out(dir);
+  const std::string tmp = out.tmp_path();
+
+  // Weights. HF q/k rows rotate halves: permute interleaved models per head.
+  std::vector<NamedTensor> named = canonical_tensors(m);
+  std::vector<SafetensorsWriteTensor> specs;
+  std::vector<int32_t> permute(named.size(), 0);
+  std::vector<DType> types(named.size());
+  for (size_t i = 0; i < named.size(); ++i) {
+    const NamedTensor& nt = named[i];
+    const Tensor& t = *nt.t;
+    types[i] = t.shape.size() == 1 ? DType::F32 : dtype;
+    if (c.rope_style == RopeStyle::Interleaved) {
+      if (nt.kind == "attn_q" || nt.kind == "attn_q.bias") permute[i] = c.n_heads;
+      if (nt.kind == "attn_k" || nt.kind == "attn_k.bias") permute[i] = c.n_kv_heads;
+    }
+    specs.push_back({hf_name(nt), st_dtype_name(types[i]), t.shape, nullptr,
+                     size_t(t.numel()) * dtype_size(types[i])});
+  }
+  write_safetensors_lazy(tmp + "/model.safetensors", specs, {{"format", "pt"}}, [&](size_t i) {
+    Tensor t = permute[i] ? permute_rope_rows(*named[i].t, permute[i], true) : *named[i].t;
+    return t.dtype == types[i] ? t : convert_tensor(t, types[i]);
+  });
+
+  // config.json
+  const char* hf_class = "LlamaForCausalLM";
+  const char* model_type = "llama";
+  for (const auto& k : kArchs)
+    if (c.arch == k.arch) hf_class = k.hf_class, model_type = k.model_type;
+  // HF's Mistral has no attention bias, HF's Qwen2 always has one: fall back to Llama otherwise.
+  if ((c.arch == "mistral" && c.attn_bias) || (c.arch == "qwen2" && !c.attn_bias))
+    hf_class = "LlamaForCausalLM", model_type = "llama";
+  const bool is_llama = std::string(model_type) == "llama";
+  const Vocab* v = m.tokenizer ? &m.tokenizer->vocab() : nullptr;
+  nlohmann::ordered_json cj;
+  cj["architectures"] = {hf_class};
+  cj["model_type"] = model_type;
+  cj["hidden_size"] = c.dim;
+  cj["intermediate_size"] = c.hidden_dim;
+  cj["num_hidden_layers"] = c.n_layers;
+  cj["num_attention_heads"] = c.n_heads;
+  cj["num_key_value_heads"] = c.n_kv_heads;
+  cj["head_dim"] = c.head_dim;
+  cj["hidden_act"] = "silu";
+  cj["max_position_embeddings"] = c.max_seq_len;
+  cj["rms_norm_eps"] = clean_float(c.norm_eps);
+  cj["rope_theta"] = clean_float(c.rope_theta);
+  if (c.rope_scaling.type == "llama3") {
+    cj["rope_scaling"] = {{"rope_type", "llama3"},
+                          {"factor", clean_float(c.rope_scaling.factor)},
+                          {"low_freq_factor", clean_float(c.rope_scaling.low_freq_factor)},
+                          {"high_freq_factor", clean_float(c.rope_scaling.high_freq_factor)},
+                          {"original_max_position_embeddings", c.rope_scaling.original_max_position}};
+  } else if (c.rope_scaling.type == "linear") {
+    cj["rope_scaling"] = {{"rope_type", "linear"}, {"factor", clean_float(c.rope_scaling.factor)}};
+  } else if (!c.rope_scaling.type.empty()) {
+    fail(dir, "cannot write rope scaling type '" + c.rope_scaling.type + "'");
+  } else {
+    cj["rope_scaling"] = nullptr;
+  }
+  if (is_llama) {
+    cj["attention_bias"] = c.attn_bias;
+    cj["mlp_bias"] = false;
+  }
+  cj["tie_word_embeddings"] = c.tied_embeddings;
+  cj["vocab_size"] = c.vocab_size;
+  cj["torch_dtype"] = dtype == DType::F32 ? "float32" : dtype == DType::F16 ? "float16" : "bfloat16";
+  if (v && v->bos_id >= 0) cj["bos_token_id"] = v->bos_id;
+  if (v && v->eos_id >= 0) cj["eos_token_id"] = v->eos_id;
+  cj["use_cache"] = true;
+  auto write_text = [&](const std::string& fn, const std::string& text) {
+    AtomicFile f(tmp + "/" + fn);
+    f.write(text);
+    f.commit();
+  };
+  write_text("config.json", cj.dump(2) + "\n");
+
+  nlohmann::ordered_json gen;
+  gen["_from_model_config"] = true;
+  if (v && v->bos_id >= 0) gen["bos_token_id"] = v->bos_id;
+  if (v && v->eos_id >= 0) gen["eos_token_id"] = v->eos_id;
+  write_text("generation_config.json", gen.dump(2) + "\n");
+
+  // Tokenizer.
+  if (v) {
+    auto token = [&](int32_t id) -> nlohmann::ordered_json {
+      if (id < 0 || id >= int32_t(v->tokens.size())) return nullptr;
+      return v->tokens[size_t(id)];
+    };
+    nlohmann::ordered_json tc;
+    if (v->kind == VocabKind::SPM) {
+      write_text("tokenizer.model", serialize_sentencepiece_model(*v));
+      tc["tokenizer_class"] = "LlamaTokenizer";
+      tc["legacy"] = true;
+    } else {
+      write_text("tokenizer.json", hf_tokenizer_json(*v));
+      tc["tokenizer_class"] = "PreTrainedTokenizerFast";
+    }
+    tc["add_bos_token"] = v->add_bos;
+    tc["add_eos_token"] = false;
+    tc["bos_token"] = token(v->bos_id);
+    tc["eos_token"] = token(v->eos_id);
+    tc["unk_token"] = token(v->unk_id);
+    tc["pad_token"] = token(v->pad_id);
+    tc["model_max_length"] = c.max_seq_len;
+    tc["clean_up_tokenization_spaces"] = false;
+    write_text("tokenizer_config.json", tc.dump(2) + "\n");
+  }
+  out.commit();
+}
+
+}  // namespace lmpress

@@ -1,0 +1,236 @@
+// The lmpress container: a safetensors file (standard tools can list it) with lmpress metadata.
+//   __metadata__: format="lmpress", lmpress.version="1", lmpress.config=<JSON ModelConfig>,
+//                 lmpress.tensors=<JSON {name: {"format": "w4g32", "shape": [rows, cols]}}> for
+//                 packed tensors, lmpress.recipe, lmpress.source, lmpress.calib.
+//   tensors:      dense weights as F32/F16/BF16; packed weights as U8 [nbytes]; the vocabulary as
+//                 U8 tensor "lmpress.vocab" holding JSON.
+#include <nlohmann/json.hpp>
+
+#include "lmpress/formats.h"
+#include "lmpress/io.h"
+
+namespace lmpress {
+
+namespace {
+constexpr const char* kVersion = "1";
+using json = nlohmann::json;
+
+const char* st_dtype(DType d) {
+  switch (d) {
+    case DType::F32: return "F32";
+    case DType::F16: return "F16";
+    case DType::BF16: return "BF16";
+    case DType::Q: return "U8";
+    default: return nullptr;
+  }
+}
+
+json config_json(const ModelConfig& c) {
+  return {{"arch", c.arch}, {"dim", c.dim}, {"hidden_dim", c.hidden_dim}, {"n_layers", c.n_layers},
+          {"n_heads", c.n_heads}, {"n_kv_heads", c.n_kv_heads}, {"head_dim", c.head_dim},
+          {"vocab_size", c.vocab_size}, {"max_seq_len", c.max_seq_len}, {"norm_eps", c.norm_eps},
+          {"rope_theta", c.rope_theta},
+          {"rope_scaling", {{"type", c.rope_scaling.type}, {"factor", c.rope_scaling.factor},
+                            {"low_freq_factor", c.rope_scaling.low_freq_factor},
+                            {"high_freq_factor", c.rope_scaling.high_freq_factor},
+                            {"original_max_position", c.rope_scaling.original_max_position}}},
+          {"rope_style", c.rope_style == RopeStyle::Halves ? "halves" : "interleaved"},
+          {"tied_embeddings", c.tied_embeddings}, {"attn_bias", c.attn_bias}};
+}
+
+ModelConfig config_from_json(const json& j) {
+  ModelConfig c;
+  c.arch = j.at("arch").get<std::string>();
+  c.dim = j.at("dim").get<int32_t>();
+  c.hidden_dim = j.at("hidden_dim").get<int32_t>();
+  c.n_layers = j.at("n_layers").get<int32_t>();
+  c.n_heads = j.at("n_heads").get<int32_t>();
+  c.n_kv_heads = j.at("n_kv_heads").get<int32_t>();
+  c.head_dim = j.at("head_dim").get<int32_t>();
+  c.vocab_size = j.at("vocab_size").get<int32_t>();
+  c.max_seq_len = j.at("max_seq_len").get<int32_t>();
+  c.norm_eps = j.at("norm_eps").get<float>();
+  c.rope_theta = j.at("rope_theta").get<float>();
+  const auto& rs = j.at("rope_scaling");
+  c.rope_scaling.type = rs.at("type").get<std::string>();
+  c.rope_scaling.factor = rs.at("factor").get<float>();
+  c.rope_scaling.low_freq_factor = rs.at("low_freq_factor").get<float>();
+  c.rope_scaling.high_freq_factor = rs.at("high_freq_factor").get<float>();
+  c.rope_scaling.original_max_position = rs.at("original_max_position").get<int32_t>();
+  const std::string style = j.at("rope_style").get<std::string>();
+  if (style != "halves" && style != "interleaved") throw std::runtime_error("rope_style '" + style + "'");
+  c.rope_style = style == "halves" ? RopeStyle::Halves : RopeStyle::Interleaved;
+  c.tied_embeddings = j.at("tied_embeddings").get<bool>();
+  c.attn_bias = j.at("attn_bias").get<bool>();
+  return c;
+}
+
+json vocab_json(const Vocab& v) {
+  std::vector<int32_t> types;
+  for (auto t : v.types) types.push_back(int32_t(t));
+  return {{"kind", v.kind == VocabKind::SPM ? "spm" : "bpe"}, {"tokens", v.tokens}, {"scores", v.scores},
+          {"types", types}, {"merges", v.merges}, {"bos", v.bos_id}, {"eos", v.eos_id}, {"unk", v.unk_id},
+          {"pad", v.pad_id}, {"add_bos", v.add_bos}, {"add_space_prefix", v.add_space_prefix},
+          {"byte_fallback", v.byte_fallback}, {"pre", v.pre}};
+}
+
+Vocab vocab_from_json(const json& j, const std::string& source) {
+  Vocab v;
+  const std::string kind = j.at("kind").get<std::string>();
+  if (kind != "spm" && kind != "bpe") throw std::runtime_error("vocab kind '" + kind + "'");
+  v.kind = kind == "spm" ? VocabKind::SPM : VocabKind::BPE;
+  v.tokens = j.at("tokens").get<std::vector<std::string>>();
+  v.scores = j.at("scores").get<std::vector<float>>();
+  for (int32_t t : j.at("types").get<std::vector<int32_t>>()) v.types.push_back(TokenType(t));
+  v.merges = j.at("merges").get<std::vector<std::string>>();
+  v.bos_id = j.at("bos").get<int32_t>();
+  v.eos_id = j.at("eos").get<int32_t>();
+  v.unk_id = j.at("unk").get<int32_t>();
+  v.pad_id = j.at("pad").get<int32_t>();
+  v.add_bos = j.at("add_bos").get<bool>();
+  v.add_space_prefix = j.at("add_space_prefix").get<bool>();
+  v.byte_fallback = j.at("byte_fallback").get<bool>();
+  v.pre = j.at("pre").get<std::string>();
+  v.source = source;
+  if (v.types.size() != v.tokens.size() || (!v.scores.empty() && v.scores.size() != v.tokens.size()))
+    throw std::runtime_error("vocabulary arrays differ in length");
+  for (int32_t id : {v.bos_id, v.eos_id, v.unk_id, v.pad_id})
+    if (id < -1 || id >= int32_t(v.tokens.size())) throw std::runtime_error("special token id out of range");
+  return v;
+}
+}  // namespace
+
+void write_lmpress_model(const Model& m, const std::string& path) {
+  std::vector<SafetensorsWriteTensor> ts;
+  json qinfo = json::object();
+  for (const Tensor* t : m.weight_tensors()) {
+    const char* dt = st_dtype(t->dtype);
+    if (!dt) fail(path, "cannot store tensor " + t->name + " of dtype " + dtype_name(t->dtype));
+    if (t->dtype == DType::Q) {
+      ts.push_back({t->name, "U8", {int64_t(t->nbytes)}, t->data, t->nbytes});
+      qinfo[t->name] = {{"format", format_name(format_spec(t->format))}, {"shape", t->shape}};
+    } else {
+      ts.push_back({t->name, dt, t->shape, t->data, t->nbytes});
+    }
+  }
+  std::string vjs;
+  if (m.tokenizer) {
+    vjs = vocab_json(m.tokenizer->vocab()).dump();
+    ts.push_back({"lmpress.vocab", "U8", {int64_t(vjs.size())}, vjs.data(), vjs.size()});
+  }
+  std::map<std::string, std::string> meta = {{"format", "lmpress"},
+                                             {"lmpress.version", kVersion},
+                                             {"lmpress.config", config_json(m.cfg).dump()},
+                                             {"lmpress.tensors", qinfo.dump()}};
+  for (const auto& [k, v] : m.metadata) meta["lmpress." + k] = v;
+  write_safetensors(path, ts, meta);
+}
+
+bool is_lmpress_file(const std::string& path) {
+  if (is_directory(path) || !file_exists(path)) return false;
+  MappedFile f(path);
+  if (f.size() < 16) return false;
+  uint64_t hl;
+  std::memcpy(&hl, f.data(), 8);
+  if (hl < 2 || hl > f.size() - 8 || f.data()[8] != '{') return false;
+  const std::string_view head(reinterpret_cast<const char*>(f.data() + 8), size_t(hl));
+  return head.find("\"lmpress.version\"") != std::string_view::npos;
+}
+
+Model load_lmpress_model(const std::string& path, const LoadOptions& opt) {
+  SafetensorsFile st = read_safetensors(path);
+  auto mi = st.metadata.find("format");
+  if (mi == st.metadata.end() || mi->second != "lmpress") fail(path, "safetensors file without lmpress metadata");
+  auto vi = st.metadata.find("lmpress.version");
+  if (vi == st.metadata.end() || vi->second != kVersion)
+    fail(path, "unsupported lmpress file version '" + (vi == st.metadata.end() ? std::string("?") : vi->second) +
+                   "' (this build reads version " + kVersion + ")");
+  Model m;
+  m.path = path;
+  m.format = "lmpress";
+  m.file_bytes = st.file->size();
+  m.files.push_back(st.file);
+  json qinfo;
+  try {
+    m.cfg = config_from_json(json::parse(st.metadata.at("lmpress.config")));
+    qinfo = json::parse(st.metadata.at("lmpress.tensors"));
+  } catch (const std::exception& e) {
+    fail(path, std::string("bad lmpress metadata: ") + e.what());
+  }
+  for (const auto& [k, v] : st.metadata)
+    if (k.rfind("lmpress.", 0) == 0 && k != "lmpress.config" && k != "lmpress.tensors" && k != "lmpress.version")
+      m.metadata[k.substr(8)] = v;
+
+  auto get = [&](const std::string& name, bool required) -> Tensor {
+    const SafetensorsTensor* s = st.find(name);
+    if (!s) {
+      if (required) fail(path, "missing tensor " + name);
+      return Tensor{};
+    }
+    Tensor t;
+    t.name = name;
+    t.data = s->data;
+    t.nbytes = s->nbytes;
+    if (qinfo.contains(name)) {
+      if (s->dtype != "U8") fail(path, "packed tensor " + name + " must be stored as U8");
+      try {
+        const QuantSpec spec = parse_format_name(qinfo[name].at("format").get<std::string>());
+        t.dtype = DType::Q;
+        t.format = format_id(spec);
+        t.shape = qinfo[name].at("shape").get<std::vector<int64_t>>();
+      } catch (const Error& e) {
+        fail(path, "tensor " + name + ": " + e.what());
+      } catch (const std::exception& e) {
+        fail(path, "tensor " + name + ": bad format entry: " + e.what());
+      }
+      if (t.shape.size() != 2 || t.shape[0] <= 0 || t.shape[1] <= 0)
+        fail(path, "tensor " + name + ": packed shape must be [rows, cols]");
+      validate_packed(t, path);
+    } else {
+      if (s->dtype == "F32") t.dtype = DType::F32;
+      else if (s->dtype == "F16") t.dtype = DType::F16;
+      else if (s->dtype == "BF16") t.dtype = DType::BF16;
+      else fail(path, "tensor " + name + " has unsupported dtype " + s->dtype);
+      t.shape = s->shape;
+    }
+    return t;
+  };
+  const auto& c = m.cfg;
+  if (c.n_layers <= 0 || c.n_layers > 4096) fail(path, "bad layer count in lmpress.config");
+  m.tok_embd = get("token_embd.weight", true);
+  for (int l = 0; l < c.n_layers; ++l) {
+    LayerWeights L;
+    L.attn_norm = get(tensor_name_layer(l, "attn_norm"), true);
+    L.wq = get(tensor_name_layer(l, "attn_q"), true);
+    L.wk = get(tensor_name_layer(l, "attn_k"), true);
+    L.wv = get(tensor_name_layer(l, "attn_v"), true);
+    L.wo = get(tensor_name_layer(l, "attn_output"), true);
+    L.ffn_norm = get(tensor_name_layer(l, "ffn_norm"), true);
+    L.w_gate = get(tensor_name_layer(l, "ffn_gate"), true);
+    L.w_up = get(tensor_name_layer(l, "ffn_up"), true);
+    L.w_down = get(tensor_name_layer(l, "ffn_down"), true);
+    if (c.attn_bias) {
+      L.bq = get("blk." + std::to_string(l) + ".attn_q.bias", true);
+      L.bk = get("blk." + std::to_string(l) + ".attn_k.bias", true);
+      L.bv = get("blk." + std::to_string(l) + ".attn_v.bias", true);
+    }
+    m.layers.push_back(std::move(L));
+  }
+  m.out_norm = get("output_norm.weight", true);
+  m.output = c.tied_embeddings ? m.tok_embd : get("output.weight", true);
+  if (const SafetensorsTensor* v = st.find("lmpress.vocab")) {
+    try {
+      Vocab voc = vocab_from_json(json::parse(std::string_view(reinterpret_cast<const char*>(v->data), v->nbytes)), path);
+      m.tokenizer = std::make_unique<Tokenizer>(std::move(voc));
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      fail(path, std::string("bad embedded vocabulary: ") + e.what());
+    }
+  }
+  if (!m.tokenizer && opt.require_tokenizer) fail(path, "no tokenizer embedded in the lmpress file");
+  m.validate();
+  return m;
+}
+
+}  // namespace lmpress

@@ -1,0 +1,193 @@
+// GPT-2 byte-level BPE encoder (llama.cpp "gpt2" vocabulary, HF tokenizer.json BPE+ByteLevel).
+//
+// 1. Pre-tokenize with the family's regex (PCRE2, UTF + Unicode properties); text the regex
+//    does not cover (invalid UTF-8 bytes) becomes words of its own.
+// 2. Map each byte of a word to the GPT-2 byte alphabet; each mapped byte is one symbol.
+// 3. Merge adjacent symbols by merge rank (lowest first, ties leftmost) with the same stale-
+//    candidate priority queue as the SPM encoder, then map symbols to ids.
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <cstdio>
+#include <queue>
+
+#include "io/tokenizer/tokenizer_internal.h"
+
+namespace lmpress::tok {
+
+// GPT-2 (tiktoken r50k/p50k; llama.cpp pre "gpt-2" and "default" fallback). The trailing \s+
+// catches whitespace that \s+(?!\S) leaves before a non-space (the last space joins the word).
+const char* const kGpt2Regex =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+// Llama 3 (tiktoken cl100k-style): case-insensitive contractions, numbers in groups of <= 3.
+const char* const kLlama3Regex =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+namespace {
+std::string rank_key(std::string_view l, std::string_view r) {
+  std::string k = std::to_string(l.size());
+  k += ':';
+  k.append(l);
+  k.append(r);
+  return k;
+}
+
+struct Symbol {
+  int32_t prev, next;
+  uint32_t start, len;
+};
+struct Candidate {
+  int32_t rank;
+  int32_t left, right;
+  uint32_t len;
+};
+struct ByPriority {
+  bool operator()(const Candidate& a, const Candidate& b) const {
+    if (a.rank != b.rank) return a.rank > b.rank;  // lowest rank pops first
+    return a.left > b.left;
+  }
+};
+}  // namespace
+
+bool is_llama3_pre(const std::string& pre) {
+  return pre == "llama3" || pre == "llama-v3" || pre == "llama-bpe";
+}
+
+struct BpeEncoder::Regex {
+  pcre2_code* code = nullptr;
+  ~Regex() {
+    if (code) pcre2_code_free(code);
+  }
+};
+
+BpeEncoder::BpeEncoder(const Vocab& v) : v_(v), map_(build_piece_map(v)), re_(new Regex) {
+  ranks_.reserve(v.merges.size() * 2);
+  for (size_t i = 0; i < v.merges.size(); ++i) {
+    const std::string& m = v.merges[i];
+    const size_t sp = m.size() > 1 ? m.find(' ', 1) : std::string::npos;
+    if (sp == std::string::npos)
+      fail(v.source, "merge " + std::to_string(i) + " \"" + m.substr(0, 64) +
+                         "\" is not of the form \"left right\"");
+    // First occurrence keeps the lower rank (the one BPE would apply).
+    ranks_.emplace(rank_key(std::string_view(m).substr(0, sp), std::string_view(m).substr(sp + 1)),
+                   int32_t(i));
+  }
+  ignore_merges_ = is_llama3_pre(v.pre);
+  const char* pattern = ignore_merges_ ? kLlama3Regex : kGpt2Regex;
+  int err = 0;
+  PCRE2_SIZE err_off = 0;
+  re_->code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern), PCRE2_ZERO_TERMINATED,
+                    PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &err_off, nullptr);
+  LMP_ASSERT(re_->code != nullptr);                  // fixed patterns: a failure is a build problem
+  pcre2_jit_compile(re_->code, PCRE2_JIT_COMPLETE);  // optional speed-up; falls back silently
+}
+
+BpeEncoder::~BpeEncoder() = default;
+
+void BpeEncoder::encode(std::string_view text, std::vector<int32_t>& out) const {
+  if (text.empty()) return;
+  pcre2_match_data* md = pcre2_match_data_create_from_pattern(re_->code, nullptr);
+  if (!md) throw std::bad_alloc();
+  struct Guard {
+    pcre2_match_data* md;
+    ~Guard() { pcre2_match_data_free(md); }
+  } guard{md};
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+  size_t pos = 0;
+  while (pos < text.size()) {
+    const int rc = pcre2_match(re_->code, subject, text.size(), pos, 0, md, nullptr);
+    if (rc == PCRE2_ERROR_NOMATCH) {
+      encode_word(text.substr(pos), out);
+      break;
+    }
+    if (rc < 0) {
+      PCRE2_UCHAR msg[256];
+      pcre2_get_error_message(rc, msg, sizeof msg);
+      fail(v_.source, std::string("pre-tokenizer regex failed: ") + reinterpret_cast<char*>(msg));
+    }
+    const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+    size_t s = ov[0], e = ov[1];
+    if (s > pos) encode_word(text.substr(pos, s - pos), out);  // bytes the regex skipped
+    if (e <= s) {  // empty match (not produced by these patterns): take one byte
+      e = s + 1;
+    }
+    encode_word(text.substr(s, e - s), out);
+    pos = e;
+  }
+}
+
+void BpeEncoder::encode_word(std::string_view word, std::vector<int32_t>& out) const {
+  std::string text;
+  text.reserve(word.size() * 2);
+  std::vector<Symbol> sym;
+  sym.reserve(word.size());
+  for (char c : word) {
+    const std::string& m = gpt2_byte_to_utf8(uint8_t(c));
+    const int32_t idx = int32_t(sym.size());
+    sym.push_back({idx - 1, idx + 1, uint32_t(text.size()), uint32_t(m.size())});
+    text += m;
+  }
+  if (sym.empty()) return;
+  sym.back().next = -1;
+
+  if (ignore_merges_) {
+    auto it = map_.find(text);
+    if (it != map_.end()) {
+      out.push_back(it->second);
+      return;
+    }
+  }
+
+  std::priority_queue<Candidate, std::vector<Candidate>, ByPriority> queue;
+  const std::string_view tv(text);
+  auto consider = [&](int32_t l, int32_t r) {
+    if (l < 0 || r < 0) return;
+    auto it = ranks_.find(
+        rank_key(tv.substr(sym[l].start, sym[l].len), tv.substr(sym[r].start, sym[r].len)));
+    if (it == ranks_.end()) return;
+    queue.push({it->second, l, r, sym[l].len + sym[r].len});
+  };
+  for (int32_t i = 1; i < int32_t(sym.size()); ++i) consider(i - 1, i);
+  while (!queue.empty()) {
+    const Candidate c = queue.top();
+    queue.pop();
+    Symbol& L = sym[c.left];
+    Symbol& R = sym[c.right];
+    if (L.len == 0 || R.len == 0 || L.next != c.right || L.len + R.len != c.len) continue;
+    L.len += R.len;
+    R.len = 0;
+    L.next = R.next;
+    if (R.next >= 0) sym[R.next].prev = c.left;
+    consider(L.prev, c.left);
+    consider(c.left, L.next);
+  }
+
+  for (int32_t i = 0; i >= 0; i = sym[i].next) {
+    const std::string_view s = tv.substr(sym[i].start, sym[i].len);
+    auto it = map_.find(s);
+    if (it != map_.end()) {
+      out.push_back(it->second);
+      continue;
+    }
+    // A merged symbol without a token of its own: fall back to its single mapped bytes.
+    for (size_t p = 0; p < s.size();) {
+      const size_t len = utf8_valid_len(s.data() + p, s.size() - p);  // alphabet: always valid
+      auto one = map_.find(s.substr(p, len));
+      if (one == map_.end()) {
+        char buf[16];
+        std::snprintf(buf, sizeof buf, "0x%02X",
+                      unsigned(gpt2_cp_to_byte(utf8_decode(s.data() + p, len))));
+        fail(v_.source,
+             std::string("text contains byte ") + buf + " (byte-level piece '" +
+                 std::string(s.substr(p, len)) +
+                 "'), which the vocabulary lacks; use a tokenizer that covers all 256 bytes");
+      }
+      out.push_back(one->second);
+      p += len;
+    }
+  }
+}
+
+}  // namespace lmpress::tok

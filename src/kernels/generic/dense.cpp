@@ -1,0 +1,51 @@
+// Scalar reference kernels: the specification the SIMD versions are tested against.
+#include "kernels/kernels.h"
+
+namespace lmpress::kern {
+namespace {
+
+void f16_to_f32(const uint16_t* s, float* d, size_t n) {
+  for (size_t i = 0; i < n; ++i) d[i] = lmpress::f16_to_f32(s[i]);
+}
+void bf16_to_f32(const uint16_t* s, float* d, size_t n) {
+  for (size_t i = 0; i < n; ++i) d[i] = lmpress::bf16_to_f32(s[i]);
+}
+void gemv_f32(const float* W, size_t ld, const float* x, size_t k, float* y, size_t nrows) {
+  for (size_t r = 0; r < nrows; ++r) {
+    const float* w = W + r * ld;
+    float acc = 0.f;
+    for (size_t j = 0; j < k; ++j) acc += w[j] * x[j];
+    y[r] = acc;
+  }
+}
+void gemv_f16(const uint16_t* W, size_t ld, const float* x, size_t k, float* y, size_t nrows) {
+  for (size_t r = 0; r < nrows; ++r) {
+    const uint16_t* w = W + r * ld;
+    float acc = 0.f;
+    for (size_t j = 0; j < k; ++j) acc += lmpress::f16_to_f32(w[j]) * x[j];
+    y[r] = acc;
+  }
+}
+void gemv_bf16(const uint16_t* W, size_t ld, const float* x, size_t k, float* y, size_t nrows) {
+  for (size_t r = 0; r < nrows; ++r) {
+    const uint16_t* w = W + r * ld;
+    float acc = 0.f;
+    for (size_t j = 0; j < k; ++j) acc += lmpress::bf16_to_f32(w[j]) * x[j];
+    y[r] = acc;
+  }
+}
+float dot_f32(const float* a, const float* b, size_t n) {
+  float acc = 0.f;
+  for (size_t i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+void axpy_f32(float a, const float* x, float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+}  // namespace
+
+const Ops ops_scalar = {SimdLevel::Scalar, f16_to_f32, bf16_to_f32, gemv_f32, gemv_f16,
+                        gemv_bf16, dot_f32, axpy_f32};
+
+}  // namespace lmpress::kern

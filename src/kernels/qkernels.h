@@ -1,0 +1,86 @@
+// Quantized-weight kernels (internal API). The packed formats are described in formats.h and
+// docs/formats.md ("Packed weight formats"); this header is what the kernels need of them.
+//
+// Arithmetic (every ISA level computes exactly this, up to float summation order):
+//   activations x[t][c] are quantized per 32-column block b to int8 a in [-127, 127] with scale
+//   d[t][b] = amax/127 (rounded to nearest-even, blocks zero-padded to a multiple of 32);
+//   y[t][r] = sum_u S[r][u] * d[t][b(u)] * sum_{i in u} (q_i - C) a_i
+//           - sum_g s[r][g] * (z[r][g] - C) * X[t][g]
+//   where u runs over "scale units" (16-column halves for group 16, else 32-column blocks),
+//   S[r][u] is the f16 scale of the group holding unit u, X[t][g] = sum_{b,h in g} d[t][b] *
+//   hs[t][b][h] (hs = integer sum of a over a 16-half) and C is a per-kernel code offset
+//   (128 for 8-bit codes on AVX2, where the sign trick needs signed codes; 0 elsewhere).
+//   Integer dot products are exact, so levels differ only in float rounding.
+// Kernels trust their arguments: the front end (src/formats/qmatmul.cpp) validates shapes.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "lmpress/core.h"
+
+namespace lmpress::kern {
+
+constexpr int kQBlock = 32;  // weights per packed block (and activations per int8 block)
+
+// Bytes for 32 codes of `bits` bits (2 -> 8, 3 -> 12, 4 -> 16, 5 -> 20, 6 -> 24, 8 -> 32).
+constexpr int qblock_bytes(int bits) { return bits * 4; }
+
+// Scalar reference of the block bit layout: the specification (docs/formats.md).
+// q: 32 codes, each < 2^bits. out / in: qblock_bytes(bits) bytes.
+void pack_qblock(int bits, const uint8_t* q, uint8_t* out);
+void unpack_qblock(int bits, const uint8_t* in, uint8_t* q);
+
+// Read-only view of a packed [rows, cols] tensor.
+struct QWeights {
+  const uint8_t* q = nullptr;        // [rows][row_bytes]: blocks of qblock_bytes(bits)
+  const uint16_t* scales = nullptr;  // [rows][groups] f16
+  const uint8_t* zeros = nullptr;    // [rows][groups] u8; null for symmetric formats
+  int64_t rows = 0, cols = 0;
+  int64_t nb = 0;         // blocks per row = ceil(cols / 32)
+  int64_t row_bytes = 0;  // nb * qblock_bytes(bits)
+  int64_t groups = 0;     // groups per row
+  int64_t group = 0;      // group length in columns (cols for whole-row)
+  int32_t bits = 4;
+  int32_t zero_sym = 8;   // implicit zero of symmetric formats: 2^(bits-1)
+  bool g16() const { return group == 16; }
+  // Blocks per group when group >= 32 (whole-row: nb).
+  int64_t blocks_per_group() const { return group == 16 ? 0 : (group + 31) / 32; }
+};
+
+// Quantized activations of n tokens (built once per matmul call by the front end).
+struct QActs {
+  const int8_t* qa = nullptr;  // [n][a_stride] int8; token t's block b at qa + t*a_stride + 32*b
+  int64_t a_stride = 0;        // >= nb*32, padded so tokens do not alias in L1 sets
+  const float* d = nullptr;    // [nb][n] block scales (token-minor so tiles load them as vectors);
+                               // followed by >= 16 zero floats of padding
+  const float* x = nullptr;    // [n][groups]: X[t][g] (see above)
+  int64_t n = 0;
+};
+
+struct QGemmArgs {
+  QWeights w;
+  QActs a;
+  float* y = nullptr;  // y[t * ldy + r]
+  int64_t ldy = 0;
+};
+
+struct QuantOps {
+  SimdLevel level;
+  // One token: x[cols] -> qa[nb*32] (zero padded), d[b * d_stride], hs[2*nb] (16-half sums).
+  // A block holding a NaN or Inf gets d = NaN and a = 0, so results turn NaN instead of garbage.
+  void (*quantize_acts)(const float* x, int64_t cols, int8_t* qa, float* d, int64_t d_stride,
+                        int32_t* hs);
+  // y for rows [r0, r1) x tokens [t0, t1).
+  void (*gemm)(const QGemmArgs& a, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
+  // Dequantizes rows [r0, r1): out[(r - r0) * ldo + c] for c < cols.
+  void (*dequant_rows)(const QWeights& w, int64_t r0, int64_t r1, float* out, int64_t ldo);
+};
+
+extern const QuantOps qops_scalar;
+extern const QuantOps qops_avx2;
+extern const QuantOps qops_avx512;
+
+const QuantOps& qops();                // active level
+const QuantOps& qops_at(SimdLevel l);  // caller ensures the CPU supports l
+
+}  // namespace lmpress::kern

@@ -1,0 +1,416 @@
+// x86 quantized kernels, one body for two ISA levels. Included ONLY by x86_avx2/quant.cpp (AVX2:
+// maddubs + madd) and x86_avx512/quant.cpp (defines LMP_QX86_VNNI first: AVX512-VNNI dpbusd on
+// 256-bit vectors, AVX512BW mask ops for bit planes, 32 registers for bigger tiles). Everything
+// lives in an anonymous namespace so each TU keeps its own copy compiled with its own flags.
+//
+// Structure (both levels):
+//  - unpack<BITS>(block) -> 32 unsigned codes as bytes, natural order (codes 0..15 in the low
+//    128-bit lane, 16..31 in the high lane: a group-16 scale applies to one lane);
+//  - dot<BITS>(codes, int8 activations) -> 8 x i32 partial dot products (lanes 0-3 = half 0);
+//  - tile<R, T>: R rows x T tokens, each block unpacked once and used for all T tokens; per
+//    (row, token, block): acc = fma(cvt(dot), scale * d, acc);
+//  - expand_row: per row, f16 scales -> one f32 factor per scale unit (times the activation
+//    scale for decode) + the zero-point correction sum_g s_g (z_g - C) X[t][g].
+#pragma once
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/qkernels.h"
+
+namespace lmpress::kern {
+namespace {
+
+#if defined(LMP_QX86_VNNI)
+constexpr bool kVnni = true;
+#else
+constexpr bool kVnni = false;
+#endif
+
+// Code offset C of qkernels.h: AVX2's 8-bit dot uses the sign trick on (q - 128).
+template <int BITS>
+constexpr int32_t code_offset() {
+  return (BITS == 8 && !kVnni) ? 128 : 0;
+}
+
+inline float hsum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline int64_t load_i64(const uint8_t* p) {
+  int64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+// ---- unpacking ---------------------------------------------------------------------------------
+// 2-bit plane: byte j holds codes j, j+8, j+16, j+24 -> broadcast the 8 bytes to the four 64-bit
+// lanes and shift lane k right by 2k.
+inline __m256i unpack2(const uint8_t* p) {
+  const __m256i v = _mm256_set1_epi64x(load_i64(p));
+  return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 2, 4, 6)), _mm256_set1_epi8(3));
+}
+// 4-bit plane: byte j holds codes j (low nibble) and j+16 -> the 16 bytes in both 128-bit lanes,
+// high lane shifted right by 4.
+inline __m256i unpack4(const uint8_t* p) {
+  const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(15));
+}
+// 1-bit plane (u32, bit i = code i): lo + val where the bit is set (lo has that bit clear).
+inline __m256i add_bit_plane(__m256i lo, const uint8_t* p, char val) {
+#if defined(LMP_QX86_VNNI)
+  return _mm256_mask_add_epi8(lo, _cvtu32_mask32(load_u32(p)), lo, _mm256_set1_epi8(val));
+#else
+  // Byte i gets plane byte i/8 (vpshufb is per 128-bit lane; the broadcast puts all 4 bytes in
+  // both), then tests its bit i%8.
+  const __m256i v = _mm256_set1_epi32(int(load_u32(p)));
+  const __m256i sel = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2,
+                                       2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201ull));
+  const __m256i m = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(v, sel), bit), bit);
+  return _mm256_or_si256(lo, _mm256_and_si256(m, _mm256_set1_epi8(val)));
+#endif
+}
+
+template <int BITS>
+inline __m256i unpack(const uint8_t* p) {
+  if constexpr (BITS == 2) return unpack2(p);
+  if constexpr (BITS == 3) return add_bit_plane(unpack2(p), p + 8, 4);
+  if constexpr (BITS == 4) return unpack4(p);
+  if constexpr (BITS == 5) return add_bit_plane(unpack4(p), p + 16, 16);
+  if constexpr (BITS == 6) return _mm256_or_si256(unpack4(p), _mm256_slli_epi16(unpack2(p + 16), 4));
+  if constexpr (BITS == 8) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+// ---- integer dot ---------------------------------------------------------------------------------
+// Lane k = sum of 4 consecutive products. Unsigned codes <= 63 times |a| <= 127: maddubs pairs stay
+// below 2*63*127 < 2^15. 8-bit codes use (q - 128) as int8 with the sign trick: |q-128| <= 128,
+// pairs <= 2*128*127 < 2^15. VNNI's dpbusd takes u8 x s8 straight into i32.
+template <int BITS>
+inline __m256i dot(__m256i w, __m256i a) {
+#if defined(LMP_QX86_VNNI)
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, a);
+#else
+  const __m256i ones = _mm256_set1_epi16(1);
+  if constexpr (BITS == 8) {
+    const __m256i ws = _mm256_xor_si256(w, _mm256_set1_epi8(char(0x80)));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(ws), _mm256_sign_epi8(a, ws)), ones);
+  } else {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), ones);
+  }
+#endif
+}
+
+inline __m256 bcast2(const float* lo, const float* hi) {
+  return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_broadcast_ss(lo)), _mm_broadcast_ss(hi), 1);
+}
+
+// ---- R rows x T tokens over all blocks -----------------------------------------------------------
+// PREMUL (decode, T == 1): f[i] holds scale * d per unit. Otherwise f[i] holds scales per unit and
+// d[b * n + t] the activation scales of this tile's tokens (8 loaded at once; padded array).
+template <int BITS, int R, int T, bool G16, bool PREMUL>
+inline void tile(int64_t nb, const uint8_t* const* wr, const float* const* f, const int8_t* const* ar,
+                 const float* d, int64_t n, float (&out)[R][T]) {
+  static_assert(!PREMUL || T == 1);
+  static_assert(T <= 8);
+  constexpr int BPB = qblock_bytes(BITS);
+  __m256 acc[R][T];
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
+  alignas(32) float fa[8], fb[8];
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256 D = _mm256_setzero_ps();
+    if constexpr (!PREMUL) D = _mm256_loadu_ps(d + b * n);
+    for (int i = 0; i < R; ++i) {
+      const __m256i w = unpack<BITS>(wr[i] + b * BPB);
+      if constexpr (!PREMUL) {
+        if constexpr (G16) {
+          _mm256_store_ps(fa, _mm256_mul_ps(_mm256_broadcast_ss(f[i] + 2 * b), D));
+          _mm256_store_ps(fb, _mm256_mul_ps(_mm256_broadcast_ss(f[i] + 2 * b + 1), D));
+        } else {
+          _mm256_store_ps(fa, _mm256_mul_ps(_mm256_broadcast_ss(f[i] + b), D));
+        }
+      }
+      for (int t = 0; t < T; ++t) {
+        const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ar[t] + b * kQBlock));
+        const __m256 p = _mm256_cvtepi32_ps(dot<BITS>(w, a));
+        __m256 F;
+        if constexpr (PREMUL)
+          F = G16 ? bcast2(f[i] + 2 * b, f[i] + 2 * b + 1) : _mm256_broadcast_ss(f[i] + b);
+        else
+          F = G16 ? bcast2(fa + t, fb + t) : _mm256_broadcast_ss(fa + t);
+        acc[i][t] = _mm256_fmadd_ps(p, F, acc[i][t]);
+      }
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < T; ++t) out[i][t] = hsum(acc[i][t]);
+}
+
+inline float dot_f32(const float* a, const float* b, int64_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  float s = hsum(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// Per-thread scratch of one row tile.
+struct Scratch {
+  std::vector<float> f;   // [R][units + 16]
+  std::vector<float> sf;  // [groups + 8] f32 scales of one row
+  std::vector<float> sz;  // [R][groups + 8]: s_g * (z_g - C)
+};
+inline Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+// Row r: f[u] = scale of unit u (times d[b(u)] when d1 != null, decode), 0 for a group-16 half
+// past the last column; sz[g] = s_g * (z_g - C).
+inline void expand_row(const QWeights& w, int64_t r, int32_t C, const float* d1, float* sf, float* f,
+                       float* sz) {
+  const int64_t G = w.groups, nb = w.nb;
+  const uint16_t* s16 = w.scales + r * G;
+  int64_t g = 0;
+  for (; g + 8 <= G; g += 8)
+    _mm256_storeu_ps(sf + g, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s16 + g))));
+  for (; g < G; ++g) sf[g] = _cvtsh_ss(s16[g]);
+  if (w.zeros) {
+    const uint8_t* z = w.zeros + r * G;
+    for (g = 0; g < G; ++g) sz[g] = sf[g] * float(int32_t(z[g]) - C);
+  } else {
+    const float zc = float(w.zero_sym - C);
+    for (g = 0; g < G; ++g) sz[g] = sf[g] * zc;
+  }
+  if (w.g16()) {
+    for (int64_t u = 0; u < 2 * nb; ++u) f[u] = u < G ? sf[u] : 0.f;
+    if (d1)
+      for (int64_t b = 0; b < nb; ++b) {
+        f[2 * b] *= d1[b];
+        f[2 * b + 1] *= d1[b];
+      }
+  } else {
+    const int64_t bpg = w.blocks_per_group();
+    if (bpg == 1) {
+      for (int64_t b = 0; b < nb; ++b) f[b] = sf[b];
+    } else {
+      for (int64_t b0 = 0, gi = 0; b0 < nb; b0 += bpg, ++gi) {
+        const int64_t b1 = std::min(nb, b0 + bpg);
+        for (int64_t b = b0; b < b1; ++b) f[b] = sf[gi];
+      }
+    }
+    if (d1)
+      for (int64_t b = 0; b < nb; ++b) f[b] *= d1[b];
+  }
+}
+
+template <class Cfg, int BITS, bool G16>
+void gemm_impl(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  const QWeights& w = A.w;
+  const int64_t nb = w.nb, G = w.groups, n = A.a.n;
+  const int64_t units = G16 ? 2 * nb : nb;
+  constexpr int32_t C = code_offset<BITS>();
+  constexpr int BPB = qblock_bytes(BITS);
+  Scratch& S = scratch();
+  constexpr int RMAX = Cfg::RD > Cfg::RP ? Cfg::RD : Cfg::RP;
+  const int64_t fstride = units + 16, zstride = G + 8;
+  S.f.resize(size_t(RMAX * fstride));
+  S.sf.resize(size_t(zstride));
+  S.sz.resize(size_t(RMAX * zstride));
+
+  if (n == 1) {  // decode: scales premultiplied by the activation scales
+    constexpr int R = Cfg::RD;
+    for (int64_t r = r0; r < r1; r += R) {
+      const int nr = int(std::min<int64_t>(R, r1 - r));
+      const uint8_t* wr[R];
+      const float* f[R];
+      const int8_t* ar[1] = {A.a.qa};
+      float corr[R];
+      for (int i = 0; i < R; ++i) {
+        const int k = i < nr ? i : nr - 1;  // rows past r1 repeat the last one; results dropped
+        wr[i] = w.q + (r + k) * w.row_bytes;
+        f[i] = S.f.data() + k * fstride;
+        if (i < nr) {
+          float* sz = S.sz.data() + i * zstride;
+          expand_row(w, r + i, C, A.a.d, S.sf.data(), S.f.data() + i * fstride, sz);
+          corr[i] = dot_f32(sz, A.a.x, G);
+        }
+      }
+      float out[R][1];
+      tile<BITS, R, 1, G16, true>(nb, wr, f, ar, A.a.d, 1, out);
+      for (int i = 0; i < nr; ++i) A.y[r + i] = out[i][0] - corr[i];
+    }
+    return;
+  }
+
+  // Prefill: token chunks sized so their activations stay in L2; inside, row tiles of RP rows
+  // stay in L1 while TP-token tiles stream past them.
+  constexpr int R = Cfg::RP, T = Cfg::TP;
+  const int64_t chunk = std::max<int64_t>(T, (Cfg::kChunkBytes / A.a.a_stride) / T * T);
+  for (int64_t tc = t0; tc < t1; tc += chunk) {
+    const int64_t tce = std::min(t1, tc + chunk);
+    for (int64_t r = r0; r < r1; r += R) {
+      const int nr = int(std::min<int64_t>(R, r1 - r));
+      const uint8_t* wr[R];
+      const float* f[R];
+      for (int i = 0; i < R; ++i) {
+        const int k = i < nr ? i : nr - 1;
+        wr[i] = w.q + (r + k) * w.row_bytes;
+        f[i] = S.f.data() + k * fstride;
+        if (i < nr) {
+          float* sz = S.sz.data() + i * zstride;
+          expand_row(w, r + i, C, nullptr, S.sf.data(), S.f.data() + i * fstride, sz);
+          for (int64_t t = tc; t < tce; ++t) A.y[t * A.ldy + r + i] = -dot_f32(sz, A.a.x + t * G, G);
+        }
+      }
+      for (int64_t t = tc; t < tce; t += T) {
+        const int nt = int(std::min<int64_t>(T, tce - t));
+        const int8_t* ar[T];
+        for (int j = 0; j < T; ++j) ar[j] = A.a.qa + (t + (j < nt ? j : nt - 1)) * A.a.a_stride;
+        float out[R][T];
+        tile<BITS, R, T, G16, false>(nb, wr, f, ar, A.a.d + t, n, out);
+        for (int i = 0; i < nr; ++i)
+          for (int j = 0; j < nt; ++j) A.y[(t + j) * A.ldy + r + i] += out[i][j];
+      }
+    }
+  }
+  (void)BPB;
+}
+
+template <class Cfg, int BITS>
+void gemm_bits(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  if (A.w.g16())
+    gemm_impl<Cfg, BITS, true>(A, r0, r1, t0, t1);
+  else
+    gemm_impl<Cfg, BITS, false>(A, r0, r1, t0, t1);
+}
+
+template <class Cfg>
+void gemm(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  switch (A.w.bits) {
+    case 2: return gemm_bits<Cfg, 2>(A, r0, r1, t0, t1);
+    case 3: return gemm_bits<Cfg, 3>(A, r0, r1, t0, t1);
+    case 4: return gemm_bits<Cfg, 4>(A, r0, r1, t0, t1);
+    case 5: return gemm_bits<Cfg, 5>(A, r0, r1, t0, t1);
+    case 6: return gemm_bits<Cfg, 6>(A, r0, r1, t0, t1);
+    case 8: return gemm_bits<Cfg, 8>(A, r0, r1, t0, t1);
+    default: LMP_ASSERT(false);
+  }
+}
+
+// ---- activations -----------------------------------------------------------------------------------
+// Same arithmetic as the scalar reference (amax/127, x * (127/amax) rounded to nearest-even by
+// cvtps2dq under the default MXCSR), so every level produces identical int8 activations.
+void quantize_acts(const float* x, int64_t cols, int8_t* qa, float* d, int64_t d_stride, int32_t* hs) {
+  const int64_t nb = (cols + kQBlock - 1) / kQBlock;
+  const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
+  alignas(32) float tmp[kQBlock];
+  for (int64_t b = 0; b < nb; ++b) {
+    const int64_t c0 = b * kQBlock, n = std::min<int64_t>(kQBlock, cols - c0);
+    const float* src = x + c0;
+    if (n < kQBlock) {
+      std::memset(tmp, 0, sizeof tmp);
+      std::memcpy(tmp, src, size_t(n) * 4);
+      src = tmp;
+    }
+    __m256i v[4], m = _mm256_setzero_si256();
+    for (int k = 0; k < 4; ++k) {
+      v[k] = _mm256_castps_si256(_mm256_loadu_ps(src + 8 * k));
+      m = _mm256_max_epi32(m, _mm256_and_si256(v[k], absmask));  // |x| bits: integer order = float order
+    }
+    __m128i m4 = _mm_max_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+    m4 = _mm_max_epi32(m4, _mm_shuffle_epi32(m4, 0x4e));
+    m4 = _mm_max_epi32(m4, _mm_shuffle_epi32(m4, 0xb1));
+    const int32_t mbits = _mm_cvtsi128_si32(m4);
+    int8_t* q = qa + c0;
+    if (mbits >= 0x7f800000) {  // Inf or NaN in the block
+      std::memset(q, 0, kQBlock);
+      d[b * d_stride] = __builtin_nanf("");
+      hs[2 * b] = hs[2 * b + 1] = 0;
+      continue;
+    }
+    float amax;
+    std::memcpy(&amax, &mbits, 4);
+    const float id = amax > 0.f ? 127.f / amax : 0.f;
+    d[b * d_stride] = amax / 127.f;
+    const __m256 idv = _mm256_set1_ps(id);
+    const __m256i lim = _mm256_set1_epi32(127), nlim = _mm256_set1_epi32(-127);
+    __m256i qi[4];
+    for (int k = 0; k < 4; ++k) {
+      const __m256i t = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_castsi256_ps(v[k]), idv));
+      qi[k] = _mm256_max_epi32(_mm256_min_epi32(t, lim), nlim);
+    }
+    const __m256i h0 = _mm256_add_epi32(qi[0], qi[1]), h1 = _mm256_add_epi32(qi[2], qi[3]);
+    // (the 16-half sums: horizontal adds of two 8-lane vectors)
+    const __m256i hh = _mm256_hadd_epi32(h0, h1);  // [h0 01,23 h1 01,23 | h0 45,67 h1 45,67]
+    const __m256i hh2 = _mm256_hadd_epi32(hh, hh);  // [h0 0-3, h1 0-3, .. | h0 4-7, h1 4-7, ..]
+    const __m128i s = _mm_add_epi32(_mm256_castsi256_si128(hh2), _mm256_extracti128_si256(hh2, 1));
+    hs[2 * b] = _mm_cvtsi128_si32(s);
+    hs[2 * b + 1] = _mm_extract_epi32(s, 1);
+    const __m256i p01 = _mm256_packs_epi32(qi[0], qi[1]), p23 = _mm256_packs_epi32(qi[2], qi[3]);
+    const __m256i p = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p01, p23),
+                                                  _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), p);
+  }
+}
+
+// ---- dequantization --------------------------------------------------------------------------------
+// s * float(q - z): exact in f32 (11-bit scale mantissa times an integer below 2^9), so every level
+// gives the reference's bits.
+template <int BITS>
+void dequant_rows_t(const QWeights& w, int64_t r0, int64_t r1, float* out, int64_t ldo) {
+  constexpr int BPB = qblock_bytes(BITS);
+  alignas(32) uint8_t q[kQBlock];
+  alignas(32) float tmp[kQBlock];
+  for (int64_t r = r0; r < r1; ++r) {
+    float* o = out + (r - r0) * ldo;
+    const uint16_t* s16 = w.scales + r * w.groups;
+    const uint8_t* z8 = w.zeros ? w.zeros + r * w.groups : nullptr;
+    for (int64_t b = 0; b < w.nb; ++b) {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(q), unpack<BITS>(w.q + r * w.row_bytes + b * BPB));
+      const int64_t c0 = b * kQBlock, n = std::min<int64_t>(kQBlock, w.cols - c0);
+      float* dst = n == kQBlock ? o + c0 : tmp;
+      for (int k = 0; k < 4; ++k) {
+        const int64_t g = std::min(w.groups - 1, (c0 + 8 * k) / w.group);
+        const __m256 s = _mm256_set1_ps(_cvtsh_ss(s16[g]));
+        const __m256 z = _mm256_set1_ps(float(z8 ? z8[g] : w.zero_sym));
+        const __m256 qf = _mm256_cvtepi32_ps(
+            _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * k))));
+        _mm256_storeu_ps(dst + 8 * k, _mm256_mul_ps(_mm256_sub_ps(qf, z), s));
+      }
+      if (n < kQBlock) std::memcpy(o + c0, tmp, size_t(n) * 4);
+    }
+  }
+}
+
+void dequant_rows(const QWeights& w, int64_t r0, int64_t r1, float* out, int64_t ldo) {
+  switch (w.bits) {
+    case 2: return dequant_rows_t<2>(w, r0, r1, out, ldo);
+    case 3: return dequant_rows_t<3>(w, r0, r1, out, ldo);
+    case 4: return dequant_rows_t<4>(w, r0, r1, out, ldo);
+    case 5: return dequant_rows_t<5>(w, r0, r1, out, ldo);
+    case 6: return dequant_rows_t<6>(w, r0, r1, out, ldo);
+    case 8: return dequant_rows_t<8>(w, r0, r1, out, ldo);
+    default: LMP_ASSERT(false);
+  }
+}
+
+}  // namespace
+}  // namespace lmpress::kern

@@ -1,0 +1,16 @@
+// AVX2 quantized kernels: maddubs + madd integer dot products (kernels/qkernels_x86.h).
+// Tiles: decode 4 rows; prefill 3 rows x 4 tokens (12 accumulators of 16 ymm registers).
+#include "kernels/qkernels_x86.h"
+
+namespace lmpress::kern {
+namespace {
+struct CfgAvx2 {
+  static constexpr int RD = 4;                       // decode rows per tile
+  static constexpr int RP = 3, TP = 4;               // prefill tile
+  static constexpr int64_t kChunkBytes = 192 << 10;  // activations per token chunk (L2)
+};
+}  // namespace
+
+const QuantOps qops_avx2 = {SimdLevel::AVX2, quantize_acts, gemm<CfgAvx2>, dequant_rows};
+
+}  // namespace lmpress::kern

@@ -1,0 +1,236 @@
+// Model description helpers: owned tensors, dtype conversion, RoPE row permutation, canonical
+// tensor order and shape validation against the configuration.
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "lmpress/model.h"
+
+namespace lmpress {
+
+namespace {
+
+std::string shape_text(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i) r += ", ";
+    r += std::to_string(s[i]);
+  }
+  return r + "]";
+}
+
+bool is_dense(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+}  // namespace
+
+int64_t Tensor::numel() const {
+  if (shape.empty()) return 0;
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+Tensor make_f32_tensor(std::string name, std::vector<int64_t> shape, std::vector<float> values) {
+  Tensor t;
+  t.name = std::move(name);
+  t.dtype = DType::F32;
+  t.shape = std::move(shape);
+  LMP_ASSERT(int64_t(values.size()) == t.numel());
+  auto store = std::make_shared<std::vector<float>>(std::move(values));
+  t.data = store->data();
+  t.nbytes = store->size() * sizeof(float);
+  t.owner = store;
+  return t;
+}
+
+Tensor make_owned_tensor(std::string name, DType dt, std::vector<int64_t> shape,
+                         std::vector<uint8_t> bytes, uint32_t format) {
+  Tensor t;
+  t.name = std::move(name);
+  t.dtype = dt;
+  t.shape = std::move(shape);
+  t.format = format;
+  auto store = std::make_shared<std::vector<uint8_t>>(std::move(bytes));
+  t.data = store->data();
+  t.nbytes = store->size();
+  t.owner = store;
+  return t;
+}
+
+std::vector<float> tensor_to_f32(const Tensor& t) {
+  const int64_t n = t.numel();
+  if (t.dtype == DType::Q || !(is_dense(t.dtype) || t.dtype == DType::I32))
+    fail(t.name, std::string("cannot read a ") + dtype_name(t.dtype) +
+                     " tensor as f32 values (dequantize it first)");
+  if (t.data == nullptr || t.nbytes != size_t(n) * dtype_size(t.dtype))
+    fail(t.name, "tensor storage (" + std::to_string(t.nbytes) + " bytes) does not match shape " +
+                     shape_text(t.shape) + " of " + dtype_name(t.dtype));
+  std::vector<float> out(static_cast<size_t>(n));
+  switch (t.dtype) {
+    case DType::F32: std::memcpy(out.data(), t.data, t.nbytes); break;
+    case DType::F16: f16_to_f32_row(t.as<uint16_t>(), out.data(), size_t(n)); break;
+    case DType::BF16: bf16_to_f32_row(t.as<uint16_t>(), out.data(), size_t(n)); break;
+    case DType::I32:
+      for (int64_t i = 0; i < n; ++i) {
+        int32_t v;
+        std::memcpy(&v, static_cast<const uint8_t*>(t.data) + 4 * i, 4);
+        out[size_t(i)] = float(v);
+      }
+      break;
+    default: break;
+  }
+  return out;
+}
+
+Tensor convert_tensor(const Tensor& t, DType to) {
+  if (!is_dense(to))
+    fail(t.name, std::string("cannot convert to ") + dtype_name(to) + " (only F32, F16, BF16)");
+  if (t.dtype == to) {
+    const uint8_t* p = static_cast<const uint8_t*>(t.data);
+    return make_owned_tensor(t.name, to, t.shape, std::vector<uint8_t>(p, p + t.nbytes));
+  }
+  std::vector<float> f = tensor_to_f32(t);
+  if (to == DType::F32) return make_f32_tensor(t.name, t.shape, std::move(f));
+  std::vector<uint8_t> bytes(f.size() * 2);
+  uint16_t* dst = reinterpret_cast<uint16_t*>(bytes.data());
+  if (to == DType::F16)
+    f32_to_f16_row(f.data(), dst, f.size());
+  else
+    f32_to_bf16_row(f.data(), dst, f.size());
+  return make_owned_tensor(t.name, to, t.shape, std::move(bytes));
+}
+
+Tensor permute_rope_rows(const Tensor& w, int32_t n_heads, bool to_halves) {
+  const int64_t rows = w.rows();
+  if (n_heads <= 0 || rows <= 0 || rows % n_heads != 0 || (rows / n_heads) % 2 != 0)
+    fail(w.name, "cannot permute RoPE rows: " + std::to_string(rows) + " rows for " +
+                     std::to_string(n_heads) + " heads (need an even head size)");
+  if (w.data == nullptr || w.nbytes % size_t(rows) != 0)
+    fail(w.name, "cannot permute RoPE rows: storage is not a whole number of rows");
+  const int64_t hd = rows / n_heads, half = hd / 2;
+  const size_t row_bytes = w.nbytes / size_t(rows);
+  const uint8_t* src = static_cast<const uint8_t*>(w.data);
+  std::vector<uint8_t> out(w.nbytes);
+  // Within each head: interleaved keeps the pair (x[2i], x[2i+1]) adjacent, halves stores all
+  // first members, then all second members: halves row i <-> interleaved row 2i,
+  // halves row half+i <-> interleaved row 2i+1.
+  for (int64_t h = 0; h < n_heads; ++h) {
+    const int64_t base = h * hd;
+    for (int64_t i = 0; i < half; ++i) {
+      for (int64_t j = 0; j < 2; ++j) {
+        const int64_t inter = base + 2 * i + j, halves = base + j * half + i;
+        const int64_t from = to_halves ? inter : halves, to = to_halves ? halves : inter;
+        std::memcpy(out.data() + size_t(to) * row_bytes, src + size_t(from) * row_bytes, row_bytes);
+      }
+    }
+  }
+  return make_owned_tensor(w.name, w.dtype, w.shape, std::move(out), w.format);
+}
+
+std::string tensor_name_layer(int layer, const char* what) {
+  return "blk." + std::to_string(layer) + "." + what + ".weight";
+}
+
+namespace {
+
+// Canonical order of every weight of a model; shared by the const and non-const accessors.
+template <class M, class T>
+std::vector<T*> collect_weights(M& m) {
+  std::vector<T*> v;
+  v.push_back(&m.tok_embd);
+  for (auto& l : m.layers) {
+    v.push_back(&l.attn_norm);
+    v.push_back(&l.wq);
+    v.push_back(&l.wk);
+    v.push_back(&l.wv);
+    if (m.cfg.attn_bias) {
+      v.push_back(&l.bq);
+      v.push_back(&l.bk);
+      v.push_back(&l.bv);
+    }
+    v.push_back(&l.wo);
+    v.push_back(&l.ffn_norm);
+    v.push_back(&l.w_gate);
+    v.push_back(&l.w_up);
+    v.push_back(&l.w_down);
+  }
+  v.push_back(&m.out_norm);
+  if (!m.cfg.tied_embeddings) v.push_back(&m.output);
+  return v;
+}
+
+}  // namespace
+
+std::vector<Tensor*> Model::weight_tensors() { return collect_weights<Model, Tensor>(*this); }
+std::vector<const Tensor*> Model::weight_tensors() const {
+  return collect_weights<const Model, const Tensor>(*this);
+}
+
+int64_t Model::n_params() const {
+  int64_t n = 0;
+  for (const Tensor* t : weight_tensors()) n += t->numel();
+  return n;
+}
+
+void Model::validate() const {
+  const ModelConfig& c = cfg;
+  auto bad_cfg = [&](const std::string& what) { fail(path, "invalid model configuration: " + what); };
+  if (c.dim <= 0 || c.hidden_dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 ||
+      c.head_dim <= 0 || c.vocab_size <= 0)
+    bad_cfg("dim " + std::to_string(c.dim) + ", hidden_dim " + std::to_string(c.hidden_dim) +
+            ", n_layers " + std::to_string(c.n_layers) + ", n_heads " + std::to_string(c.n_heads) +
+            ", n_kv_heads " + std::to_string(c.n_kv_heads) + ", head_dim " +
+            std::to_string(c.head_dim) + ", vocab_size " + std::to_string(c.vocab_size) +
+            " (all must be positive)");
+  if (c.n_heads % c.n_kv_heads != 0)
+    bad_cfg("n_kv_heads " + std::to_string(c.n_kv_heads) + " does not divide n_heads " +
+            std::to_string(c.n_heads));
+  if (c.head_dim % 2 != 0) bad_cfg("head_dim " + std::to_string(c.head_dim) + " is odd");
+  if (int64_t(layers.size()) != c.n_layers)
+    bad_cfg("config has " + std::to_string(c.n_layers) + " layers but the model holds " +
+            std::to_string(layers.size()));
+
+  const int64_t dim = c.dim, q_dim = int64_t(c.n_heads) * c.head_dim,
+                kv_dim = int64_t(c.n_kv_heads) * c.head_dim;
+  auto check = [&](const Tensor& t, const std::string& name, std::vector<int64_t> want) {
+    const std::string file_name =
+        (!t.name.empty() && t.name != name) ? " (" + t.name + " in the file)" : "";
+    if (t.data == nullptr) fail(path, "tensor " + name + file_name + " is missing");
+    if (t.shape != want)
+      fail(path, "tensor " + name + file_name + " has shape " + shape_text(t.shape) +
+                     " but the config implies " + shape_text(want));
+    if (t.dtype != DType::Q) {
+      const size_t es = dtype_size(t.dtype);
+      if (es == 0 || t.nbytes != size_t(t.numel()) * es)
+        fail(path, "tensor " + name + file_name + " holds " + std::to_string(t.nbytes) +
+                       " bytes, expected " + std::to_string(size_t(t.numel()) * es) + " for " +
+                       dtype_name(t.dtype) + " " + shape_text(t.shape));
+    } else if (t.nbytes == 0) {
+      fail(path, "tensor " + name + file_name + " has no data");
+    }
+  };
+  check(tok_embd, "token_embd.weight", {c.vocab_size, dim});
+  for (int i = 0; i < c.n_layers; ++i) {
+    const LayerWeights& l = layers[size_t(i)];
+    check(l.attn_norm, tensor_name_layer(i, "attn_norm"), {dim});
+    check(l.wq, tensor_name_layer(i, "attn_q"), {q_dim, dim});
+    check(l.wk, tensor_name_layer(i, "attn_k"), {kv_dim, dim});
+    check(l.wv, tensor_name_layer(i, "attn_v"), {kv_dim, dim});
+    if (c.attn_bias) {
+      const std::string p = "blk." + std::to_string(i) + ".";
+      check(l.bq, p + "attn_q.bias", {q_dim});
+      check(l.bk, p + "attn_k.bias", {kv_dim});
+      check(l.bv, p + "attn_v.bias", {kv_dim});
+    }
+    check(l.wo, tensor_name_layer(i, "attn_output"), {dim, q_dim});
+    check(l.ffn_norm, tensor_name_layer(i, "ffn_norm"), {dim});
+    check(l.w_gate, tensor_name_layer(i, "ffn_gate"), {c.hidden_dim, dim});
+    check(l.w_up, tensor_name_layer(i, "ffn_up"), {c.hidden_dim, dim});
+    check(l.w_down, tensor_name_layer(i, "ffn_down"), {dim, c.hidden_dim});
+  }
+  check(out_norm, "output_norm.weight", {dim});
+  check(output, "output.weight", {c.vocab_size, dim});
+}
+
+}  // namespace lmpress

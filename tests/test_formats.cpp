@@ -1,0 +1,539 @@
+// Packed weight formats and quantized kernels:
+//  Formats.*      ids/names, exact bits per weight, block layout goldens, round trips, edge cases,
+//                 validation;
+//  QuantKernels.* one table-driven parity test (every format x ISA level x awkward sizes, decode
+//                 and prefill) against a double-precision product of the reference-dequantized
+//                 weights with the unquantized activations, and fast == scalar reference.
+// ISA levels the CPU lacks are skipped loudly (per level, so the others still count as passed).
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <set>
+
+#include "engine/matmul_ext.h"
+#include "formats/formats_internal.h"
+#include "kernels/qkernels.h"
+#include "lmpress/engine.h"
+#include "lmpress/formats.h"
+#include "test_util.h"
+
+using namespace lmpress;
+
+namespace {
+
+std::vector<float> randn(size_t n, uint32_t seed, float sigma = 1.f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, sigma);
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+const uint8_t* bytes_of(const Tensor& t) { return static_cast<const uint8_t*>(t.data); }
+
+// Reference: 32 codes -> packed block, written straight from the docs/formats.md formulas.
+std::vector<uint8_t> doc_pack(int bits, const uint8_t* q) {
+  std::vector<uint8_t> o(size_t(bits * 4), 0);
+  auto plane2 = [&](int off, int shift) {
+    for (int j = 0; j < 8; ++j)
+      for (int k = 0; k < 4; ++k) o[size_t(off + j)] |= uint8_t(((q[j + 8 * k] >> shift) & 3) << (2 * k));
+  };
+  auto plane4 = [&]() {
+    for (int j = 0; j < 16; ++j) o[size_t(j)] = uint8_t((q[j] & 15) | (q[j + 16] & 15) << 4);
+  };
+  auto plane1 = [&](int off, int shift) {
+    for (int i = 0; i < 32; ++i) o[size_t(off + i / 8)] |= uint8_t(((q[i] >> shift) & 1) << (i % 8));
+  };
+  switch (bits) {
+    case 2: plane2(0, 0); break;
+    case 3: plane2(0, 0); plane1(8, 2); break;
+    case 4: plane4(); break;
+    case 5: plane4(); plane1(16, 4); break;
+    case 6: plane4(); plane2(16, 4); break;
+    case 8: std::memcpy(o.data(), q, 32); break;
+  }
+  return o;
+}
+
+std::vector<SimdLevel> all_levels() { return {SimdLevel::Scalar, SimdLevel::AVX2, SimdLevel::AVX512}; }
+
+}  // namespace
+
+// ---- registry -------------------------------------------------------------------------------------
+
+TEST(Formats, IdsAndNames) {
+  const auto fmts = all_formats();
+  EXPECT_EQ(fmts.size(), 60u);
+  std::set<uint32_t> ids;
+  std::set<std::string> names;
+  for (const auto& s : fmts) {
+    const uint32_t id = format_id(s);
+    EXPECT_TRUE(format_id_valid(id));
+    EXPECT_EQ(format_spec(id), s);
+    const std::string n = format_name(s);
+    EXPECT_EQ(parse_format_name(n), s) << n;
+    ids.insert(id);
+    names.insert(n);
+  }
+  EXPECT_EQ(ids.size(), 60u);
+  EXPECT_EQ(names.size(), 60u);
+  EXPECT_EQ(format_name({4, 32, true}), "w4g32");
+  EXPECT_EQ(format_name({4, 128, false}), "w4g128a");
+  EXPECT_EQ(format_name({8, 0, true}), "w8row");
+  EXPECT_EQ(format_id({4, 32, true}), 4u | 2u << 8 | 1u << 16);
+  for (const char* bad : {"", "w", "w4", "w7g32", "w4g48", "w4g32b", "q4g32", "w4rowx", "w10g32", "w4g"})
+    EXPECT_THROW(parse_format_name(bad), Error) << bad;
+  for (uint32_t id : {0u, 4u, 4u | 6u << 8, 7u | 2u << 8, 4u | 2u << 8 | 2u << 16, 0xffffffffu})
+    EXPECT_FALSE(format_id_valid(id)) << id;
+  EXPECT_THROW(format_spec(7u | 2u << 8), Error);
+  EXPECT_THROW(format_id({7, 32, true}), Error);
+  EXPECT_THROW(format_id({4, 48, true}), Error);
+  EXPECT_THROW(bit_layout(7), Error);
+  for (int b : {2, 3, 4, 5, 6, 8}) EXPECT_EQ(bit_layout(b).bytes_per_block, b * 4);
+}
+
+TEST(Formats, BitsPerWeightExact) {
+  // w4g32 symmetric on a multiple of 32 columns: 16 B codes + 2 B scale per 32 = 4.5 bpw, and the
+  // same bytes as llama.cpp's Q4_0 (18 B per 32 weights).
+  for (int64_t cols : {32, 2048, 5632}) {
+    EXPECT_EQ(packed_bpw({4, 32, true}, 7, cols), 4.5);
+    EXPECT_EQ(packed_geometry({4, 32, true}, 7, cols).total_bytes, 7 * cols / 32 * 18);
+  }
+  // Exact formula: (ceil(cols/32) * 4*bits + groups * (2 + asym)) * 8 / cols.
+  for (const auto& s : all_formats()) {
+    for (int64_t cols : {1, 31, 33, 352, 2048}) {
+      const int64_t rows = 3, nb = (cols + 31) / 32;
+      const int64_t grp = s.group ? s.group : cols, G = (cols + grp - 1) / grp;
+      const int64_t bytes = rows * (nb * 4 * s.bits + G * (s.sym ? 2 : 3));
+      const auto g = packed_geometry(s, rows, cols);
+      EXPECT_EQ(g.total_bytes, bytes) << format_name(s) << " cols=" << cols;
+      EXPECT_EQ(g.q_bytes + g.scale_bytes + g.zero_bytes, g.total_bytes);
+      EXPECT_DOUBLE_EQ(packed_bpw(s, rows, cols), double(bytes) * 8.0 / double(rows * cols));
+    }
+  }
+  EXPECT_EQ(packed_bpw({4, 128, false}, 1, 4096), (64.0 + 2 + 1) * 8 / 128);
+  EXPECT_EQ(packed_bpw({8, 0, true}, 1, 4096), 8.0 + 16.0 / 4096);
+  EXPECT_EQ(packed_bpw({2, 16, true}, 1, 1024), 3.0);
+}
+
+// ---- block layout -------------------------------------------------------------------------------
+
+TEST(Formats, BlockLayoutGolden) {
+  std::mt19937 rng(3);
+  for (int bits : {2, 3, 4, 5, 6, 8}) {
+    for (int trial = 0; trial < 200; ++trial) {
+      uint8_t q[32], back[32];
+      for (auto& v : q) v = uint8_t(rng() & ((1u << bits) - 1));
+      if (trial == 0) std::memset(q, 0, 32);
+      if (trial == 1) std::memset(q, (1 << bits) - 1, 32);
+      std::vector<uint8_t> packed(size_t(bits * 4));
+      kern::pack_qblock(bits, q, packed.data());
+      ASSERT_EQ(packed, doc_pack(bits, q)) << "bits=" << bits;
+      kern::unpack_qblock(bits, packed.data(), back);
+      ASSERT_EQ(0, std::memcmp(q, back, 32)) << "bits=" << bits;
+    }
+  }
+  // Spot values: code i = i % 4 in 2 bits: byte j = j%4 | (j%4)<<2 | (j%4)<<4 | (j%4)<<6.
+  uint8_t q[32];
+  for (int i = 0; i < 32; ++i) q[i] = uint8_t(i % 4);
+  uint8_t p[8];
+  kern::pack_qblock(2, q, p);
+  EXPECT_EQ(p[0], 0x00);
+  EXPECT_EQ(p[1], 0x55);
+  EXPECT_EQ(p[3], 0xff);
+  // 3-bit: only code 5 has bit 2 set -> plane u32 = 1 << 5.
+  std::memset(q, 0, 32);
+  q[5] = 4;
+  uint8_t p3[12];
+  kern::pack_qblock(3, q, p3);
+  EXPECT_EQ(p3[8], 0x20);
+  EXPECT_EQ(p3[9] | p3[10] | p3[11], 0);
+  // 4-bit: code 0 = 1, code 16 = 2 -> byte 0 = 0x21.
+  std::memset(q, 0, 32);
+  q[0] = 1;
+  q[16] = 2;
+  uint8_t p4[16];
+  kern::pack_qblock(4, q, p4);
+  EXPECT_EQ(p4[0], 0x21);
+}
+
+// ---- round trips ----------------------------------------------------------------------------------
+
+TEST(Formats, RoundTripAllFormats) {
+  for (const auto& s : all_formats()) {
+    for (int64_t cols : {1, 33, 352}) {
+      const int64_t rows = 3;
+      auto w = randn(size_t(rows * cols), uint32_t(cols * 131 + s.bits));
+      const QuantizedMatrix qm = quantize_rtn_ref(w.data(), rows, cols, s);
+      const Tensor t = pack_tensor("w", qm);
+      ASSERT_EQ(t.dtype, DType::Q);
+      ASSERT_EQ(t.format, format_id(s));
+      ASSERT_EQ(int64_t(t.nbytes), packed_geometry(s, rows, cols).total_bytes);
+      // pack -> unpack is exact.
+      const QuantizedMatrix u = unpack_tensor(t);
+      ASSERT_EQ(u.spec, s);
+      ASSERT_EQ(u.q, qm.q) << format_name(s);
+      ASSERT_EQ(u.scales, qm.scales) << format_name(s);
+      ASSERT_EQ(u.zeros, qm.zeros) << format_name(s);
+      // encode(decode(encode)) == encode: re-packing the unpacked matrix gives the same bytes.
+      const Tensor t2 = pack_tensor("w", u);
+      ASSERT_EQ(0, std::memcmp(t.data, t2.data, t.nbytes)) << format_name(s);
+      // Dequantize: within scale/2 of the input (min-max range: nothing is clipped), and the
+      // dequantized weights re-quantize to the same codes with the stored parameters.
+      const std::vector<float> dq = dequantize_ref(t);
+      const int64_t grp = s.group ? s.group : cols, G = (cols + grp - 1) / grp;
+      const int32_t maxq = (1 << s.bits) - 1;
+      std::vector<float> row(static_cast<size_t>(cols));
+      for (int64_t r = 0; r < rows; ++r) {
+        dequantize_row_ref(t, r, row.data());
+        for (int64_t c = 0; c < cols; ++c) {
+          const size_t i = size_t(r * cols + c), gi = size_t(r * G + c / grp);
+          ASSERT_EQ(row[size_t(c)], dq[i]);
+          const float sc = qm.scales[gi];
+          ASSERT_LE(std::fabs(dq[i] - w[i]), sc * 0.5f * (1 + 1e-5f)) << format_name(s) << " c=" << c;
+          ASSERT_EQ(dq[i], sc * float(int32_t(qm.q[i]) - qm.zeros[gi]));
+          const GroupParams p{sc, qm.zeros[gi]};
+          ASSERT_EQ(quantize_value(dq[i], p, maxq), qm.q[i]);
+        }
+      }
+      // Fast dequantization (every level the CPU has) is bit-exact, and so is tensor_row_f32.
+      for (SimdLevel l : all_levels()) {
+        if (l > cpu_simd_level()) continue;
+        std::vector<float> fast(dq.size());
+        kern::qops_at(l).dequant_rows(detail::packed_view(t), 0, rows, fast.data(), cols);
+        ASSERT_EQ(0, std::memcmp(fast.data(), dq.data(), dq.size() * 4)) << format_name(s) << " " << simd_level_name(l);
+      }
+      tensor_row_f32(t, rows - 1, row.data());
+      ASSERT_EQ(0, std::memcmp(row.data(), dq.data() + (rows - 1) * cols, size_t(cols) * 4));
+    }
+  }
+}
+
+TEST(Formats, MinMaxParams) {
+  const float w[4] = {-1.f, 0.5f, 2.f, 0.f};
+  auto a = minmax_params(w, 4, {4, 32, false});
+  EXPECT_EQ(a.scale, round_scale_f16(3.f / 15));
+  EXPECT_GE(a.scale, 3.f / 15);
+  EXPECT_EQ(a.zero, int32_t(std::nearbyint(1.f / a.scale)));
+  auto s = minmax_params(w, 4, {4, 32, true});
+  EXPECT_EQ(s.scale, round_scale_f16(4.f / 15));
+  EXPECT_EQ(s.zero, 8);
+  auto c = minmax_params(w, 4, {4, 32, true}, 0.5f);
+  EXPECT_EQ(c.scale, round_scale_f16(2.f / 15));
+  // Round up to f16 (never below the value; the next f16 at most one ulp above).
+  for (float v : {1e-3f, 0.1f, 0.2f, 1.f / 3, 7.77f, 60000.f}) {
+    const float r = round_scale_f16(v);
+    EXPECT_GE(r, v);
+    EXPECT_EQ(f16_to_f32(f32_to_f16(r)), r);
+    EXPECT_LE(r, v * (1 + 1.f / 1024));
+  }
+  EXPECT_EQ(round_scale_f16(1e-12f), std::ldexp(1.f, -24));
+  EXPECT_TRUE(std::isinf(round_scale_f16(70000.f)));
+}
+
+TEST(Formats, GoldenEdgeCases) {
+  for (const auto& s : all_formats()) {
+    const int64_t rows = 2, cols = 70;
+    // All zeros: scale 1, codes at the zero point, dequantizes to exact zeros.
+    std::vector<float> z(size_t(rows * cols), 0.f);
+    auto qm = quantize_rtn_ref(z.data(), rows, cols, s);
+    for (float sc : qm.scales) EXPECT_EQ(sc, 1.f);
+    for (float v : dequantize_ref(pack_tensor("z", qm))) ASSERT_EQ(v, 0.f) << format_name(s);
+    // Constants (positive and negative rows): within scale/2.
+    std::vector<float> k(size_t(rows * cols));
+    for (int64_t i = 0; i < rows * cols; ++i) k[size_t(i)] = i < cols ? 0.37f : -123.25f;
+    qm = quantize_rtn_ref(k.data(), rows, cols, s);
+    auto dq = dequantize_ref(pack_tensor("k", qm));
+    for (int64_t i = 0; i < rows * cols; ++i)
+      ASSERT_LE(std::fabs(dq[size_t(i)] - k[size_t(i)]), qm.scales[size_t(i / cols * qm.scales.size() / rows)] * 0.5f * 1.0001f)
+          << format_name(s);
+    // Huge range (f16 scales up to 65504 cover it) mixed with tiny values; tiny-only groups.
+    std::vector<float> h = randn(size_t(rows * cols), 11, 1e-3f);
+    h[3] = 6.0e4f * float((1 << s.bits) - 1) / 2 * 0.99f;
+    h[cols + 5] = -h[3];
+    for (int64_t c = 40; c < cols; ++c) h[size_t(c)] = 1e-9f * float(c);
+    qm = quantize_rtn_ref(h.data(), rows, cols, s);
+    const auto t = pack_tensor("h", qm);
+    dq = dequantize_ref(t);
+    const int64_t grp = s.group ? s.group : cols, G = (cols + grp - 1) / grp;
+    for (int64_t i = 0; i < rows * cols; ++i) {
+      const float sc = qm.scales[size_t((i / cols) * G + (i % cols) / grp)];
+      ASSERT_TRUE(std::isfinite(sc));
+      ASSERT_LE(std::fabs(dq[size_t(i)] - h[size_t(i)]), sc * 0.5f * 1.0001f) << format_name(s) << " i=" << i;
+    }
+    // Beyond the f16 scale range, NaN and Inf: Error.
+    std::vector<float> bad = k;
+    bad[7] = 1e30f;
+    EXPECT_THROW(quantize_rtn_ref(bad.data(), rows, cols, s), Error);
+    for (float v : {std::nanf(""), INFINITY, -INFINITY}) {
+      bad = k;
+      bad[9] = v;
+      EXPECT_THROW(quantize_rtn_ref(bad.data(), rows, cols, s), Error);
+      EXPECT_THROW(minmax_params(bad.data(), cols, s), Error);
+    }
+  }
+}
+
+TEST(Formats, PackRejectsBadInput) {
+  const QuantSpec s{4, 32, false};
+  auto w = randn(3 * 64, 5);
+  const auto good = quantize_rtn_ref(w.data(), 3, 64, s);
+  EXPECT_NO_THROW(pack_tensor("ok", good));
+  auto expect_bad = [&](auto mutate, const char* what) {
+    QuantizedMatrix q = good;
+    mutate(q);
+    EXPECT_THROW(pack_tensor("bad", q), Error) << what;
+  };
+  expect_bad([](QuantizedMatrix& q) { q.scales[1] = std::nanf(""); }, "nan scale");
+  expect_bad([](QuantizedMatrix& q) { q.scales[1] = INFINITY; }, "inf scale");
+  expect_bad([](QuantizedMatrix& q) { q.scales[1] = 0.1f; }, "scale not f16-representable");
+  expect_bad([](QuantizedMatrix& q) { q.q[5] = 16; }, "code > maxq");
+  expect_bad([](QuantizedMatrix& q) { q.zeros[0] = 256; }, "zero > 255");
+  expect_bad([](QuantizedMatrix& q) { q.zeros[0] = -1; }, "zero < 0");
+  expect_bad([](QuantizedMatrix& q) { q.q.pop_back(); }, "codes size");
+  expect_bad([](QuantizedMatrix& q) { q.scales.pop_back(); }, "scales size");
+  expect_bad([](QuantizedMatrix& q) { q.zeros.pop_back(); }, "zeros size");
+  expect_bad([](QuantizedMatrix& q) { q.spec.bits = 7; }, "bits");
+  expect_bad([](QuantizedMatrix& q) { q.rows = 0; q.q.clear(); q.scales.clear(); q.zeros.clear(); }, "empty");
+  // Symmetric: zeros may be omitted, or must all be 2^(bits-1).
+  QuantizedMatrix sq = quantize_rtn_ref(w.data(), 3, 64, {4, 32, true});
+  const Tensor a = pack_tensor("s", sq);
+  sq.zeros.clear();
+  const Tensor b = pack_tensor("s", sq);
+  EXPECT_EQ(0, std::memcmp(a.data, b.data, a.nbytes));
+  sq.zeros.assign(sq.scales.size(), 8);
+  sq.zeros[2] = 7;
+  EXPECT_THROW(pack_tensor("s", sq), Error);
+}
+
+TEST(Formats, ValidatePackedRejectsWrongSizes) {
+  auto w = randn(5 * 100, 9);
+  for (const auto& s : all_formats()) {
+    const Tensor t = pack_tensor("blk.0.ffn_up.weight", quantize_rtn_ref(w.data(), 5, 100, s));
+    EXPECT_NO_THROW(validate_packed(t, "model.gguf"));
+    std::vector<uint8_t> bytes(bytes_of(t), bytes_of(t) + t.nbytes);
+    for (int64_t delta : {int64_t(-1), int64_t(1), -int64_t(t.nbytes) / 2}) {
+      std::vector<uint8_t> b2 = bytes;
+      b2.resize(size_t(int64_t(b2.size()) + delta));
+      const Tensor bad = make_owned_tensor(t.name, DType::Q, t.shape, b2, t.format);
+      try {
+        validate_packed(bad, "model.gguf");
+        ADD_FAILURE() << "size " << b2.size() << " accepted for " << format_name(s);
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("model.gguf"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("ffn_up"), std::string::npos) << e.what();
+      }
+    }
+  }
+  const Tensor t = pack_tensor("t", quantize_rtn_ref(w.data(), 5, 100, {4, 32, true}));
+  Tensor b = t;
+  b.format = 0x123;
+  EXPECT_THROW(validate_packed(b, "f"), Error);
+  b = t;
+  b.dtype = DType::F16;
+  EXPECT_THROW(validate_packed(b, "f"), Error);
+  b = t;
+  b.shape = {500};
+  EXPECT_THROW(validate_packed(b, "f"), Error);
+  b = t;
+  b.shape = {4, 125};  // different geometry
+  EXPECT_THROW(validate_packed(b, "f"), Error);
+  b = t;
+  b.data = nullptr;
+  EXPECT_THROW(validate_packed(b, "f"), Error);
+  b = t;
+  b.shape = {5, 0};
+  EXPECT_THROW(validate_packed(b, "f"), Error);
+  // The engine's entry points validate too.
+  ThreadPool pool(1);
+  std::vector<float> x(100), y(5);
+  b = t;
+  b.nbytes -= 1;
+  EXPECT_THROW(matmul(b, x.data(), 1, y.data(), pool), Error);
+  EXPECT_THROW(tensor_row_f32(b, 0, y.data()), Error);
+  EXPECT_THROW(tensor_row_f32(t, 5, x.data()), Error);
+}
+
+// ---- kernels ---------------------------------------------------------------------------------------
+
+class QuantKernels : public ::testing::TestWithParam<SimdLevel> {
+ protected:
+  void SetUp() override {
+    if (GetParam() > cpu_simd_level())
+      GTEST_SKIP() << "SKIPPED: ISA level " << simd_level_name(GetParam())
+                   << " not supported by this CPU (" << cpu_feature_string() << ")";
+  }
+};
+
+// Activation quantization is bit-identical across levels (the integer dot products then are too).
+TEST_P(QuantKernels, ActivationQuantizationMatchesReference) {
+  const auto& K = kern::qops_at(GetParam());
+  for (int64_t cols : {1, 7, 31, 32, 33, 127, 352, 1023}) {
+    auto x = randn(size_t(cols), uint32_t(cols), 3.f);
+    if (cols > 40) {
+      for (int i = 32; i < 64 && i < cols; ++i) x[size_t(i)] = 0.f;  // an all-zero block
+      x[size_t(cols - 1)] = 1e4f;                                    // an outlier
+    }
+    const int64_t nb = (cols + 31) / 32;
+    std::vector<int8_t> qa(size_t(nb * 32), 99), qr(size_t(nb * 32), 77);
+    std::vector<float> d(size_t(nb * 2)), dr(size_t(nb * 2));
+    std::vector<int32_t> hs(size_t(nb * 2)), hr(size_t(nb * 2));
+    K.quantize_acts(x.data(), cols, qa.data(), d.data(), 2, hs.data());
+    kern::qops_scalar.quantize_acts(x.data(), cols, qr.data(), dr.data(), 2, hr.data());
+    ASSERT_EQ(qa, qr) << cols;
+    ASSERT_EQ(hs, hr) << cols;
+    for (int64_t b = 0; b < nb; ++b) {
+      ASSERT_EQ(d[size_t(2 * b)], dr[size_t(2 * b)]);
+      int32_t s[2] = {0, 0};
+      for (int i = 0; i < 32; ++i) {
+        const int64_t c = b * 32 + i;
+        ASSERT_LE(std::abs(qr[size_t(c)]), 127);
+        if (c >= cols) {
+          ASSERT_EQ(qr[size_t(c)], 0);
+        } else {
+          ASSERT_LE(std::fabs(x[size_t(c)] - dr[size_t(2 * b)] * qr[size_t(c)]), dr[size_t(2 * b)] * 0.5f * 1.0001f);
+        }
+        s[i / 16] += qr[size_t(c)];
+      }
+      ASSERT_EQ(hr[size_t(2 * b)], s[0]);
+      ASSERT_EQ(hr[size_t(2 * b + 1)], s[1]);
+    }
+    // A non-finite value poisons its block's scale (NaN) instead of producing garbage codes.
+    for (float bad : {std::nanf(""), INFINITY}) {
+      auto xb = x;
+      xb[0] = bad;
+      K.quantize_acts(xb.data(), cols, qa.data(), d.data(), 2, hs.data());
+      EXPECT_TRUE(std::isnan(d[0]));
+      for (int i = 0; i < 32; ++i) EXPECT_EQ(qa[size_t(i)], 0);
+    }
+  }
+}
+
+// The parity table: every format x awkward sizes x decode/prefill token counts.
+TEST_P(QuantKernels, MatmulParityAllFormats) {
+  const SimdLevel level = GetParam();
+  // Two threads only where the rows or tokens split (wake-ups dominate tiny products otherwise).
+  ThreadPool pool1(1), pool2(2);
+  const int64_t nmax = 16;
+  int cases = 0;
+  for (const auto& s : all_formats()) {
+    for (int64_t cols : {1, 7, 31, 33, 127, 352, 1023, 2048}) {
+      for (int64_t rows : {1, 3, 17}) {
+        const uint32_t seed = uint32_t(cols * 7919 + rows * 31 + format_id(s));
+        auto w = randn(size_t(rows * cols), seed);
+        const Tensor t = pack_tensor("w", quantize_rtn_ref(w.data(), rows, cols, s));
+        const std::vector<float> wd = dequantize_ref(t);
+        // Activations: normal with per-token scale, an outlier and an all-zero block.
+        auto x = randn(size_t(nmax * cols), seed + 1);
+        for (int64_t tk = 0; tk < nmax; ++tk) {
+          for (int64_t c = 0; c < cols; ++c) x[size_t(tk * cols + c)] *= 0.25f + float(tk % 5);
+          if (cols > 64) {
+            x[size_t(tk * cols + (tk * 37) % cols)] = 40.f;
+            for (int64_t c = 32; c < 64; ++c) x[size_t(tk * cols + c)] = 0.f;
+          }
+        }
+        // Per token: exact product, the activation-quantization bound sum |w| d_b / 2, and the
+        // magnitude of the float terms the kernels add (for rounding slack).
+        const QuantizedMatrix qm = unpack_tensor(t);
+        const int64_t grp = s.group ? s.group : cols, G = (cols + grp - 1) / grp;
+        std::vector<double> exact(size_t(nmax * rows)), bound(size_t(nmax * rows)), mag(size_t(nmax * rows));
+        for (int64_t tk = 0; tk < nmax; ++tk) {
+          const float* xt = x.data() + tk * cols;
+          std::vector<double> db(size_t((cols + 31) / 32));
+          for (int64_t b = 0; b < int64_t(db.size()); ++b) {
+            float amax = 0.f;
+            for (int64_t c = b * 32; c < std::min(cols, b * 32 + 32); ++c) amax = std::max(amax, std::fabs(xt[c]));
+            db[size_t(b)] = amax / 127.0;
+          }
+          for (int64_t r = 0; r < rows; ++r) {
+            double e = 0, bd = 0, m = 0;
+            for (int64_t c = 0; c < cols; ++c) {
+              const double wv = wd[size_t(r * cols + c)];
+              const size_t gi = size_t(r * G + c / grp);
+              e += wv * xt[c];
+              bd += std::fabs(wv) * db[size_t(c / 32)] * 0.5;
+              m += double(qm.scales[gi]) * (qm.q[size_t(r * cols + c)] + qm.zeros[gi] + (s.bits == 8 ? 128 : 0)) *
+                   (std::fabs(xt[c]) + db[size_t(c / 32)]);
+            }
+            exact[size_t(tk * rows + r)] = e;
+            bound[size_t(tk * rows + r)] = bd;
+            mag[size_t(tk * rows + r)] = m;
+          }
+        }
+        for (int64_t n : {1, 5, 16}) {
+          // rows split (17 rows x 2048) and tokens split (3 rows x 16 tokens) over two threads
+          ThreadPool& pool = (rows == 17 && cols == 2048 && n != 5) || (rows == 3 && n == 16 && cols == 127) ? pool2 : pool1;
+          std::vector<float> y(size_t(n * rows), -1.f), yref(size_t(n * rows), -2.f);
+          {
+            ScopedSimdLevel sl(SimdLevel::Scalar);
+            matmul(t, x.data(), n, yref.data(), pool1);
+          }
+          {
+            ScopedSimdLevel sl(level);
+            ASSERT_EQ(active_simd_level(), level);
+            matmul(t, x.data(), n, y.data(), pool);
+          }
+          for (int64_t i = 0; i < n * rows; ++i) {
+            const double round_slack = 3e-5 * mag[size_t(i)] + 1e-30;
+            const std::string where = format_name(s) + " " + simd_level_name(level) +
+                                      " cols=" + std::to_string(cols) + " rows=" + std::to_string(rows) +
+                                      " n=" + std::to_string(n) + " i=" + std::to_string(i);
+            ASSERT_NEAR(y[size_t(i)], exact[size_t(i)], bound[size_t(i)] + round_slack) << where;
+            ASSERT_NEAR(yref[size_t(i)], exact[size_t(i)], bound[size_t(i)] + round_slack) << where;
+            ASSERT_NEAR(y[size_t(i)], yref[size_t(i)], round_slack) << where;
+          }
+          ++cases;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(cases, 60 * 8 * 3 * 3);
+}
+
+// Token chunking, row tiles and thread splits on a bigger prefill; also the dequantize + sgemm
+// alternative, and NaN activations turning into NaN outputs.
+TEST_P(QuantKernels, PrefillChunksAndAlternatives) {
+  ThreadPool pool(2);
+  ScopedSimdLevel sl(GetParam());
+  for (const QuantSpec s : {QuantSpec{4, 32, true}, QuantSpec{3, 16, false}, QuantSpec{8, 128, false}}) {
+    const int64_t rows = 37, cols = 4096, n = 131;
+    auto w = randn(size_t(rows * cols), 21);
+    const Tensor t = pack_tensor("w", quantize_rtn_ref(w.data(), rows, cols, s));
+    auto x = randn(size_t(n * cols), 22);
+    std::vector<float> y(size_t(n * rows)), yref(size_t(n * rows)), ys(size_t(n * rows)), y1(static_cast<size_t>(rows));
+    matmul(t, x.data(), n, y.data(), pool);
+    {
+      ScopedSimdLevel sc(SimdLevel::Scalar);
+      matmul(t, x.data(), n, yref.data(), pool);
+    }
+    quant_matmul_dequant_sgemm(t, x.data(), n, ys.data(), pool);
+    const auto wd = dequantize_ref(t);
+    for (int64_t tk = 0; tk < n; tk += 13) {
+      matmul(t, x.data() + tk * cols, 1, y1.data(), pool);  // decode of the same token
+      for (int64_t r = 0; r < rows; ++r) {
+        double e = 0, m = 0;
+        for (int64_t c = 0; c < cols; ++c) {
+          e += double(wd[size_t(r * cols + c)]) * x[size_t(tk * cols + c)];
+          m += std::fabs(double(wd[size_t(r * cols + c)]) * x[size_t(tk * cols + c)]);
+        }
+        const size_t i = size_t(tk * rows + r);
+        EXPECT_NEAR(ys[i], e, 3e-5 * m) << format_name(s);
+        EXPECT_NEAR(y[i], yref[i], 2e-5 * m * 8) << format_name(s);
+        EXPECT_NEAR(y1[size_t(r)], y[i], 2e-5 * m * 8) << format_name(s);
+        EXPECT_NEAR(y[i], e, 0.02 * m) << format_name(s);  // int8 activations: ~0.4% per term
+      }
+    }
+    x[5] = std::nanf("");
+    matmul(t, x.data(), 2, y.data(), pool);
+    for (int64_t r = 0; r < rows; ++r) {
+      EXPECT_TRUE(std::isnan(y[size_t(r)]));
+      EXPECT_FALSE(std::isnan(y[size_t(rows + r)]));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Levels, QuantKernels,
+                         ::testing::Values(SimdLevel::Scalar, SimdLevel::AVX2, SimdLevel::AVX512),
+                         [](const ::testing::TestParamInfo<SimdLevel>& i) {
+                           return std::string(simd_level_name(i.param));
+                         });

@@ -1,0 +1,71 @@
+// Dense kernel parity: every ISA level the CPU has against a double-precision dot product, on
+// awkward sizes. Levels the CPU lacks are skipped loudly.
+#include <cmath>
+#include <random>
+
+#include "kernels/kernels.h"
+#include "test_util.h"
+
+using namespace lmpress;
+
+namespace {
+std::vector<SimdLevel> levels_or_skip(std::string& skipped) {
+  std::vector<SimdLevel> v;
+  for (SimdLevel l : {SimdLevel::Scalar, SimdLevel::AVX2, SimdLevel::AVX512}) {
+    if (l <= cpu_simd_level())
+      v.push_back(l);
+    else
+      skipped += std::string(simd_level_name(l)) + " ";
+  }
+  return v;
+}
+}  // namespace
+
+TEST(Kernels, GemvDenseParity) {
+  std::string skipped;
+  const auto levels = levels_or_skip(skipped);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (size_t k : {1, 7, 8, 15, 16, 31, 33, 127, 352, 1023}) {
+    for (size_t rows : {1, 3, 4, 5, 17}) {
+      std::vector<float> w(rows * k), x(k);
+      for (auto& v : w) v = nd(rng);
+      for (auto& v : x) v = nd(rng);
+      std::vector<uint16_t> w16(w.size()), wb(w.size());
+      for (size_t i = 0; i < w.size(); ++i) {
+        w16[i] = f32_to_f16(w[i]);
+        wb[i] = f32_to_bf16(w[i]);
+      }
+      for (SimdLevel l : levels) {
+        const auto& K = kern::ops_at(l);
+        std::vector<float> y32(rows), y16(rows), yb(rows);
+        K.gemv_f32(w.data(), k, x.data(), k, y32.data(), rows);
+        K.gemv_f16(w16.data(), k, x.data(), k, y16.data(), rows);
+        K.gemv_bf16(wb.data(), k, x.data(), k, yb.data(), rows);
+        for (size_t r = 0; r < rows; ++r) {
+          double r32 = 0, r16 = 0, rb = 0, mag = 0;
+          for (size_t j = 0; j < k; ++j) {
+            r32 += double(w[r * k + j]) * x[j];
+            r16 += double(f16_to_f32(w16[r * k + j])) * x[j];
+            rb += double(bf16_to_f32(wb[r * k + j])) * x[j];
+            mag += std::fabs(double(w[r * k + j]) * x[j]);
+          }
+          const double tol = 1e-5 * mag + 1e-6;
+          ASSERT_NEAR(y32[r], r32, tol) << simd_level_name(l) << " k=" << k;
+          ASSERT_NEAR(y16[r], r16, tol) << simd_level_name(l) << " k=" << k;
+          ASSERT_NEAR(yb[r], rb, tol) << simd_level_name(l) << " k=" << k;
+        }
+        float d = K.dot_f32(w.data(), x.data(), k);
+        double rd = 0, mag = 0;
+        for (size_t j = 0; j < k; ++j) rd += double(w[j]) * x[j], mag += std::fabs(double(w[j]) * x[j]);
+        ASSERT_NEAR(d, rd, 1e-5 * mag + 1e-6);
+        std::vector<float> conv(k);
+        K.f16_to_f32(w16.data(), conv.data(), k);
+        for (size_t j = 0; j < k; ++j) ASSERT_EQ(conv[j], f16_to_f32(w16[j]));
+        K.bf16_to_f32(wb.data(), conv.data(), k);
+        for (size_t j = 0; j < k; ++j) ASSERT_EQ(conv[j], bf16_to_f32(wb[j]));
+      }
+    }
+  }
+  if (!skipped.empty()) GTEST_SKIP() << "SKIPPED ISA levels not supported by this CPU: " << skipped;
+}

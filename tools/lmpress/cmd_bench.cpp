@@ -1,0 +1,98 @@
+#include <cstdio>
+
+#include "common.h"
+
+namespace lmpress::cli {
+
+void add_bench(CLI::App& app) {
+  auto* sub = app.add_subcommand("bench", "Prefill and decode speed, peak memory");
+  struct Opt {
+    Common c;
+    BenchOptions b;
+  };
+  auto o = std::make_shared<Opt>();
+  add_common(sub, o->c);
+  sub->add_option("-p,--n-prompt", o->b.n_prompt, "Prompt tokens (prefill)")->check(CLI::PositiveNumber);
+  sub->add_option("-n,--n-gen", o->b.n_gen, "Generated tokens (decode)")->check(CLI::NonNegativeNumber);
+  sub->add_option("-r,--reps", o->b.reps, "Repetitions")->check(CLI::PositiveNumber);
+  sub->callback([o] {
+    const double t0 = now_seconds();
+    Model m = load(o->c, false);
+    const double load_s = now_seconds() - t0;
+    o->b.n_threads = o->c.threads > 0 ? o->c.threads : default_threads();
+    const BenchResult r = bench(m, o->b);
+    const std::string simd = simd_level_name(active_simd_level());
+    if (o->c.json) {
+      print_json({{"model", m.path}, {"params", m.n_params()}, {"threads", o->b.n_threads},
+                  {"n_prompt", o->b.n_prompt}, {"n_gen", o->b.n_gen}, {"reps", o->b.reps},
+                  {"prefill_tps", r.prefill_tps}, {"prefill_tps_sd", r.prefill_tps_sd},
+                  {"decode_tps", r.decode_tps}, {"decode_tps_sd", r.decode_tps_sd},
+                  {"prefill_runs", r.prefill_runs}, {"decode_runs", r.decode_runs},
+                  {"decode_weight_gbps", r.decode_gbps}, {"weight_bytes", r.weight_bytes},
+                  {"peak_rss_mb", r.peak_rss_mb}, {"load_seconds", load_s}, {"simd", simd},
+                  {"cpu", cpu_feature_string()}, {"blas", blas_info()}});
+      return;
+    }
+    std::printf("model   %s (%lld params, %s streamed per token)\n", m.path.c_str(), (long long)m.n_params(),
+                human_bytes(r.weight_bytes).c_str());
+    std::printf("kernels %s (cpu: %s), %s, %d threads\n", simd.c_str(), cpu_feature_string().c_str(),
+                blas_info().c_str(), o->b.n_threads);
+    std::printf("| test | tokens/s | sd |\n|---|---|---|\n");
+    std::printf("| pp%d | %.2f | %.2f |\n", o->b.n_prompt, r.prefill_tps, r.prefill_tps_sd);
+    if (o->b.n_gen > 0)
+      std::printf("| tg%d | %.2f | %.2f |\n", o->b.n_gen, r.decode_tps, r.decode_tps_sd);
+    std::printf("decode weight stream %.1f GB/s, peak RSS %.1f MiB, load %.2f s\n", r.decode_gbps,
+                r.peak_rss_mb, load_s);
+  });
+}
+
+void add_synth(CLI::App& app) {
+  auto* sub = app.add_subcommand("synth", "Write a model of a real shape with random weights (GGUF)");
+  struct Opt {
+    std::string shape = "tinyllama-1.1b", dtype = "f16", out;
+    uint64_t seed = 1;
+  };
+  auto o = std::make_shared<Opt>();
+  sub->add_option("--shape", o->shape, "tinyllama-1.1b | llama-3.2-1b | llama-7b | tiny");
+  sub->add_option("--dtype", o->dtype, "f32 | f16 | bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}));
+  sub->add_option("--seed", o->seed, "Random seed");
+  sub->add_option("-o,--out", o->out, "Output .gguf file")->required();
+  sub->callback([o] {
+    const DType dt = o->dtype == "f32" ? DType::F32 : o->dtype == "f16" ? DType::F16 : DType::BF16;
+    const double t0 = now_seconds();
+    Model m = synth_model(o->shape, dt, o->seed);
+    write_gguf_model(m, o->out, dt);
+    log_info("wrote %s (%s, %lld params, %s) in %.1f s", o->out.c_str(), o->shape.c_str(),
+             (long long)m.n_params(), human_bytes(double(file_size(o->out))).c_str(), now_seconds() - t0);
+  });
+}
+
+void add_convert(CLI::App& app) {
+  auto* sub = app.add_subcommand("convert", "Write a model as a Hugging Face directory or a GGUF file");
+  struct Opt {
+    Common c;
+    std::string out, to, dtype = "f32";
+  };
+  auto o = std::make_shared<Opt>();
+  add_common(sub, o->c);
+  sub->add_option("-o,--out", o->out, "Output directory (hf) or file (gguf)")->required();
+  sub->add_option("--to", o->to, "hf | gguf (default: from --out: *.gguf -> gguf, else hf)")
+      ->check(CLI::IsMember({"hf", "gguf"}));
+  sub->add_option("--dtype", o->dtype, "f32 | f16 | bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}));
+  sub->callback([o] {
+    Model m = load(o->c);
+    std::string to = o->to;
+    if (to.empty()) to = o->out.size() > 5 && o->out.substr(o->out.size() - 5) == ".gguf" ? "gguf" : "hf";
+    const DType dt = o->dtype == "f32" ? DType::F32 : o->dtype == "f16" ? DType::F16 : DType::BF16;
+    if (to == "hf")
+      write_hf_model(m, o->out, dt);
+    else
+      write_gguf_model(m, o->out, dt);
+    if (o->c.json)
+      print_json({{"model", m.path}, {"out", o->out}, {"format", to}, {"dtype", o->dtype}});
+    else
+      log_info("wrote %s (%s, %s)", o->out.c_str(), to.c_str(), o->dtype.c_str());
+  });
+}
+
+}  // namespace lmpress::cli

@@ -1,0 +1,76 @@
+#include <cstdio>
+
+#include "common.h"
+
+namespace lmpress::cli {
+
+void add_perplexity(CLI::App& app) {
+  auto* sub = app.add_subcommand("perplexity", "Perplexity of a text (and KL divergence vs a base model)");
+  struct Opt {
+    Common c;
+    std::string text, protocol = "llamacpp", kl_base;
+    int ctx = 128;
+    int64_t chunks = -1;
+  };
+  auto o = std::make_shared<Opt>();
+  add_common(sub, o->c);
+  sub->add_option("-f,--text", o->text, "Text file to score")->required();
+  sub->add_option("-c,--ctx", o->ctx, "Context (chunk) length in tokens")->check(CLI::PositiveNumber);
+  sub->add_option("--protocol", o->protocol,
+                  "llamacpp: BOS-led chunks, second half scored; full: every prediction in "
+                  "non-overlapping windows (GPTQ paper)")
+      ->check(CLI::IsMember({"llamacpp", "full"}));
+  sub->add_option("--chunks", o->chunks, "Score at most this many chunks");
+  sub->add_option("--kl-base", o->kl_base, "Base model: report KL divergence, top-1 agreement, PPL of both");
+  sub->callback([o] {
+    Model m = load(o->c);
+    std::unique_ptr<Model> base;
+    if (!o->kl_base.empty()) {
+      LoadOptions lo;
+      lo.tokenizer_path = o->c.tokenizer;
+      base = std::make_unique<Model>(load_model(o->kl_base, lo));
+    }
+    const std::string text = read_text_file(o->text);
+    std::vector<int32_t> tokens;
+    try {
+      tokens = m.tokenizer->encode(text, true);
+    } catch (const Error& e) {
+      fail(o->text, e.what());
+    }
+    PerplexityOptions po;
+    po.n_ctx = o->ctx;
+    po.protocol = o->protocol;
+    po.n_threads = o->c.threads;
+    po.max_chunks = o->chunks;
+    po.base = base.get();
+    const PerplexityResult r = perplexity(m, tokens, po);
+    if (o->c.json) {
+      nlohmann::json j = {{"model", m.path}, {"text", o->text}, {"protocol", r.protocol},
+                          {"ctx", r.n_ctx}, {"chunks", r.chunks}, {"scored_tokens", r.scored_tokens},
+                          {"nll", r.nll}, {"nll_se", r.nll_sd}, {"ppl", r.ppl}, {"seconds", r.seconds},
+                          {"text_tokens", tokens.size()}};
+      if (r.has_base) {
+        j["kl_base"] = o->kl_base;
+        j["ppl_base"] = r.ppl_base;
+        j["nll_base"] = r.nll_base;
+        j["kld"] = r.kld;
+        j["kld_se"] = r.kld_sd;
+        j["top1"] = r.top1;
+        j["delta_ppl"] = r.ppl - r.ppl_base;
+      }
+      print_json(j);
+    } else {
+      std::printf("model      %s\ntext       %s (%zu tokens)\nprotocol   %s, ctx %d, %lld chunks, %lld scored tokens\n",
+                  m.path.c_str(), o->text.c_str(), tokens.size(), r.protocol.c_str(), r.n_ctx,
+                  (long long)r.chunks, (long long)r.scored_tokens);
+      std::printf("PPL        %.4f  (mean NLL %.5f +/- %.5f)\n", r.ppl, r.nll, r.nll_sd);
+      if (r.has_base) {
+        std::printf("base PPL   %.4f  (%s)\nKLD        %.6f +/- %.6f\ntop-1      %.2f%%\n", r.ppl_base,
+                    o->kl_base.c_str(), r.kld, r.kld_sd, 100.0 * r.top1);
+      }
+      std::printf("time       %.2f s\n", r.seconds);
+    }
+  });
+}
+
+}  // namespace lmpress::cli
