@@ -70,7 +70,8 @@ inline __m256i unpack4(const uint8_t* p) {
 // 1-bit plane (u32, bit i = code i): lo + val where the bit is set (lo has that bit clear).
 inline __m256i add_bit_plane(__m256i lo, const uint8_t* p, char val) {
 #if defined(LMP_QX86_VNNI)
-  return _mm256_mask_add_epi8(lo, _cvtu32_mask32(load_u32(p)), lo, _mm256_set1_epi8(val));
+  const __mmask32 k = load_u32(p);  // kmovd: bit i selects byte i
+  return _mm256_or_si256(lo, _mm256_maskz_mov_epi8(k, _mm256_set1_epi8(val)));
 #else
   // Byte i gets plane byte i/8 (vpshufb is per 128-bit lane; the broadcast puts all 4 bytes in
   // both), then tests its bit i%8.
@@ -125,13 +126,16 @@ inline void tile(int64_t nb, const uint8_t* const* wr, const float* const* f, co
   static_assert(!PREMUL || T == 1);
   static_assert(T <= 8);
   constexpr int BPB = qblock_bytes(BITS);
-  __m256 acc[R][T];
+  __m256 acc[R][T];  // fully unrolled below so the accumulators live in registers
+#pragma GCC unroll 8
   for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
   alignas(32) float fa[8], fb[8];
   for (int64_t b = 0; b < nb; ++b) {
     __m256 D = _mm256_setzero_ps();
     if constexpr (!PREMUL) D = _mm256_loadu_ps(d + b * n);
+#pragma GCC unroll 8
     for (int i = 0; i < R; ++i) {
       const __m256i w = unpack<BITS>(wr[i] + b * BPB);
       if constexpr (!PREMUL) {
@@ -142,6 +146,7 @@ inline void tile(int64_t nb, const uint8_t* const* wr, const float* const* f, co
           _mm256_store_ps(fa, _mm256_mul_ps(_mm256_broadcast_ss(f[i] + b), D));
         }
       }
+#pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
         const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ar[t] + b * kQBlock));
         const __m256 p = _mm256_cvtepi32_ps(dot<BITS>(w, a));
@@ -154,7 +159,9 @@ inline void tile(int64_t nb, const uint8_t* const* wr, const float* const* f, co
       }
     }
   }
+#pragma GCC unroll 8
   for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
     for (int t = 0; t < T; ++t) out[i][t] = hsum(acc[i][t]);
 }
 
@@ -182,42 +189,55 @@ inline Scratch& scratch() {
   return s;
 }
 
-// Row r: f[u] = scale of unit u (times d[b(u)] when d1 != null, decode), 0 for a group-16 half
-// past the last column; sz[g] = s_g * (z_g - C).
+// Row r -> f[u]: the f32 scale of unit u (times d[b(u)] for decode, when d1 != null), 0 for a
+// group-16 half past the last column (f has >= 8 floats of slack); sz[g] = s_g * (z_g - C).
+// Vectorized: for decode this runs once per row and competes with the row's block loop.
 inline void expand_row(const QWeights& w, int64_t r, int32_t C, const float* d1, float* sf, float* f,
                        float* sz) {
   const int64_t G = w.groups, nb = w.nb;
   const uint16_t* s16 = w.scales + r * G;
+  const uint8_t* z8 = w.zeros ? w.zeros + r * G : nullptr;
+  const __m256 zc = _mm256_set1_ps(float(w.zero_sym - C)), cv = _mm256_set1_ps(float(C));
   int64_t g = 0;
-  for (; g + 8 <= G; g += 8)
-    _mm256_storeu_ps(sf + g, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s16 + g))));
-  for (; g < G; ++g) sf[g] = _cvtsh_ss(s16[g]);
-  if (w.zeros) {
-    const uint8_t* z = w.zeros + r * G;
-    for (g = 0; g < G; ++g) sz[g] = sf[g] * float(int32_t(z[g]) - C);
-  } else {
-    const float zc = float(w.zero_sym - C);
-    for (g = 0; g < G; ++g) sz[g] = sf[g] * zc;
+  for (; g + 8 <= G; g += 8) {
+    const __m256 sv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s16 + g)));
+    _mm256_storeu_ps(sf + g, sv);
+    __m256 zv = zc;
+    if (z8)
+      zv = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(z8 + g)))), cv);
+    _mm256_storeu_ps(sz + g, _mm256_mul_ps(sv, zv));
   }
+  for (; g < G; ++g) {
+    sf[g] = _cvtsh_ss(s16[g]);
+    sz[g] = sf[g] * float((z8 ? int32_t(z8[g]) : w.zero_sym) - C);
+  }
+  _mm256_storeu_ps(sf + G, _mm256_setzero_ps());  // units past the last group (group 16)
+  const __m256 one = _mm256_set1_ps(1.f);
   if (w.g16()) {
-    for (int64_t u = 0; u < 2 * nb; ++u) f[u] = u < G ? sf[u] : 0.f;
-    if (d1)
-      for (int64_t b = 0; b < nb; ++b) {
-        f[2 * b] *= d1[b];
-        f[2 * b + 1] *= d1[b];
-      }
-  } else {
-    const int64_t bpg = w.blocks_per_group();
-    if (bpg == 1) {
-      for (int64_t b = 0; b < nb; ++b) f[b] = sf[b];
-    } else {
-      for (int64_t b0 = 0, gi = 0; b0 < nb; b0 += bpg, ++gi) {
-        const int64_t b1 = std::min(nb, b0 + bpg);
-        for (int64_t b = b0; b < b1; ++b) f[b] = sf[gi];
-      }
+    // unit u = group u; d of unit u = d1[u / 2]
+    const __m256i dup = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+    for (int64_t u = 0; u < 2 * nb; u += 8) {
+      const __m256 dv = d1 ? _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(d1 + u / 2)), dup) : one;
+      _mm256_storeu_ps(f + u, _mm256_mul_ps(_mm256_loadu_ps(sf + u), dv));
     }
-    if (d1)
-      for (int64_t b = 0; b < nb; ++b) f[b] *= d1[b];
+    return;
+  }
+  const int64_t bpg = w.blocks_per_group();
+  if (bpg == 1 || bpg == 2 || bpg == 4) {
+    // f[b..b+8) = sf[b/bpg ..] spread bpg times (reads at most 8 floats of sf past b/bpg: slack)
+    const __m256i idx = bpg == 1 ? _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
+                        : bpg == 2 ? _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3)
+                                   : _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    for (int64_t b = 0; b < nb; b += 8) {
+      const __m256 sv = _mm256_permutevar8x32_ps(_mm256_loadu_ps(sf + b / bpg), idx);
+      _mm256_storeu_ps(f + b, d1 ? _mm256_mul_ps(sv, _mm256_loadu_ps(d1 + b)) : sv);
+    }
+  } else {
+    for (int64_t b0 = 0, gi = 0; b0 < nb; b0 += bpg, ++gi) {  // whole row: one group
+      const __m256 sv = _mm256_set1_ps(sf[gi]);
+      for (int64_t b = b0; b < std::min(nb, b0 + bpg); b += 8)
+        _mm256_storeu_ps(f + b, d1 ? _mm256_mul_ps(sv, _mm256_loadu_ps(d1 + b)) : sv);
+    }
   }
 }
 

@@ -64,7 +64,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // Help/version exit 0; usage errors print one line and exit 2.
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "lmpress: usage error: %s (see --help)\n", e.what());
+    return 2;
   } catch (const Error& e) {
     std::fprintf(stderr, "lmpress: error: %s\n", e.what());
     return 1;
