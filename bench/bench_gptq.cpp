@@ -1,7 +1,8 @@
 // GPTQ layer benchmark: seconds for one layer (w4g128 by default) on Llama-like shapes, with the
 // Hessian accumulation and RTN alongside for scale. Inputs are synthetic: W ~ N(0, 0.02) with a
 // few outliers, X [2048, cols] with AR(1)-correlated columns of unequal scale, H = X^T X / 2048.
-// Usage: lmpress_bench_gptq [--threads N] [--bits B] [--group G] [--act-order] [--quick] [-v]
+// Usage: lmpress_bench_gptq [--threads N] [--bits B] [--group G] [--act-order] [--quick]
+//                           [--shape ROWS COLS] [-v]
 // Prints a markdown table (one row per shape) after the BLAS / CPU line.
 #include <sys/resource.h>
 
@@ -65,6 +66,7 @@ int main(int argc, char** argv) {
   QuantSpec spec{4, 128, true};
   GptqOptions opt;
   bool quick = false;
+  int64_t only_rows = 0, only_cols = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() { return i + 1 < argc ? std::atoi(argv[++i]) : 0; };
@@ -73,10 +75,15 @@ int main(int argc, char** argv) {
     else if (a == "--group") spec.group = next();
     else if (a == "--act-order") opt.act_order = true;
     else if (a == "--quick") quick = true;
+    else if (a == "--shape" && i + 2 < argc) {
+      only_rows = std::atoll(argv[++i]);
+      only_cols = std::atoll(argv[++i]);
+    }
     else if (a == "-v") set_log_level(LogLevel::Debug);
     else {
       std::fprintf(stderr,
-                   "usage: %s [--threads N] [--bits B] [--group G] [--act-order] [--quick] [-v]\n",
+                   "usage: %s [--threads N] [--bits B] [--group G] [--act-order] [--quick] "
+                   "[--shape ROWS COLS] [-v]\n",
                    argv[0]);
       return 2;
     }
@@ -90,6 +97,7 @@ int main(int argc, char** argv) {
   std::vector<Shape> shapes = {{4096, 4096, "attn 7B"}, {2048, 5632, "down 1B"},
                                {5632, 2048, "gate/up 1B"}};
   if (quick) shapes = {{1024, 1024, "quick"}};
+  if (only_rows > 0 && only_cols > 0) shapes = {{only_rows, only_cols, "custom"}};
   ThreadPool pool(threads);
   std::printf("| rows x cols | layer | hessian s | gptq s | gptq cpu s | rtn s | layer_error s "
               "| gptq rel err | rtn rel err |\n");

@@ -495,8 +495,10 @@ TEST_P(QuantKernels, MatmulParityAllFormats) {
 TEST_P(QuantKernels, PrefillChunksAndAlternatives) {
   ThreadPool pool(2);
   ScopedSimdLevel sl(GetParam());
-  for (const QuantSpec s : {QuantSpec{4, 32, true}, QuantSpec{3, 16, false}, QuantSpec{8, 128, false}}) {
-    const int64_t rows = 37, cols = 4096, n = 131;
+  for (const QuantSpec s : {QuantSpec{4, 32, true}, QuantSpec{4, 16, false}, QuantSpec{3, 16, false},
+                            QuantSpec{8, 128, false}}) {
+    // 4000 columns: two K slices of 64 and 61 blocks (an odd tail block for the 4-bit pair path)
+    const int64_t rows = 37, cols = 4000, n = 131;
     auto w = randn(size_t(rows * cols), 21);
     const Tensor t = pack_tensor("w", quantize_rtn_ref(w.data(), rows, cols, s));
     auto x = randn(size_t(n * cols), 22);

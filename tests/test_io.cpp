@@ -458,6 +458,13 @@ TEST(Io, GgufMissingHyperParameter) {
     poke<uint32_t>(b, after_gguf_string(b, "llama.embedding_length"), uint32_t(GgufType::F32));
   });
   expect_error([&] { load_model(p2); }, {p2, "llama.embedding_length", "expected an integer"});
+  // A negative count (i32 -1).
+  const std::string p3 = mutated_gguf(d, [](auto& b) {
+    const size_t pos = after_gguf_string(b, "llama.attention.head_count");
+    poke<uint32_t>(b, pos, uint32_t(GgufType::I32));
+    poke<int32_t>(b, pos + 4, -1);
+  });
+  expect_error([&] { load_model(p3); }, {p3, "llama.attention.head_count", "value -1 is out of range"});
 }
 
 TEST(Io, GgufMissingTokenizer) {

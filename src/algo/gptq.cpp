@@ -263,8 +263,9 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
                   -1.0f, err.data(), int(B), uf.data() + i1 * n + i2, int(n), 1.0f,
                   wp.data() + i2, int(n));
   }
-  log_debug("gptq [%lld x %lld] %s: inverse Cholesky %.3f s, columns %.3f s", (long long)rows,
-            (long long)cols, format_name(s).c_str(), t1 - t0, now_seconds() - t1);
+  log_debug("gptq [%lld x %lld] w%dg%d%s: inverse Cholesky %.3f s, columns %.3f s",
+            (long long)rows, (long long)cols, s.bits, s.group, s.sym ? "" : "a", t1 - t0,
+            now_seconds() - t1);
   return out;
 }
 

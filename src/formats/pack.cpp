@@ -19,7 +19,12 @@ namespace {
 int32_t maxq_of(int bits) { return (1 << bits) - 1; }
 
 std::string shape_str(int64_t rows, int64_t cols) {
-  return "[" + std::to_string(rows) + ", " + std::to_string(cols) + "]";
+  std::string s(1, '[');  // (appends: GCC 12 warns falsely on "[" + std::string)
+  s += std::to_string(rows);
+  s += ", ";
+  s += std::to_string(cols);
+  s += ']';
+  return s;
 }
 
 kern::QWeights view_of(const Tensor& t, const QuantSpec& s, const PackedGeometry& g) {

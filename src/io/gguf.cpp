@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <set>
 #include <string>
 
@@ -328,7 +329,7 @@ struct KvReader {
     if (v->type == GgufType::U64 && v->u > uint64_t(INT64_MAX))
       fail(path, "metadata key '" + key + "' value " + std::to_string(v->u) + " is too large");
     const int64_t x = v->i;
-    if (x < INT32_MIN || x > INT32_MAX)
+    if (x < 0 || x > INT32_MAX)  // every integer hyper-parameter is a non-negative count
       fail(path, "metadata key '" + key + "' value " + std::to_string(x) + " is out of range");
     return x;
   }
@@ -379,7 +380,7 @@ Model load_gguf_model(const std::string& path, const LoadOptions& opt) {
     fail(path, "attention.key_length " + std::to_string(c.head_dim) +
                    " differs from attention.value_length " + std::to_string(v_len) +
                    " (not supported)");
-  if (c.n_heads > 0 && c.head_dim * c.n_heads != c.dim && !g.find(p + "attention.key_length"))
+  if (!g.find(p + "attention.key_length") && c.n_heads > 0 && c.head_dim * c.n_heads != c.dim)
     fail(path, "embedding_length " + std::to_string(c.dim) + " is not a multiple of head_count " +
                    std::to_string(c.n_heads));
   const int64_t n_rot = kv.integer(p + "rope.dimension_count", c.head_dim);
@@ -429,8 +430,11 @@ Model load_gguf_model(const std::string& path, const LoadOptions& opt) {
 
   // Tensors: GGUF ne is reversed relative to our row-major shape.
   std::set<std::string> used;
+  std::map<std::string, const GgufTensorInfo*> by_name;
+  for (const auto& t : g.tensors) by_name.emplace(t.name, &t);
   auto tensor = [&](const std::string& name, bool required) -> Tensor {
-    const GgufTensorInfo* t = g.find_tensor(name);
+    auto it = by_name.find(name);
+    const GgufTensorInfo* t = it == by_name.end() ? nullptr : it->second;
     if (!t) {
       if (required) fail(path, "tensor " + name + " is missing");
       return Tensor{};

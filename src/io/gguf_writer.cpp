@@ -3,6 +3,7 @@
 // 1-D tensors in F32, tensor data aligned to 32 bytes.
 #include <cmath>
 #include <cstring>
+#include <numbers>
 #include <string>
 #include <vector>
 
@@ -100,7 +101,7 @@ std::vector<float> llama3_rope_factors(const ModelConfig& c) {
   std::vector<float> f(size_t(c.head_dim / 2));
   for (size_t i = 0; i < f.size(); ++i) {
     const double freq = std::pow(double(c.rope_theta), -2.0 * double(i) / c.head_dim);
-    const double wavelen = 2.0 * M_PI / freq;
+    const double wavelen = 2.0 * std::numbers::pi / freq;
     if (wavelen < high_wavelen) {
       f[i] = 1.0f;
     } else if (wavelen > low_wavelen) {

@@ -20,7 +20,8 @@ constexpr int64_t kMaxLayers = 4096;
 // throws Error("<where>: ...") naming the offending field.
 void check_config(const ModelConfig& c, const std::string& where);
 
-// A tensor that points into memory owned elsewhere (a mapped file).
+// A tensor that points into memory owned elsewhere (a mapped file); an owned copy when the
+// address is not a multiple of the element size.
 Tensor view_tensor(std::string name, DType dt, std::vector<int64_t> shape, const void* data,
                    size_t nbytes);
 

@@ -1,5 +1,6 @@
 // Format detection (load_model) and helpers shared by the model-file parsers.
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -51,6 +52,14 @@ void check_config(const ModelConfig& c, const std::string& where) {
 
 Tensor view_tensor(std::string name, DType dt, std::vector<int64_t> shape, const void* data,
                    size_t nbytes) {
+  // Files may place a tensor at an offset that is not a multiple of its element size (GGUF with
+  // a small general.alignment, safetensors after an odd-length tensor): copy those so consumers
+  // can read elements directly.
+  const size_t es = dtype_size(dt);
+  if (es > 1 && data != nullptr && reinterpret_cast<uintptr_t>(data) % es != 0) {
+    const uint8_t* p = static_cast<const uint8_t*>(data);
+    return make_owned_tensor(std::move(name), dt, std::move(shape), std::vector<uint8_t>(p, p + nbytes));
+  }
   Tensor t;
   t.name = std::move(name);
   t.dtype = dt;
@@ -150,6 +159,7 @@ Model load_model(const std::string& path, const LoadOptions& opt) {
     if (f.size() >= 4) std::memcpy(magic, f.data(), 4);
   }
   if (std::memcmp(magic, "GGUF", 4) == 0) return load_gguf_model(path, opt);
+  if (is_lmpress_file(path)) return load_lmpress_model(path, opt);
   return load_llama2c(path, opt);
 }
 

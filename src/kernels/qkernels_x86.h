@@ -118,11 +118,12 @@ inline __m256 bcast2(const float* lo, const float* hi) {
 }
 
 // ---- R rows x T tokens over all blocks -----------------------------------------------------------
-// PREMUL (decode, T == 1): f[i] holds scale * d per unit. Otherwise f[i] holds scales per unit and
-// d[b * n + t] the activation scales of this tile's tokens (8 loaded at once; padded array).
+// PREMUL (decode, T == 1): f[i] holds scale * d per unit and is broadcast straight from memory.
+// Otherwise ft holds, per block b and row i, the factors scale * d[t] of the tile's tokens
+// (prefill_factors below): computed before the loop, so the broadcasts never wait on a store.
 template <int BITS, int R, int T, bool G16, bool PREMUL>
-inline void tile(int64_t nb, const uint8_t* const* wr, const float* const* f, const int8_t* const* ar,
-                 const float* d, int64_t n, float (&out)[R][T]) {
+inline void tile(int64_t nb, const uint8_t* const* wr, const float* const* f, const float* ft,
+                 const int8_t* const* ar, float (&out)[R][T]) {
   static_assert(!PREMUL || T == 1);
   static_assert(T <= 8);
   constexpr int BPB = qblock_bytes(BITS);
@@ -131,21 +132,12 @@ inline void tile(int64_t nb, const uint8_t* const* wr, const float* const* f, co
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
-  alignas(32) float fa[8], fb[8];
   for (int64_t b = 0; b < nb; ++b) {
-    __m256 D = _mm256_setzero_ps();
-    if constexpr (!PREMUL) D = _mm256_loadu_ps(d + b * n);
 #pragma GCC unroll 8
     for (int i = 0; i < R; ++i) {
       const __m256i w = unpack<BITS>(wr[i] + b * BPB);
-      if constexpr (!PREMUL) {
-        if constexpr (G16) {
-          _mm256_store_ps(fa, _mm256_mul_ps(_mm256_broadcast_ss(f[i] + 2 * b), D));
-          _mm256_store_ps(fb, _mm256_mul_ps(_mm256_broadcast_ss(f[i] + 2 * b + 1), D));
-        } else {
-          _mm256_store_ps(fa, _mm256_mul_ps(_mm256_broadcast_ss(f[i] + b), D));
-        }
-      }
+      constexpr int TS = T <= 4 ? 4 : 8;
+      const float* fb = ft + (b * R + i) * (G16 ? 2 * TS : TS);
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
         const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ar[t] + b * kQBlock));
@@ -154,7 +146,7 @@ inline void tile(int64_t nb, const uint8_t* const* wr, const float* const* f, co
         if constexpr (PREMUL)
           F = G16 ? bcast2(f[i] + 2 * b, f[i] + 2 * b + 1) : _mm256_broadcast_ss(f[i] + b);
         else
-          F = G16 ? bcast2(fa + t, fb + t) : _mm256_broadcast_ss(fa + t);
+          F = G16 ? bcast2(fb + t, fb + TS + t) : _mm256_broadcast_ss(fb + t);
         acc[i][t] = _mm256_fmadd_ps(p, F, acc[i][t]);
       }
     }
@@ -163,6 +155,161 @@ inline void tile(int64_t nb, const uint8_t* const* wr, const float* const* f, co
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) out[i][t] = hsum(acc[i][t]);
+}
+
+// ft[(b * R + i) * TS + t] = f[i][b] * d[b * n + t] for the tile's tokens, TS = 4 or 8 (group 16:
+// two halves, [(b * R + i) * 2 * TS + h * TS + t]). d is padded, so lanes past the tile read
+// harmless values.
+template <int R, int T, bool G16>
+inline void prefill_factors(int64_t nb, const float* const* f, const float* d, int64_t n, float* ft) {
+  if constexpr (T <= 4) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const __m128 D = _mm_loadu_ps(d + b * n);
+      for (int i = 0; i < R; ++i) {
+        if constexpr (G16) {
+          _mm_storeu_ps(ft + (b * R + i) * 8, _mm_mul_ps(_mm_broadcast_ss(f[i] + 2 * b), D));
+          _mm_storeu_ps(ft + (b * R + i) * 8 + 4, _mm_mul_ps(_mm_broadcast_ss(f[i] + 2 * b + 1), D));
+        } else {
+          _mm_storeu_ps(ft + (b * R + i) * 4, _mm_mul_ps(_mm_broadcast_ss(f[i] + b), D));
+        }
+      }
+    }
+  } else {
+    for (int64_t b = 0; b < nb; ++b) {
+      const __m256 D = _mm256_loadu_ps(d + b * n);
+      for (int i = 0; i < R; ++i) {
+        if constexpr (G16) {
+          _mm256_storeu_ps(ft + (b * R + i) * 16, _mm256_mul_ps(_mm256_broadcast_ss(f[i] + 2 * b), D));
+          _mm256_storeu_ps(ft + (b * R + i) * 16 + 8, _mm256_mul_ps(_mm256_broadcast_ss(f[i] + 2 * b + 1), D));
+        } else {
+          _mm256_storeu_ps(ft + (b * R + i) * 8, _mm256_mul_ps(_mm256_broadcast_ss(f[i] + b), D));
+        }
+      }
+    }
+  }
+}
+
+// ---- 4-bit block pairs ---------------------------------------------------------------------------
+// Two consecutive 4-bit blocks are 32 contiguous bytes: x & 15 = [b0 q0-15 | b1 q0-15],
+// (x >> 4) & 15 = [b0 q16-31 | b1 q16-31]. With the activations of the pair reordered to match
+// (pair_acts), one load, three ops and two maddubs feed 2 blocks (vs. 2 x (shift, mask, maddubs)).
+// The dot lanes are [b0 x4 | b1 x4], so the factor vector is [F_b0 x4 | F_b1 x4].
+// Activations, per pair p: [b0 a0-15 | b1 a0-15] at 64p, [b0 a16-31 | b1 a16-31] at 64p + 32;
+// an odd last block stays in natural order.
+inline void pair_acts(const int8_t* src, int64_t nb, int8_t* dst) {
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    const __m256i a0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + b * kQBlock));
+    const __m256i a1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + b * kQBlock + 32));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + b * kQBlock), _mm256_permute2x128_si256(a0, a1, 0x20));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + b * kQBlock + 32), _mm256_permute2x128_si256(a0, a1, 0x31));
+  }
+  if (b < nb) std::memcpy(dst + b * kQBlock, src + b * kQBlock, kQBlock);
+}
+
+// i32 lanes [b0 x4 | b1 x4] of both halves (G16: low halves in lo, high halves in hi).
+template <bool G16>
+inline void dot4_pair(__m256i wl, __m256i wh, const int8_t* a, __m256i& lo, __m256i& hi) {
+  const __m256i al = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
+  const __m256i ah = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + 32));
+#if defined(LMP_QX86_VNNI)
+  if constexpr (G16) {
+    lo = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wl, al);
+    hi = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wh, ah);
+  } else {
+    lo = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), wl, al), wh, ah);
+  }
+#else
+  const __m256i ones = _mm256_set1_epi16(1);
+  if constexpr (G16) {
+    lo = _mm256_madd_epi16(_mm256_maddubs_epi16(wl, al), ones);
+    hi = _mm256_madd_epi16(_mm256_maddubs_epi16(wh, ah), ones);
+  } else {
+    // 15 * 127 * 2 per maddubs pair, two of them: < 2^13, the int16 sum is exact
+    lo = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(wl, al), _mm256_maddubs_epi16(wh, ah)), ones);
+  }
+#endif
+  (void)hi;
+}
+
+// R rows x T tokens of a 4-bit row slice of nb blocks (activations in pair order).
+// Factors as in tile(): PREMUL f[i] per unit; else ft per block/row/token (prefill_factors).
+template <int R, int T, bool G16, bool PREMUL>
+inline void tile4p(int64_t nb, const uint8_t* const* wr, const float* const* f, const float* ft,
+                   const int8_t* const* ar, float (&out)[R][T]) {
+  constexpr int TS = T <= 4 ? 4 : 8;
+  constexpr int FS = G16 ? 2 * TS : TS;  // ft floats per (block, row)
+  __m256 acc[R][T];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
+  const __m256i m4 = _mm256_set1_epi8(15);
+  const __m256i dup01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+  const __m256i dup02 = _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2), dup13 = _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3);
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[i] + b * 16));
+      const __m256i wl = _mm256_and_si256(x, m4), wh = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
+      __m256 Fl, Fh;
+      if constexpr (PREMUL) {
+        if constexpr (G16) {
+          const __m256 v = _mm256_castps128_ps256(_mm_loadu_ps(f[i] + 2 * b));  // b0h0 b0h1 b1h0 b1h1
+          Fl = _mm256_permutevar8x32_ps(v, dup02);
+          Fh = _mm256_permutevar8x32_ps(v, dup13);
+        } else {
+          Fl = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(f[i] + b)))), dup01);
+        }
+      }
+      const float* f0 = ft + (b * R + i) * FS;  // block b, then block b+1 at + R * FS
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        __m256i lo, hi;
+        dot4_pair<G16>(wl, wh, ar[t] + b * kQBlock, lo, hi);
+        if constexpr (!PREMUL) {
+          Fl = bcast2(f0 + t, f0 + R * FS + t);
+          if constexpr (G16) Fh = bcast2(f0 + TS + t, f0 + R * FS + TS + t);
+        }
+        acc[i][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), Fl, acc[i][t]);
+        if constexpr (G16) acc[i][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), Fh, acc[i][t]);
+      }
+    }
+  }
+  if (b < nb) {  // odd last block: natural order, single-block path
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      const __m256i w = unpack4(wr[i] + b * 16);
+      const float* fb = ft + (b * R + i) * FS;
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ar[t] + b * kQBlock));
+        const __m256 p = _mm256_cvtepi32_ps(dot<4>(w, a));
+        __m256 F;
+        if constexpr (PREMUL)
+          F = G16 ? bcast2(f[i] + 2 * b, f[i] + 2 * b + 1) : _mm256_broadcast_ss(f[i] + b);
+        else
+          F = G16 ? bcast2(fb + t, fb + TS + t) : _mm256_broadcast_ss(fb + t);
+        acc[i][t] = _mm256_fmadd_ps(p, F, acc[i][t]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) out[i][t] = hsum(acc[i][t]);
+}
+
+template <int BITS, int R, int T, bool G16, bool PREMUL>
+inline void tile_any(int64_t nb, const uint8_t* const* wr, const float* const* f, const float* ft,
+                     const int8_t* const* ar, float (&out)[R][T]) {
+  // (group-16 prefill keeps the single-block loop: two factor vectors per pair need more
+  // registers than the tile has left)
+  if constexpr (BITS == 4 && !(G16 && !PREMUL))
+    tile4p<R, T, G16, PREMUL>(nb, wr, f, ft, ar, out);
+  else
+    tile<BITS, R, T, G16, PREMUL>(nb, wr, f, ft, ar, out);
 }
 
 inline float dot_f32(const float* a, const float* b, int64_t n) {
@@ -183,6 +330,8 @@ struct Scratch {
   std::vector<float> f;   // [R][units + 16]
   std::vector<float> sf;  // [groups + 8] f32 scales of one row
   std::vector<float> sz;  // [R][groups + 8]: s_g * (z_g - C)
+  std::vector<float> ft;  // [nb][R][8 or 16]: prefill factors of one token tile
+  std::vector<int8_t> pa;  // 4-bit: activations of a token chunk in pair order (pair_acts)
 };
 inline Scratch& scratch() {
   thread_local Scratch s;
@@ -257,11 +406,16 @@ void gemm_impl(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t
 
   if (n == 1) {  // decode: scales premultiplied by the activation scales
     constexpr int R = Cfg::RD;
+    if constexpr (BITS == 4) {
+      S.pa.resize(size_t(A.a.a_stride));
+      pair_acts(A.a.qa, nb, S.pa.data());
+    }
     for (int64_t r = r0; r < r1; r += R) {
       const int nr = int(std::min<int64_t>(R, r1 - r));
       const uint8_t* wr[R];
       const float* f[R];
       const int8_t* ar[1] = {A.a.qa};
+      if constexpr (BITS == 4) ar[0] = S.pa.data();
       float corr[R];
       for (int i = 0; i < R; ++i) {
         const int k = i < nr ? i : nr - 1;  // rows past r1 repeat the last one; results dropped
@@ -274,7 +428,7 @@ void gemm_impl(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t
         }
       }
       float out[R][1];
-      tile<BITS, R, 1, G16, true>(nb, wr, f, ar, A.a.d, 1, out);
+      tile_any<BITS, R, 1, G16, true>(nb, wr, f, nullptr, ar, out);
       for (int i = 0; i < nr; ++i) A.y[r + i] = out[i][0] - corr[i];
     }
     return;
@@ -283,9 +437,17 @@ void gemm_impl(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t
   // Prefill: token chunks sized so their activations stay in L2; inside, row tiles of RP rows
   // stay in L1 while TP-token tiles stream past them.
   constexpr int R = Cfg::RP, T = Cfg::TP;
+  S.ft.resize(size_t(std::min<int64_t>(nb, Cfg::kSliceBlocks) * R * 16));
   const int64_t chunk = std::max<int64_t>(T, (Cfg::kChunkBytes / A.a.a_stride) / T * T);
   for (int64_t tc = t0; tc < t1; tc += chunk) {
     const int64_t tce = std::min(t1, tc + chunk);
+    const int8_t* qa = A.a.qa + tc * A.a.a_stride;  // token tc's activations
+    if constexpr (BITS == 4 && !G16) {  // pair order, see tile_any
+      S.pa.resize(size_t(chunk * A.a.a_stride));
+      for (int64_t t = tc; t < tce; ++t)
+        pair_acts(A.a.qa + t * A.a.a_stride, nb, S.pa.data() + (t - tc) * A.a.a_stride);
+      qa = S.pa.data();
+    }
     for (int64_t r = r0; r < r1; r += R) {
       const int nr = int(std::min<int64_t>(R, r1 - r));
       const uint8_t* wr[R];
@@ -300,18 +462,30 @@ void gemm_impl(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t
           for (int64_t t = tc; t < tce; ++t) A.y[t * A.ldy + r + i] = -dot_f32(sz, A.a.x + t * G, G);
         }
       }
-      for (int64_t t = tc; t < tce; t += T) {
-        const int nt = int(std::min<int64_t>(T, tce - t));
-        const int8_t* ar[T];
-        for (int j = 0; j < T; ++j) ar[j] = A.a.qa + (t + (j < nt ? j : nt - 1)) * A.a.a_stride;
-        float out[R][T];
-        tile<BITS, R, T, G16, false>(nb, wr, f, ar, A.a.d + t, n, out);
-        for (int i = 0; i < nr; ++i)
-          for (int j = 0; j < nt; ++j) A.y[(t + j) * A.ldy + r + i] += out[i][j];
+      // K slices keep a token tile's activations, the rows' blocks and the factors in L1 while
+      // the tile is reused across rows and tokens.
+      for (int64_t k0 = 0; k0 < nb; k0 += Cfg::kSliceBlocks) {
+        const int64_t kn = std::min<int64_t>(Cfg::kSliceBlocks, nb - k0);
+        const uint8_t* wk[R];
+        const float* fk[R];
+        for (int i = 0; i < R; ++i) {
+          wk[i] = wr[i] + k0 * BPB;
+          fk[i] = f[i] + (G16 ? 2 * k0 : k0);
+        }
+        for (int64_t t = tc; t < tce; t += T) {
+          const int nt = int(std::min<int64_t>(T, tce - t));
+          const int8_t* ar[T];
+          for (int j = 0; j < T; ++j)
+            ar[j] = qa + (t - tc + (j < nt ? j : nt - 1)) * A.a.a_stride + k0 * kQBlock;
+          float out[R][T];
+          prefill_factors<R, T, G16>(kn, fk, A.a.d + k0 * n + t, n, S.ft.data());
+          tile_any<BITS, R, T, G16, false>(kn, wk, fk, S.ft.data(), ar, out);
+          for (int i = 0; i < nr; ++i)
+            for (int j = 0; j < nt; ++j) A.y[(t + j) * A.ldy + r + i] += out[i][j];
+        }
       }
     }
   }
-  (void)BPB;
 }
 
 template <class Cfg, int BITS>

@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
   cli::add_bench(app);
   cli::add_synth(app);
   cli::add_convert(app);
+  cli::add_quantize(app);
   app.parse_complete_callback([&] {
     if (quiet) set_log_level(LogLevel::Quiet);
     if (verbose) set_log_level(LogLevel::Debug);

@@ -8,6 +8,7 @@ struct CfgAvx2 {
   static constexpr int RD = 4;                       // decode rows per tile
   static constexpr int RP = 3, TP = 4;               // prefill tile
   static constexpr int64_t kChunkBytes = 192 << 10;  // activations per token chunk (L2)
+  static constexpr int64_t kSliceBlocks = 64;        // K slice: 2048 columns
 };
 }  // namespace
 
