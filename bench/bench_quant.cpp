@@ -4,7 +4,10 @@
 //  decode_dram/<fmt>/<isa>              the same over 12 distinct copies (about 80 MB at 4.5 bpw),
 //                                       so the weights come from DRAM as in a real decode step;
 //  prefill/<fmt>/<isa>/<rows>x<cols>    n = 128 tokens, GFLOP/s counted as 2*rows*cols*n, for the
-//                                       integer-dot kernels and for dequantize + OpenBLAS sgemm.
+//                                       integer-dot kernels and for dequantize + OpenBLAS sgemm;
+//  model_decode|model_prefill128/tinyllama-1.1b/<fmt>/<isa>
+//                                       every linear layer of TinyLlama once per token (matmuls
+//                                       only): tokens/s, an upper bound for the engine.
 // The label says which ISA ran; the context line names the CPU features.
 #include <benchmark/benchmark.h>
 
@@ -113,6 +116,40 @@ void bm_prefill(benchmark::State& st, QuantSpec s, SimdLevel l, int64_t rows, in
   label(st);
 }
 
+// All linear layers of TinyLlama-1.1B (22 layers: q, k, v, o, gate, up, down; then the 32000-row
+// classifier), distinct copies so every token streams ~0.6 GB from DRAM, as a real decode step
+// does: tokens/s of the matmuls alone (attention, norms and the rest excluded), n = 1 or 128.
+void bm_model(benchmark::State& st, QuantSpec s, SimdLevel l, int64_t n) {
+  if (!level_ok(st, l)) return;
+  ScopedSimdLevel sl(l);
+  const int64_t dim = 2048, hidden = 5632, kv = 256, vocab = 32000;
+  const std::pair<int64_t, int64_t> layer[] = {{dim, dim}, {kv, dim}, {kv, dim}, {dim, dim},
+                                               {hidden, dim}, {hidden, dim}, {dim, hidden}};
+  static std::map<uint32_t, std::vector<Tensor>> models;
+  std::vector<Tensor>& ws = models[format_id(s)];
+  if (ws.empty()) {
+    auto copy = [&](int64_t r, int64_t c) {
+      const Tensor& t = packed(s, r, c);
+      const uint8_t* b = static_cast<const uint8_t*>(t.data);
+      ws.push_back(make_owned_tensor("w", DType::Q, t.shape, std::vector<uint8_t>(b, b + t.nbytes), t.format));
+    };
+    for (int il = 0; il < 22; ++il)
+      for (const auto& [r, c] : layer) copy(r, c);
+    copy(vocab, dim);
+  }
+  size_t bytes = 0;
+  for (const Tensor& w : ws) bytes += w.nbytes;
+  auto x = activations(n, hidden);
+  std::vector<float> y(size_t(n * vocab));
+  for (auto _ : st) {
+    for (const Tensor& w : ws) matmul(w, x.data(), n, y.data(), pool());
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.counters["tok/s"] = benchmark::Counter(double(st.iterations()) * double(n), benchmark::Counter::kIsRate);
+  st.counters["GB/s"] = benchmark::Counter(double(st.iterations()) * double(bytes) / 1e9, benchmark::Counter::kIsRate);
+  label(st);
+}
+
 const std::pair<const char*, SimdLevel> kLevels[] = {
     {"scalar", SimdLevel::Scalar}, {"avx2", SimdLevel::AVX2}, {"avx512", SimdLevel::AVX512}};
 
@@ -135,6 +172,15 @@ void register_all() {
     for (const auto& s : {QuantSpec{4, 32, true}, QuantSpec{3, 32, true}, QuantSpec{8, 32, true}}) {
       const std::string name = "decode_dram/" + format_name(s) + "/" + lname;
       benchmark::RegisterBenchmark(name.c_str(), bm_decode_dram, s, l)->Unit(benchmark::kMillisecond)->UseRealTime();
+    }
+  }
+  for (const auto& [lname, l] : kLevels) {
+    if (l == SimdLevel::Scalar) continue;
+    for (const auto& s : {QuantSpec{4, 32, true}, QuantSpec{4, 128, false}}) {
+      const std::string base = "model_decode/tinyllama-1.1b/" + format_name(s) + "/" + lname;
+      benchmark::RegisterBenchmark(base.c_str(), bm_model, s, l, int64_t(1))->Unit(benchmark::kMillisecond)->UseRealTime();
+      const std::string pre = "model_prefill128/tinyllama-1.1b/" + format_name(s) + "/" + lname;
+      benchmark::RegisterBenchmark(pre.c_str(), bm_model, s, l, int64_t(128))->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
     }
   }
   std::vector<QuantSpec> prefill_fmts = {{2, 32, true}, {3, 32, true}, {4, 32, true}, {5, 32, true},

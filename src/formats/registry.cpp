@@ -84,9 +84,15 @@ QuantSpec format_spec(uint32_t id) {
 
 std::string format_name(const QuantSpec& s) {
   format_id(s);  // validates
-  std::string n = "w" + std::to_string(s.bits);
-  n += s.group == 0 ? "row" : "g" + std::to_string(s.group);
-  if (!s.sym) n += "a";
+  std::string n(1, 'w');  // (appends: GCC 12 warns falsely on "w" + std::string)
+  n += std::to_string(s.bits);
+  if (s.group == 0) {
+    n += "row";
+  } else {
+    n += 'g';
+    n += std::to_string(s.group);
+  }
+  if (!s.sym) n += 'a';
   return n;
 }
 

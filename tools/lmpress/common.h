@@ -32,5 +32,6 @@ void add_bench(CLI::App& app);
 void add_synth(CLI::App& app);
 void add_convert(CLI::App& app);
 void add_quantize(CLI::App& app);
+void add_sweep(CLI::App& app);
 
 }  // namespace lmpress::cli

@@ -56,6 +56,7 @@ int main(int argc, char** argv) {
   cli::add_synth(app);
   cli::add_convert(app);
   cli::add_quantize(app);
+  cli::add_sweep(app);
   app.parse_complete_callback([&] {
     if (quiet) set_log_level(LogLevel::Quiet);
     if (verbose) set_log_level(LogLevel::Debug);
