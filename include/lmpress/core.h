@@ -134,6 +134,15 @@ class ThreadPool {
 };
 int default_threads();
 
+// OpenBLAS threading is off (1 thread) by default: parallel work runs on our pools, and two
+// thread pools spinning on two cores oversubscribe the machine. A large BLAS call (factorisation,
+// big GEMM) may enable it for its scope when its work (in flops) is worth the wake-up.
+class ScopedBlasThreads {
+ public:
+  ScopedBlasThreads(int n_threads, double flops);
+  ~ScopedBlasThreads();
+};
+
 // ---- logging / progress ---------------------------------------------------------------------
 enum class LogLevel { Quiet = 0, Info = 1, Debug = 2 };
 void set_log_level(LogLevel l);

@@ -187,7 +187,7 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
   const double t0 = now_seconds();
   // H in processing order, dampened by damp * mean(diag) (diag after the dead-input fix), stored
   // reversed for inverse_cholesky_upper: r[i][k] = Hp[n-1-i][n-1-k], lower triangle only.
-  openblas_set_num_threads(pool.size());
+  const ScopedBlasThreads blas_threads(pool.size(), double(rows) * double(n) * double(n));
   std::vector<float> uf(n * n);  // U, float for the updates, row-major [n, n]
   {
     double mean_diag = 0;

@@ -30,7 +30,7 @@ void HessianAccumulator::add(const float* x, int64_t rows, ThreadPool& pool) {
   const int64_t n = n_;
   const int64_t pr = std::min(kPanel, rows);
   std::vector<double> panel(pr * n);
-  openblas_set_num_threads(pool.size());
+  const ScopedBlasThreads blas_threads(pool.size(), double(rows) * double(n) * double(n));
   for (int64_t r0 = 0; r0 < rows; r0 += kPanel) {
     const int64_t nr = std::min(kPanel, rows - r0);
     const float* src = x + r0 * n;

@@ -125,6 +125,13 @@ std::string blas_info() {
   return s;
 }
 
+extern "C" void openblas_set_num_threads(int);
+
+ScopedBlasThreads::ScopedBlasThreads(int n_threads, double flops) {
+  openblas_set_num_threads(flops >= 5e7 ? std::max(1, n_threads) : 1);
+}
+ScopedBlasThreads::~ScopedBlasThreads() { openblas_set_num_threads(1); }
+
 ScopedSimdLevel::ScopedSimdLevel(SimdLevel l) : prev_(active_simd_level()) { force_simd_level(l); }
 ScopedSimdLevel::~ScopedSimdLevel() { g_active.store(int(prev_)); }
 

@@ -8,6 +8,10 @@
 
 namespace lmpress {
 
+// Spin this many times (the last kYield with sched_yield, which lets a descheduled peer run on
+// an oversubscribed machine) before sleeping on the futex.
+constexpr int kSpin = 20000, kYield = 0;
+
 struct ThreadPool::Impl {
   std::vector<std::thread> threads;
   std::atomic<uint64_t> generation{0};
@@ -20,8 +24,8 @@ struct ThreadPool::Impl {
     uint64_t seen = 0;
     for (;;) {
       uint64_t g = generation.load(std::memory_order_acquire);
-      for (int spin = 0; g == seen && spin < 20000; ++spin) {
-        __builtin_ia32_pause();
+      for (int spin = 0; g == seen && spin < kSpin; ++spin) {
+        if (spin < kSpin - kYield) __builtin_ia32_pause(); else std::this_thread::yield();
         g = generation.load(std::memory_order_acquire);
       }
       while (g == seen) {
@@ -61,8 +65,8 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
   impl_->generation.notify_all();
   fn(0, n_threads_);
   int p = impl_->pending.load(std::memory_order_acquire);
-  for (int spin = 0; p != 0 && spin < 200000; ++spin) {
-    __builtin_ia32_pause();
+  for (int spin = 0; p != 0 && spin < kSpin; ++spin) {
+    if (spin < kSpin - kYield) __builtin_ia32_pause(); else std::this_thread::yield();
     p = impl_->pending.load(std::memory_order_acquire);
   }
   while (p != 0) {

@@ -50,33 +50,46 @@ void gemv_dense(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool
     pool.parallel_for(nchunks, body);
 }
 
+// OpenBLAS runs single-threaded inside our pool: each worker multiplies its own slice of W's rows
+// (two thread pools spinning on two cores oversubscribe the machine). f16/bf16 rows are converted
+// to f32 in per-thread panels of kPanelRows rows that stay in cache.
 void gemm_dense(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
   const int64_t rows = W.rows(), cols = W.cols();
-  openblas_set_num_threads(pool.size());
-  if (W.dtype == DType::F32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(rows), int(cols), 1.0f, x,
-                int(cols), W.as<float>(), int(cols), 0.0f, y, int(rows));
-    return;
-  }
-  thread_local std::vector<float> panel;
-  panel.resize(size_t(std::min(rows, kPanelRows) * cols));
-  const auto& k = kern::ops();
-  for (int64_t r0 = 0; r0 < rows; r0 += kPanelRows) {
-    const int64_t nr = std::min(kPanelRows, rows - r0);
-    const uint16_t* src = W.as<uint16_t>() + r0 * cols;
-    auto conv = [&](int, int64_t b, int64_t e) {
-      if (W.dtype == DType::F16)
-        k.f16_to_f32(src + b * cols, panel.data() + b * cols, size_t((e - b) * cols));
-      else
-        k.bf16_to_f32(src + b * cols, panel.data() + b * cols, size_t((e - b) * cols));
-    };
-    if (nr * cols < (int64_t(1) << 16))
-      conv(0, 0, nr);
-    else
-      pool.parallel_for(nr, conv);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(nr), int(cols), 1.0f, x,
-                int(cols), panel.data(), int(cols), 0.0f, y + r0, int(rows));
-  }
+  static const bool once = (openblas_set_num_threads(1), true);
+  (void)once;
+  const int64_t work = rows * cols * n;
+  const int nt = work < (int64_t(1) << 20) ? 1 : pool.size();
+  // Slices aligned to 16 rows.
+  const int64_t nslices = std::min<int64_t>(nt, (rows + 15) / 16);
+  auto body = [&](int, int64_t sb, int64_t se) {
+    for (int64_t s = sb; s < se; ++s) {
+      const int64_t per = ((rows + nslices - 1) / nslices + 15) / 16 * 16;
+      const int64_t r0 = s * per, r1 = std::min(rows, r0 + per);
+      if (r0 >= r1) continue;
+      if (W.dtype == DType::F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(r1 - r0), int(cols), 1.0f, x,
+                    int(cols), W.as<float>() + r0 * cols, int(cols), 0.0f, y + r0, int(rows));
+        continue;
+      }
+      thread_local std::vector<float> panel;
+      const auto& k = kern::ops();
+      for (int64_t p0 = r0; p0 < r1; p0 += kPanelRows) {
+        const int64_t nr = std::min(kPanelRows, r1 - p0);
+        panel.resize(size_t(nr * cols));
+        const uint16_t* src = W.as<uint16_t>() + p0 * cols;
+        if (W.dtype == DType::F16)
+          k.f16_to_f32(src, panel.data(), size_t(nr * cols));
+        else
+          k.bf16_to_f32(src, panel.data(), size_t(nr * cols));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(nr), int(cols), 1.0f, x, int(cols),
+                    panel.data(), int(cols), 0.0f, y + p0, int(rows));
+      }
+    }
+  };
+  if (nslices <= 1)
+    body(0, 0, 1);
+  else
+    pool.parallel_for(nslices, body);
 }
 
 }  // namespace
