@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=$1; threads=${2:-2}
-bin=build/release/lmpress
+bin=${LMPRESS_BIN:-build/release/lmpress}
 S=../shared
 case $name in
   babyllama-936k) calib=$S/data/tinystories/calib.oneline.txt; eval=$S/data/tinystories/eval.oneline.txt; ctx=128; seqlen=128 ;;
