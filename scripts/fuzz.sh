@@ -24,7 +24,7 @@ for t in build/fuzz/fuzz/fuzz_*; do
   if ! "$t" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 -artifact_prefix=build/fuzz/artifacts/ "$corpus" >build/fuzz/$name.log 2>&1; then
     echo "fuzz: $name FAILED (see build/fuzz/$name.log)"; tail -30 build/fuzz/$name.log; status=1
   else
-    grep -E "^#[0-9]+ *DONE" build/fuzz/$name.log | tail -1 || true
+    grep -E "^Done [0-9]+ runs" build/fuzz/$name.log | tail -1 || true
   fi
 done
 exit $status

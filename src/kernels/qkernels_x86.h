@@ -260,7 +260,8 @@ inline void tile4p(int64_t nb, const uint8_t* const* wr, const float* const* f, 
           Fl = _mm256_permutevar8x32_ps(v, dup02);
           Fh = _mm256_permutevar8x32_ps(v, dup13);
         } else {
-          Fl = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(f[i] + b)))), dup01);
+          const __m128i two = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(f[i] + b));  // unaligned 8 B
+          Fl = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_castsi128_ps(two)), dup01);
         }
       }
       const float* f0 = ft + (b * R + i) * FS;  // block b, then block b+1 at + R * FS
