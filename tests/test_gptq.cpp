@@ -93,10 +93,44 @@ GroupParams f16_params(const float* w, int64_t n, const QuantSpec& s) {
   return p;
 }
 
+// sum_j |w_j - deq(q_j)|^2.4 with the codes of params p (the reference's mse criterion).
+double norm24_error(const float* w, int64_t n, const GroupParams& p, int bits) {
+  const int32_t maxq = (1 << bits) - 1;
+  double e = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const int32_t q = quantize_value(w[j], p, maxq);
+    e += std::pow(std::fabs(double(w[j]) - double(p.scale) * double(q - p.zero)), 2.4);
+  }
+  return e;
+}
+
+// The reference's Quantizer.find_params(mse=True) (IST-DASLab/gptq quant.py), written plainly:
+// for i in 0..int(maxshrink * grid) - 1, p = 1 - i/grid, params from [p*min, p*max] (f16 scale,
+// as stored), error sum |q - x|^norm; the first strict minimum wins.
+GroupParams mse_params(const float* w, int64_t n, const QuantSpec& s) {
+  const double grid = 100, maxshrink = 0.8;
+  GroupParams best;
+  double best_err = INFINITY;
+  for (int i = 0; i < int(maxshrink * grid); ++i) {
+    GroupParams p = minmax_params(w, n, s, float(1.0 - i / grid));
+    p.scale = round_scale_f16(p.scale);
+    const double e = norm24_error(w, n, p, s.bits);
+    if (e < best_err) {
+      best_err = e;
+      best = p;
+    }
+  }
+  return best;
+}
+
+GroupParams oracle_params(const float* w, int64_t n, const QuantSpec& s, bool mse) {
+  return mse ? mse_params(w, n, s) : f16_params(w, n, s);
+}
+
 // Straightforward GPTQ (paper, Algorithm 1 without the lazy batching / Cholesky reformulation).
 // Group params: whole row -> from the dead-zeroed row; act-order or static groups -> per
 // original group from the dead-zeroed original W; otherwise at each group boundary from the
-// current (fully updated) weights.
+// current (fully updated) weights. With o.mse every param set comes from mse_params.
 QuantizedMatrix oracle_gptq(const std::vector<float>& w, int64_t rows, int64_t n,
                             const QuantSpec& s, const std::vector<double>& H,
                             const GptqOptions& o) {
@@ -126,7 +160,7 @@ QuantizedMatrix oracle_gptq(const std::vector<float>& w, int64_t rows, int64_t n
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t gi = 0; gi < ng; ++gi) {
         const GroupParams p =
-            f16_params(w0.data() + r * n + gi * g, std::min(g, n - gi * g), s);
+            oracle_params(w0.data() + r * n + gi * g, std::min(g, n - gi * g), s, o.mse);
         out.scales[size_t(r * ng + gi)] = p.scale;
         out.zeros[size_t(r * ng + gi)] = p.zero;
       }
@@ -159,7 +193,7 @@ QuantizedMatrix oracle_gptq(const std::vector<float>& w, int64_t rows, int64_t n
       if (dynamic && i % g == 0) {
         const int64_t len = std::min(g, n - i);
         for (int64_t k = 0; k < len; ++k) tmp[size_t(k)] = float(wr[i + k]);
-        const GroupParams p = f16_params(tmp.data(), len, s);
+        const GroupParams p = oracle_params(tmp.data(), len, s, o.mse);
         out.scales[size_t(r * ng + gi)] = p.scale;
         out.zeros[size_t(r * ng + gi)] = p.zero;
       }
@@ -215,6 +249,7 @@ TEST(Gptq, MatchesPlainDoubleOracle) {
   const auto w = random_weights(rows, n, 11);
   ThreadPool pool(3);
   int configs = 0;
+  for (bool mse : {false, true})  // the oracle then uses the same (plainly written) param search
   for (int bits : {2, 3, 4})
     for (int group : {0, 16, 32})
       for (bool sym : {true, false})
@@ -226,11 +261,12 @@ TEST(Gptq, MatchesPlainDoubleOracle) {
             o.block = block;
             o.act_order = act == 1;
             o.static_groups = act == 2;
+            o.mse = mse;
             const QuantizedMatrix got = quantize_gptq(w.data(), rows, n, s, H, o, pool);
             const QuantizedMatrix ref = oracle_gptq(w, rows, n, s, H, o);
             SCOPED_TRACE(testing::Message() << "bits=" << bits << " group=" << group
                                             << " sym=" << sym << " act=" << act
-                                            << " block=" << block);
+                                            << " block=" << block << " mse=" << mse);
             ASSERT_EQ(got.q.size(), ref.q.size());
             ASSERT_EQ(got.scales.size(), ref.scales.size());
             int64_t same = 0;
@@ -265,7 +301,7 @@ TEST(Gptq, MatchesPlainDoubleOracle) {
                         got.zeros[size_t(r * ng + dead_col / g)]);
             ++configs;
           }
-  EXPECT_EQ(configs, 3 * 2 * (2 * 3 + 2 * 3 * 3));
+  EXPECT_EQ(configs, 2 * 3 * 2 * (2 * 3 + 2 * 3 * 3));
 }
 
 TEST(Gptq, DiagonalHessianIsRtn) {
@@ -276,14 +312,16 @@ TEST(Gptq, DiagonalHessianIsRtn) {
   for (int64_t j = 0; j < n; ++j) H[size_t(j * n + j)] = 0.5 + double(rng() % 1000) / 100.0;
   const auto w = random_weights(rows, n, 5);
   ThreadPool pool(2);
+  for (bool mse : {false, true})  // also with the same param search on both sides
   for (int group : {0, 32})
     for (bool act : {false, true}) {
       const QuantSpec s{4, group, false};
       GptqOptions o;
       o.act_order = act;
+      o.mse = mse;
       const auto got = quantize_gptq(w.data(), rows, n, s, H, o, pool);
-      const auto rtn = quantize_rtn(w.data(), rows, n, s, false, nullptr);
-      EXPECT_EQ(got.q, rtn.q) << group << act;
+      const auto rtn = quantize_rtn(w.data(), rows, n, s, false, nullptr, mse);
+      EXPECT_EQ(got.q, rtn.q) << group << act << mse;
       EXPECT_EQ(got.scales, rtn.scales);
       EXPECT_EQ(got.zeros, rtn.zeros);
     }
@@ -309,6 +347,29 @@ TEST(Gptq, BeatsRtnOnCorrelatedInputs) {
         EXPECT_LT(eg, 0.8 * er) << "bits=" << bits << " group=" << group << " act=" << act;
         EXPECT_NEAR(eg / er, rel_g / rel_r, 1e-9);
         EXPECT_GT(rel_g, 0.0);
+      }
+}
+
+TEST(Gptq, MseBeatsMinmaxAt2Bits) {
+  // On correlated inputs at 2 bits, the reference's mse param search gives GPTQ a smaller proxy
+  // loss than min-max params (the shrunk range trades clipped outliers for a finer grid).
+  const int64_t rows = 64, n = 256;
+  const auto x = correlated_inputs(1024, n, 31, 0.9);
+  const auto H = naive_hessian(x, 1024, n);
+  const auto w = random_weights(rows, n, 32);
+  ThreadPool pool(2);
+  for (int group : {0, 32, 128})
+    for (bool sym : {true, false})
+      for (bool act : {false, true}) {
+        const QuantSpec s{2, group, sym};
+        GptqOptions o;
+        o.act_order = act;
+        const double e_mm = layer_error(w.data(), quantize_gptq(w.data(), rows, n, s, H, o, pool), H);
+        o.mse = true;
+        const double e_mse = layer_error(w.data(), quantize_gptq(w.data(), rows, n, s, H, o, pool), H);
+        EXPECT_LT(e_mse, e_mm) << "group=" << group << " sym=" << sym << " act=" << act;
+        RecordProperty("ratio_g" + std::to_string(group) + (sym ? "s" : "a") + (act ? "act" : ""),
+                       std::to_string(e_mse / e_mm));
       }
 }
 
@@ -423,6 +484,72 @@ TEST(Rtn, ClipSearchNeverWorse) {
             }
         }
   EXPECT_LT(tot_clip, 0.9 * tot_plain);  // at 2-3 bits on heavy tails clipping clearly helps
+}
+
+TEST(Rtn, MseSearchNeverWorseInNorm) {
+  // Per group, the mse params are never worse than min-max in sum |w - deq|^2.4 (p = 1 is the
+  // first candidate and only a strict improvement replaces it), they are exactly the plainly
+  // written reference search (mse_params above), and at 2-3 bits on heavy tails they clearly help.
+  const int64_t rows = 32, n = 160;  // ragged last group for group 64 and 128
+  std::mt19937_64 rng(19);
+  std::student_t_distribution<float> td(3.f);
+  std::vector<float> w(rows * n);
+  for (auto& v : w) v = 0.02f * td(rng);
+  for (int64_t j = 0; j < n; ++j) w[size_t(5 * n + j)] = 0.f;  // an all-zero row
+  double tot_plain = 0, tot_mse = 0;
+  for (int bits : {2, 3, 4, 8})
+    for (int group : {0, 16, 32, 64, 128})
+      for (bool sym : {true, false}) {
+        const QuantSpec s{bits, group, sym};
+        const auto plain = quantize_rtn(w.data(), rows, n, s, false, nullptr);
+        const auto mse = quantize_rtn(w.data(), rows, n, s, false, nullptr, true);
+        const int64_t g = group == 0 ? n : group, ng = (n + g - 1) / g;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t gi = 0; gi < ng; ++gi) {
+            const int64_t c0 = gi * g, len = std::min(g, n - c0);
+            const float* wg = w.data() + r * n + c0;
+            const size_t pi = size_t(r * ng + gi);
+            const GroupParams pp{plain.scales[pi], plain.zeros[pi]};
+            const GroupParams pm{mse.scales[pi], mse.zeros[pi]};
+            EXPECT_EQ(pm.scale, round_scale_f16(pm.scale));  // stored as f16
+            const GroupParams ref = mse_params(wg, len, s);
+            ASSERT_EQ(pm.scale, ref.scale) << bits << " " << group << " " << sym << " r" << r;
+            ASSERT_EQ(pm.zero, ref.zero);
+            const double ep = norm24_error(wg, len, pp, bits);
+            const double em = norm24_error(wg, len, pm, bits);
+            ASSERT_LE(em, ep) << bits << " " << group << " " << sym;
+            for (int64_t j = 0; j < len; ++j)
+              ASSERT_EQ(int(mse.q[size_t(r * n + c0 + j)]),
+                        quantize_value(wg[j], pm, (1 << bits) - 1));
+            if (bits <= 3) {
+              tot_plain += ep;
+              tot_mse += em;
+            }
+          }
+      }
+  EXPECT_LT(tot_mse, 0.8 * tot_plain);
+  // Not combinable with the importance-weighted clip search.
+  EXPECT_THROW(quantize_rtn(w.data(), rows, n, QuantSpec{4, 32, true}, true, nullptr, true), Error);
+}
+
+TEST(RecipeMse, ParsesForGptqAndRtn) {
+  const TensorRule g = parse_rule("gptq:w2g32,mse");
+  EXPECT_EQ(g.method, "gptq");
+  EXPECT_TRUE(g.gptq.mse);
+  EXPECT_FALSE(g.clip);
+  const TensorRule r = parse_rule("rtn:w2g128,mse");
+  EXPECT_EQ(r.method, "rtn");
+  EXPECT_TRUE(r.gptq.mse);
+  EXPECT_FALSE(parse_rule("gptq:w4g32").gptq.mse);
+  const TensorRule a = parse_rule("gptq:w3g64a,act_order,mse,damp=0.05");
+  EXPECT_TRUE(a.gptq.mse && a.gptq.act_order);
+  EXPECT_EQ(a.spec, (QuantSpec{3, 64, false}));
+  const Recipe rc = parse_recipe("gptq:w3g32,mse;token_embd.weight=gptq:w8g32");
+  EXPECT_TRUE(rc.base.gptq.mse);
+  EXPECT_FALSE(rc.rule_for("token_embd.weight").gptq.mse);
+  EXPECT_EQ(rc.text, "gptq:w3g32,mse;token_embd.weight=gptq:w8g32");
+  EXPECT_THROW(parse_rule("rtn:w4g32,clip,mse"), Error);
+  EXPECT_THROW(parse_rule("gptq:w4g32,mse=1"), Error);
 }
 
 TEST(Rtn, PlainMatchesFormatsReference) {

@@ -45,6 +45,10 @@ struct GptqOptions {
   int64_t block = 128;      // lazy-batch block size
   bool act_order = false;   // process columns by descending diag(H)
   bool static_groups = false;  // with act_order: group params from the original column order
+  // Group params by the reference's `mse` grid search (shrink the range by p = 1, 0.99, ..., 0.21,
+  // keep the p with the smallest sum |w - deq(q)|^2.4) instead of plain min-max. The recipe
+  // option `mse` sets it for gptq and for rtn rules (the pipeline passes it to quantize_rtn).
+  bool mse = false;
 };
 
 struct LayerReport {
@@ -56,9 +60,11 @@ struct LayerReport {
   double seconds = 0;
 };
 
-// Plain RTN (optionally with per-group clipping search weighted by diag(H) if given).
+// Plain RTN (optionally with per-group clipping search weighted by diag(H) if given, or with the
+// reference's unweighted |.|^2.4 `mse` grid search; not both).
 QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
-                             bool clip_search, const double* hdiag /* [cols] or null */);
+                             bool clip_search, const double* hdiag /* [cols] or null */,
+                             bool mse_search = false);
 // GPTQ (Frantar et al. 2023) on W [rows, cols] with H [cols, cols] (double, not modified).
 QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
                               const std::vector<double>& H, const GptqOptions& o, ThreadPool& pool);
@@ -77,7 +83,7 @@ namespace lmpress {
 //   rule     := 'keep' | 'f16' | 'bf16' | 'f32' | METHOD ':' FORMAT (',' option)*
 //   METHOD   := 'rtn' | 'gptq'
 //   FORMAT   := 'w' BITS ('g' GROUP | 'row') ['a' | 's']     e.g. w4g32, w3g128a, w8row
-//   option   := 'act_order' | 'static_groups' | 'clip' | 'damp=' FLOAT | 'block=' INT
+//   option   := 'act_order' | 'static_groups' | 'clip' | 'mse' | 'damp=' FLOAT | 'block=' INT
 // A JSON recipe file holds {"default": rule, "overrides": [{"pattern": P, "rule": rule}, ...]}.
 // Later overrides win. Tied embeddings: the shared tensor is matched as token_embd.weight and
 // as output.weight (an output.weight override takes precedence for it).

@@ -61,8 +61,18 @@ void for_rows(ThreadPool& pool, int64_t rows, bool serial, const Fn& fn) {
   if (first) std::rethrow_exception(first);
 }
 
-// Group params as stored: min-max grid with the scale rounded through f16.
-GroupParams stored_params(const float* w, int64_t n, const QuantSpec& s) {
+}  // namespace
+
+namespace detail {
+// rtn.cpp: the reference's `mse` grid search over f16-rounded params (docs/methods.md).
+GroupParams mse_group_params(const float* w, int64_t n, const QuantSpec& s);
+}  // namespace detail
+
+namespace {
+
+// Group params as stored: min-max grid (or the `mse` search) with the scale rounded through f16.
+GroupParams stored_params(const float* w, int64_t n, const QuantSpec& s, bool mse) {
+  if (mse) return detail::mse_group_params(w, n, s);
   GroupParams p = minmax_params(w, n, s);
   p.scale = round_scale_f16(p.scale);
   return p;
@@ -176,7 +186,7 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
         for (int64_t j = 0; j < n; ++j) row[size_t(j)] = dead[size_t(j)] ? 0.f : w[r * n + j];
         for (int64_t gi = 0; gi < ngroups; ++gi) {
           const int64_t c0 = gi * g, len = std::min(g, n - c0);
-          const GroupParams p = stored_params(row.data() + c0, len, s);
+          const GroupParams p = stored_params(row.data() + c0, len, s, o.mse);
           out.scales[size_t(r * ngroups + gi)] = p.scale;
           out.zeros[size_t(r * ngroups + gi)] = p.zero;
         }
@@ -237,7 +247,7 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
                 for (int64_t k = i1; k < i; ++k) v -= er[k - i1] * uf[size_t(k * n + j)];
                 tmp[size_t(j - i)] = v;
               }
-              const GroupParams p = stored_params(tmp.data(), e - i, s);
+              const GroupParams p = stored_params(tmp.data(), e - i, s, o.mse);
               sc[gi] = p.scale;
               zr[gi] = p.zero;
             }

@@ -74,6 +74,8 @@ TensorRule parse_rule(const std::string& text) {
         r.gptq.static_groups = true;
       } else if (key == "clip" && val.empty()) {
         r.clip = true;
+      } else if (key == "mse" && val.empty()) {
+        r.gptq.mse = true;  // the rule's param search, for gptq and rtn alike
       } else if (key == "damp" && !val.empty()) {
         size_t used = 0;
         r.gptq.damp = std::stod(val, &used);
@@ -83,13 +85,14 @@ TensorRule parse_rule(const std::string& text) {
         r.gptq.block = std::stoll(val, &used);
         if (used != val.size() || r.gptq.block < 1 || r.gptq.block > 65536) bad("block must be in [1, 65536]");
       } else {
-        bad("unknown option '" + o + "' (act_order, static_groups, clip, damp=F, block=N)");
+        bad("unknown option '" + o + "' (act_order, static_groups, clip, mse, damp=F, block=N)");
       }
     } catch (const std::logic_error&) {
       bad("option '" + o + "' has a malformed number");
     }
   }
   if (r.method == "rtn" && (r.gptq.act_order || r.gptq.static_groups)) bad("act_order/static_groups apply to gptq only");
+  if (r.clip && r.gptq.mse) bad("clip and mse are alternative parameter searches; use one");
   return r;
 }
 

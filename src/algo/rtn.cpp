@@ -3,6 +3,11 @@
 // importance-weighted error sum_j imp_j (w_j - deq(q_j))^2 is kept (imp = diag(H) when given,
 // else 1). c = 1 is tried first and only a strictly smaller error replaces it, so the search is
 // never worse than plain RTN in that error.
+// `mse` (mse_search): the reference GPTQ quantizer's grid search (IST-DASLab/gptq quant.py,
+// Quantizer.find_params with mse=True: grid 100, maxshrink 0.8, norm 2.4): the range is shrunk
+// by p = 1 - i/100, i = 0..79, and the p with the smallest unweighted sum_j |w_j - deq(q_j)|^2.4
+// is kept (first strict minimum, so p = 1, plain min-max, wins ties). mse_group_params() is also
+// GPTQ's param function when its `mse` option is set (declared in gptq.cpp).
 #include <algorithm>
 #include <cmath>
 #include <exception>
@@ -40,9 +45,38 @@ double group_error(const float* w, const double* imp, int64_t n, const GroupPara
 
 }  // namespace
 
+namespace detail {
+
+// The reference's mse search over the f16-rounded (stored) params of one group.
+GroupParams mse_group_params(const float* w, int64_t n, const QuantSpec& s) {
+  constexpr int kGrid = 100, kSteps = 80;  // grid, int(maxshrink * grid)
+  constexpr double kNorm = 2.4;
+  const int32_t maxq = (1 << s.bits) - 1;
+  GroupParams best = stored_params(w, n, s, 1.0f);
+  double best_err = INFINITY;
+  for (int i = 0; i < kSteps; ++i) {
+    const float p = float(1.0 - double(i) / kGrid);  // the reference's p, as a float
+    const GroupParams c = i == 0 ? best : stored_params(w, n, s, p);
+    double e = 0;
+    for (int64_t j = 0; j < n && e < best_err; ++j) {  // a partial sum >= best cannot win
+      const int32_t q = quantize_value(w[j], c, maxq);
+      e += std::pow(std::fabs(double(w[j]) - double(c.scale) * double(q - c.zero)), kNorm);
+    }
+    if (e < best_err) {
+      best_err = e;
+      best = c;
+    }
+  }
+  return best;
+}
+
+}  // namespace detail
+
 QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
-                             bool clip_search, const double* hdiag) {
+                             bool clip_search, const double* hdiag, bool mse_search) {
   const char* who = "rtn";
+  if (clip_search && mse_search)
+    fail(who, "clip and mse are alternative parameter searches; use one");
   if (s.bits < 2 || s.bits > 8)
     fail(who, "unsupported bit width " + std::to_string(s.bits) + " (use 2..8)");
   if (s.group < 0) fail(who, "negative group size " + std::to_string(s.group));
@@ -74,7 +108,8 @@ QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const Q
         const int64_t c0 = gi * g, len = std::min(g, cols - c0);
         const float* wg = w + r * cols + c0;
         const double* imp = hdiag ? hdiag + c0 : nullptr;
-        GroupParams best = stored_params(wg, len, s, 1.0f);
+        GroupParams best = mse_search ? detail::mse_group_params(wg, len, s)
+                                      : stored_params(wg, len, s, 1.0f);
         if (clip_search) {
           double best_err = group_error(wg, imp, len, best, maxq);
           for (int k = 1; k < kClipSteps; ++k) {
@@ -94,7 +129,7 @@ QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const Q
     }
   };
   // Large layers with the search are worth a private pool (the API takes none).
-  const int64_t work = rows * cols * (clip_search ? kClipSteps : 1);
+  const int64_t work = rows * cols * (clip_search ? kClipSteps : mse_search ? 80 : 1);
   if (work >= (int64_t(1) << 22) && default_threads() > 1 && rows > 1) {
     ThreadPool pool(default_threads());
     std::exception_ptr first;  // minmax_params may throw; a pool worker must not
