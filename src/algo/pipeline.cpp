@@ -58,7 +58,7 @@ Tensor compress_tensor(const Tensor& t, const TensorRule& r, const std::vector<d
     } else {
       std::vector<double> hd;
       if (H) hd = diag_of(*H, cols);
-      qm = quantize_rtn(w.data(), rows, cols, r.spec, r.clip, H ? hd.data() : nullptr);
+      qm = quantize_rtn(w.data(), rows, cols, r.spec, r.clip, H ? hd.data() : nullptr, r.gptq.mse);
     }
     if (H) rep.err = layer_error(w.data(), qm, *H, &rep.rel_err);
     out = pack_tensor(t.name, qm);
