@@ -132,9 +132,11 @@ inline void tile(int64_t nb, const uint8_t* const* wr, const float* const* f, co
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
+  const int64_t ahead = int64_t(R) * nb * BPB;  // decode: prefetch the next tile (see tile4p)
   for (int64_t b = 0; b < nb; ++b) {
 #pragma GCC unroll 8
     for (int i = 0; i < R; ++i) {
+      if constexpr (PREMUL) _mm_prefetch(reinterpret_cast<const char*>(wr[i] + b * BPB + ahead), _MM_HINT_T0);
       const __m256i w = unpack<BITS>(wr[i] + b * BPB);
       constexpr int TS = T <= 4 ? 4 : 8;
       const float* fb = ft + (b * R + i) * (G16 ? 2 * TS : TS);
@@ -248,9 +250,13 @@ inline void tile4p(int64_t nb, const uint8_t* const* wr, const float* const* f, 
   const __m256i dup01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
   const __m256i dup02 = _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2), dup13 = _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3);
   int64_t b = 0;
+  // Decode streams weights from DRAM: prefetch the same position of the row R rows ahead (rows of
+  // a 4-bit tensor are contiguous, nb * 16 bytes each), i.e. the next tile, one tile in advance.
+  const int64_t ahead = int64_t(R) * nb * 16;
   for (; b + 2 <= nb; b += 2) {
 #pragma GCC unroll 8
     for (int i = 0; i < R; ++i) {
+      if constexpr (PREMUL && T == 1) _mm_prefetch(reinterpret_cast<const char*>(wr[i] + b * 16 + ahead), _MM_HINT_T0);
       const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[i] + b * 16));
       const __m256i wl = _mm256_and_si256(x, m4), wh = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
       __m256 Fl, Fh;
