@@ -8,22 +8,13 @@
 
 using namespace lmpress;
 
-namespace {
-std::vector<SimdLevel> levels_or_skip(std::string& skipped) {
-  std::vector<SimdLevel> v;
-  for (SimdLevel l : {SimdLevel::Scalar, SimdLevel::AVX2, SimdLevel::AVX512}) {
-    if (l <= cpu_simd_level())
-      v.push_back(l);
-    else
-      skipped += std::string(simd_level_name(l)) + " ";
-  }
-  return v;
-}
-}  // namespace
+class KernelsDense : public testing::TestWithParam<SimdLevel> {};
 
-TEST(Kernels, GemvDenseParity) {
-  std::string skipped;
-  const auto levels = levels_or_skip(skipped);
+TEST_P(KernelsDense, GemvParity) {
+  if (GetParam() > cpu_simd_level())
+    GTEST_SKIP() << "SKIPPED: ISA level " << simd_level_name(GetParam()) << " not supported by this CPU ("
+                 << cpu_feature_string() << ")";
+  const std::vector<SimdLevel> levels = {GetParam()};
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.f, 1.f);
   for (size_t k : {1, 7, 8, 15, 16, 31, 33, 127, 352, 1023}) {
@@ -67,5 +58,8 @@ TEST(Kernels, GemvDenseParity) {
       }
     }
   }
-  if (!skipped.empty()) GTEST_SKIP() << "SKIPPED ISA levels not supported by this CPU: " << skipped;
 }
+
+INSTANTIATE_TEST_SUITE_P(Levels, KernelsDense,
+                         testing::Values(SimdLevel::Scalar, SimdLevel::AVX2, SimdLevel::AVX512),
+                         [](const testing::TestParamInfo<SimdLevel>& i) { return std::string(simd_level_name(i.param)); });
