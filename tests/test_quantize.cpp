@@ -164,3 +164,25 @@ TEST(QuantizePipeline, GptqBeatsRtnOnBabyllama) {
   const double gptq = kld("gptq:w3g32;token_embd.weight=rtn:w8g32");
   EXPECT_LT(gptq, 0.75 * rtn) << "gptq " << gptq << " rtn " << rtn;
 }
+
+// An untied model: the embedding has no Hessian, its gptq rule runs as rtn; the classifier gets GPTQ.
+TEST(QuantizePipeline, UntiedEmbeddingWithGptqRule) {
+  LMP_REQUIRE_SHARED("data/tinystories/calib.txt");
+  Model m = synth_model("tiny", DType::F32, 3);
+  ASSERT_FALSE(m.cfg.tied_embeddings);
+  QuantizeOptions qo;
+  qo.recipe = parse_recipe("gptq:w4g32");
+  qo.calib = {test::shared("data/tinystories/calib.txt"), 2, 32, 0};
+  qo.progress = false;
+  QuantizeReport rep;
+  Model q = quantize_model(m, qo, &rep);
+  EXPECT_EQ(q.tok_embd.dtype, DType::Q);
+  EXPECT_EQ(q.output.dtype, DType::Q);
+  bool saw_rtn_embd = false, saw_gptq_out = false;
+  for (const auto& l : rep.layers) {
+    saw_rtn_embd |= l.name == "token_embd.weight" && l.method == "rtn";
+    saw_gptq_out |= l.name == "output.weight" && l.method == "gptq";
+  }
+  EXPECT_TRUE(saw_rtn_embd);
+  EXPECT_TRUE(saw_gptq_out);
+}

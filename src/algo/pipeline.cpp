@@ -208,8 +208,12 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
     } else {
       m.output = compress_tensor(m.output, out_rule, H.empty() ? nullptr : &H, pool, lo);
       rep.layers.push_back(lo);
-      LayerReport le;  // untied embedding: a lookup table, no Hessian
-      m.tok_embd = compress_tensor(m.tok_embd, rule(m.tok_embd), nullptr, pool, le);
+      // Untied embedding: a lookup table with no input activations, so no Hessian. GPTQ with
+      // H = I is exactly RTN (tests: Gptq.DiagonalHessianIsRtn), so a gptq rule runs as rtn.
+      LayerReport le;
+      TensorRule er = rule(m.tok_embd);
+      if (er.method == "gptq") er.method = "rtn";
+      m.tok_embd = compress_tensor(m.tok_embd, er, nullptr, pool, le);
       rep.layers.push_back(le);
     }
   }
