@@ -30,13 +30,7 @@ void add_perplexity(CLI::App& app) {
       lo.tokenizer_path = o->c.tokenizer;
       base = std::make_unique<Model>(load_model(o->kl_base, lo));
     }
-    const std::string text = read_text_file(o->text);
-    std::vector<int32_t> tokens;
-    try {
-      tokens = m.tokenizer->encode(text, true);
-    } catch (const Error& e) {
-      fail(o->text, e.what());
-    }
+    const std::vector<int32_t> tokens = tokenize_file(m, o->text);
     PerplexityOptions po;
     po.n_ctx = o->ctx;
     po.protocol = o->protocol;

@@ -33,13 +33,7 @@ void add_sweep(CLI::App& app) {
     Model base = load(o->c);
     std::vector<Recipe> recipes;
     for (const auto& r : o->recipes) recipes.push_back(parse_recipe(r));
-    const std::string text = read_text_file(o->text);
-    std::vector<int32_t> tokens;
-    try {
-      tokens = base.tokenizer->encode(text, true);
-    } catch (const Error& e) {
-      fail(o->text, e.what());
-    }
+    const std::vector<int32_t> tokens = tokenize_file(base, o->text);
     PerplexityOptions po;
     po.n_ctx = o->ctx;
     po.protocol = o->protocol;

@@ -22,6 +22,8 @@ struct Common {
 void add_common(CLI::App* app, Common& c, bool need_model = true);
 Model load(const Common& c, bool require_tokenizer = true);
 void print_json(const nlohmann::json& j);  // stdout, pretty
+// The whole text file tokenized with BOS; errors name the text file.
+std::vector<int32_t> tokenize_file(const Model& m, const std::string& path);
 std::string human_bytes(double b);
 
 // Each verb registers itself on the root app.

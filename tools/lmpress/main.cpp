@@ -21,6 +21,15 @@ Model load(const Common& c, bool require_tokenizer) {
   return load_model(c.model, lo);
 }
 
+std::vector<int32_t> tokenize_file(const Model& m, const std::string& path) {
+  const std::string text = read_text_file(path);
+  try {
+    return m.tokenizer->encode(text, true);
+  } catch (const Error& e) {
+    fail(path, e.what());
+  }
+}
+
 void print_json(const nlohmann::json& j) { std::printf("%s\n", j.dump(2).c_str()); }
 
 std::string human_bytes(double b) {
