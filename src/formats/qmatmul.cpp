@@ -11,7 +11,6 @@
 #include "engine/matmul_ext.h"
 #include "formats/formats_internal.h"
 
-extern "C" void openblas_set_num_threads(int);
 
 namespace lmpress {
 
@@ -83,6 +82,12 @@ void quant_matmul(const Tensor& W, const float* x, int64_t n, float* y, ThreadPo
   // Rows in chunks of 16 (a multiple of every tile height); with too few rows to go around, split
   // the tokens instead.
   const int64_t chunk = 16, nchunks = (rows + chunk - 1) / chunk;
+  // Small products run on the calling thread: waking the pool costs more than ~256K MACs (and much
+  // more on an oversubscribed machine).
+  if (nth == 1 || rows * A.w.cols * n < (int64_t(1) << 18)) {
+    K.gemm(A, 0, rows, 0, n);
+    return;
+  }
   if (nchunks >= nth || n < 2 * nth) {
     pool.parallel_for(nchunks, [&](int, int64_t b, int64_t e) {
       if (b < e) K.gemm(A, b * chunk, std::min(rows, e * chunk), 0, n);
@@ -106,7 +111,7 @@ void quant_matmul_dequant_sgemm(const Tensor& W, const float* x, int64_t n, floa
   thread_local std::vector<float> panel_buf;
   panel_buf.resize(size_t(std::min(rows, kPanelRows) * cols));
   float* const panel = panel_buf.data();
-  openblas_set_num_threads(pool.size());
+  const ScopedBlasThreads blas_threads(pool.size(), 2.0 * double(n) * double(rows) * double(cols));
   for (int64_t r0 = 0; r0 < rows; r0 += kPanelRows) {
     const int64_t nr = std::min(kPanelRows, rows - r0);
     pool.parallel_for(nr, [&](int, int64_t b, int64_t e) {
