@@ -176,9 +176,11 @@ void register_all() {
   }
   for (const auto& [lname, l] : kLevels) {
     if (l == SimdLevel::Scalar) continue;
-    for (const auto& s : {QuantSpec{4, 32, true}, QuantSpec{4, 128, false}}) {
+    for (const auto& s : {QuantSpec{4, 32, true}, QuantSpec{4, 128, false}, QuantSpec{2, 32, true},
+                          QuantSpec{3, 32, true}, QuantSpec{8, 32, true}}) {
       const std::string base = "model_decode/tinyllama-1.1b/" + format_name(s) + "/" + lname;
       benchmark::RegisterBenchmark(base.c_str(), bm_model, s, l, int64_t(1))->Unit(benchmark::kMillisecond)->UseRealTime();
+      if (s.bits != 4) continue;
       const std::string pre = "model_prefill128/tinyllama-1.1b/" + format_name(s) + "/" + lname;
       benchmark::RegisterBenchmark(pre.c_str(), bm_model, s, l, int64_t(128))->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
     }

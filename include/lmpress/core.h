@@ -124,6 +124,9 @@ class ThreadPool {
   int size() const { return n_threads_; }
   // fn(thread_index, begin, end); runs synchronously, returns when all chunks are done.
   void parallel_for(int64_t n, const std::function<void(int, int64_t, int64_t)>& fn);
+  // Like parallel_for, but workers take ranges of `grain` items from a shared counter until none
+  // are left: balances uneven work and threads slowed by a busy machine. fn may see several ranges.
+  void parallel_for_dynamic(int64_t n, int64_t grain, const std::function<void(int, int64_t, int64_t)>& fn);
   // fn(thread_index, n_threads) on every worker.
   void run(const std::function<void(int, int)>& fn);
 

@@ -15,6 +15,15 @@ namespace lmpress {
 
 // y[n, W.rows] = x[n, W.cols] * W^T  (x, y row-major f32). Dispatches on W's dtype/format.
 void matmul(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool);
+// Several independent products in one dispatch of the pool (e.g. q/k/v, gate/up): for decode this
+// saves a wake-up and a barrier per product and balances the rows of all of them over the threads.
+struct MatmulJob {
+  const Tensor* W;
+  const float* x;
+  int64_t n;
+  float* y;
+};
+void matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool);
 
 // Names of the activations that feed linear layers (per layer; "output_in" once):
 //   attn_in    [n, dim]      -> wq, wk, wv     (after attention RMSNorm)

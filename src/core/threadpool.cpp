@@ -90,6 +90,24 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int, int64_t, 
   });
 }
 
+void ThreadPool::parallel_for_dynamic(int64_t n, int64_t grain, const std::function<void(int, int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(1, grain);
+  const int64_t nchunks = (n + grain - 1) / grain;
+  if (n_threads_ == 1 || nchunks == 1) {
+    fn(0, 0, n);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  run([&](int ti, int) {
+    for (;;) {
+      const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= nchunks) return;
+      fn(ti, c * grain, std::min(n, (c + 1) * grain));
+    }
+  });
+}
+
 int default_threads() {
   if (const char* e = std::getenv("LMPRESS_THREADS")) {
     int v = std::atoi(e);

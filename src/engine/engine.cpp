@@ -137,9 +137,10 @@ void Engine::layer_forward(int il, float* x, int64_t n, int32_t pos) {
   // ---- attention ----
   rmsnorm(x, s.attn_norm[size_t(il)].data(), s.xn.data(), n, d, c.norm_eps);
   if (hook_) hook_("attn_in", il, s.xn.data(), n, d);
-  matmul(L.wq, s.xn.data(), n, s.q.data(), pool);
-  matmul(L.wk, s.xn.data(), n, s.k.data(), pool);
-  matmul(L.wv, s.xn.data(), n, s.v.data(), pool);
+  const MatmulJob qkv[3] = {{&L.wq, s.xn.data(), n, s.q.data()},
+                            {&L.wk, s.xn.data(), n, s.k.data()},
+                            {&L.wv, s.xn.data(), n, s.v.data()}};
+  matmul_batch(qkv, 3, pool);
   auto add_bias = [n](std::vector<float>& y, const std::vector<float>& b, int64_t w) {
     if (b.empty()) return;
     for (int64_t t = 0; t < n; ++t)
@@ -215,8 +216,9 @@ void Engine::layer_forward(int il, float* x, int64_t n, int32_t pos) {
   if (hook_) hook_("ffn_in", il, s.xn.data(), n, d);
   s.ffn_g.resize(size_t(n * hidden));
   s.ffn_u.resize(size_t(n * hidden));
-  matmul(L.w_gate, s.xn.data(), n, s.ffn_g.data(), pool);
-  matmul(L.w_up, s.xn.data(), n, s.ffn_u.data(), pool);
+  const MatmulJob gate_up[2] = {{&L.w_gate, s.xn.data(), n, s.ffn_g.data()},
+                                {&L.w_up, s.xn.data(), n, s.ffn_u.data()}};
+  matmul_batch(gate_up, 2, pool);
   for (int64_t i = 0; i < n * hidden; ++i) {
     const float g = s.ffn_g[size_t(i)];
     s.ffn_g[size_t(i)] = g / (1.0f + std::exp(-g)) * s.ffn_u[size_t(i)];

@@ -22,6 +22,7 @@ constexpr int64_t kGemmMinTokens = 4;
 constexpr int64_t kPanelRows = 256;
 
 QuantMatmulFn g_quant_matmul = nullptr;
+QuantMatmulBatchFn g_quant_matmul_batch = nullptr;
 
 void gemv_dense(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
   const int64_t rows = W.rows(), cols = W.cols();
@@ -95,6 +96,18 @@ void gemm_dense(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool
 }  // namespace
 
 void set_quant_matmul(QuantMatmulFn fn) { g_quant_matmul = fn; }
+void set_quant_matmul_batch(QuantMatmulBatchFn fn) { g_quant_matmul_batch = fn; }
+
+void matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
+  bool all_q = count > 0;
+  for (int j = 0; j < count; ++j) all_q = all_q && jobs[j].W->dtype == DType::Q;
+  if (all_q && !g_quant_matmul_batch) register_quant_kernels();
+  if (all_q && g_quant_matmul_batch) {
+    g_quant_matmul_batch(jobs, count, pool);
+    return;
+  }
+  for (int j = 0; j < count; ++j) matmul(*jobs[j].W, jobs[j].x, jobs[j].n, jobs[j].y, pool);
+}
 
 void matmul(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
   if (n <= 0) return;

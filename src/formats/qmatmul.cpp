@@ -67,8 +67,21 @@ kern::QActs quantize_activations(const kern::QuantOps& K, const kern::QWeights& 
 
 }  // namespace
 
+// Decode-sized products (n <= kBatchMaxTokens) are scheduled dynamically in chunks of kGrainRows
+// rows over all products of a batch: each worker streams whole rows, in order, from a shared
+// counter, so a thread slowed by a busy machine does not hold the others at the barrier.
+constexpr int64_t kBatchMaxTokens = 3;
+constexpr int64_t kGrainRows = 32;
+
+void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool);
+
 void quant_matmul(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
   if (n <= 0) return;
+  if (n <= kBatchMaxTokens) {
+    const MatmulJob job{&W, x, n, y};
+    quant_matmul_batch(&job, 1, pool);
+    return;
+  }
   validate_packed(W, W.name);
   const kern::QuantOps& K = kern::qops();
   kern::QGemmArgs A;
@@ -97,6 +110,50 @@ void quant_matmul(const Tensor& W, const float* x, int64_t n, float* y, ThreadPo
       if (b < e) K.gemm(A, 0, rows, b, e);
     });
   }
+}
+
+void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
+  bool small = true;
+  for (int j = 0; j < count; ++j) small = small && jobs[j].n <= kBatchMaxTokens;
+  if (!small) {  // prefill: each product is big enough to keep the pool busy on its own
+    for (int j = 0; j < count; ++j) quant_matmul(*jobs[j].W, jobs[j].x, jobs[j].n, jobs[j].y, pool);
+    return;
+  }
+  const kern::QuantOps& K = kern::qops();
+  thread_local std::vector<ActBuffers> bufs;
+  thread_local std::vector<kern::QGemmArgs> args;
+  thread_local std::vector<int64_t> first_chunk;
+  if (bufs.size() < size_t(count)) bufs.resize(size_t(count));
+  args.resize(size_t(count));
+  first_chunk.resize(size_t(count) + 1);
+  int64_t macs = 0;
+  first_chunk[0] = 0;
+  for (int j = 0; j < count; ++j) {
+    const MatmulJob& J = jobs[j];
+    validate_packed(*J.W, J.W->name);
+    kern::QGemmArgs& A = args[size_t(j)];
+    A.w = detail::packed_view(*J.W);
+    A.a = quantize_activations(K, A.w, J.x, J.n, pool, bufs[size_t(j)]);
+    A.y = J.y;
+    A.ldy = A.w.rows;
+    macs += A.w.rows * A.w.cols * J.n;
+    first_chunk[size_t(j) + 1] = first_chunk[size_t(j)] + (A.w.rows + kGrainRows - 1) / kGrainRows;
+  }
+  const kern::QGemmArgs* a = args.data();
+  const int64_t* fc = first_chunk.data();
+  auto body = [&K, a, fc, count, jobs](int, int64_t c0, int64_t c1) {
+    int j = 0;
+    for (int64_t c = c0; c < c1; ++c) {
+      while (c >= fc[j + 1]) ++j;
+      const int64_t r0 = (c - fc[j]) * kGrainRows;
+      K.gemm(a[j], r0, std::min(a[j].w.rows, r0 + kGrainRows), 0, jobs[j].n);
+    }
+  };
+  // Small products run on the calling thread: waking the pool costs more than ~256K MACs.
+  if (pool.size() == 1 || macs < (int64_t(1) << 18))
+    body(0, 0, fc[count]);
+  else
+    pool.parallel_for_dynamic(fc[count], 1, body);
 }
 
 void quant_matmul_dequant_sgemm(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
@@ -133,6 +190,7 @@ void register_quant_kernels() {
   static std::once_flag once;
   std::call_once(once, [] {
     set_quant_matmul(quant_matmul);
+    set_quant_matmul_batch(quant_matmul_batch);
     set_quant_row(quant_row);
   });
 }
