@@ -3,6 +3,7 @@
 // every linear layer through the engine's hooks; accumulate H = X^T X per input (shared by q/k/v
 // and gate/up); compress each tensor by its recipe rule.
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <set>
 
@@ -199,6 +200,11 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
       for (size_t w = 0; w < X.size(); ++w) eng.final_logits(X[w].data(), seqlen, logits.data());
       eng.set_hook(nullptr);
       H = acc.mean();
+      if (tied && getenv("LMP_TIED_LAMBDA")) {
+        double lam = atof(getenv("LMP_TIED_LAMBDA"));
+        double md = 0; for (int64_t i = 0; i < d; ++i) md += H[size_t(i*d+i)]; md /= double(d);
+        for (int64_t i = 0; i < d; ++i) H[size_t(i*d+i)] += lam * md;
+      }
     }
     LayerReport lo;
     if (tied) {

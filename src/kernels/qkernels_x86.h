@@ -210,6 +210,50 @@ inline void pair_acts(const int8_t* src, int64_t nb, int8_t* dst) {
   if (b < nb) std::memcpy(dst + b * kQBlock, src + b * kQBlock, kQBlock);
 }
 
+// ---- 2-bit block quads ----------------------------------------------------------------------------
+// Four consecutive 2-bit blocks are 32 contiguous bytes, qword j = block j, and (x >> 2k) & 3 puts
+// codes 8k..8k+7 of block j in qword j: one load and four shift/mask pairs unpack 4 blocks. The
+// activations of the quad are reordered to match (quad_acts: a 4x4 transpose of qwords): vector k
+// = [b0 a8k.. | b1 a8k.. | b2 a8k.. | b3 a8k..] at 128q + 32k; the last nb % 4 blocks stay natural.
+inline void quad_acts(const int8_t* src, int64_t nb, int8_t* dst) {
+  int64_t b = 0;
+  for (; b + 4 <= nb; b += 4) {
+    const __m256i* s = reinterpret_cast<const __m256i*>(src + b * kQBlock);
+    const __m256i v0 = _mm256_loadu_si256(s), v1 = _mm256_loadu_si256(s + 1);
+    const __m256i v2 = _mm256_loadu_si256(s + 2), v3 = _mm256_loadu_si256(s + 3);
+    const __m256i t0 = _mm256_unpacklo_epi64(v0, v1), t1 = _mm256_unpackhi_epi64(v0, v1);
+    const __m256i t2 = _mm256_unpacklo_epi64(v2, v3), t3 = _mm256_unpackhi_epi64(v2, v3);
+    __m256i* d = reinterpret_cast<__m256i*>(dst + b * kQBlock);
+    _mm256_storeu_si256(d, _mm256_permute2x128_si256(t0, t2, 0x20));
+    _mm256_storeu_si256(d + 1, _mm256_permute2x128_si256(t1, t3, 0x20));
+    _mm256_storeu_si256(d + 2, _mm256_permute2x128_si256(t0, t2, 0x31));
+    _mm256_storeu_si256(d + 3, _mm256_permute2x128_si256(t1, t3, 0x31));
+  }
+  if (b < nb) std::memcpy(dst + b * kQBlock, src + b * kQBlock, size_t(nb - b) * kQBlock);
+}
+
+// i32 lanes [b0 b0 b1 b1 b2 b2 b3 b3] of a 2-bit quad (w: its 32 bytes, a: quad-ordered activations).
+inline __m256i dot2_quad(const uint8_t* w, const int8_t* a) {
+  const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  const __m256i m2 = _mm256_set1_epi8(3);
+  const __m256i* av = reinterpret_cast<const __m256i*>(a);
+  const __m256i c0 = _mm256_and_si256(x, m2), c1 = _mm256_and_si256(_mm256_srli_epi16(x, 2), m2);
+  const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(x, 4), m2), c3 = _mm256_and_si256(_mm256_srli_epi16(x, 6), m2);
+#if defined(LMP_QX86_VNNI)
+  __m256i acc = _mm256_dpbusd_epi32(_mm256_setzero_si256(), c0, _mm256_loadu_si256(av));
+  acc = _mm256_dpbusd_epi32(acc, c1, _mm256_loadu_si256(av + 1));
+  acc = _mm256_dpbusd_epi32(acc, c2, _mm256_loadu_si256(av + 2));
+  return _mm256_dpbusd_epi32(acc, c3, _mm256_loadu_si256(av + 3));
+#else
+  // 4 maddubs of 2 * 3 * 127 at most: the int16 sum stays below 2^12
+  const __m256i s01 = _mm256_add_epi16(_mm256_maddubs_epi16(c0, _mm256_loadu_si256(av)),
+                                       _mm256_maddubs_epi16(c1, _mm256_loadu_si256(av + 1)));
+  const __m256i s23 = _mm256_add_epi16(_mm256_maddubs_epi16(c2, _mm256_loadu_si256(av + 2)),
+                                       _mm256_maddubs_epi16(c3, _mm256_loadu_si256(av + 3)));
+  return _mm256_madd_epi16(_mm256_add_epi16(s01, s23), _mm256_set1_epi16(1));
+#endif
+}
+
 // i32 lanes [b0 x4 | b1 x4] of both halves (G16: low halves in lo, high halves in hi).
 template <bool G16>
 inline void dot4_pair(__m256i wl, __m256i wh, const int8_t* a, __m256i& lo, __m256i& hi) {
@@ -568,6 +612,14 @@ inline float decode_row_fused(const QWeights& w, int64_t r, const int8_t* a, con
         if (p & 1) acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp), F, acc1);
         else acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp), F, acc0);
       }
+    } else if constexpr (BITS == 2) {
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const __m256 F = _mm256_permutevar8x32_ps(f8, _mm256_setr_epi32(4 * h, 4 * h, 4 * h + 1, 4 * h + 1, 4 * h + 2, 4 * h + 2, 4 * h + 3, 4 * h + 3));
+        const __m256 p = _mm256_cvtepi32_ps(dot2_quad(q + b * 8 + 32 * h, a + b * kQBlock + 128 * h));
+        if (h) acc1 = _mm256_fmadd_ps(p, F, acc1);
+        else acc0 = _mm256_fmadd_ps(p, F, acc0);
+      }
     } else {
 #pragma GCC unroll 8
       for (int u = 0; u < 8; ++u) {
@@ -580,10 +632,17 @@ inline float decode_row_fused(const QWeights& w, int64_t r, const int8_t* a, con
       }
     }
   }
-  // tail: the last 1-7 blocks (4-bit: pairs in pair order, then an odd block in natural order)
+  // tail: the last 1-7 blocks (4-bit: pairs in pair order, then an odd block in natural order;
+  // 2-bit: a quad in quad order, then single blocks)
   for (; b < nb; ++b) {
     const float fb = _cvtsh_ss(s16[b / BPG]) * d[b];
-    if (BITS == 4 && b + 2 <= nb) {
+    if (BITS == 2 && b + 4 <= nb) {
+      const __m256 F = _mm256_setr_ps(fb, fb, _cvtsh_ss(s16[(b + 1) / BPG]) * d[b + 1], _cvtsh_ss(s16[(b + 1) / BPG]) * d[b + 1],
+                                      _cvtsh_ss(s16[(b + 2) / BPG]) * d[b + 2], _cvtsh_ss(s16[(b + 2) / BPG]) * d[b + 2],
+                                      _cvtsh_ss(s16[(b + 3) / BPG]) * d[b + 3], _cvtsh_ss(s16[(b + 3) / BPG]) * d[b + 3]);
+      acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot2_quad(q + b * 8, a + b * kQBlock)), F, acc0);
+      b += 3;
+    } else if (BITS == 4 && b + 2 <= nb) {
       const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + b * 16));
       __m256i lo, unused;
       dot4_pair<false>(_mm256_and_si256(x, m4), _mm256_and_si256(_mm256_srli_epi16(x, 4), m4), a + b * kQBlock, lo, unused);
@@ -642,7 +701,11 @@ void gemm_impl(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t
     if constexpr (!G16) {
       const int64_t bpg = w.blocks_per_group();
       if (bpg == 1 || bpg == 2 || bpg == 4) {
-        decode_rows_fused<BITS>(w, r0, r1, BITS == 4 ? S.pa.data() : A.a.qa, A.a.d, A.a.x, A.y);
+        if constexpr (BITS == 2) {
+          S.pa.resize(size_t(A.a.a_stride));
+          quad_acts(A.a.qa, nb, S.pa.data());
+        }
+        decode_rows_fused<BITS>(w, r0, r1, BITS == 4 || BITS == 2 ? S.pa.data() : A.a.qa, A.a.d, A.a.x, A.y);
         return;
       }
     }
