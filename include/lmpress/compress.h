@@ -68,6 +68,14 @@ QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const Q
 // GPTQ (Frantar et al. 2023) on W [rows, cols] with H [cols, cols] (double, not modified).
 QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
                               const std::vector<double>& H, const GptqOptions& o, ThreadPool& pool);
+// GPTQ for a tied embedding/classifier matrix (lmpress extension, docs/methods.md): row r is
+// quantized with H_r = H + lambda * e_r * mean(diag H) * I, H the classifier's input Hessian, the
+// identity term the embedding role, e_r = row_weight[r] (empty: 1 for every row). Rows of similar
+// weight share one factorization (half-octave buckets).
+QuantizedMatrix quantize_gptq_tied(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
+                                   const std::vector<double>& H, double lambda,
+                                   const std::vector<double>& row_weight, const GptqOptions& o,
+                                   ThreadPool& pool);
 // Proxy loss tr(D H D^T)/rows with D = W - dequant(Q).
 double layer_error(const float* w, const QuantizedMatrix& q, const std::vector<double>& H,
                    double* rel = nullptr);

@@ -38,7 +38,7 @@ std::vector<double> diag_of(const std::vector<double>& H, int64_t n) {
 
 // Compresses one tensor by its rule. H (may be null) is the mean X^T X of its input.
 Tensor compress_tensor(const Tensor& t, const TensorRule& r, const std::vector<double>* H, ThreadPool& pool,
-                       LayerReport& rep) {
+                       LayerReport& rep, double tied_lambda = -1, const std::vector<double>* roww = nullptr) {
   rep.name = t.name;
   rep.method = r.method;
   rep.spec = r.spec;
@@ -55,7 +55,10 @@ Tensor compress_tensor(const Tensor& t, const TensorRule& r, const std::vector<d
     QuantizedMatrix qm;
     if (r.method == "gptq") {
       if (!H) fail(t.name, "gptq needs calibration data (--calib FILE)");
-      qm = quantize_gptq(w.data(), rows, cols, r.spec, *H, r.gptq, pool);
+      if (tied_lambda >= 0)
+        qm = quantize_gptq_tied(w.data(), rows, cols, r.spec, *H, tied_lambda, roww ? *roww : std::vector<double>{}, r.gptq, pool);
+      else
+        qm = quantize_gptq(w.data(), rows, cols, r.spec, *H, r.gptq, pool);
     } else {
       std::vector<double> hd;
       if (H) hd = diag_of(*H, cols);
@@ -200,15 +203,18 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
       for (size_t w = 0; w < X.size(); ++w) eng.final_logits(X[w].data(), seqlen, logits.data());
       eng.set_hook(nullptr);
       H = acc.mean();
-      if (tied && getenv("LMP_TIED_LAMBDA")) {
-        double lam = atof(getenv("LMP_TIED_LAMBDA"));
-        double md = 0; for (int64_t i = 0; i < d; ++i) md += H[size_t(i*d+i)]; md /= double(d);
-        for (int64_t i = 0; i < d; ++i) H[size_t(i*d+i)] += lam * md;
-      }
     }
     LayerReport lo;
     if (tied) {
-      m.tok_embd = compress_tensor(m.tok_embd, out_rule, H.empty() ? nullptr : &H, pool, lo);
+      std::vector<double> roww;
+      if (getenv("LMP_TIED_FREQ")) {
+        roww.assign(size_t(c.vocab_size), 0.0);
+        double N = 0;
+        for (const auto& win : windows) for (int32_t t : win) { roww[size_t(t)] += 1; N += 1; }
+        for (auto& e : roww) e = e * double(c.vocab_size) / N;
+      }
+      const double lam = getenv("LMP_TIED_LAMBDA") ? atof(getenv("LMP_TIED_LAMBDA")) : 0.0;
+      m.tok_embd = compress_tensor(m.tok_embd, out_rule, H.empty() ? nullptr : &H, pool, lo, lam, &roww);
       m.output = m.tok_embd;
       rep.layers.push_back(lo);
     } else {
