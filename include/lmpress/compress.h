@@ -49,6 +49,10 @@ struct GptqOptions {
   // keep the p with the smallest sum |w - deq(q)|^2.4) instead of plain min-max. The recipe
   // option `mse` sets it for gptq and for rtn rules (the pipeline passes it to quantize_rtn).
   bool mse = false;
+  // Tied embedding/classifier only (recipe option `emb=F`): weight of the embedding role. The
+  // pipeline quantizes the shared matrix with tied_embedding_hessian(H_cls, emb) instead of the
+  // classifier's H_cls alone (docs/methods.md); 0 = classifier only. Ignored for other tensors.
+  double emb = 1.0;
 };
 
 struct LayerReport {
@@ -68,14 +72,10 @@ QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const Q
 // GPTQ (Frantar et al. 2023) on W [rows, cols] with H [cols, cols] (double, not modified).
 QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
                               const std::vector<double>& H, const GptqOptions& o, ThreadPool& pool);
-// GPTQ for a tied embedding/classifier matrix (lmpress extension, docs/methods.md): row r is
-// quantized with H_r = H + lambda * e_r * mean(diag H) * I, H the classifier's input Hessian, the
-// identity term the embedding role, e_r = row_weight[r] (empty: 1 for every row). Rows of similar
-// weight share one factorization (half-octave buckets).
-QuantizedMatrix quantize_gptq_tied(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
-                                   const std::vector<double>& H, double lambda,
-                                   const std::vector<double>& row_weight, const GptqOptions& o,
-                                   ThreadPool& pool);
+// Hessian for a matrix that is both the token embedding and the classifier (tied): the
+// classifier's input Hessian plus the embedding role's, an identity scaled so that emb = 1 gives
+// both roles the same trace: H_cls + emb * mean(diag H_cls) * I (docs/methods.md).
+std::vector<double> tied_embedding_hessian(const std::vector<double>& H_cls, int64_t n, double emb);
 // Proxy loss tr(D H D^T)/rows with D = W - dequant(Q).
 double layer_error(const float* w, const QuantizedMatrix& q, const std::vector<double>& H,
                    double* rel = nullptr);
@@ -92,6 +92,7 @@ namespace lmpress {
 //   METHOD   := 'rtn' | 'gptq'
 //   FORMAT   := 'w' BITS ('g' GROUP | 'row') ['a' | 's']     e.g. w4g32, w3g128a, w8row
 //   option   := 'act_order' | 'static_groups' | 'clip' | 'mse' | 'damp=' FLOAT | 'block=' INT
+//               | 'emb=' FLOAT
 // A JSON recipe file holds {"default": rule, "overrides": [{"pattern": P, "rule": rule}, ...]}.
 // Later overrides win. Tied embeddings: the shared tensor is matched as token_embd.weight and
 // as output.weight (an output.weight override takes precedence for it).

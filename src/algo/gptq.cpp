@@ -14,9 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <climits>
 #include <exception>
-#include <map>
 #include <mutex>
 #include <numeric>
 #include <string>
@@ -281,64 +279,18 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
   return out;
 }
 
-QuantizedMatrix quantize_gptq_tied(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
-                                   const std::vector<double>& H, double lambda,
-                                   const std::vector<double>& row_weight, const GptqOptions& o,
-                                   ThreadPool& pool) {
+std::vector<double> tied_embedding_hessian(const std::vector<double>& H_cls, int64_t n, double emb) {
   const char* who = "gptq (tied embedding)";
-  if (int64_t(H.size()) != cols * cols)
-    fail(who, "Hessian has " + std::to_string(H.size()) + " entries, expected " +
-                  std::to_string(cols) + "^2");
-  if (!(lambda >= 0.0) || !std::isfinite(lambda)) fail(who, "embedding weight must be a finite value >= 0");
-  if (!row_weight.empty() && int64_t(row_weight.size()) != rows)
-    fail(who, "row weights: " + std::to_string(row_weight.size()) + " entries for " + std::to_string(rows) + " rows");
-  for (double e : row_weight)
-    if (!(e >= 0.0) || !std::isfinite(e)) fail(who, "row weights must be finite values >= 0");
+  if (n <= 0 || int64_t(H_cls.size()) != n * n)
+    fail(who, "Hessian has " + std::to_string(H_cls.size()) + " entries, expected " + std::to_string(n) + "^2");
+  if (!(emb >= 0.0) || !std::isfinite(emb)) fail(who, "emb must be a finite value >= 0");
   double mean_diag = 0;
-  for (int64_t j = 0; j < cols; ++j) mean_diag += H[size_t(j * cols + j)];
-  mean_diag /= double(cols);
-  if (!(mean_diag > 0.0)) mean_diag = 1.0;  // no classifier data at all: the identity term alone
-  auto with_identity = [&](double e) {
-    std::vector<double> Ht = H;
-    for (int64_t j = 0; j < cols; ++j) Ht[size_t(j * cols + j)] += lambda * e * mean_diag;
-    return Ht;
-  };
-  if (row_weight.empty() || lambda == 0.0) return quantize_gptq(w, rows, cols, s, with_identity(1.0), o, pool);
-
-  // Rows are independent in GPTQ, so rows with (nearly) the same weight share one H: buckets of
-  // half an octave of the weight (weight 0 alone), each quantized with its mean weight.
-  std::map<int64_t, std::vector<int64_t>> buckets;
-  for (int64_t r = 0; r < rows; ++r) {
-    const double e = row_weight[size_t(r)];
-    buckets[e > 0 ? int64_t(std::lround(2.0 * std::log2(e))) : INT64_MIN].push_back(r);
-  }
-  QuantizedMatrix out;
-  out.spec = s;
-  out.rows = rows;
-  out.cols = cols;
-  out.q.assign(size_t(rows * cols), 0);
-  std::vector<float> wb;
-  for (const auto& [key, idx] : buckets) {
-    double e = 0;
-    for (int64_t r : idx) e += row_weight[size_t(r)];
-    e /= double(idx.size());
-    const int64_t nb = int64_t(idx.size());
-    wb.resize(size_t(nb * cols));
-    for (int64_t k = 0; k < nb; ++k) std::copy(w + idx[size_t(k)] * cols, w + (idx[size_t(k)] + 1) * cols, wb.begin() + k * cols);
-    const QuantizedMatrix qb = quantize_gptq(wb.data(), nb, cols, s, with_identity(e), o, pool);
-    const int64_t ng = int64_t(qb.scales.size()) / nb;
-    if (out.scales.empty()) {
-      out.scales.assign(size_t(rows * ng), 1.f);
-      out.zeros.assign(size_t(rows * ng), 0);
-    }
-    for (int64_t k = 0; k < nb; ++k) {
-      const int64_t r = idx[size_t(k)];
-      std::copy(qb.q.begin() + k * cols, qb.q.begin() + (k + 1) * cols, out.q.begin() + r * cols);
-      std::copy(qb.scales.begin() + k * ng, qb.scales.begin() + (k + 1) * ng, out.scales.begin() + r * ng);
-      std::copy(qb.zeros.begin() + k * ng, qb.zeros.begin() + (k + 1) * ng, out.zeros.begin() + r * ng);
-    }
-  }
-  return out;
+  for (int64_t j = 0; j < n; ++j) mean_diag += H_cls[size_t(j * n + j)];
+  mean_diag /= double(n);
+  if (!(mean_diag > 0.0)) mean_diag = 1.0;  // no classifier signal at all: the embedding term alone
+  std::vector<double> H = H_cls;
+  for (int64_t j = 0; j < n; ++j) H[size_t(j * n + j)] += emb * mean_diag;
+  return H;
 }
 
 double layer_error(const float* w, const QuantizedMatrix& q, const std::vector<double>& H,

@@ -3,7 +3,6 @@
 // every linear layer through the engine's hooks; accumulate H = X^T X per input (shared by q/k/v
 // and gate/up); compress each tensor by its recipe rule.
 #include <cstdio>
-#include <cstdlib>
 #include <map>
 #include <set>
 
@@ -37,8 +36,10 @@ std::vector<double> diag_of(const std::vector<double>& H, int64_t n) {
 }
 
 // Compresses one tensor by its rule. H (may be null) is the mean X^T X of its input.
+// `tied`: t is both the token embedding and the classifier, H the classifier's; gptq then uses
+// tied_embedding_hessian(H, emb) (docs/methods.md); the reported proxy error stays the classifier's.
 Tensor compress_tensor(const Tensor& t, const TensorRule& r, const std::vector<double>* H, ThreadPool& pool,
-                       LayerReport& rep, double tied_lambda = -1, const std::vector<double>* roww = nullptr) {
+                       LayerReport& rep, bool tied = false) {
   rep.name = t.name;
   rep.method = r.method;
   rep.spec = r.spec;
@@ -55,10 +56,8 @@ Tensor compress_tensor(const Tensor& t, const TensorRule& r, const std::vector<d
     QuantizedMatrix qm;
     if (r.method == "gptq") {
       if (!H) fail(t.name, "gptq needs calibration data (--calib FILE)");
-      if (tied_lambda >= 0)
-        qm = quantize_gptq_tied(w.data(), rows, cols, r.spec, *H, tied_lambda, roww ? *roww : std::vector<double>{}, r.gptq, pool);
-      else
-        qm = quantize_gptq(w.data(), rows, cols, r.spec, *H, r.gptq, pool);
+      qm = tied ? quantize_gptq(w.data(), rows, cols, r.spec, tied_embedding_hessian(*H, cols, r.gptq.emb), r.gptq, pool)
+                : quantize_gptq(w.data(), rows, cols, r.spec, *H, r.gptq, pool);
     } else {
       std::vector<double> hd;
       if (H) hd = diag_of(*H, cols);
@@ -190,7 +189,8 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
     }
     prog.finish();
 
-    // Classifier (and the tied embedding): Hessian of the final-norm output.
+    // Classifier (and the tied embedding): Hessian of the final-norm output. A tied matrix is also
+    // the embedding, so its gptq Hessian gets the embedding role's term (tied_embedding_hessian).
     const bool tied = c.tied_embeddings;
     const TensorRule& out_rule = tied ? rule(m.tok_embd, true) : rule(m.output);
     std::vector<double> H;
@@ -206,15 +206,7 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
     }
     LayerReport lo;
     if (tied) {
-      std::vector<double> roww;
-      if (getenv("LMP_TIED_FREQ")) {
-        roww.assign(size_t(c.vocab_size), 0.0);
-        double N = 0;
-        for (const auto& win : windows) for (int32_t t : win) { roww[size_t(t)] += 1; N += 1; }
-        for (auto& e : roww) e = e * double(c.vocab_size) / N;
-      }
-      const double lam = getenv("LMP_TIED_LAMBDA") ? atof(getenv("LMP_TIED_LAMBDA")) : 0.0;
-      m.tok_embd = compress_tensor(m.tok_embd, out_rule, H.empty() ? nullptr : &H, pool, lo, lam, &roww);
+      m.tok_embd = compress_tensor(m.tok_embd, out_rule, H.empty() ? nullptr : &H, pool, lo, /*tied=*/true);
       m.output = m.tok_embd;
       rep.layers.push_back(lo);
     } else {

@@ -63,6 +63,7 @@ TensorRule parse_rule(const std::string& text) {
   } catch (const Error& e) {
     bad(e.what());
   }
+  bool emb_set = false;
   for (size_t i = 1; i < parts.size(); ++i) {
     const std::string& o = parts[i];
     const size_t eq = o.find('=');
@@ -80,18 +81,24 @@ TensorRule parse_rule(const std::string& text) {
         size_t used = 0;
         r.gptq.damp = std::stod(val, &used);
         if (used != val.size() || !(r.gptq.damp >= 0 && r.gptq.damp < 10)) bad("damp must be in [0, 10)");
+      } else if (key == "emb" && !val.empty()) {
+        emb_set = true;
+        size_t used = 0;
+        r.gptq.emb = std::stod(val, &used);
+        if (used != val.size() || !(r.gptq.emb >= 0 && r.gptq.emb <= 1000)) bad("emb must be in [0, 1000]");
       } else if (key == "block" && !val.empty()) {
         size_t used = 0;
         r.gptq.block = std::stoll(val, &used);
         if (used != val.size() || r.gptq.block < 1 || r.gptq.block > 65536) bad("block must be in [1, 65536]");
       } else {
-        bad("unknown option '" + o + "' (act_order, static_groups, clip, mse, damp=F, block=N)");
+        bad("unknown option '" + o + "' (act_order, static_groups, clip, mse, damp=F, block=N, emb=F)");
       }
     } catch (const std::logic_error&) {
       bad("option '" + o + "' has a malformed number");
     }
   }
   if (r.method == "rtn" && (r.gptq.act_order || r.gptq.static_groups)) bad("act_order/static_groups apply to gptq only");
+  if (r.method == "rtn" && emb_set) bad("emb applies to gptq only");
   if (r.clip && r.gptq.mse) bad("clip and mse are alternative parameter searches; use one");
   return r;
 }
