@@ -353,121 +353,13 @@ inline void tile4p(int64_t nb, const uint8_t* const* wr, const float* const* f, 
     for (int t = 0; t < T; ++t) out[i][t] = hsum(acc[i][t]);
 }
 
-// Decode (one token, factors premultiplied, group >= 32) of R 4-bit rows: two accumulators per row
-// so the FMA latency chain does not bound the loop; software prefetch PF bytes ahead in each row.
-template <int R>
-inline void decode4(int64_t nb, const uint8_t* const* wr, const float* const* f, const int8_t* a,
-                    float (&out)[R][1]) {
-  const int64_t ahead = int64_t(R) * nb * 16;  // same position, R rows on: the next tile
-  __m256 acc0[R], acc1[R];
-#pragma GCC unroll 8
-  for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
-  const __m256i m4 = _mm256_set1_epi8(15);
-  const __m256i dup01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-  const __m256i dup23 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
-  int64_t b = 0;
-  for (; b + 4 <= nb; b += 4) {
-    const __m256i a0l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + b * kQBlock));
-    const __m256i a0h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + b * kQBlock + 32));
-    const __m256i a1l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + b * kQBlock + 64));
-    const __m256i a1h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + b * kQBlock + 96));
-#pragma GCC unroll 8
-    for (int i = 0; i < R; ++i) {
-      _mm_prefetch(reinterpret_cast<const char*>(wr[i] + b * 16 + ahead), _MM_HINT_T0);  // one line
-      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[i] + b * 16));
-      const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[i] + b * 16 + 32));
-      const __m256 F4 = _mm256_castps128_ps256(_mm_loadu_ps(f[i] + b));
-      const __m256 F0 = _mm256_permutevar8x32_ps(F4, dup01), F1 = _mm256_permutevar8x32_ps(F4, dup23);
-      __m256i d0, d1;
-#if defined(LMP_QX86_VNNI)
-      d0 = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_and_si256(x0, m4), a0l),
-                               _mm256_and_si256(_mm256_srli_epi16(x0, 4), m4), a0h);
-      d1 = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_and_si256(x1, m4), a1l),
-                               _mm256_and_si256(_mm256_srli_epi16(x1, 4), m4), a1h);
-#else
-      const __m256i ones = _mm256_set1_epi16(1);
-      d0 = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(x0, m4), a0l),
-                                              _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(x0, 4), m4), a0h)), ones);
-      d1 = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(x1, m4), a1l),
-                                              _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(x1, 4), m4), a1h)), ones);
-#endif
-      acc0[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), F0, acc0[i]);
-      acc1[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), F1, acc1[i]);
-    }
-  }
-  for (; b < nb; ++b) {  // last 1-3 blocks: pairs, then an odd one in natural order
-    const bool pair = b + 2 <= nb;
-#pragma GCC unroll 8
-    for (int i = 0; i < R; ++i) {
-      if (pair) {
-        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[i] + b * 16));
-        __m256i lo, hi;
-        dot4_pair<false>(_mm256_and_si256(x, m4), _mm256_and_si256(_mm256_srli_epi16(x, 4), m4), a + b * kQBlock, lo, hi);
-        const __m128i two = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(f[i] + b));
-        acc0[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_castsi128_ps(two)), dup01), acc0[i]);
-      } else {
-        const __m256i w = unpack4(wr[i] + b * 16);
-        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + b * kQBlock));
-        acc0[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot<4>(w, av)), _mm256_broadcast_ss(f[i] + b), acc0[i]);
-      }
-    }
-    if (pair) ++b;
-  }
-#pragma GCC unroll 8
-  for (int i = 0; i < R; ++i) out[i][0] = hsum(_mm256_add_ps(acc0[i], acc1[i]));
-}
-
-// Decode (one token, factors premultiplied, group >= 32) of R rows of any width: four blocks per
-// iteration into four accumulators per row (independent FMA chains), one software prefetch per
-// cache line of the row R rows ahead.
-template <int BITS, int R>
-inline void decode_any(int64_t nb, const uint8_t* const* wr, const float* const* f, const int8_t* a,
-                       float (&out)[R][1]) {
-  constexpr int BPB = qblock_bytes(BITS), U = 4;
-  const int64_t ahead = int64_t(R) * nb * BPB;
-  __m256 acc[R][U];
-#pragma GCC unroll 8
-  for (int i = 0; i < R; ++i)
-#pragma GCC unroll 4
-    for (int u = 0; u < U; ++u) acc[i][u] = _mm256_setzero_ps();
-  int64_t b = 0;
-  for (; b + U <= nb; b += U) {
-#pragma GCC unroll 8
-    for (int i = 0; i < R; ++i) {
-#pragma GCC unroll 4
-      for (int l = 0; l < U * BPB; l += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(wr[i] + b * BPB + ahead + l), _MM_HINT_T0);
-#pragma GCC unroll 4
-      for (int u = 0; u < U; ++u) {
-        const __m256i w = unpack<BITS>(wr[i] + (b + u) * BPB);
-        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + (b + u) * kQBlock));
-        acc[i][u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot<BITS>(w, av)), _mm256_broadcast_ss(f[i] + b + u), acc[i][u]);
-      }
-    }
-  }
-  for (; b < nb; ++b) {
-#pragma GCC unroll 8
-    for (int i = 0; i < R; ++i) {
-      const __m256i w = unpack<BITS>(wr[i] + b * BPB);
-      const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + b * kQBlock));
-      acc[i][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot<BITS>(w, av)), _mm256_broadcast_ss(f[i] + b), acc[i][0]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int i = 0; i < R; ++i)
-    out[i][0] = hsum(_mm256_add_ps(_mm256_add_ps(acc[i][0], acc[i][1]), _mm256_add_ps(acc[i][2], acc[i][3])));
-}
-
 template <int BITS, int R, int T, bool G16, bool PREMUL>
 inline void tile_any(int64_t nb, const uint8_t* const* wr, const float* const* f, const float* ft,
                      const int8_t* const* ar, float (&out)[R][T]) {
   // (group-16 prefill keeps the single-block loop: two factor vectors per pair need more
   // registers than the tile has left)
-  if constexpr (BITS == 4 && PREMUL && !G16)
-    decode4<R>(nb, wr, f, ar[0], out);
-  else if constexpr (PREMUL && !G16)
-    decode_any<BITS, R>(nb, wr, f, ar[0], out);
-  else if constexpr (BITS == 4 && !(G16 && !PREMUL))
+  // (decode of groups >= 32 takes decode_row_fused instead: only group 16 decodes through here)
+  if constexpr (BITS == 4 && !(G16 && !PREMUL))
     tile4p<R, T, G16, PREMUL>(nb, wr, f, ft, ar, out);
   else
     tile<BITS, R, T, G16, PREMUL>(nb, wr, f, ft, ar, out);
@@ -555,13 +447,14 @@ inline void expand_row(const QWeights& w, int64_t r, int32_t C, const float* d1,
 // Decode of one row, fused: the f16 scales, the activation scales and the zero-point correction
 // are applied inside the block loop (8 blocks per step), so a row costs one pass over its bytes
 // and nothing else (a separate per-row scale expansion cost ~30% of a 2048-column row).
-// BPG = blocks per group (1, 2 or 4: groups of 32, 64, 128); 4-bit activations in pair order.
+// BPG = blocks per group (1, 2 or 4: groups of 32, 64, 128; 0: one group for the whole row);
+// 4-bit activations in pair order, 2-bit in quad order.
 //   y = sum_b s_g(b) d_b dot_b - sum_g s_g (z_g - C) X_g
 template <int BITS, int BPG, bool ASYM>
 inline float decode_row_fused(const QWeights& w, int64_t r, const int8_t* a, const float* d, const float* X) {
   constexpr int BPB = qblock_bytes(BITS);
   constexpr int32_t C = code_offset<BITS>();
-  constexpr int GPS = 8 / BPG;  // groups per step
+  constexpr int GPS = BPG ? 8 / BPG : 0;  // groups per step
   const int64_t nb = w.nb, G = w.groups;
   const uint8_t* q = w.q + r * w.row_bytes;
   const uint16_t* s16 = w.scales + r * G;
@@ -570,14 +463,19 @@ inline float decode_row_fused(const QWeights& w, int64_t r, const int8_t* a, con
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   __m256 corr = _mm256_setzero_ps();  // sum_g s_g X_g (times z_g - C when asymmetric)
   const __m256i m4 = _mm256_set1_epi8(15);
+  auto gi = [](int64_t blk) { return BPG ? blk / BPG : 0; };  // group of a block
+  const __m256 srow = _mm256_set1_ps(_cvtsh_ss(s16[0]));   // (whole-row scale)
   int64_t b = 0;
   for (; b + 8 <= nb; b += 8) {
 #pragma GCC unroll 8
     for (int l = 0; l < 8 * BPB; l += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + b * BPB + l), _MM_HINT_T0);
-    const int64_t g = b / BPG;  // BPG is a power of two: a shift
+    const int64_t g = gi(b);  // BPG is a power of two: a shift
     // sg: the step's GPS group scales (lanes past GPS zero); s8: the scale of each of the 8 blocks
     __m256 sg, s8, xg;
-    if constexpr (BPG == 1) {
+    if constexpr (BPG == 0) {
+      sg = xg = _mm256_setzero_ps();
+      s8 = srow;
+    } else if constexpr (BPG == 1) {
       sg = s8 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s16 + g)));
       xg = _mm256_loadu_ps(X + g);
     } else if constexpr (BPG == 2) {
@@ -590,8 +488,10 @@ inline float decode_row_fused(const QWeights& w, int64_t r, const int8_t* a, con
       s8 = _mm256_permutevar8x32_ps(sg, _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
       xg = _mm256_castps128_ps256(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(X + g))));
     }
-    if constexpr (BPG != 1) xg = _mm256_blend_ps(_mm256_setzero_ps(), xg, (1 << GPS) - 1);  // X past the step
-    if constexpr (ASYM) {
+    if constexpr (BPG == 2 || BPG == 4) xg = _mm256_blend_ps(_mm256_setzero_ps(), xg, (1 << GPS) - 1);  // X past the step
+    if constexpr (BPG == 0) {
+      // the zero-point term of the single group is added after the loop
+    } else if constexpr (ASYM) {
       __m128i zi;
       if constexpr (BPG == 1) zi = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(z8 + g));
       else if constexpr (BPG == 2) zi = _mm_cvtsi32_si128(int(load_u32(z8 + g)));
@@ -601,6 +501,7 @@ inline float decode_row_fused(const QWeights& w, int64_t r, const int8_t* a, con
     } else {
       corr = _mm256_fmadd_ps(sg, xg, corr);
     }
+    (void)sg, (void)xg;
     const __m256 f8 = _mm256_mul_ps(s8, _mm256_loadu_ps(d + b));
     if constexpr (BITS == 4) {
 #pragma GCC unroll 4
@@ -635,18 +536,18 @@ inline float decode_row_fused(const QWeights& w, int64_t r, const int8_t* a, con
   // tail: the last 1-7 blocks (4-bit: pairs in pair order, then an odd block in natural order;
   // 2-bit: a quad in quad order, then single blocks)
   for (; b < nb; ++b) {
-    const float fb = _cvtsh_ss(s16[b / BPG]) * d[b];
+    const float fb = _cvtsh_ss(s16[gi(b)]) * d[b];
     if (BITS == 2 && b + 4 <= nb) {
-      const __m256 F = _mm256_setr_ps(fb, fb, _cvtsh_ss(s16[(b + 1) / BPG]) * d[b + 1], _cvtsh_ss(s16[(b + 1) / BPG]) * d[b + 1],
-                                      _cvtsh_ss(s16[(b + 2) / BPG]) * d[b + 2], _cvtsh_ss(s16[(b + 2) / BPG]) * d[b + 2],
-                                      _cvtsh_ss(s16[(b + 3) / BPG]) * d[b + 3], _cvtsh_ss(s16[(b + 3) / BPG]) * d[b + 3]);
+      const __m256 F = _mm256_setr_ps(fb, fb, _cvtsh_ss(s16[gi(b + 1)]) * d[b + 1], _cvtsh_ss(s16[gi(b + 1)]) * d[b + 1],
+                                      _cvtsh_ss(s16[gi(b + 2)]) * d[b + 2], _cvtsh_ss(s16[gi(b + 2)]) * d[b + 2],
+                                      _cvtsh_ss(s16[gi(b + 3)]) * d[b + 3], _cvtsh_ss(s16[gi(b + 3)]) * d[b + 3]);
       acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot2_quad(q + b * 8, a + b * kQBlock)), F, acc0);
       b += 3;
     } else if (BITS == 4 && b + 2 <= nb) {
       const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + b * 16));
       __m256i lo, unused;
       dot4_pair<false>(_mm256_and_si256(x, m4), _mm256_and_si256(_mm256_srli_epi16(x, 4), m4), a + b * kQBlock, lo, unused);
-      const __m256 F = _mm256_insertf128_ps(_mm256_set1_ps(fb), _mm_set1_ps(_cvtsh_ss(s16[(b + 1) / BPG]) * d[b + 1]), 1);
+      const __m256 F = _mm256_insertf128_ps(_mm256_set1_ps(fb), _mm_set1_ps(_cvtsh_ss(s16[gi(b + 1)]) * d[b + 1]), 1);
       acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), F, acc0);
       ++b;
     } else {
@@ -658,7 +559,7 @@ inline float decode_row_fused(const QWeights& w, int64_t r, const int8_t* a, con
   (void)m4;
   float c = hsum(corr);
   if constexpr (!ASYM) c *= float(w.zero_sym - C);
-  for (int64_t g = (nb / 8) * GPS; g < G; ++g)
+  for (int64_t g = BPG ? (nb / 8) * GPS : 0; g < G; ++g)
     c += _cvtsh_ss(s16[g]) * float((ASYM ? int32_t(z8[g]) : w.zero_sym) - C) * X[g];
   return hsum(_mm256_add_ps(acc0, acc1)) - c;
 }
@@ -673,7 +574,8 @@ inline void decode_rows_fused(const QWeights& w, int64_t r0, int64_t r1, const i
   using T = std::true_type;
   using F = std::false_type;
   const bool asym = w.zeros != nullptr;
-  if (bpg == 1) asym ? run(std::integral_constant<int, 1>(), T()) : run(std::integral_constant<int, 1>(), F());
+  if (w.groups == 1) asym ? run(std::integral_constant<int, 0>(), T()) : run(std::integral_constant<int, 0>(), F());
+  else if (bpg == 1) asym ? run(std::integral_constant<int, 1>(), T()) : run(std::integral_constant<int, 1>(), F());
   else if (bpg == 2) asym ? run(std::integral_constant<int, 2>(), T()) : run(std::integral_constant<int, 2>(), F());
   else asym ? run(std::integral_constant<int, 4>(), T()) : run(std::integral_constant<int, 4>(), F());
 }
@@ -700,7 +602,7 @@ void gemm_impl(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t
     }
     if constexpr (!G16) {
       const int64_t bpg = w.blocks_per_group();
-      if (bpg == 1 || bpg == 2 || bpg == 4) {
+      if (bpg == 1 || bpg == 2 || bpg == 4 || w.groups == 1) {
         if constexpr (BITS == 2) {
           S.pa.resize(size_t(A.a.a_stride));
           quad_acts(A.a.qa, nb, S.pa.data());
