@@ -552,6 +552,41 @@ TEST(RecipeMse, ParsesForGptqAndRtn) {
   EXPECT_THROW(parse_rule("gptq:w4g32,mse=1"), Error);
 }
 
+// Tied embedding/classifier Hessian: H_cls + emb * mean(diag H_cls) * I; emb = 1 gives the two
+// terms equal trace; emb = 0 is H_cls; recipe option emb=F (gptq only).
+TEST(TiedEmbedding, HessianAndRecipeOption) {
+  const int64_t n = 5;
+  std::vector<double> H(n * n, 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) H[size_t(i * n + j)] = i == j ? double(i + 1) : 0.1 * double(i + j);
+  const double mean_diag = 3.0;  // (1 + 2 + 3 + 4 + 5) / 5
+  const auto T = tied_embedding_hessian(H, n, 1.0);
+  double tr_h = 0, tr_t = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    tr_h += H[size_t(i * n + i)];
+    tr_t += T[size_t(i * n + i)];
+    for (int64_t j = 0; j < n; ++j)
+      EXPECT_DOUBLE_EQ(T[size_t(i * n + j)], H[size_t(i * n + j)] + (i == j ? mean_diag : 0.0));
+  }
+  EXPECT_DOUBLE_EQ(tr_t - tr_h, tr_h);  // emb = 1: both roles the same trace
+  EXPECT_EQ(tied_embedding_hessian(H, n, 0.0), H);
+  EXPECT_DOUBLE_EQ(tied_embedding_hessian(H, n, 2.5)[0], 1.0 + 2.5 * mean_diag);
+  // A zero classifier Hessian leaves the identity (the embedding role alone).
+  const auto Z = tied_embedding_hessian(std::vector<double>(n * n, 0.0), n, 1.0);
+  EXPECT_DOUBLE_EQ(Z[0], 1.0);
+  EXPECT_DOUBLE_EQ(Z[1], 0.0);
+  EXPECT_THROW(tied_embedding_hessian(H, n, -1.0), Error);
+  EXPECT_THROW(tied_embedding_hessian(H, n + 1, 1.0), Error);
+
+  EXPECT_DOUBLE_EQ(parse_rule("gptq:w4g32").gptq.emb, 1.0);
+  EXPECT_DOUBLE_EQ(parse_rule("gptq:w4g32,emb=0").gptq.emb, 0.0);
+  EXPECT_DOUBLE_EQ(parse_rule("gptq:w2g128,mse,emb=2.5").gptq.emb, 2.5);
+  EXPECT_THROW(parse_rule("rtn:w4g32,emb=1"), Error);
+  EXPECT_THROW(parse_rule("gptq:w4g32,emb=-1"), Error);
+  EXPECT_THROW(parse_rule("gptq:w4g32,emb=x"), Error);
+  EXPECT_THROW(parse_rule("gptq:w4g32,emb"), Error);
+}
+
 TEST(Rtn, PlainMatchesFormatsReference) {
   const int64_t rows = 8, n = 96;
   const auto w = random_weights(rows, n, 4);
