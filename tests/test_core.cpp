@@ -80,6 +80,26 @@ TEST(Core, ThreadPoolCoversRangeOnce) {
   }
 }
 
+TEST(Core, ThreadPoolDynamicCoversRangeOnce) {
+  for (int nt : {1, 2, 3}) {
+    ThreadPool pool(nt);
+    for (int64_t n : {1, 2, 7, 100, 1001})
+      for (int64_t grain : {1, 3, 64, 5000}) {
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+        std::atomic<int64_t> calls{0};
+        pool.parallel_for_dynamic(n, grain, [&](int ti, int64_t b, int64_t e) {
+          ASSERT_GE(ti, 0);
+          ASSERT_LT(ti, nt);
+          if (nt > 1) ASSERT_LE(e - b, grain);  // (one thread: the whole range in one call)
+          calls++;
+          for (int64_t i = b; i < e; ++i) hits[size_t(i)]++;
+        });
+        for (auto& h : hits) ASSERT_EQ(h.load(), 1) << n << " " << grain;
+        EXPECT_EQ(calls.load(), nt == 1 ? 1 : (n + grain - 1) / grain);  // every chunk once
+      }
+  }
+}
+
 TEST(Core, AtomicFileLeavesNothingOnError) {
   const std::string p = test::tmp_dir() + "/lmpress_atomic_test.bin";
   std::remove(p.c_str());
