@@ -60,6 +60,37 @@ TEST_P(KernelsDense, GemvParity) {
   }
 }
 
+TEST_P(KernelsDense, SiluMulMatchesDouble) {
+  if (GetParam() > cpu_simd_level())
+    GTEST_SKIP() << "SKIPPED: ISA level " << simd_level_name(GetParam()) << " not supported by this CPU ("
+                 << cpu_feature_string() << ")";
+  const auto& K = kern::ops_at(GetParam());
+  std::vector<float> g, u;
+  for (int i = -2000; i <= 2000; ++i) {  // -100 .. 100 in steps of 0.05, and awkward values
+    g.push_back(float(i) * 0.05f);
+    u.push_back(1.f + float(i % 7) * 0.25f);
+  }
+  for (float v : {-89.f, -87.5f, -1e-30f, 0.f, 1e-30f, 88.5f, 1e30f}) {
+    g.push_back(v);
+    u.push_back(-3.f);
+  }
+  for (size_t n : {g.size(), size_t(1), size_t(7), size_t(13)}) {
+    std::vector<float> y(g.begin(), g.begin() + long(n));
+    K.silu_mul_f32(y.data(), u.data(), n);
+    for (size_t i = 0; i < n; ++i) {
+      const double x = g[i], ref = x / (1.0 + std::exp(-x)) * double(u[i]);
+      EXPECT_NEAR(y[i], ref, 1e-6 * std::fabs(ref) + 1e-30) << "x = " << x;  // (underflow below)
+    }
+  }
+  // NaN propagates; +inf stays +inf; a huge negative input gives (about) zero, not NaN
+  std::vector<float> y = {std::nanf(""), 1.f, -1e30f, INFINITY}, uu = {1.f, 1.f, 1.f, 1.f};
+  K.silu_mul_f32(y.data(), uu.data(), 4);
+  EXPECT_TRUE(std::isnan(y[0]));
+  EXPECT_NEAR(y[1], 1.0 / (1.0 + std::exp(-1.0)), 1e-6);
+  EXPECT_LT(std::fabs(y[2]), 1e-6f);
+  EXPECT_TRUE(std::isinf(y[3]) && y[3] > 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Levels, KernelsDense,
                          testing::Values(SimdLevel::Scalar, SimdLevel::AVX2, SimdLevel::AVX512),
                          [](const testing::TestParamInfo<SimdLevel>& i) { return std::string(simd_level_name(i.param)); });

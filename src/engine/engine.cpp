@@ -219,10 +219,7 @@ void Engine::layer_forward(int il, float* x, int64_t n, int32_t pos) {
   const MatmulJob gate_up[2] = {{&L.w_gate, s.xn.data(), n, s.ffn_g.data()},
                                 {&L.w_up, s.xn.data(), n, s.ffn_u.data()}};
   matmul_batch(gate_up, 2, pool);
-  for (int64_t i = 0; i < n * hidden; ++i) {
-    const float g = s.ffn_g[size_t(i)];
-    s.ffn_g[size_t(i)] = g / (1.0f + std::exp(-g)) * s.ffn_u[size_t(i)];
-  }
+  kern::ops().silu_mul_f32(s.ffn_g.data(), s.ffn_u.data(), size_t(n * hidden));
   if (hook_) hook_("ffn_down_in", il, s.ffn_g.data(), n, hidden);
   matmul(L.w_down, s.ffn_g.data(), n, s.tmp.data(), pool);
   for (int64_t i = 0; i < n * d; ++i) x[i] += s.tmp[size_t(i)];

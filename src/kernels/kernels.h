@@ -19,6 +19,7 @@ struct Ops {
   void (*gemv_bf16)(const uint16_t* W, size_t ld, const float* x, size_t k, float* y, size_t nrows);
   float (*dot_f32)(const float* a, const float* b, size_t n);
   void (*axpy_f32)(float a, const float* x, float* y, size_t n);  // y += a * x
+  void (*silu_mul_f32)(float* g, const float* u, size_t n);       // g = g / (1 + exp(-g)) * u
 };
 
 extern const Ops ops_scalar;

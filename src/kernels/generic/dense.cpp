@@ -1,4 +1,6 @@
 // Scalar reference kernels: the specification the SIMD versions are tested against.
+#include <cmath>
+
 #include "kernels/kernels.h"
 
 namespace lmpress::kern {
@@ -42,10 +44,13 @@ float dot_f32(const float* a, const float* b, size_t n) {
 void axpy_f32(float a, const float* x, float* y, size_t n) {
   for (size_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
+void silu_mul_f32(float* g, const float* u, size_t n) {
+  for (size_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
 
 }  // namespace
 
 const Ops ops_scalar = {SimdLevel::Scalar, f16_to_f32, bf16_to_f32, gemv_f32, gemv_f16,
-                        gemv_bf16, dot_f32, axpy_f32};
+                        gemv_bf16, dot_f32, axpy_f32, silu_mul_f32};
 
 }  // namespace lmpress::kern

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include "kernels/kernels.h"
+#include "kernels/x86_math.h"
 
 namespace lmpress::kern {
 namespace {
@@ -117,6 +118,6 @@ void axpy_f32(float a, const float* x, float* y, size_t n) {
 }  // namespace
 
 const Ops ops_avx512 = {SimdLevel::AVX512, f16_to_f32, bf16_to_f32, gemv<LF32>, gemv<LF16>,
-                      gemv<LBF16>, dot_f32, axpy_f32};
+                      gemv<LBF16>, dot_f32, axpy_f32, silu_mul_f32_x86};
 
 }  // namespace lmpress::kern
