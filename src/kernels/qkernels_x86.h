@@ -564,6 +564,84 @@ inline float decode_row_fused(const QWeights& w, int64_t r, const int8_t* a, con
   return hsum(_mm256_add_ps(acc0, acc1)) - c;
 }
 
+// Group-16 decode of one row (each block has two scales, one per 16-column half), fused like
+// decode_row_fused: 4 blocks = 8 groups per step. 4-bit activations in pair order (dot4_pair gives
+// the two halves separately), other widths natural order (dot lanes 0-3 = half 0, 4-7 = half 1).
+template <int BITS, bool ASYM>
+inline float decode_row_g16(const QWeights& w, int64_t r, const int8_t* a, const float* d, const float* X) {
+  constexpr int BPB = qblock_bytes(BITS);
+  constexpr int32_t C = code_offset<BITS>();
+  const int64_t nb = w.nb, G = w.groups;  // G = 2 nb, or 2 nb - 1 when the last block has <= 16 columns
+  const uint8_t* q = w.q + r * w.row_bytes;
+  const uint16_t* s16 = w.scales + r * G;
+  const uint8_t* z8 = ASYM ? w.zeros + r * G : nullptr;
+  const uint8_t* pf = q + w.row_bytes;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), corr = _mm256_setzero_ps();
+  const __m256i m4 = _mm256_set1_epi8(15);
+  const __m256i dup = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+  auto idx = [](int lo, int hi) { return _mm256_setr_epi32(lo, lo, lo, lo, hi, hi, hi, hi); };
+  int64_t b = 0;
+  for (; b + 4 <= nb && 2 * (b + 4) <= G; b += 4) {
+#pragma GCC unroll 4
+    for (int l = 0; l < 4 * BPB; l += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + b * BPB + l), _MM_HINT_T0);
+    const __m256 s8 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s16 + 2 * b)));
+    const __m256 xg = _mm256_loadu_ps(X + 2 * b);
+    if constexpr (ASYM) {
+      const __m256i zi = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(z8 + 2 * b)));
+      const __m256 zg = _mm256_sub_ps(_mm256_cvtepi32_ps(zi), _mm256_set1_ps(float(C)));
+      corr = _mm256_fmadd_ps(_mm256_mul_ps(s8, zg), xg, corr);
+    } else {
+      corr = _mm256_fmadd_ps(s8, xg, corr);
+    }
+    // f8 = [b0h0 b0h1 b1h0 b1h1 b2h0 b2h1 b3h0 b3h1] factors
+    const __m256 f8 = _mm256_mul_ps(s8, _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(d + b)), dup));
+    if constexpr (BITS == 4) {
+#pragma GCC unroll 2
+      for (int p = 0; p < 2; ++p) {
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + b * 16 + 32 * p));
+        __m256i lo, hi;
+        dot4_pair<true>(_mm256_and_si256(x, m4), _mm256_and_si256(_mm256_srli_epi16(x, 4), m4), a + b * kQBlock + 64 * p, lo, hi);
+        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_permutevar8x32_ps(f8, idx(4 * p, 4 * p + 2)), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_permutevar8x32_ps(f8, idx(4 * p + 1, 4 * p + 3)), acc1);
+      }
+    } else {
+#pragma GCC unroll 4
+      for (int u = 0; u < 4; ++u) {
+        const __m256i wv = unpack<BITS>(q + (b + u) * BPB);
+        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + (b + u) * kQBlock));
+        const __m256 p = _mm256_cvtepi32_ps(dot<BITS>(wv, av));
+        if (u & 1) acc1 = _mm256_fmadd_ps(p, _mm256_permutevar8x32_ps(f8, idx(2 * u, 2 * u + 1)), acc1);
+        else acc0 = _mm256_fmadd_ps(p, _mm256_permutevar8x32_ps(f8, idx(2 * u, 2 * u + 1)), acc0);
+      }
+    }
+  }
+  (void)m4;
+  float c = hsum(corr);
+  if constexpr (!ASYM) c *= float(w.zero_sym - C);
+  for (int64_t g = 2 * b; g < G; ++g)
+    c += _cvtsh_ss(s16[g]) * float((ASYM ? int32_t(z8[g]) : w.zero_sym) - C) * X[g];
+  // tail blocks: per-half factors (a missing second half of a ragged last block has factor 0)
+  auto half = [&](int64_t g, int64_t blk) { return g < G ? _cvtsh_ss(s16[g]) * d[blk] : 0.f; };
+  for (; b < nb; ++b) {
+    if (BITS == 4 && b + 2 <= nb) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + b * 16));
+      __m256i lo, hi;
+      dot4_pair<true>(_mm256_and_si256(x, m4), _mm256_and_si256(_mm256_srli_epi16(x, 4), m4), a + b * kQBlock, lo, hi);
+      const __m256 Fl = _mm256_insertf128_ps(_mm256_set1_ps(half(2 * b, b)), _mm_set1_ps(half(2 * b + 2, b + 1)), 1);
+      const __m256 Fh = _mm256_insertf128_ps(_mm256_set1_ps(half(2 * b + 1, b)), _mm_set1_ps(half(2 * b + 3, b + 1)), 1);
+      acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), Fl, acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), Fh, acc1);
+      ++b;
+    } else {
+      const __m256i wv = unpack<BITS>(q + b * BPB);
+      const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + b * kQBlock));
+      const __m256 F = _mm256_insertf128_ps(_mm256_set1_ps(half(2 * b, b)), _mm_set1_ps(half(2 * b + 1, b)), 1);
+      acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot<BITS>(wv, av)), F, acc0);
+    }
+  }
+  return hsum(_mm256_add_ps(acc0, acc1)) - c;
+}
+
 template <int BITS>
 inline void decode_rows_fused(const QWeights& w, int64_t r0, int64_t r1, const int8_t* a, const float* d,
                               const float* X, float* y) {
@@ -600,7 +678,14 @@ void gemm_impl(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t
       S.pa.resize(size_t(A.a.a_stride));
       pair_acts(A.a.qa, nb, S.pa.data());
     }
-    if constexpr (!G16) {
+    if constexpr (G16) {
+      const int8_t* a = BITS == 4 ? S.pa.data() : A.a.qa;
+      if (w.zeros)
+        for (int64_t r = r0; r < r1; ++r) A.y[r] = decode_row_g16<BITS, true>(w, r, a, A.a.d, A.a.x);
+      else
+        for (int64_t r = r0; r < r1; ++r) A.y[r] = decode_row_g16<BITS, false>(w, r, a, A.a.d, A.a.x);
+      return;
+    } else {
       const int64_t bpg = w.blocks_per_group();
       if (bpg == 1 || bpg == 2 || bpg == 4 || w.groups == 1) {
         if constexpr (BITS == 2) {
