@@ -382,7 +382,26 @@ TEST(Gptq, LayerErrorMatchesNaive) {
     const auto q = quantize_rtn(w.data(), rows, n, QuantSpec{3, group, false}, false, nullptr);
     const double e = layer_error(w.data(), q, H);
     EXPECT_NEAR(e, naive_layer_error(w, q, H), 1e-12 * std::max(1.0, e));
+    EXPECT_EQ(layer_error(w.data(), q, H, nullptr, rows), e);  // max_rows >= rows: exact
+    EXPECT_EQ(layer_error(w.data(), q, H, nullptr, 100), e);
   }
+  // max_rows < rows: the mean over rows 0, 3, 6 of 9 (i * rows / used)
+  const auto q = quantize_rtn(w.data(), rows, n, QuantSpec{3, 16, false}, false, nullptr);
+  QuantizedMatrix qs;
+  qs.spec = q.spec;
+  qs.rows = 3;
+  qs.cols = n;
+  std::vector<float> ws;
+  for (int64_t r : {0, 3, 6}) {
+    ws.insert(ws.end(), w.begin() + long(r * n), w.begin() + long((r + 1) * n));
+    qs.q.insert(qs.q.end(), q.q.begin() + long(r * n), q.q.begin() + long((r + 1) * n));
+    qs.scales.insert(qs.scales.end(), q.scales.begin() + long(r * 3), q.scales.begin() + long((r + 1) * 3));
+    qs.zeros.insert(qs.zeros.end(), q.zeros.begin() + long(r * 3), q.zeros.begin() + long((r + 1) * 3));
+  }
+  double rel = 0;
+  const double es = layer_error(w.data(), q, H, &rel, 3);
+  EXPECT_NEAR(es, naive_layer_error(ws, qs, H), 1e-12 * std::max(1.0, es));
+  EXPECT_GT(rel, 0.0);
 }
 
 TEST(Gptq, RejectsBadInput) {

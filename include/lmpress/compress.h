@@ -76,9 +76,11 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
 // classifier's input Hessian plus the embedding role's, an identity scaled so that emb = 1 gives
 // both roles the same trace: H_cls + emb * mean(diag H_cls) * I (docs/methods.md).
 std::vector<double> tied_embedding_hessian(const std::vector<double>& H_cls, int64_t n, double emb);
-// Proxy loss tr(D H D^T)/rows with D = W - dequant(Q).
+// Proxy loss tr(D H D^T)/rows with D = W - dequant(Q); rel (optional) = that / tr(W H W^T)/rows.
+// max_rows > 0: estimated on max_rows evenly spaced rows (the exact value costs rows * cols^2
+// flops per quadratic form, as much as GPTQ itself on a big layer).
 double layer_error(const float* w, const QuantizedMatrix& q, const std::vector<double>& H,
-                   double* rel = nullptr);
+                   double* rel = nullptr, int64_t max_rows = 0);
 
 }  // namespace lmpress
 

@@ -294,7 +294,7 @@ std::vector<double> tied_embedding_hessian(const std::vector<double>& H_cls, int
 }
 
 double layer_error(const float* w, const QuantizedMatrix& q, const std::vector<double>& H,
-                   double* rel) {
+                   double* rel, int64_t max_rows) {
   const char* who = "layer_error";
   const int64_t rows = q.rows, cols = q.cols;
   check_spec(q.spec, who);
@@ -310,16 +310,20 @@ double layer_error(const float* w, const QuantizedMatrix& q, const std::vector<d
 
   // tr(D H D^T) = <H, D^T D>_F. G = D^T D is accumulated in double by dsyrk over panels of rows
   // (rows * cols^2 flops, half of forming D H with a gemm), upper triangle only.
+  // Rows used: all, or max_rows evenly spaced ones (sample index i -> row i * rows / used).
+  const int64_t used = max_rows > 0 ? std::min(max_rows, rows) : rows;
+  auto row_of = [&](int64_t i) { return used == rows ? i : i * rows / used; };
   constexpr int64_t kPanel = 512;  // fewer passes over G; the panel is a few MB
-  const int64_t pr = std::min(kPanel, rows);
+  const int64_t pr = std::min(kPanel, used);
   std::vector<double> panel(pr * cols), G(cols * cols);
   auto quad = [&](bool deq) {
     std::fill(G.begin(), G.end(), 0.0);
-    for (int64_t r0 = 0; r0 < rows; r0 += kPanel) {
-      const int64_t nr = std::min(kPanel, rows - r0);
-      for (int64_t r = r0; r < r0 + nr; ++r) {
+    for (int64_t i0 = 0; i0 < used; i0 += kPanel) {
+      const int64_t nr = std::min(kPanel, used - i0);
+      for (int64_t i = i0; i < i0 + nr; ++i) {
+        const int64_t r = row_of(i);
         const float* wr = w + r * cols;
-        double* dr = panel.data() + (r - r0) * cols;
+        double* dr = panel.data() + (i - i0) * cols;
         const uint8_t* qr = q.q.data() + r * cols;
         for (int64_t j = 0; j < cols; ++j) {
           if (!deq) {
@@ -344,9 +348,9 @@ double layer_error(const float* w, const QuantizedMatrix& q, const std::vector<d
     return acc;
   };
   double err = quad(true), ref = rel ? quad(false) : 0.0;
-  err /= double(rows);
+  err /= double(used);
   if (rel) {
-    ref /= double(rows);
+    ref /= double(used);
     *rel = ref > 0 ? err / ref : (err == 0 ? 0.0 : INFINITY);
   }
   return err;
