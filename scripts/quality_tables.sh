@@ -2,6 +2,7 @@
 # Quality tables of issue 3: RTN and GPTQ at w8..w2 with g32 and g128, (a) every weight tensor
 # quantized, (b) the (tied) embedding/classifier kept at 8 bits. Protocol: llama.cpp perplexity,
 # KLD against the f32 model on the same scored tokens, calibration 32 windows x seqlen tokens.
+# (wiki5m adds the group-64 / 8-bit-embedding rows of docs/results.md.)
 # Usage: scripts/quality_tables.sh MODEL_NAME [THREADS]   (babyllama-936k | tinystories-279k | wiki5m)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,5 +27,14 @@ for variant in all emb8; do
     done
   done
 done
+# wiki5m: also groups of 64 with the embedding at 8 bits (issue 3's targets), with act_order / mse variants.
+if [ "$name" = wiki5m ]; then
+  for b in 4 3; do
+    args+=(-r "rtn:w${b}g64;token_embd.weight=rtn:w8g32")
+    for opt in "" ",act_order" ",mse" ",act_order,mse"; do
+      args+=(-r "gptq:w${b}g64$opt;token_embd.weight=gptq:w8g32")
+    done
+  done
+fi
 $bin sweep -m $S/models/$name/model.bin --calib "$calib" -f "$eval" --ctx $ctx --seqlen $seqlen --nsamples 32 \
   -t "$threads" --json "${args[@]}"
