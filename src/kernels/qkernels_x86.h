@@ -7,10 +7,11 @@
 //  - unpack<BITS>(block) -> 32 unsigned codes as bytes, natural order (codes 0..15 in the low
 //    128-bit lane, 16..31 in the high lane: a group-16 scale applies to one lane);
 //  - dot<BITS>(codes, int8 activations) -> 8 x i32 partial dot products (lanes 0-3 = half 0);
-//  - tile<R, T>: R rows x T tokens, each block unpacked once and used for all T tokens; per
-//    (row, token, block): acc = fma(cvt(dot), scale * d, acc);
-//  - expand_row: per row, f16 scales -> one f32 factor per scale unit (times the activation
-//    scale for decode) + the zero-point correction sum_g s_g (z_g - C) X[t][g].
+//  - decode (n = 1): decode_row_fused / decode_row_g16, one row at a time with the f16 scales,
+//    activation scales and zero-point term applied inside the block loop;
+//  - prefill: tile<R, T>: R rows x T tokens, each block unpacked once and used for all T tokens;
+//    per (row, token, block): acc = fma(cvt(dot), scale * d, acc); expand_row: per row, f16
+//    scales -> one f32 factor per scale unit + the zero-point correction sum_g s_g (z_g - C) X[t][g].
 #pragma once
 #include <immintrin.h>
 
@@ -118,46 +119,46 @@ inline __m256 bcast2(const float* lo, const float* hi) {
   return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_broadcast_ss(lo)), _mm_broadcast_ss(hi), 1);
 }
 
-// ---- R rows x T tokens over all blocks -----------------------------------------------------------
-// PREMUL (decode, T == 1): f[i] holds scale * d per unit and is broadcast straight from memory.
-// Otherwise ft holds, per block b and row i, the factors scale * d[t] of the tile's tokens
-// (prefill_factors below): computed before the loop, so the broadcasts never wait on a store.
-template <int BITS, int R, int T, bool G16, bool PREMUL>
-inline void tile(int64_t nb, const uint8_t* const* wr, const float* const* f, const float* ft,
-                 const int8_t* const* ar, float (&out)[R][T]) {
-  static_assert(!PREMUL || T == 1);
-  static_assert(T <= 8);
-  constexpr int BPB = qblock_bytes(BITS);
-  __m256 acc[R][T];  // fully unrolled below so the accumulators live in registers
+// ---- R rows x T tokens over all blocks (prefill) --------------------------------------------------
+// ft holds, per block b and row i, the factors scale * d[t] of the tile's tokens (prefill_factors
+// below): computed before the loop, so the broadcasts never wait on a store.
+// One block of R rows x T tokens into the accumulators (also the odd-block tail of tile4p).
+template <int BITS, int R, int T, bool G16>
+inline void tile_block(int64_t b, const uint8_t* const* wr, const float* ft, const int8_t* const* ar,
+                       __m256 (&acc)[R][T]) {
+  constexpr int BPB = qblock_bytes(BITS), TS = T <= 4 ? 4 : 8;
 #pragma GCC unroll 8
-  for (int i = 0; i < R; ++i)
+  for (int i = 0; i < R; ++i) {
+    const __m256i w = unpack<BITS>(wr[i] + b * BPB);
+    const float* fb = ft + (b * R + i) * (G16 ? 2 * TS : TS);
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
-  const int64_t ahead = int64_t(R) * nb * BPB;  // decode: prefetch the next tile (see tile4p)
-  for (int64_t b = 0; b < nb; ++b) {
-#pragma GCC unroll 8
-    for (int i = 0; i < R; ++i) {
-      if constexpr (PREMUL) _mm_prefetch(reinterpret_cast<const char*>(wr[i] + b * BPB + ahead), _MM_HINT_T0);
-      const __m256i w = unpack<BITS>(wr[i] + b * BPB);
-      constexpr int TS = T <= 4 ? 4 : 8;
-      const float* fb = ft + (b * R + i) * (G16 ? 2 * TS : TS);
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) {
-        const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ar[t] + b * kQBlock));
-        const __m256 p = _mm256_cvtepi32_ps(dot<BITS>(w, a));
-        __m256 F;
-        if constexpr (PREMUL)
-          F = G16 ? bcast2(f[i] + 2 * b, f[i] + 2 * b + 1) : _mm256_broadcast_ss(f[i] + b);
-        else
-          F = G16 ? bcast2(fb + t, fb + TS + t) : _mm256_broadcast_ss(fb + t);
-        acc[i][t] = _mm256_fmadd_ps(p, F, acc[i][t]);
-      }
+    for (int t = 0; t < T; ++t) {
+      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ar[t] + b * kQBlock));
+      const __m256 F = G16 ? bcast2(fb + t, fb + TS + t) : _mm256_broadcast_ss(fb + t);
+      acc[i][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot<BITS>(w, a)), F, acc[i][t]);
     }
   }
+}
+
+template <int R, int T>
+inline void tile_store(__m256 (&acc)[R][T], float (&out)[R][T]) {
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) out[i][t] = hsum(acc[i][t]);
+}
+
+template <int BITS, int R, int T, bool G16>
+inline void tile(int64_t nb, const uint8_t* const* wr, const float* ft, const int8_t* const* ar,
+                 float (&out)[R][T]) {
+  static_assert(T <= 8);
+  __m256 acc[R][T];  // fully unrolled so the accumulators live in registers
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) tile_block<BITS, R, T, G16>(b, wr, ft, ar, acc);
+  tile_store<R, T>(acc, out);
 }
 
 // ft[(b * R + i) * TS + t] = f[i][b] * d[b * n + t] for the tile's tokens, TS = 4 or 8 (group 16:
@@ -279,90 +280,46 @@ inline void dot4_pair(__m256i wl, __m256i wh, const int8_t* a, __m256i& lo, __m2
   (void)hi;
 }
 
-// R rows x T tokens of a 4-bit row slice of nb blocks (activations in pair order).
-// Factors as in tile(): PREMUL f[i] per unit; else ft per block/row/token (prefill_factors).
-template <int R, int T, bool G16, bool PREMUL>
-inline void tile4p(int64_t nb, const uint8_t* const* wr, const float* const* f, const float* ft,
-                   const int8_t* const* ar, float (&out)[R][T]) {
+// R rows x T tokens of a 4-bit row slice of nb blocks, groups >= 32 (activations in pair order;
+// ft per block/row/token as in tile()). An odd last block takes the single-block step.
+template <int R, int T>
+inline void tile4p(int64_t nb, const uint8_t* const* wr, const float* ft, const int8_t* const* ar,
+                   float (&out)[R][T]) {
   constexpr int TS = T <= 4 ? 4 : 8;
-  constexpr int FS = G16 ? 2 * TS : TS;  // ft floats per (block, row)
   __m256 acc[R][T];
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
   const __m256i m4 = _mm256_set1_epi8(15);
-  const __m256i dup01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-  const __m256i dup02 = _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2), dup13 = _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3);
   int64_t b = 0;
-  // Decode streams weights from DRAM: prefetch the same position of the row R rows ahead (rows of
-  // a 4-bit tensor are contiguous, nb * 16 bytes each), i.e. the next tile, one tile in advance.
-  const int64_t ahead = int64_t(R) * nb * 16;
   for (; b + 2 <= nb; b += 2) {
 #pragma GCC unroll 8
     for (int i = 0; i < R; ++i) {
-      if constexpr (PREMUL && T == 1) _mm_prefetch(reinterpret_cast<const char*>(wr[i] + b * 16 + ahead), _MM_HINT_T0);
       const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[i] + b * 16));
       const __m256i wl = _mm256_and_si256(x, m4), wh = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
-      __m256 Fl, Fh;
-      if constexpr (PREMUL) {
-        if constexpr (G16) {
-          const __m256 v = _mm256_castps128_ps256(_mm_loadu_ps(f[i] + 2 * b));  // b0h0 b0h1 b1h0 b1h1
-          Fl = _mm256_permutevar8x32_ps(v, dup02);
-          Fh = _mm256_permutevar8x32_ps(v, dup13);
-        } else {
-          const __m128i two = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(f[i] + b));  // unaligned 8 B
-          Fl = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_castsi128_ps(two)), dup01);
-        }
-      }
-      const float* f0 = ft + (b * R + i) * FS;  // block b, then block b+1 at + R * FS
+      const float* f0 = ft + (b * R + i) * TS;  // block b, then block b+1 at + R * TS
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
-        __m256i lo, hi;
-        dot4_pair<G16>(wl, wh, ar[t] + b * kQBlock, lo, hi);
-        if constexpr (!PREMUL) {
-          Fl = bcast2(f0 + t, f0 + R * FS + t);
-          if constexpr (G16) Fh = bcast2(f0 + TS + t, f0 + R * FS + TS + t);
-        }
-        acc[i][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), Fl, acc[i][t]);
-        if constexpr (G16) acc[i][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), Fh, acc[i][t]);
+        __m256i lo, unused;
+        dot4_pair<false>(wl, wh, ar[t] + b * kQBlock, lo, unused);
+        acc[i][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), bcast2(f0 + t, f0 + R * TS + t), acc[i][t]);
       }
     }
   }
-  if (b < nb) {  // odd last block: natural order, single-block path
-#pragma GCC unroll 8
-    for (int i = 0; i < R; ++i) {
-      const __m256i w = unpack4(wr[i] + b * 16);
-      const float* fb = ft + (b * R + i) * FS;
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) {
-        const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ar[t] + b * kQBlock));
-        const __m256 p = _mm256_cvtepi32_ps(dot<4>(w, a));
-        __m256 F;
-        if constexpr (PREMUL)
-          F = G16 ? bcast2(f[i] + 2 * b, f[i] + 2 * b + 1) : _mm256_broadcast_ss(f[i] + b);
-        else
-          F = G16 ? bcast2(fb + t, fb + TS + t) : _mm256_broadcast_ss(fb + t);
-        acc[i][t] = _mm256_fmadd_ps(p, F, acc[i][t]);
-      }
-    }
-  }
-#pragma GCC unroll 8
-  for (int i = 0; i < R; ++i)
-#pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) out[i][t] = hsum(acc[i][t]);
+  if (b < nb) tile_block<4, R, T, false>(b, wr, ft, ar, acc);  // odd last block, natural order
+  tile_store<R, T>(acc, out);
 }
 
-template <int BITS, int R, int T, bool G16, bool PREMUL>
-inline void tile_any(int64_t nb, const uint8_t* const* wr, const float* const* f, const float* ft,
-                     const int8_t* const* ar, float (&out)[R][T]) {
+template <int BITS, int R, int T, bool G16>
+inline void tile_any(int64_t nb, const uint8_t* const* wr, const float* ft, const int8_t* const* ar,
+                     float (&out)[R][T]) {
   // (group-16 prefill keeps the single-block loop: two factor vectors per pair need more
   // registers than the tile has left)
-  // (decode of groups >= 32 takes decode_row_fused instead: only group 16 decodes through here)
-  if constexpr (BITS == 4 && !(G16 && !PREMUL))
-    tile4p<R, T, G16, PREMUL>(nb, wr, f, ft, ar, out);
+  if constexpr (BITS == 4 && !G16)
+    tile4p<R, T>(nb, wr, ft, ar, out);
   else
-    tile<BITS, R, T, G16, PREMUL>(nb, wr, f, ft, ar, out);
+    tile<BITS, R, T, G16>(nb, wr, ft, ar, out);
 }
 
 inline float dot_f32(const float* a, const float* b, int64_t n) {
@@ -391,11 +348,9 @@ inline Scratch& scratch() {
   return s;
 }
 
-// Row r -> f[u]: the f32 scale of unit u (times d[b(u)] for decode, when d1 != null), 0 for a
-// group-16 half past the last column (f has >= 8 floats of slack); sz[g] = s_g * (z_g - C).
-// Vectorized: for decode this runs once per row and competes with the row's block loop.
-inline void expand_row(const QWeights& w, int64_t r, int32_t C, const float* d1, float* sf, float* f,
-                       float* sz) {
+// Prefill, per row r: f[u] = the f32 scale of unit u, 0 for a group-16 half past the last column
+// (f has >= 8 floats of slack); sz[g] = s_g * (z_g - C).
+inline void expand_row(const QWeights& w, int64_t r, int32_t C, float* sf, float* f, float* sz) {
   const int64_t G = w.groups, nb = w.nb;
   const uint16_t* s16 = w.scales + r * G;
   const uint8_t* z8 = w.zeros ? w.zeros + r * G : nullptr;
@@ -414,14 +369,8 @@ inline void expand_row(const QWeights& w, int64_t r, int32_t C, const float* d1,
     sz[g] = sf[g] * float((z8 ? int32_t(z8[g]) : w.zero_sym) - C);
   }
   _mm256_storeu_ps(sf + G, _mm256_setzero_ps());  // units past the last group (group 16)
-  const __m256 one = _mm256_set1_ps(1.f);
-  if (w.g16()) {
-    // unit u = group u; d of unit u = d1[u / 2]
-    const __m256i dup = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
-    for (int64_t u = 0; u < 2 * nb; u += 8) {
-      const __m256 dv = d1 ? _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(d1 + u / 2)), dup) : one;
-      _mm256_storeu_ps(f + u, _mm256_mul_ps(_mm256_loadu_ps(sf + u), dv));
-    }
+  if (w.g16()) {  // unit u = group u
+    for (int64_t u = 0; u < 2 * nb; u += 8) _mm256_storeu_ps(f + u, _mm256_loadu_ps(sf + u));
     return;
   }
   const int64_t bpg = w.blocks_per_group();
@@ -433,13 +382,13 @@ inline void expand_row(const QWeights& w, int64_t r, int32_t C, const float* d1,
     const int shift = bpg == 1 ? 0 : bpg == 2 ? 1 : 2;  // (a division here costs as much as the row's dots)
     for (int64_t b = 0; b < nb; b += 8) {
       const __m256 sv = _mm256_permutevar8x32_ps(_mm256_loadu_ps(sf + (b >> shift)), idx);
-      _mm256_storeu_ps(f + b, d1 ? _mm256_mul_ps(sv, _mm256_loadu_ps(d1 + b)) : sv);
+      _mm256_storeu_ps(f + b, sv);
     }
   } else {
     for (int64_t b0 = 0, gi = 0; b0 < nb; b0 += bpg, ++gi) {  // whole row: one group
       const __m256 sv = _mm256_set1_ps(sf[gi]);
       for (int64_t b = b0; b < std::min(nb, b0 + bpg); b += 8)
-        _mm256_storeu_ps(f + b, d1 ? _mm256_mul_ps(sv, _mm256_loadu_ps(d1 + b)) : sv);
+        _mm256_storeu_ps(f + b, sv);
     }
   }
 }
@@ -666,56 +615,26 @@ void gemm_impl(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t
   constexpr int32_t C = code_offset<BITS>();
   constexpr int BPB = qblock_bytes(BITS);
   Scratch& S = scratch();
-  constexpr int RMAX = Cfg::RD > Cfg::RP ? Cfg::RD : Cfg::RP;
+  constexpr int RMAX = Cfg::RP;
   const int64_t fstride = units + 16, zstride = G + 8;
   S.f.resize(size_t(RMAX * fstride));
   S.sf.resize(size_t(zstride));
   S.sz.resize(size_t(RMAX * zstride));
 
-  if (n == 1) {  // decode: scales premultiplied by the activation scales
-    constexpr int R = Cfg::RD;
-    if constexpr (BITS == 4) {
-      S.pa.resize(size_t(A.a.a_stride));
-      pair_acts(A.a.qa, nb, S.pa.data());
-    }
+  if (n == 1) {  // decode: one row at a time, scales fused into the block loop
+    if constexpr (BITS == 4 || BITS == 2) S.pa.resize(size_t(A.a.a_stride));
+    if constexpr (BITS == 4) pair_acts(A.a.qa, nb, S.pa.data());
     if constexpr (G16) {
       const int8_t* a = BITS == 4 ? S.pa.data() : A.a.qa;
       if (w.zeros)
         for (int64_t r = r0; r < r1; ++r) A.y[r] = decode_row_g16<BITS, true>(w, r, a, A.a.d, A.a.x);
       else
         for (int64_t r = r0; r < r1; ++r) A.y[r] = decode_row_g16<BITS, false>(w, r, a, A.a.d, A.a.x);
-      return;
     } else {
       const int64_t bpg = w.blocks_per_group();
-      if (bpg == 1 || bpg == 2 || bpg == 4 || w.groups == 1) {
-        if constexpr (BITS == 2) {
-          S.pa.resize(size_t(A.a.a_stride));
-          quad_acts(A.a.qa, nb, S.pa.data());
-        }
-        decode_rows_fused<BITS>(w, r0, r1, BITS == 4 || BITS == 2 ? S.pa.data() : A.a.qa, A.a.d, A.a.x, A.y);
-        return;
-      }
-    }
-    for (int64_t r = r0; r < r1; r += R) {
-      const int nr = int(std::min<int64_t>(R, r1 - r));
-      const uint8_t* wr[R];
-      const float* f[R];
-      const int8_t* ar[1] = {A.a.qa};
-      if constexpr (BITS == 4) ar[0] = S.pa.data();
-      float corr[R];
-      for (int i = 0; i < R; ++i) {
-        const int k = i < nr ? i : nr - 1;  // rows past r1 repeat the last one; results dropped
-        wr[i] = w.q + (r + k) * w.row_bytes;
-        f[i] = S.f.data() + k * fstride;
-        if (i < nr) {
-          float* sz = S.sz.data() + i * zstride;
-          expand_row(w, r + i, C, A.a.d, S.sf.data(), S.f.data() + i * fstride, sz);
-          corr[i] = dot_f32(sz, A.a.x, G);
-        }
-      }
-      float out[R][1];
-      tile_any<BITS, R, 1, G16, true>(nb, wr, f, nullptr, ar, out);
-      for (int i = 0; i < nr; ++i) A.y[r + i] = out[i][0] - corr[i];
+      LMP_ASSERT(bpg == 1 || bpg == 2 || bpg == 4 || w.groups == 1);  // groups 32/64/128/row
+      if constexpr (BITS == 2) quad_acts(A.a.qa, nb, S.pa.data());
+      decode_rows_fused<BITS>(w, r0, r1, BITS == 4 || BITS == 2 ? S.pa.data() : A.a.qa, A.a.d, A.a.x, A.y);
     }
     return;
   }
@@ -744,7 +663,7 @@ void gemm_impl(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t
         f[i] = S.f.data() + k * fstride;
         if (i < nr) {
           float* sz = S.sz.data() + i * zstride;
-          expand_row(w, r + i, C, nullptr, S.sf.data(), S.f.data() + i * fstride, sz);
+          expand_row(w, r + i, C, S.sf.data(), S.f.data() + i * fstride, sz);
           for (int64_t t = tc; t < tce; ++t) A.y[t * A.ldy + r + i] = -dot_f32(sz, A.a.x + t * G, G);
         }
       }
@@ -765,7 +684,7 @@ void gemm_impl(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t
             ar[j] = qa + (t - tc + (j < nt ? j : nt - 1)) * A.a.a_stride + k0 * kQBlock;
           float out[R][T];
           prefill_factors<R, T, G16>(kn, fk, A.a.d + k0 * n + t, n, S.ft.data());
-          tile_any<BITS, R, T, G16, false>(kn, wk, fk, S.ft.data(), ar, out);
+          tile_any<BITS, R, T, G16>(kn, wk, S.ft.data(), ar, out);
           for (int i = 0; i < nr; ++i)
             for (int j = 0; j < nt; ++j) A.y[(t + j) * A.ldy + r + i] += out[i][j];
         }

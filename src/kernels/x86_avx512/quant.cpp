@@ -8,7 +8,6 @@
 namespace lmpress::kern {
 namespace {
 struct CfgAvx512 {
-  static constexpr int RD = 1;
   static constexpr int RP = 4, TP = 6;  // 24 accumulators of 32 registers
   static constexpr int64_t kChunkBytes = 384 << 10;
   static constexpr int64_t kSliceBlocks = 64;
