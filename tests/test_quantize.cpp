@@ -143,23 +143,35 @@ TEST(QuantizePipeline, CorruptFilesRejected) {
   std::filesystem::remove(good);
 }
 
+// KLD against the f32 babyllama of the model quantized with `recipe` (calibration: nsamples
+// windows of 128 tokens of calib.oneline.txt; evaluation: the first max_chunks chunks of eval).
+struct BabyllamaKld {
+  Model m;
+  std::vector<int32_t> toks;
+  int nsamples;
+  int max_chunks;
+  BabyllamaKld(int nsamples_, int max_chunks_)
+      : m(load_model(test::shared("models/babyllama-936k/model.bin"))), nsamples(nsamples_), max_chunks(max_chunks_) {
+    toks = m.tokenizer->encode(read_text_file(test::shared("data/tinystories/eval.oneline.txt")), true);
+  }
+  double operator()(const std::string& recipe) const {
+    QuantizeOptions qo;
+    qo.recipe = parse_recipe(recipe);
+    qo.calib = {test::shared("data/tinystories/calib.oneline.txt"), nsamples, 128, 0};
+    qo.progress = false;
+    Model q = quantize_model(m, qo, nullptr);
+    PerplexityOptions po;
+    po.base = &m;
+    po.max_chunks = max_chunks;
+    po.progress = false;
+    return perplexity(q, toks, po).kld;
+  }
+};
+
 TEST(QuantizePipeline, GptqBeatsRtnOnBabyllama) {
   LMP_REQUIRE_SHARED("models/babyllama-936k/model.bin");
   LMP_REQUIRE_SHARED("data/tinystories/eval.oneline.txt");
-  Model m = load_model(test::shared("models/babyllama-936k/model.bin"));
-  const auto toks = m.tokenizer->encode(read_text_file(test::shared("data/tinystories/eval.oneline.txt")), true);
-  PerplexityOptions po;
-  po.base = &m;
-  po.max_chunks = 24;
-  po.progress = false;
-  auto kld = [&](const std::string& recipe) {
-    QuantizeOptions qo;
-    qo.recipe = parse_recipe(recipe);
-    qo.calib = {test::shared("data/tinystories/calib.oneline.txt"), 16, 128, 0};
-    qo.progress = false;
-    Model q = quantize_model(m, qo, nullptr);
-    return perplexity(q, toks, po).kld;
-  };
+  const BabyllamaKld kld(16, 24);
   const double rtn = kld("rtn:w3g32;token_embd.weight=rtn:w8g32");
   const double gptq = kld("gptq:w3g32;token_embd.weight=rtn:w8g32");
   EXPECT_LT(gptq, 0.75 * rtn) << "gptq " << gptq << " rtn " << rtn;
@@ -171,21 +183,8 @@ TEST(QuantizePipeline, GptqBeatsRtnOnBabyllama) {
 TEST(QuantizePipeline, TiedGptqBeatsRtnOnBabyllama) {
   LMP_REQUIRE_SHARED("models/babyllama-936k/model.bin");
   LMP_REQUIRE_SHARED("data/tinystories/eval.oneline.txt");
-  Model m = load_model(test::shared("models/babyllama-936k/model.bin"));
-  ASSERT_TRUE(m.cfg.tied_embeddings);
-  const auto toks = m.tokenizer->encode(read_text_file(test::shared("data/tinystories/eval.oneline.txt")), true);
-  PerplexityOptions po;
-  po.base = &m;
-  po.max_chunks = 12;
-  po.progress = false;
-  auto kld = [&](const std::string& recipe) {
-    QuantizeOptions qo;
-    qo.recipe = parse_recipe(recipe);
-    qo.calib = {test::shared("data/tinystories/calib.oneline.txt"), 8, 128, 0};
-    qo.progress = false;
-    Model q = quantize_model(m, qo, nullptr);
-    return perplexity(q, toks, po).kld;
-  };
+  const BabyllamaKld kld(8, 12);
+  ASSERT_TRUE(kld.m.cfg.tied_embeddings);
   for (const char* fmt : {"w4g128", "w2g128"}) {
     const double rtn = kld(std::string("rtn:") + fmt);
     const double gptq = kld(std::string("gptq:") + fmt);
