@@ -66,12 +66,22 @@ struct LayerReport {
 
 // Plain RTN (optionally with per-group clipping search weighted by diag(H) if given, or with the
 // reference's unweighted |.|^2.4 `mse` grid search; not both).
+// fit_imp (may be null): per-column importance the grid fits its params with (the lut family's
+// weighted k-means: SqueezeLLM's sensitivity).
 QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
                              bool clip_search, const double* hdiag /* [cols] or null */,
-                             bool mse_search = false);
+                             bool mse_search = false, const double* fit_imp = nullptr);
+// Params of one group by a search over the grid's range (or the grid's plain params).
+enum class ParamSearch { None, Clip, Mse };
+namespace detail {
+GroupParams search_params(const Grid& grid, const float* w, int64_t n, ParamSearch search, const double* imp,
+                          const double* fit_imp);
+}  // namespace detail
 // GPTQ (Frantar et al. 2023) on W [rows, cols] with H [cols, cols] (double, not modified).
+// Any format (its grid); fit_imp as for quantize_rtn.
 QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
-                              const std::vector<double>& H, const GptqOptions& o, ThreadPool& pool);
+                              const std::vector<double>& H, const GptqOptions& o, ThreadPool& pool,
+                              const double* fit_imp = nullptr);
 // Hessian for a matrix that is both the token embedding and the classifier (tied): the
 // classifier's input Hessian plus the embedding role's, an identity scaled so that emb = 1 gives
 // both roles the same trace: H_cls + emb * mean(diag H_cls) * I (docs/methods.md).

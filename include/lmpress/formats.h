@@ -1,15 +1,21 @@
-// lmpress formats: packed low-bit weight formats. One registry table (src/formats/registry.cpp)
-// lists every bit width's block layout; a format = bit width x group size x symmetric/asymmetric.
-//
-// Quantized value q in [0, 2^bits - 1]; dequantized weight w = scale_g * (q - zero_g), where g is
-// the group (a run of `group` consecutive input columns of one row; the last group of a ragged row
-// is shorter). Symmetric formats have the implicit zero 2^(bits-1) (GPTQ's symmetric grid) and
-// store only scales; asymmetric formats store an integer zero (u8) per group. Scales are f16.
-// Packed layout (docs/formats.md): rows are independent; each row's q values are packed in
-// 32-weight blocks (bytes_per_block(bits) bytes each; the row is zero-padded to a multiple of 32),
-// followed, after all rows, by the f16 scales [rows][n_groups] and (asymmetric) u8 zeros.
+// lmpress formats: packed low-bit weight formats. One traits table (src/formats/registry.cpp)
+// has a row per format family: its names, geometry, exact bits per weight, pack / unpack /
+// reference dequantization, the grid a method quantizes onto, and its kernels per ISA level.
+// Families (docs/formats.md):
+//   int    w<b>g<G>[a] / w<b>row[a]: b-bit integers q in [0, 2^b - 1], w = scale_g * (q - zero_g),
+//          symmetric (implicit zero 2^(b-1)) or asymmetric (u8 zero per group), f16 scales;
+//   nf4    nf4g<G>: QLoRA's NormalFloat-4 values (as int8 / 127) times an f16 absmax scale;
+//   fp4    fp4g<G>: E2M1 values times an f16 scale; mxfp4: E2M1 in groups of 32 with a shared
+//          power-of-two E8M0 scale (OCP MX);
+//   fp8    fp8row / fp8g<G>: E4M3 values times an f16 scale;
+//   lut    lut3 / lut4: a per-row table of 2^b values (int8 times an f16 row scale), codes index
+//          it (SqueezeLLM's non-uniform quantization).
+// Packed layout (docs/formats.md): rows are independent; each row's codes are packed in
+// 32-weight blocks (the row is zero-padded to a multiple of 32), followed, after all rows, by the
+// per-group scales and the family's side payloads (zeros, tables).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,20 +23,26 @@
 
 namespace lmpress {
 
+// Format families (the high byte of a format id).
+enum class FormatFamily : uint8_t { Int = 0, NF4 = 1, FP4 = 2, MXFP4 = 3, FP8 = 4, Lut = 5 };
+
 struct QuantSpec {
-  int bits = 4;        // 2, 3, 4, 5, 6, 8
+  int bits = 4;        // int: 2, 3, 4, 5, 6, 8; nf4/fp4/mxfp4: 4; fp8: 8; lut: 3, 4
   int group = 32;      // 16, 32, 64, 128, or 0 = whole row (per-channel)
-  bool sym = true;
+  bool sym = true;     // int only (every other family is symmetric)
+  FormatFamily family = FormatFamily::Int;
   bool operator==(const QuantSpec&) const = default;
 };
 
-// Format id encoding: bits | group_code << 8 | sym << 16 (group_code: 16->1 32->2 64->3 128->4 row->5).
+// Format id encoding: bits | group_code << 8 | sym << 16 | family << 24 (group_code: 16->1 32->2
+// 64->3 128->4 row->5). The int family's ids are those of lmpress files before families existed.
 uint32_t format_id(const QuantSpec& s);
 QuantSpec format_spec(uint32_t id);             // throws Error for unknown ids
 bool format_id_valid(uint32_t id);
-std::string format_name(const QuantSpec& s);    // "w4g32" / "w4g128a" / "w8row"
+std::string format_name(const QuantSpec& s);    // "w4g32" / "w4g128a" / "w8row" / "nf4g64" / "lut3"
 QuantSpec parse_format_name(const std::string& name);  // inverse; throws Error
-std::vector<QuantSpec> all_formats();
+std::vector<QuantSpec> all_formats();          // every format of every family (parity tests)
+const char* family_name(FormatFamily f);       // "int", "nf4", ...
 
 // One table row per bit width: block layout of 32 weights.
 struct BitLayout {
@@ -48,6 +60,8 @@ struct PackedGeometry {
   int64_t group = 0;           // effective group length (cols for whole-row)
   int64_t groups_per_row = 0;  // ceil(cols / group)
   int64_t q_bytes = 0, scale_bytes = 0, zero_bytes = 0, total_bytes = 0;
+  int64_t table_bytes = 0;     // lut: per-row int8 tables [rows][2^bits]
+  int scale_size = 2;          // bytes per group scale: 2 (f16) or 1 (mxfp4's E8M0)
 };
 PackedGeometry packed_geometry(const QuantSpec& s, int64_t rows, int64_t cols);
 // Exact bits per weight of a packed tensor (scales and zeros included).
@@ -60,6 +74,11 @@ double packed_bpw(const QuantSpec& s, int64_t rows, int64_t cols);
 struct GroupParams {
   float scale = 1.f;
   int32_t zero = 0;
+  // Table families: value of code q = scale * tab()[q]; `table` is a family's fixed table, or
+  // null with the values in `row` (per-row tables of the lut family, ascending).
+  const int8_t* table = nullptr;
+  int8_t row[16] = {};
+  const int8_t* tab() const { return table ? table : row; }
 };
 GroupParams minmax_params(const float* w, int64_t n, const QuantSpec& s, float clip = 1.0f);
 // Quantize one value with given params: clamp(round(w/scale) + zero, 0, maxq).
@@ -79,9 +98,47 @@ struct QuantizedMatrix {
   QuantSpec spec;
   int64_t rows = 0, cols = 0;
   std::vector<uint8_t> q;          // [rows][cols] codes
-  std::vector<float> scales;       // [rows][groups], already f16-representable
-  std::vector<int32_t> zeros;      // [rows][groups]
+  std::vector<float> scales;       // [rows][groups], representable in the stored scale type
+  std::vector<int32_t> zeros;      // [rows][groups] (int family; 0 elsewhere)
+  std::vector<int8_t> table;       // lut family: [rows][2^bits], ascending per row
+  // Sizes every array for spec/rows/cols (codes 0, scales 1, zeros 0, tables 0).
+  void init(const QuantSpec& s, int64_t rows, int64_t cols);
+  // Params of (row, group) as the grid uses them / stores them (table families: the table too).
+  GroupParams params(int64_t r, int64_t g) const;
+  void set_params(int64_t r, int64_t g, const GroupParams& p);
+  int64_t groups() const;          // groups per row
+  int64_t group_len() const;       // columns per group (cols for whole-row)
 };
+// Dequantized weights [rows][cols] of a quantized matrix through its grid (the reference).
+std::vector<float> dequantize_matrix(const QuantizedMatrix& qm);
+
+// The grid a method rounds onto (one per format; format traits give it). Methods (RTN, GPTQ,
+// AWQ's search, SqueezeLLM ...) call only this, so every method works on every format.
+//   params():   the stored params of one group (or, for per-row tables, of the whole row) from its
+//               weights; `clip` shrinks the range (1 = the plain range); `imp` (may be null) weighs
+//               each weight's error where the grid fits params (the lut family's k-means);
+//   quantize(): the code nearest to w under p; dequantize(): its value.
+class Grid {
+ public:
+  explicit Grid(const QuantSpec& s) : spec_(s) {}
+  virtual ~Grid() = default;
+  const QuantSpec& spec() const { return spec_; }
+  int32_t n_codes() const { return 1 << spec_.bits; }
+  // Group length for a row of `cols` columns (cols for whole-row formats).
+  int64_t group_len(int64_t cols) const { return spec_.group == 0 ? cols : spec_.group; }
+  virtual GroupParams params(const float* w, int64_t n, float clip, const double* imp) const = 0;
+  virtual int32_t quantize(float w, const GroupParams& p) const = 0;
+  virtual float dequantize(int32_t q, const GroupParams& p) const = 0;
+  // Whether params() carry a per-row table that the QuantizedMatrix stores (lut family).
+  virtual bool row_table() const { return false; }
+  // Whether `clip` < 1 means something (range-based grids); methods reject clip/mse searches
+  // on grids without a range (lut: its table comes from k-means).
+  virtual bool has_range() const { return true; }
+
+ private:
+  QuantSpec spec_;
+};
+std::unique_ptr<Grid> make_grid(const QuantSpec& s);  // throws Error for unknown formats
 // Packs into a DType::Q tensor (format id set, owned bytes). Validates codes/params.
 Tensor pack_tensor(const std::string& name, const QuantizedMatrix& qm);
 // Reference dequantization of a whole packed tensor / one row.
@@ -95,9 +152,5 @@ void validate_packed(const Tensor& t, const std::string& where);
 // Plain round-to-nearest with min-max params (optionally clipping search, see algo/rtn).
 QuantizedMatrix quantize_rtn_ref(const float* w, int64_t rows, int64_t cols, const QuantSpec& s);
 
-// Installs the quantized matmul / row kernels into the engine (matmul() on DType::Q tensors,
-// tensor_row_f32). Idempotent and thread-safe; pack_tensor, validate_packed and the engine's
-// quantized branch call it, so callers rarely need to.
-void register_quant_kernels();
 
 }  // namespace lmpress

@@ -29,9 +29,11 @@ namespace lmpress {
 namespace {
 
 void check_spec(const QuantSpec& s, const char* who) {
-  if (s.bits < 2 || s.bits > 8)
-    fail(who, "unsupported bit width " + std::to_string(s.bits) + " (use 2..8)");
-  if (s.group < 0) fail(who, "negative group size " + std::to_string(s.group));
+  try {
+    format_id(s);
+  } catch (const Error& e) {
+    fail(who, e.what());
+  }
 }
 
 void check_finite_f32(const float* w, int64_t n, const char* who, const char* what) {
@@ -63,19 +65,11 @@ void for_rows(ThreadPool& pool, int64_t rows, bool serial, const Fn& fn) {
 
 }  // namespace
 
-namespace detail {
-// rtn.cpp: the reference's `mse` grid search over f16-rounded params (docs/methods.md).
-GroupParams mse_group_params(const float* w, int64_t n, const QuantSpec& s);
-}  // namespace detail
-
 namespace {
 
-// Group params as stored: min-max grid (or the `mse` search) with the scale rounded through f16.
-GroupParams stored_params(const float* w, int64_t n, const QuantSpec& s, bool mse) {
-  if (mse) return detail::mse_group_params(w, n, s);
-  GroupParams p = minmax_params(w, n, s);
-  p.scale = round_scale_f16(p.scale);
-  return p;
+// Group params as stored: the grid's plain params (int: min-max) or the `mse` search (rtn.cpp).
+GroupParams stored_params(const Grid& grid, const float* w, int64_t n, bool mse, const double* fit_imp) {
+  return detail::search_params(grid, w, n, mse ? ParamSearch::Mse : ParamSearch::None, nullptr, fit_imp);
 }
 
 // How the group params of a column are chosen (see docs/methods.md).
@@ -116,7 +110,7 @@ void inverse_cholesky_upper(std::vector<double>& r, int64_t n, float* u) {
 
 QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
                               const std::vector<double>& H, const GptqOptions& o,
-                              ThreadPool& pool) {
+                              ThreadPool& pool, const double* fit_imp) {
   const char* who = "gptq";
   check_spec(s, who);
   if (rows <= 0 || cols <= 0 || w == nullptr)
@@ -133,20 +127,16 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
       fail(who, "non-finite value in the Hessian at index " + std::to_string(i));
 
   const int64_t n = cols;
-  const int64_t g = s.group == 0 ? n : s.group;
-  const int64_t ngroups = (n + g - 1) / g;
-  const int32_t maxq = (1 << s.bits) - 1;
+  const std::unique_ptr<Grid> gridp = make_grid(s);
+  const Grid& grid = *gridp;
+  if (o.mse && !grid.has_range()) fail(who, format_name(s) + " has no range to search: mse does not apply");
   const ParamMode mode = s.group == 0                        ? ParamMode::WholeRow
                          : (o.act_order || o.static_groups) ? ParamMode::Static
                                                             : ParamMode::Dynamic;
 
   QuantizedMatrix out;
-  out.spec = s;
-  out.rows = rows;
-  out.cols = cols;
-  out.q.assign(size_t(rows * cols), 0);
-  out.scales.assign(size_t(rows * ngroups), 1.f);
-  out.zeros.assign(size_t(rows * ngroups), 0);
+  out.init(s, rows, cols);
+  const int64_t g = out.group_len(), ngroups = out.groups();
 
   // Dead inputs (never active in calibration): H_ii = 1, weight zeroed (reference).
   std::vector<double> hdiag(n);
@@ -186,9 +176,7 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
         for (int64_t j = 0; j < n; ++j) row[size_t(j)] = dead[size_t(j)] ? 0.f : w[r * n + j];
         for (int64_t gi = 0; gi < ngroups; ++gi) {
           const int64_t c0 = gi * g, len = std::min(g, n - c0);
-          const GroupParams p = stored_params(row.data() + c0, len, s, o.mse);
-          out.scales[size_t(r * ngroups + gi)] = p.scale;
-          out.zeros[size_t(r * ngroups + gi)] = p.zero;
+          out.set_params(r, gi, stored_params(grid, row.data() + c0, len, o.mse, fit_imp ? fit_imp + c0 : nullptr));
         }
       }
     });
@@ -228,9 +216,9 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
       for (int64_t r = r0; r < r1; ++r) {
         float* wr = wp.data() + r * n;
         float* er = err.data() + r * B;
-        float* sc = out.scales.data() + r * ngroups;
-        int32_t* zr = out.zeros.data() + r * ngroups;
         uint8_t* qr = out.q.data() + r * n;
+        GroupParams p;
+        int64_t p_gi = -1;  // group whose params p holds
         for (int64_t i = i1; i < i2; ++i) {
           int64_t gi;
           if (mode == ParamMode::Dynamic) {
@@ -247,17 +235,19 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
                 for (int64_t k = i1; k < i; ++k) v -= er[k - i1] * uf[size_t(k * n + j)];
                 tmp[size_t(j - i)] = v;
               }
-              const GroupParams p = stored_params(tmp.data(), e - i, s, o.mse);
-              sc[gi] = p.scale;
-              zr[gi] = p.zero;
+              out.set_params(r, gi, stored_params(grid, tmp.data(), e - i, o.mse, fit_imp ? fit_imp + i : nullptr));
+              p_gi = -1;
             }
           } else {
             gi = mode == ParamMode::WholeRow ? 0 : perm[size_t(i)] / g;
           }
-          const GroupParams p{sc[gi], zr[gi]};
-          const int32_t code = quantize_value(wr[i], p, maxq);
+          if (gi != p_gi) {
+            p = out.params(r, gi);
+            p_gi = gi;
+          }
+          const int32_t code = grid.quantize(wr[i], p);
           qr[perm[size_t(i)]] = uint8_t(code);
-          const float qv = p.scale * float(code - p.zero);
+          const float qv = grid.dequantize(code, p);
           const float* ui = uf.data() + i * n;
           const float e = (wr[i] - qv) / ui[i];
           for (int64_t j = i + 1; j < i2; ++j) wr[j] -= e * ui[j];
@@ -273,9 +263,8 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
                   -1.0f, err.data(), int(B), uf.data() + i1 * n + i2, int(n), 1.0f,
                   wp.data() + i2, int(n));
   }
-  log_debug("gptq [%lld x %lld] w%dg%d%s: inverse Cholesky %.3f s, columns %.3f s",
-            (long long)rows, (long long)cols, s.bits, s.group, s.sym ? "" : "a", t1 - t0,
-            now_seconds() - t1);
+  log_debug("gptq [%lld x %lld] %s: inverse Cholesky %.3f s, columns %.3f s", (long long)rows,
+            (long long)cols, format_name(s).c_str(), t1 - t0, now_seconds() - t1);
   return out;
 }
 
@@ -299,8 +288,8 @@ double layer_error(const float* w, const QuantizedMatrix& q, const std::vector<d
   const int64_t rows = q.rows, cols = q.cols;
   check_spec(q.spec, who);
   if (rows <= 0 || cols <= 0 || w == nullptr) fail(who, "empty matrix");
-  const int64_t g = q.spec.group == 0 ? cols : q.spec.group;
-  const int64_t ngroups = (cols + g - 1) / g;
+  const int64_t g = q.group_len(), ngroups = q.groups();
+  const std::unique_ptr<Grid> grid = make_grid(q.spec);
   if (int64_t(q.q.size()) != rows * cols || int64_t(q.scales.size()) != rows * ngroups ||
       int64_t(q.zeros.size()) != rows * ngroups)
     fail(who, "quantized matrix has inconsistent code/param sizes");
@@ -325,13 +314,14 @@ double layer_error(const float* w, const QuantizedMatrix& q, const std::vector<d
         const float* wr = w + r * cols;
         double* dr = panel.data() + (i - i0) * cols;
         const uint8_t* qr = q.q.data() + r * cols;
-        for (int64_t j = 0; j < cols; ++j) {
-          if (!deq) {
-            dr[j] = wr[j];
-            continue;
-          }
-          const size_t gi = size_t(r * ngroups + j / g);
-          dr[j] = double(wr[j]) - double(q.scales[gi]) * double(int32_t(qr[j]) - q.zeros[gi]);
+        if (!deq) {
+          for (int64_t j = 0; j < cols; ++j) dr[j] = wr[j];
+          continue;
+        }
+        for (int64_t gi = 0; gi < ngroups; ++gi) {
+          const GroupParams p = q.params(r, gi);
+          for (int64_t j = gi * g; j < std::min(cols, (gi + 1) * g); ++j)
+            dr[j] = double(wr[j]) - double(grid->dequantize(qr[j], p));
         }
       }
       cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, int(cols), int(nr), 1.0, panel.data(),

@@ -1,13 +1,13 @@
-// RTN: per-group min-max round-to-nearest (GPTQ's grid, minmax_params), optionally with a
-// clipping search per group: the range is shrunk by c in kClipGrid and the c with the smallest
+// RTN: per-group round-to-nearest onto the format's grid (for the int family GPTQ's min-max grid,
+// minmax_params), optionally with a clipping search per group: the range is shrunk by c in kClipGrid and the c with the smallest
 // importance-weighted error sum_j imp_j (w_j - deq(q_j))^2 is kept (imp = diag(H) when given,
 // else 1). c = 1 is tried first and only a strictly smaller error replaces it, so the search is
 // never worse than plain RTN in that error.
 // `mse` (mse_search): the reference GPTQ quantizer's grid search (IST-DASLab/gptq quant.py,
 // Quantizer.find_params with mse=True: grid 100, maxshrink 0.8, norm 2.4): the range is shrunk
 // by p = 1 - i/100, i = 0..79, and the p with the smallest unweighted sum_j |w_j - deq(q_j)|^2.4
-// is kept (first strict minimum, so p = 1, plain min-max, wins ties). mse_group_params() is also
-// GPTQ's param function when its `mse` option is set (declared in gptq.cpp).
+// is kept (first strict minimum, so p = 1, plain min-max, wins ties). detail::search_params() is
+// also GPTQ's param function. Both searches run on any grid with a range (Grid::has_range).
 #include <algorithm>
 #include <cmath>
 #include <exception>
@@ -26,18 +26,10 @@ namespace {
 constexpr int kClipSteps = 26;
 constexpr float kClipStep = 0.02f;
 
-GroupParams stored_params(const float* w, int64_t n, const QuantSpec& s, float clip) {
-  GroupParams p = minmax_params(w, n, s, clip);
-  p.scale = round_scale_f16(p.scale);
-  return p;
-}
-
-double group_error(const float* w, const double* imp, int64_t n, const GroupParams& p,
-                   int32_t maxq) {
+double group_error(const Grid& grid, const float* w, const double* imp, int64_t n, const GroupParams& p) {
   double e = 0;
   for (int64_t j = 0; j < n; ++j) {
-    const int32_t q = quantize_value(w[j], p, maxq);
-    const double d = double(w[j]) - double(p.scale) * double(q - p.zero);
+    const double d = double(w[j]) - double(grid.dequantize(grid.quantize(w[j], p), p));
     e += (imp ? imp[j] : 1.0) * d * d;
   }
   return e;
@@ -47,24 +39,35 @@ double group_error(const float* w, const double* imp, int64_t n, const GroupPara
 
 namespace detail {
 
-// The reference's mse search over the f16-rounded (stored) params of one group.
-GroupParams mse_group_params(const float* w, int64_t n, const QuantSpec& s) {
-  constexpr int kGrid = 100, kSteps = 80;  // grid, int(maxshrink * grid)
-  constexpr double kNorm = 2.4;
-  const int32_t maxq = (1 << s.bits) - 1;
-  GroupParams best = stored_params(w, n, s, 1.0f);
-  double best_err = INFINITY;
-  for (int i = 0; i < kSteps; ++i) {
-    const float p = float(1.0 - double(i) / kGrid);  // the reference's p, as a float
-    const GroupParams c = i == 0 ? best : stored_params(w, n, s, p);
-    double e = 0;
-    for (int64_t j = 0; j < n && e < best_err; ++j) {  // a partial sum >= best cannot win
-      const int32_t q = quantize_value(w[j], c, maxq);
-      e += std::pow(std::fabs(double(w[j]) - double(c.scale) * double(q - c.zero)), kNorm);
+GroupParams search_params(const Grid& grid, const float* w, int64_t n, ParamSearch search, const double* imp,
+                          const double* fit_imp) {
+  GroupParams best = grid.params(w, n, 1.0f, fit_imp);
+  if (search == ParamSearch::Clip) {
+    double best_err = group_error(grid, w, imp, n, best);
+    for (int k = 1; k < kClipSteps; ++k) {
+      const GroupParams p = grid.params(w, n, 1.0f - kClipStep * float(k), fit_imp);
+      const double e = group_error(grid, w, imp, n, p);
+      if (e < best_err) {
+        best_err = e;
+        best = p;
+      }
     }
-    if (e < best_err) {
-      best_err = e;
-      best = c;
+  } else if (search == ParamSearch::Mse) {
+    // The reference's mse search (grid 100, maxshrink 0.8, norm 2.4) over the stored params.
+    constexpr int kGrid = 100, kSteps = 80;
+    constexpr double kNorm = 2.4;
+    double best_err = INFINITY;
+    const GroupParams first = best;
+    for (int i = 0; i < kSteps; ++i) {
+      const float pr = float(1.0 - double(i) / kGrid);  // the reference's p, as a float
+      const GroupParams c = i == 0 ? first : grid.params(w, n, pr, fit_imp);
+      double e = 0;
+      for (int64_t j = 0; j < n && e < best_err; ++j)  // a partial sum >= best cannot win
+        e += std::pow(std::fabs(double(w[j]) - double(grid.dequantize(grid.quantize(w[j], c), c))), kNorm);
+      if (e < best_err) {
+        best_err = e;
+        best = c;
+      }
     }
   }
   return best;
@@ -73,66 +76,51 @@ GroupParams mse_group_params(const float* w, int64_t n, const QuantSpec& s) {
 }  // namespace detail
 
 QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
-                             bool clip_search, const double* hdiag, bool mse_search) {
+                             bool clip_search, const double* hdiag, bool mse_search, const double* fit_imp) {
   const char* who = "rtn";
   if (clip_search && mse_search)
     fail(who, "clip and mse are alternative parameter searches; use one");
-  if (s.bits < 2 || s.bits > 8)
-    fail(who, "unsupported bit width " + std::to_string(s.bits) + " (use 2..8)");
-  if (s.group < 0) fail(who, "negative group size " + std::to_string(s.group));
+  try {
+    format_id(s);
+  } catch (const Error& e) {
+    fail(who, e.what());
+  }
   if (rows <= 0 || cols <= 0 || w == nullptr)
     fail(who, "empty weight matrix [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
   for (int64_t i = 0; i < rows * cols; ++i)
     if (!std::isfinite(w[i])) fail(who, "non-finite weight at index " + std::to_string(i));
-  if (hdiag)
-    for (int64_t j = 0; j < cols; ++j)
-      if (!std::isfinite(hdiag[j]) || hdiag[j] < 0)
-        fail(who, "importance (Hessian diagonal) must be finite and >= 0; column " +
-                      std::to_string(j));
-
-  const int64_t g = s.group == 0 ? cols : s.group;
-  const int64_t ngroups = (cols + g - 1) / g;
-  const int32_t maxq = (1 << s.bits) - 1;
+  for (const double* imp : {hdiag, fit_imp})
+    if (imp)
+      for (int64_t j = 0; j < cols; ++j)
+        if (!std::isfinite(imp[j]) || imp[j] < 0)
+          fail(who, "importance (Hessian diagonal) must be finite and >= 0; column " + std::to_string(j));
+  const std::unique_ptr<Grid> grid = make_grid(s);
+  if ((clip_search || mse_search) && !grid->has_range())
+    fail(who, format_name(s) + " has no range to search: clip and mse do not apply");
+  const ParamSearch search = clip_search ? ParamSearch::Clip : mse_search ? ParamSearch::Mse : ParamSearch::None;
 
   QuantizedMatrix out;
-  out.spec = s;
-  out.rows = rows;
-  out.cols = cols;
-  out.q.resize(size_t(rows * cols));
-  out.scales.resize(size_t(rows * ngroups));
-  out.zeros.resize(size_t(rows * ngroups));
+  out.init(s, rows, cols);
+  const int64_t g = out.group_len(), ngroups = out.groups();
 
   auto body = [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       for (int64_t gi = 0; gi < ngroups; ++gi) {
         const int64_t c0 = gi * g, len = std::min(g, cols - c0);
         const float* wg = w + r * cols + c0;
-        const double* imp = hdiag ? hdiag + c0 : nullptr;
-        GroupParams best = mse_search ? detail::mse_group_params(wg, len, s)
-                                      : stored_params(wg, len, s, 1.0f);
-        if (clip_search) {
-          double best_err = group_error(wg, imp, len, best, maxq);
-          for (int k = 1; k < kClipSteps; ++k) {
-            const GroupParams p = stored_params(wg, len, s, 1.0f - kClipStep * float(k));
-            const double e = group_error(wg, imp, len, p, maxq);
-            if (e < best_err) {
-              best_err = e;
-              best = p;
-            }
-          }
-        }
-        out.scales[size_t(r * ngroups + gi)] = best.scale;
-        out.zeros[size_t(r * ngroups + gi)] = best.zero;
+        const GroupParams best = detail::search_params(*grid, wg, len, search, hdiag ? hdiag + c0 : nullptr,
+                                                       fit_imp ? fit_imp + c0 : nullptr);
+        out.set_params(r, gi, best);
         uint8_t* q = out.q.data() + r * cols + c0;
-        for (int64_t j = 0; j < len; ++j) q[j] = uint8_t(quantize_value(wg[j], best, maxq));
+        for (int64_t j = 0; j < len; ++j) q[j] = uint8_t(grid->quantize(wg[j], best));
       }
     }
   };
-  // Large layers with the search are worth a private pool (the API takes none).
-  const int64_t work = rows * cols * (clip_search ? kClipSteps : mse_search ? 80 : 1);
+  // Large layers with a search (or k-means) are worth a private pool (the API takes none).
+  const int64_t work = rows * cols * (clip_search ? kClipSteps : mse_search ? 80 : grid->row_table() ? 50 : 1);
   if (work >= (int64_t(1) << 22) && default_threads() > 1 && rows > 1) {
     ThreadPool pool(default_threads());
-    std::exception_ptr first;  // minmax_params may throw; a pool worker must not
+    std::exception_ptr first;  // params may throw; a pool worker must not
     std::mutex mu;
     pool.parallel_for(rows, [&](int, int64_t r0, int64_t r1) {
       try {

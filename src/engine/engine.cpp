@@ -8,13 +8,12 @@
 #include <cstring>
 
 #include "engine/matmul_ext.h"
+#include "formats/formats_internal.h"
 #include "kernels/kernels.h"
 
 namespace lmpress {
 
 namespace {
-QuantRowFn g_quant_row = nullptr;
-
 std::vector<float> norm_f32(const Tensor& t) { return t.empty() ? std::vector<float>{} : tensor_to_f32(t); }
 
 void rmsnorm(const float* x, const float* w, float* out, int64_t n, int64_t d, float eps) {
@@ -29,8 +28,6 @@ void rmsnorm(const float* x, const float* w, float* out, int64_t n, int64_t d, f
 }
 }  // namespace
 
-void set_quant_row(QuantRowFn fn) { g_quant_row = fn; }
-
 void tensor_row_f32(const Tensor& t, int64_t r, float* out) {
   const int64_t c = t.cols();
   switch (t.dtype) {
@@ -38,8 +35,7 @@ void tensor_row_f32(const Tensor& t, int64_t r, float* out) {
     case DType::F16: f16_to_f32_row(t.as<uint16_t>() + r * c, out, size_t(c)); return;
     case DType::BF16: bf16_to_f32_row(t.as<uint16_t>() + r * c, out, size_t(c)); return;
     case DType::Q:
-      if (!g_quant_row) fail(t.name, "quantized tensor but no quantized kernels are registered");
-      g_quant_row(t, r, out);
+      quant_row(t, r, out);
       return;
     default: fail(t.name, std::string("unsupported dtype ") + dtype_name(t.dtype));
   }

@@ -2,13 +2,15 @@
 //  - n < kGemmMinTokens: matrix-vector kernels (decode), rows split over the thread pool;
 //  - otherwise GEMM: f32 weights go straight to OpenBLAS sgemm; f16/bf16 weights are converted
 //    to f32 in row panels (kPanelRows rows, a few MB, stays in cache) and each panel is one sgemm.
-// Quantized formats plug in through the format registry (formats.h) when present.
+// Packed (quantized) weights go to the formats front end (src/formats/qmatmul.cpp), which picks
+// the format family's kernels from the format traits.
 #include <cblas.h>
 
 #include <algorithm>
 #include <vector>
 
 #include "engine/matmul_ext.h"
+#include "formats/formats_internal.h"
 #include "kernels/kernels.h"
 #include "lmpress/engine.h"
 #include "lmpress/formats.h"
@@ -20,9 +22,6 @@ namespace lmpress {
 namespace {
 constexpr int64_t kGemmMinTokens = 4;
 constexpr int64_t kPanelRows = 256;
-
-QuantMatmulFn g_quant_matmul = nullptr;
-QuantMatmulBatchFn g_quant_matmul_batch = nullptr;
 
 void gemv_dense(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
   const int64_t rows = W.rows(), cols = W.cols();
@@ -95,15 +94,11 @@ void gemm_dense(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool
 
 }  // namespace
 
-void set_quant_matmul(QuantMatmulFn fn) { g_quant_matmul = fn; }
-void set_quant_matmul_batch(QuantMatmulBatchFn fn) { g_quant_matmul_batch = fn; }
-
 void matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
   bool all_q = count > 0;
   for (int j = 0; j < count; ++j) all_q = all_q && jobs[j].W->dtype == DType::Q;
-  if (all_q && !g_quant_matmul_batch) register_quant_kernels();
-  if (all_q && g_quant_matmul_batch) {
-    g_quant_matmul_batch(jobs, count, pool);
+  if (all_q) {
+    quant_matmul_batch(jobs, count, pool);
     return;
   }
   for (int j = 0; j < count; ++j) matmul(*jobs[j].W, jobs[j].x, jobs[j].n, jobs[j].y, pool);
@@ -121,9 +116,7 @@ void matmul(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& po
         gemm_dense(W, x, n, y, pool);
       return;
     case DType::Q:
-      if (!g_quant_matmul) register_quant_kernels();  // also links src/formats/qmatmul.cpp in
-      if (!g_quant_matmul) fail(W.name, "quantized tensor but no quantized kernels are registered");
-      g_quant_matmul(W, x, n, y, pool);
+      quant_matmul(W, x, n, y, pool);
       return;
     default:
       fail(W.name, std::string("unsupported weight dtype ") + dtype_name(W.dtype));

@@ -2,6 +2,7 @@
 // quantized matmul entry points.
 #pragma once
 #include "kernels/qkernels.h"
+#include "lmpress/engine.h"
 #include "lmpress/formats.h"
 
 namespace lmpress {
@@ -10,9 +11,13 @@ namespace detail {
 kern::QWeights packed_view(const Tensor& t);
 }  // namespace detail
 
-// y[n, rows] = x[n, cols] * W^T with integer dot products against int8 activations (the engine's
-// matmul() lands here for DType::Q). Uses the active SIMD level's kernels.
+// y[n, rows] = x[n, cols] * W^T for a packed W (the engine's matmul() lands here for DType::Q),
+// with the active SIMD level's kernels of W's format family. W was validated when it was made or
+// loaded (pack_tensor / validate_packed).
 void quant_matmul(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool);
+// Several products in one dispatch (every W packed); inputs shared by consecutive jobs are
+// quantized once.
+void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool);
 // The composed alternative: dequantize row panels to f32 and multiply with OpenBLAS sgemm.
 // Kept as an oracle and for benchmarks (bench_quant compares the two for prefill).
 void quant_matmul_dequant_sgemm(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool);

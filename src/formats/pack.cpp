@@ -1,16 +1,13 @@
-// Packing front end: min-max parameters, RTN reference quantizer, pack / unpack / dequantize of
-// DType::Q tensors and their validation. The block bit layouts themselves are the scalar
-// reference in src/kernels/generic/quant.cpp (pack_qblock / unpack_qblock).
-//
-// Packed tensor bytes (docs/formats.md): [rows][row_bytes] code blocks, then f16 scales
-// [rows][groups], then (asymmetric only) u8 zeros [rows][groups]. Codes past `cols` in the last
-// block of a row are 0.
+// Packing front end of every family: min-max parameters, RTN reference quantizer, pack / unpack /
+// dequantize of DType::Q tensors and their validation. Codes are packed here for all families
+// (32-weight blocks, the bit layouts of src/kernels/generic/quant.cpp: pack_qblock /
+// unpack_qblock); each family's traits pack its params and side payloads (docs/formats.md).
+// Codes past `cols` in the last block of a row are 0.
 #include <cmath>
 #include <cstring>
 #include <limits>
 
-#include "kernels/qkernels.h"
-#include "lmpress/formats.h"
+#include "formats/traits.h"
 
 namespace lmpress {
 
@@ -18,31 +15,7 @@ namespace {
 
 int32_t maxq_of(int bits) { return (1 << bits) - 1; }
 
-std::string shape_str(int64_t rows, int64_t cols) {
-  std::string s(1, '[');  // (appends: GCC 12 warns falsely on "[" + std::string)
-  s += std::to_string(rows);
-  s += ", ";
-  s += std::to_string(cols);
-  s += ']';
-  return s;
-}
-
-kern::QWeights view_of(const Tensor& t, const QuantSpec& s, const PackedGeometry& g) {
-  kern::QWeights w;
-  const uint8_t* base = static_cast<const uint8_t*>(t.data);
-  w.q = base;
-  w.scales = reinterpret_cast<const uint16_t*>(base + g.q_bytes);
-  w.zeros = s.sym ? nullptr : base + g.q_bytes + g.scale_bytes;
-  w.rows = g.rows;
-  w.cols = g.cols;
-  w.nb = g.blocks_per_row;
-  w.row_bytes = g.row_bytes;
-  w.groups = g.groups_per_row;
-  w.group = g.group;
-  w.bits = s.bits;
-  w.zero_sym = 1 << (s.bits - 1);
-  return w;
-}
+using fmt::shape_str;
 
 }  // namespace
 
@@ -87,36 +60,85 @@ GroupParams minmax_params(const float* w, int64_t n, const QuantSpec& s, float c
 
 QuantizedMatrix quantize_rtn_ref(const float* w, int64_t rows, int64_t cols, const QuantSpec& s) {
   const PackedGeometry g = packed_geometry(s, rows, cols);
+  const std::unique_ptr<Grid> grid = make_grid(s);
   QuantizedMatrix qm;
-  qm.spec = s;
-  qm.rows = rows;
-  qm.cols = cols;
-  qm.q.resize(size_t(rows * cols));
-  qm.scales.resize(size_t(rows * g.groups_per_row));
-  qm.zeros.resize(size_t(rows * g.groups_per_row));
-  const int32_t maxq = maxq_of(s.bits);
+  qm.init(s, rows, cols);
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t gi = 0; gi < g.groups_per_row; ++gi) {
       const int64_t c0 = gi * g.group, c1 = std::min(cols, c0 + g.group);
       const float* src = w + r * cols + c0;
       GroupParams p;
       try {
-        p = minmax_params(src, c1 - c0, s);
+        p = grid->params(src, c1 - c0, 1.0f, nullptr);
       } catch (const Error& e) {
         fail("", std::string(e.what()) + " (row " + std::to_string(r) + ", columns " +
                      std::to_string(c0) + ".." + std::to_string(c1 - 1) + ")");
       }
-      qm.scales[size_t(r * g.groups_per_row + gi)] = p.scale;
-      qm.zeros[size_t(r * g.groups_per_row + gi)] = p.zero;
-      for (int64_t c = c0; c < c1; ++c)
-        qm.q[size_t(r * cols + c)] = uint8_t(quantize_value(w[r * cols + c], p, maxq));
+      qm.set_params(r, gi, p);
+      for (int64_t c = c0; c < c1; ++c) qm.q[size_t(r * cols + c)] = uint8_t(grid->quantize(w[r * cols + c], p));
     }
   }
   return qm;
 }
 
+// ---- QuantizedMatrix -----------------------------------------------------------------------------
+int64_t QuantizedMatrix::group_len() const { return spec.group == 0 ? cols : spec.group; }
+int64_t QuantizedMatrix::groups() const {
+  const int64_t g = group_len();
+  return g == 0 ? 0 : (cols + g - 1) / g;
+}
+
+void QuantizedMatrix::init(const QuantSpec& s, int64_t r, int64_t c) {
+  spec = s;
+  rows = r;
+  cols = c;
+  const int64_t G = groups();
+  q.assign(size_t(rows * cols), 0);
+  scales.assign(size_t(rows * G), 1.f);
+  zeros.assign(size_t(rows * G), 0);
+  table.clear();
+  if (s.family == FormatFamily::Lut) table.assign(size_t(rows << s.bits), 0);
+}
+
+GroupParams QuantizedMatrix::params(int64_t r, int64_t g) const {
+  GroupParams p;
+  const size_t k = size_t(r * groups() + g);
+  p.scale = scales[k];
+  p.zero = zeros.empty() ? 0 : zeros[k];
+  if (!table.empty()) {
+    const int64_t T = int64_t(1) << spec.bits;
+    std::copy(table.begin() + r * T, table.begin() + (r + 1) * T, p.row);
+  } else {
+    p.table = format_traits(spec).fixed_table;
+  }
+  return p;
+}
+
+void QuantizedMatrix::set_params(int64_t r, int64_t g, const GroupParams& p) {
+  const size_t k = size_t(r * groups() + g);
+  scales[k] = p.scale;
+  if (!zeros.empty()) zeros[k] = p.zero;
+  if (!table.empty()) {
+    const int64_t T = int64_t(1) << spec.bits;
+    std::copy(p.row, p.row + T, table.begin() + r * T);
+  }
+}
+
+std::vector<float> dequantize_matrix(const QuantizedMatrix& qm) {
+  const std::unique_ptr<Grid> grid = make_grid(qm.spec);
+  const int64_t g = qm.group_len(), G = qm.groups();
+  std::vector<float> out(size_t(qm.rows * qm.cols));
+  for (int64_t r = 0; r < qm.rows; ++r)
+    for (int64_t gi = 0; gi < G; ++gi) {
+      const GroupParams p = qm.params(r, gi);
+      for (int64_t c = gi * g; c < std::min(qm.cols, (gi + 1) * g); ++c)
+        out[size_t(r * qm.cols + c)] = grid->dequantize(qm.q[size_t(r * qm.cols + c)], p);
+    }
+  return out;
+}
+
+// ---- pack / unpack / validate --------------------------------------------------------------------
 Tensor pack_tensor(const std::string& name, const QuantizedMatrix& qm) {
-  register_quant_kernels();
   const QuantSpec& s = qm.spec;
   const std::string where = name.empty() ? "pack_tensor" : name;
   try {
@@ -133,15 +155,12 @@ Tensor pack_tensor(const std::string& name, const QuantizedMatrix& qm) {
   if (int64_t(qm.scales.size()) != rows * G)
     fail(where, "scales: " + std::to_string(qm.scales.size()) + " values, expected " +
                     std::to_string(rows * G) + " (" + std::to_string(G) + " groups per row)");
-  if (!(qm.zeros.empty() && s.sym) && int64_t(qm.zeros.size()) != rows * G)
-    fail(where, "zeros: " + std::to_string(qm.zeros.size()) + " values, expected " +
-                    std::to_string(rows * G));
-  const int32_t maxq = maxq_of(s.bits), zsym = 1 << (s.bits - 1);
+  if (s.family == FormatFamily::Int && !(qm.zeros.empty() && s.sym) && int64_t(qm.zeros.size()) != rows * G)
+    fail(where, "zeros: " + std::to_string(qm.zeros.size()) + " values, expected " + std::to_string(rows * G));
+  const int32_t maxq = maxq_of(s.bits);
 
   std::vector<uint8_t> bytes(size_t(g.total_bytes), 0);
   uint8_t* qdst = bytes.data();
-  uint16_t* sdst = reinterpret_cast<uint16_t*>(bytes.data() + g.q_bytes);
-  uint8_t* zdst = bytes.data() + g.q_bytes + g.scale_bytes;
   const int bpb = kern::qblock_bytes(s.bits);
   uint8_t blk[kern::kQBlock];
   for (int64_t r = 0; r < rows; ++r) {
@@ -157,112 +176,94 @@ Tensor pack_tensor(const std::string& name, const QuantizedMatrix& qm) {
       std::memcpy(blk, qr + c0, size_t(n));
       kern::pack_qblock(s.bits, blk, qdst + r * g.row_bytes + b * bpb);
     }
-    for (int64_t gi = 0; gi < G; ++gi) {
-      const size_t k = size_t(r * G + gi);
-      const float sc = qm.scales[k];
-      if (!std::isfinite(sc))
-        fail(where, "non-finite scale " + std::to_string(sc) + " at row " + std::to_string(r) +
-                        ", group " + std::to_string(gi));
-      const uint16_t h = f32_to_f16(sc);
-      if (f16_to_f32(h) != sc)
-        fail(where, "scale " + std::to_string(sc) + " at row " + std::to_string(r) + ", group " +
-                        std::to_string(gi) +
-                        " is not f16-representable: pass it through round_scale_f16 before "
-                        "quantizing with it");
-      sdst[k] = h;
-      if (qm.zeros.empty()) continue;
-      const int32_t z = qm.zeros[k];
-      if (s.sym && z != zsym)
-        fail(where, "symmetric format with zero " + std::to_string(z) + " at row " +
-                        std::to_string(r) + ", group " + std::to_string(gi) + " (must be " +
-                        std::to_string(zsym) + ")");
-      if (!s.sym) {
-        if (z < 0 || z > 255)
-          fail(where, "zero " + std::to_string(z) + " at row " + std::to_string(r) + ", group " +
-                          std::to_string(gi) + " outside the u8 range 0..255");
-        zdst[k] = uint8_t(z);
-      }
-    }
   }
-  return make_owned_tensor(name, DType::Q, {rows, cols}, std::move(bytes), format_id(s));
+  format_traits(s).pack(qm, g, bytes.data(), where);
+  Tensor t = make_owned_tensor(name, DType::Q, {rows, cols}, std::move(bytes), format_id(s));
+  return t;
 }
 
-void validate_packed(const Tensor& t, const std::string& where) {
-  register_quant_kernels();
-  const std::string w = where.empty() ? t.name : where;
-  const std::string tn = "tensor '" + t.name + "'";
-  if (t.dtype != DType::Q) fail(w, tn + " is " + dtype_name(t.dtype) + ", not a packed quantized tensor");
+namespace {
+// Shape, format id and byte size of a packed tensor; returns its spec and geometry. Error
+// messages are built only on failure (this runs once per tensor at load).
+std::pair<QuantSpec, PackedGeometry> check_layout(const Tensor& t, const std::string& where) {
+  auto w = [&] { return where.empty() ? t.name : where; };
+  auto tn = [&] { return "tensor '" + t.name + "'"; };
+  if (t.dtype != DType::Q) fail(w(), tn() + " is " + dtype_name(t.dtype) + ", not a packed quantized tensor");
   if (!format_id_valid(t.format)) {
     char buf[16];
-    std::snprintf(buf, sizeof buf, "0x%06x", t.format);
-    fail(w, tn + " has unknown quantized format id " + buf);
+    std::snprintf(buf, sizeof buf, "0x%08x", t.format);
+    fail(w(), tn() + " has unknown quantized format id " + buf);
   }
   if (t.shape.size() != 2 || t.shape[0] < 1 || t.shape[1] < 1) {
     std::string sh;
     for (size_t i = 0; i < t.shape.size(); ++i) sh += (i ? ", " : "") + std::to_string(t.shape[i]);
-    fail(w, tn + ": packed tensors are 2-D [rows, cols] with rows, cols >= 1, got [" + sh + "]");
+    fail(w(), tn() + ": packed tensors are 2-D [rows, cols] with rows, cols >= 1, got [" + sh + "]");
   }
   const QuantSpec s = format_spec(t.format);
   if (t.shape[0] > (int64_t(1) << 40) || t.shape[1] > (int64_t(1) << 40))
-    fail(w, tn + ": shape " + shape_str(t.shape[0], t.shape[1]) + " too large");
+    fail(w(), tn() + ": shape " + shape_str(t.shape[0], t.shape[1]) + " too large");
   const PackedGeometry g = packed_geometry(s, t.shape[0], t.shape[1]);
-  if (t.data == nullptr) fail(w, tn + " has no data");
+  if (t.data == nullptr) fail(w(), tn() + " has no data");
   if (int64_t(t.nbytes) != g.total_bytes)
-    fail(w, tn + ": " + std::to_string(t.nbytes) + " bytes, but " + format_name(s) + " " +
-                shape_str(g.rows, g.cols) + " needs " + std::to_string(g.total_bytes) +
-                " (truncated file or wrong format id?)");
+    fail(w(), tn() + ": " + std::to_string(t.nbytes) + " bytes, but " + format_name(s) + " " +
+                  shape_str(g.rows, g.cols) + " needs " + std::to_string(g.total_bytes) +
+                  " (truncated file or wrong format id?)");
+  return {s, g};
+}
+}  // namespace
+
+void validate_packed(const Tensor& t, const std::string& where) {
+  const auto [s, g] = check_layout(t, where);
+  format_traits(s).check(static_cast<const uint8_t*>(t.data), g, s, where.empty() ? t.name : where);
 }
 
 QuantizedMatrix unpack_tensor(const Tensor& t) {
-  validate_packed(t, t.name);
-  const QuantSpec s = format_spec(t.format);
-  const PackedGeometry g = packed_geometry(s, t.rows(), t.cols());
-  const kern::QWeights v = view_of(t, s, g);
+  const auto [s, g] = check_layout(t, t.name);
+  const uint8_t* base = static_cast<const uint8_t*>(t.data);
   QuantizedMatrix qm;
-  qm.spec = s;
-  qm.rows = g.rows;
-  qm.cols = g.cols;
-  qm.q.resize(size_t(g.rows * g.cols));
-  qm.scales.resize(size_t(g.rows * g.groups_per_row));
-  qm.zeros.resize(size_t(g.rows * g.groups_per_row));
+  qm.init(s, g.rows, g.cols);
   const int bpb = kern::qblock_bytes(s.bits);
   uint8_t blk[kern::kQBlock];
   for (int64_t r = 0; r < g.rows; ++r) {
     for (int64_t b = 0; b < g.blocks_per_row; ++b) {
-      kern::unpack_qblock(s.bits, v.q + r * g.row_bytes + b * bpb, blk);
+      kern::unpack_qblock(s.bits, base + r * g.row_bytes + b * bpb, blk);
       const int64_t c0 = b * kern::kQBlock, n = std::min<int64_t>(kern::kQBlock, g.cols - c0);
       std::memcpy(qm.q.data() + r * g.cols + c0, blk, size_t(n));
     }
   }
-  for (int64_t k = 0; k < g.rows * g.groups_per_row; ++k) {
-    qm.scales[size_t(k)] = f16_to_f32(v.scales[k]);
-    qm.zeros[size_t(k)] = v.zeros ? v.zeros[k] : v.zero_sym;
-  }
+  format_traits(s).unpack_params(base, g, s, qm);
   return qm;
 }
 
+namespace {
+// The reference dequantization: the scalar level's dequant_rows of the family.
+void dequant_ref_rows(const Tensor& t, int64_t r0, int64_t r1, float* out) {
+  const auto [s, g] = check_layout(t, t.name);
+  const FormatTraits& tr = format_traits(s);
+  const kern::QWeights v = tr.view(static_cast<const uint8_t*>(t.data), s, g);
+  if (s.family == FormatFamily::Int)
+    kern::qops_scalar.dequant_rows(v, r0, r1, out, g.cols);
+  else
+    tr.kernels[0]->dequant_rows(v, r0, r1, out, g.cols);
+}
+}  // namespace
+
 void dequantize_row_ref(const Tensor& t, int64_t r, float* out) {
-  validate_packed(t, t.name);
   if (r < 0 || r >= t.rows())
     fail(t.name, "row " + std::to_string(r) + " out of range [0, " + std::to_string(t.rows()) + ")");
-  const QuantSpec s = format_spec(t.format);
-  const PackedGeometry g = packed_geometry(s, t.rows(), t.cols());
-  kern::qops_scalar.dequant_rows(view_of(t, s, g), r, r + 1, out, g.cols);
+  dequant_ref_rows(t, r, r + 1, out);
 }
 
 std::vector<float> dequantize_ref(const Tensor& t) {
-  validate_packed(t, t.name);
-  const QuantSpec s = format_spec(t.format);
-  const PackedGeometry g = packed_geometry(s, t.rows(), t.cols());
-  std::vector<float> out(size_t(g.rows * g.cols));
-  kern::qops_scalar.dequant_rows(view_of(t, s, g), 0, g.rows, out.data(), g.cols);
+  std::vector<float> out(size_t(t.rows() * t.cols()));
+  dequant_ref_rows(t, 0, t.rows(), out.data());
   return out;
 }
 
 namespace detail {
 kern::QWeights packed_view(const Tensor& t) {
   const QuantSpec s = format_spec(t.format);
-  return view_of(t, s, packed_geometry(s, t.rows(), t.cols()));
+  return format_traits(s).view(static_cast<const uint8_t*>(t.data), s, packed_geometry(s, t.rows(), t.cols()));
 }
 }  // namespace detail
 

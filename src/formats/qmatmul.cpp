@@ -1,69 +1,119 @@
-// Quantized matmul front end: validates the packed tensor, quantizes the activations once per call
-// (int8 per 32-column block, qkernels.h), precomputes the zero-point sums X, splits the work over
-// the thread pool and calls the active SIMD level's kernel. Also the dequantize + sgemm
-// alternative (benchmarks / oracle) and the engine registration.
+// Quantized matmul front end for every format family: picks the family's kernels at the active SIMD
+// level (format traits), quantizes the activations once per distinct input (int8 per 32-column
+// block, qkernels.h; f32 families read them as they are), precomputes the int family's zero-point
+// sums X and splits the work over the thread pool. Also the dequantize + sgemm alternative
+// (benchmarks / oracle).
 #include <cblas.h>
 
 #include <algorithm>
 #include <mutex>
 #include <vector>
 
-#include "engine/matmul_ext.h"
 #include "formats/formats_internal.h"
+#include "formats/traits.h"
 
 
 namespace lmpress {
 
 namespace {
 
-struct ActBuffers {
-  std::vector<int8_t> qa;
-  std::vector<float> d, x;
-  std::vector<int32_t> hs;
+// Kernels of a packed tensor at the active level: the int family's QuantOps, or the family's
+// FormatKernels (a level a family has no kernel for falls back to the next lower one).
+struct Dispatch {
+  const FormatTraits* traits;
+  void (*gemm)(const kern::QGemmArgs&, int64_t, int64_t, int64_t, int64_t);
+  void (*dequant_rows)(const kern::QWeights&, int64_t, int64_t, float*, int64_t);
 };
 
-// Quantizes x [n][cols] for w (block scales token-minor, see QActs) into the caller's buffers.
-kern::QActs quantize_activations(const kern::QuantOps& K, const kern::QWeights& w, const float* x,
-                                 int64_t n, ThreadPool& pool, ActBuffers& B) {
-  const int64_t nb = w.nb, G = w.groups, cols = w.cols;
+Dispatch dispatch_of(const QuantSpec& s) {
+  const FormatTraits& t = format_traits(s);
+  if (s.family == FormatFamily::Int) {
+    const kern::QuantOps& K = kern::qops();
+    return {&t, K.gemm, K.dequant_rows};
+  }
+  int l = int(active_simd_level());
+  while (l > 0 && !t.kernels[l]) --l;
+  return {&t, t.kernels[l]->gemm, t.kernels[l]->dequant_rows};
+}
+
+// Int8 block activations of n tokens (qkernels.h): built once per distinct input of a batch.
+struct ActBuffers {
+  std::vector<int8_t> qa;
+  std::vector<float> d;
+  std::vector<int32_t> hs;
+  int64_t stride = 0, nb = 0, n = 0;
+};
+
+void quantize_block_acts(const float* x, int64_t n, int64_t cols, ThreadPool& pool, ActBuffers& B) {
+  const kern::QuantOps& K = kern::qops();
+  const int64_t nb = (cols + kern::kQBlock - 1) / kern::kQBlock;
   // +64 B per token: strides that are multiples of 4 KiB would put every token of a tile in the
   // same L1 sets.
   const int64_t stride = nb * kern::kQBlock + 64;
   B.qa.resize(size_t(n * stride));
   B.d.assign(size_t(nb * n + 16), 0.f);
   B.hs.resize(size_t(n * 2 * nb));
-  B.x.resize(size_t(n * G));
+  B.stride = stride;
+  B.nb = nb;
+  B.n = n;
   auto work = [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      int32_t* hs = B.hs.data() + t * 2 * nb;
-      K.quantize_acts(x + t * cols, cols, B.qa.data() + t * stride, B.d.data() + t, n, hs);
-      // X[t][g] = sum over the group's 16-halves of d_b * (sum of a over the half).
-      float* X = B.x.data() + t * G;
-      if (w.g16()) {
-        for (int64_t u = 0; u < G; ++u) X[u] = B.d[size_t((u >> 1) * n + t)] * float(hs[u]);
-      } else {
-        const int64_t bpg = w.blocks_per_group();
-        for (int64_t g = 0; g < G; ++g) {
-          float s = 0.f;
-          for (int64_t b = g * bpg; b < std::min(nb, (g + 1) * bpg); ++b)
-            s += B.d[size_t(b * n + t)] * float(hs[2 * b] + hs[2 * b + 1]);
-          X[g] = s;
-        }
-      }
-    }
+    for (int64_t t = t0; t < t1; ++t)
+      K.quantize_acts(x + t * cols, cols, B.qa.data() + t * stride, B.d.data() + t, n, B.hs.data() + t * 2 * nb);
   };
   if (n * cols >= (1 << 16) && pool.size() > 1)
     pool.parallel_for(n, [&](int, int64_t b, int64_t e) { work(b, e); });
   else
     work(0, n);
+}
+
+// The kernel's view of the activations for w: int8 blocks plus (int family) the zero-point sums
+// X[t][g] = sum over the group's 16-halves of d_b * (sum of a over the half), into xbuf.
+kern::QActs block_acts(const kern::QWeights& w, bool int_family, const ActBuffers& B, std::vector<float>& xbuf) {
   kern::QActs a;
   a.qa = B.qa.data();
-  a.a_stride = stride;
+  a.a_stride = B.stride;
   a.d = B.d.data();
-  a.x = B.x.data();
-  a.n = n;
+  a.n = B.n;
+  if (!int_family) return a;
+  const int64_t nb = B.nb, G = w.groups, n = B.n;
+  xbuf.resize(size_t(n * G));
+  for (int64_t t = 0; t < n; ++t) {
+    const int32_t* hs = B.hs.data() + t * 2 * nb;
+    float* X = xbuf.data() + t * G;
+    if (w.g16()) {
+      for (int64_t u = 0; u < G; ++u) X[u] = B.d[size_t((u >> 1) * n + t)] * float(hs[u]);
+    } else {
+      const int64_t bpg = w.blocks_per_group();
+      for (int64_t g = 0; g < G; ++g) {
+        float s = 0.f;
+        for (int64_t b = g * bpg; b < std::min(nb, (g + 1) * bpg); ++b)
+          s += B.d[size_t(b * n + t)] * float(hs[2 * b] + hs[2 * b + 1]);
+        X[g] = s;
+      }
+    }
+  }
+  a.x = xbuf.data();
   return a;
 }
+
+// The kernel view of a packed tensor. Tensors are validated once, when made or loaded
+// (pack_tensor, the loaders' validate_packed); here only an O(1) size check, no strings built
+// unless it fails (then validate_packed says what is wrong).
+kern::QWeights checked_view(const Tensor& W, QuantSpec* spec) {
+  if (W.dtype != DType::Q || !format_id_valid(W.format) || W.shape.size() != 2 || !W.data) validate_packed(W, W.name);
+  const QuantSpec s = format_spec(W.format);
+  const FormatTraits& t = format_traits(s);
+  const PackedGeometry g = t.geometry(s, W.shape[0], W.shape[1]);
+  if (int64_t(W.nbytes) != g.total_bytes || W.shape[0] < 1 || W.shape[1] < 1) validate_packed(W, W.name);
+  *spec = s;
+  return t.view(static_cast<const uint8_t*>(W.data), s, g);
+}
+
+// One product prepared for the kernels.
+struct Prepared {
+  Dispatch k;
+  kern::QGemmArgs args;
+};
 
 }  // namespace
 
@@ -74,82 +124,86 @@ kern::QActs quantize_activations(const kern::QuantOps& K, const kern::QWeights& 
 // cores, ~4% of decode time at a fixed 32 rows).
 constexpr int64_t kBatchMaxTokens = 3;
 
-void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool);
-
-void quant_matmul(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
-  if (n <= 0) return;
-  if (n <= kBatchMaxTokens) {
-    const MatmulJob job{&W, x, n, y};
-    quant_matmul_batch(&job, 1, pool);
-    return;
-  }
-  validate_packed(W, W.name);
-  const kern::QuantOps& K = kern::qops();
-  kern::QGemmArgs A;
-  A.w = detail::packed_view(W);
-  thread_local ActBuffers buf;
-  A.a = quantize_activations(K, A.w, x, n, pool, buf);
-  A.y = y;
-  A.ldy = A.w.rows;
-  const int64_t rows = A.w.rows;
-  const int nth = pool.size();
-  // Rows in chunks of 16 (a multiple of every tile height); with too few rows to go around, split
-  // the tokens instead.
-  const int64_t chunk = 16, nchunks = (rows + chunk - 1) / chunk;
-  // Small products run on the calling thread: waking the pool costs more than ~256K MACs (and much
-  // more on an oversubscribed machine).
-  if (nth == 1 || rows * A.w.cols * n < (int64_t(1) << 18)) {
-    K.gemm(A, 0, rows, 0, n);
-    return;
-  }
-  if (nchunks >= nth || n < 2 * nth) {
-    pool.parallel_for(nchunks, [&](int, int64_t b, int64_t e) {
-      if (b < e) K.gemm(A, b * chunk, std::min(rows, e * chunk), 0, n);
-    });
-  } else {
-    pool.parallel_for(n, [&](int, int64_t b, int64_t e) {
-      if (b < e) K.gemm(A, 0, rows, b, e);
-    });
-  }
-}
-
+// Packed tensors are validated once, when they are made or loaded (pack_tensor, the loaders'
+// validate_packed): the front end only decodes the format id and the geometry.
 void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
   bool small = true;
   for (int j = 0; j < count; ++j) small = small && jobs[j].n <= kBatchMaxTokens;
-  if (!small) {  // prefill: each product is big enough to keep the pool busy on its own
-    for (int j = 0; j < count; ++j) quant_matmul(*jobs[j].W, jobs[j].x, jobs[j].n, jobs[j].y, pool);
+  thread_local std::vector<ActBuffers> acts;  // one per distinct input of the batch
+  thread_local std::vector<std::vector<float>> xbufs;
+  thread_local std::vector<Prepared> prep;
+  if (acts.size() < size_t(count)) acts.resize(size_t(count));
+  if (xbufs.size() < size_t(count)) xbufs.resize(size_t(count));
+  prep.resize(size_t(count));
+  // Inputs shared by consecutive jobs (q/k/v, gate/up) are quantized once.
+  int n_acts = 0;
+  const float* last_x = nullptr;
+  int64_t last_cols = -1, last_n = -1;
+  for (int j = 0; j < count; ++j) {
+    const MatmulJob& J = jobs[j];
+    Prepared& P = prep[size_t(j)];
+    QuantSpec s;
+    P.args.w = checked_view(*J.W, &s);
+    P.k = dispatch_of(s);
+    P.args.y = J.y;
+    P.args.ldy = P.args.w.rows;
+    if (P.k.traits->acts == ActKind::F32) {
+      P.args.a.xf = J.x;
+      P.args.a.n = J.n;
+      continue;
+    }
+    if (!(J.x == last_x && J.W->cols() == last_cols && J.n == last_n)) {
+      quantize_block_acts(J.x, J.n, J.W->cols(), pool, acts[size_t(n_acts++)]);
+      last_x = J.x;
+      last_cols = J.W->cols();
+      last_n = J.n;
+    }
+    P.args.a = block_acts(P.args.w, s.family == FormatFamily::Int, acts[size_t(n_acts - 1)], xbufs[size_t(j)]);
+  }
+  if (!small) {
+    // Prefill: each product is big enough to keep the pool busy on its own. Rows in chunks of 16
+    // (a multiple of every tile height); with too few rows to go around, split the tokens.
+    for (int j = 0; j < count; ++j) {
+      const Prepared& P = prep[size_t(j)];
+      const kern::QGemmArgs& A = P.args;
+      const int64_t rows = A.w.rows, n = jobs[j].n;
+      const int nth = pool.size();
+      const int64_t chunk = 16, nchunks = (rows + chunk - 1) / chunk;
+      // Small products run on the calling thread: waking the pool costs more than ~256K MACs
+      // (and much more on an oversubscribed machine).
+      if (nth == 1 || rows * A.w.cols * n < (int64_t(1) << 18)) {
+        P.k.gemm(A, 0, rows, 0, n);
+      } else if (nchunks >= nth || n < 2 * nth) {
+        pool.parallel_for(nchunks, [&](int, int64_t b, int64_t e) {
+          if (b < e) P.k.gemm(A, b * chunk, std::min(rows, e * chunk), 0, n);
+        });
+      } else {
+        pool.parallel_for(n, [&](int, int64_t b, int64_t e) {
+          if (b < e) P.k.gemm(A, 0, rows, b, e);
+        });
+      }
+    }
     return;
   }
-  const kern::QuantOps& K = kern::qops();
-  thread_local std::vector<ActBuffers> bufs;
-  thread_local std::vector<kern::QGemmArgs> args;
   thread_local std::vector<int64_t> first_chunk;
-  if (bufs.size() < size_t(count)) bufs.resize(size_t(count));
-  args.resize(size_t(count));
   first_chunk.resize(size_t(count) + 1);
   int64_t macs = 0, total_rows = 0;
   for (int j = 0; j < count; ++j) total_rows += jobs[j].W->rows();
   const int64_t grain = std::clamp<int64_t>(total_rows / (8 * pool.size()) / 16 * 16, 32, 256);
   first_chunk[0] = 0;
   for (int j = 0; j < count; ++j) {
-    const MatmulJob& J = jobs[j];
-    validate_packed(*J.W, J.W->name);
-    kern::QGemmArgs& A = args[size_t(j)];
-    A.w = detail::packed_view(*J.W);
-    A.a = quantize_activations(K, A.w, J.x, J.n, pool, bufs[size_t(j)]);
-    A.y = J.y;
-    A.ldy = A.w.rows;
-    macs += A.w.rows * A.w.cols * J.n;
+    const kern::QGemmArgs& A = prep[size_t(j)].args;
+    macs += A.w.rows * A.w.cols * jobs[j].n;
     first_chunk[size_t(j) + 1] = first_chunk[size_t(j)] + (A.w.rows + grain - 1) / grain;
   }
-  const kern::QGemmArgs* a = args.data();
+  const Prepared* pp = prep.data();
   const int64_t* fc = first_chunk.data();
-  auto body = [&K, a, fc, jobs, grain](int, int64_t c0, int64_t c1) {
+  auto body = [pp, fc, jobs, grain](int, int64_t c0, int64_t c1) {
     int j = 0;
     for (int64_t c = c0; c < c1; ++c) {
       while (c >= fc[j + 1]) ++j;
       const int64_t r0 = (c - fc[j]) * grain;
-      K.gemm(a[j], r0, std::min(a[j].w.rows, r0 + grain), 0, jobs[j].n);
+      pp[j].k.gemm(pp[j].args, r0, std::min(pp[j].args.w.rows, r0 + grain), 0, jobs[j].n);
     }
   };
   // Small products run on the calling thread: waking the pool costs more than ~256K MACs.
@@ -159,11 +213,17 @@ void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
     pool.parallel_for_dynamic(fc[count], 1, body);
 }
 
+void quant_matmul(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
+  if (n <= 0) return;
+  const MatmulJob job{&W, x, n, y};
+  quant_matmul_batch(&job, 1, pool);
+}
+
 void quant_matmul_dequant_sgemm(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
   if (n <= 0) return;
-  validate_packed(W, W.name);
-  const kern::QuantOps& K = kern::qops();
-  const kern::QWeights w = detail::packed_view(W);
+  QuantSpec s;
+  const kern::QWeights w = checked_view(W, &s);
+  const Dispatch K = dispatch_of(s);
   const int64_t rows = w.rows, cols = w.cols;
   constexpr int64_t kPanelRows = 256;
   // (a thread_local buffer must not be named inside the workers' lambda: each worker would see
@@ -183,25 +243,11 @@ void quant_matmul_dequant_sgemm(const Tensor& W, const float* x, int64_t n, floa
 }
 
 void quant_row(const Tensor& t, int64_t r, float* out) {
-  validate_packed(t, t.name);
   if (r < 0 || r >= t.rows())
     fail(t.name, "row " + std::to_string(r) + " out of range [0, " + std::to_string(t.rows()) + ")");
-  kern::qops().dequant_rows(detail::packed_view(t), r, r + 1, out, t.cols());
+  QuantSpec s;
+  const kern::QWeights w = checked_view(t, &s);
+  dispatch_of(s).dequant_rows(w, r, r + 1, out, t.cols());
 }
-
-void register_quant_kernels() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    set_quant_matmul(quant_matmul);
-    set_quant_matmul_batch(quant_matmul_batch);
-    set_quant_row(quant_row);
-  });
-}
-
-namespace {
-// Any program that links this file (the engine's quantized branch references
-// register_quant_kernels) has the kernels installed before main().
-const bool g_registered = (register_quant_kernels(), true);
-}  // namespace
 
 }  // namespace lmpress

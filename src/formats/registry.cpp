@@ -1,33 +1,134 @@
-// THE table of packed formats: one row per bit width (block layout of 32 weights), the format id
-// encoding, names, and the exact geometry / bits per weight of a packed tensor.
+// THE table of format families (kFormats) and the generic format API over it: ids, names,
+// geometry, exact bits per weight, grids. Each family's row lives in its own file.
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 
-#include "kernels/qkernels.h"
-#include "lmpress/formats.h"
+#include "formats/traits.h"
 
 namespace lmpress {
 
 namespace {
 
-// Full bit layout: docs/formats.md, "Packed weight formats". Reference (un)packer:
-// src/kernels/generic/quant.cpp (pack_qblock / unpack_qblock).
-constexpr BitLayout kLayouts[] = {
-    {2, 8, "8 B: byte j = q[j] | q[j+8]<<2 | q[j+16]<<4 | q[j+24]<<6"},
-    {3, 12, "8 B 2-bit plane of q&3 (as w2) + u32 LE, bit i = bit 2 of q[i]"},
-    {4, 16, "16 B: byte j = q[j] | q[j+16]<<4"},
-    {5, 20, "16 B 4-bit plane of q&15 (as w4) + u32 LE, bit i = bit 4 of q[i]"},
-    {6, 24, "16 B 4-bit plane of q&15 (as w4) + 8 B 2-bit plane of q>>4 (as w2)"},
-    {8, 32, "32 B: byte i = q[i]"},
+// One line per family. Order = FormatFamily value (checked below).
+const std::vector<const FormatTraits*> kFormats = {
+    &int_format,    // w<b>g<G>[a]: integers with f16 scale (and u8 zero)
+    &nf4_format,    // nf4g<G>: NormalFloat-4
+    &fp4_format,    // fp4g<G>: E2M1, f16 scale
+    &mxfp4_format,  // mxfp4: E2M1, E8M0 scale per 32
+    &fp8_format,    // fp8row / fp8g<G>: E4M3, f16 scale
+    &lut_format,    // lut3 / lut4: per-row tables
 };
-static_assert(sizeof(kLayouts) / sizeof(kLayouts[0]) == 6);
-constexpr bool layouts_match_kernels() {
-  for (const auto& l : kLayouts)
-    if (l.bytes_per_block != kern::qblock_bytes(l.bits)) return false;
+
+std::string spec_str(const QuantSpec& s) {
+  return "family=" + std::to_string(int(s.family)) + " bits=" + std::to_string(s.bits) +
+         " group=" + std::to_string(s.group) + (s.sym ? " sym" : " asym");
+}
+
+}  // namespace
+
+const std::vector<const FormatTraits*>& all_format_traits() {
+  static const bool ordered = [] {
+    for (size_t i = 0; i < kFormats.size(); ++i) LMP_ASSERT(size_t(kFormats[i]->family) == i);
+    return true;
+  }();
+  (void)ordered;
+  return kFormats;
+}
+
+const FormatTraits& format_traits(FormatFamily f) {
+  const auto& t = all_format_traits();
+  if (size_t(f) >= t.size()) fail("", "unknown format family " + std::to_string(int(f)));
+  return *t[size_t(f)];
+}
+
+const FormatTraits& format_traits(const QuantSpec& s) { return format_traits(s.family); }
+
+const char* family_name(FormatFamily f) { return format_traits(f).name; }
+
+uint32_t format_id(const QuantSpec& s) {
+  if (size_t(s.family) >= all_format_traits().size() || !format_traits(s).valid(s))
+    fail("", "unsupported quantization format (" + spec_str(s) +
+                 "): int bits must be 2, 3, 4, 5, 6 or 8 and group 16, 32, 64, 128 or 0 (whole row); "
+                 "see docs/formats.md for the other families");
+  return uint32_t(s.bits) | uint32_t(fmt::group_code(s.group)) << 8 | uint32_t(s.sym ? 1 : 0) << 16 |
+         uint32_t(s.family) << 24;
+}
+
+namespace {
+bool decode_id(uint32_t id, QuantSpec* out) {
+  const uint32_t bits = id & 0xff, gc = (id >> 8) & 0xff, sym = (id >> 16) & 0xff, fam = id >> 24;
+  if (fam >= all_format_traits().size() || sym > 1) return false;
+  const int g = fmt::group_of_code(int(gc));
+  if (g < 0) return false;
+  QuantSpec s;
+  s.bits = int(bits);
+  s.group = g;
+  s.sym = sym != 0;
+  s.family = FormatFamily(fam);
+  if (!format_traits(s).valid(s)) return false;
+  *out = s;
   return true;
 }
-static_assert(layouts_match_kernels(), "bytes_per_block must equal bits * 32 / 8");
+}  // namespace
 
-constexpr int kGroups[] = {16, 32, 64, 128, 0};
+bool format_id_valid(uint32_t id) {
+  QuantSpec s;
+  return decode_id(id, &s);
+}
+
+QuantSpec format_spec(uint32_t id) {
+  QuantSpec s;
+  if (!decode_id(id, &s)) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "0x%08x", id);
+    fail("", std::string("unknown quantized format id ") + buf +
+                 " (written by a newer lmpress, or a corrupt file)");
+  }
+  return s;
+}
+
+std::string format_name(const QuantSpec& s) {
+  format_id(s);  // validates
+  return format_traits(s).name_of(s);
+}
+
+QuantSpec parse_format_name(const std::string& name) {
+  for (const FormatTraits* t : all_format_traits()) {
+    QuantSpec s;
+    if (t->parse(name, &s) && t->valid(s)) return s;
+  }
+  fail("", "bad quantization format '" + name +
+               "': expected w<bits>g<group>[a] or w<bits>row[a] (bits 2,3,4,5,6,8; group "
+               "16,32,64,128; e.g. w4g32, w4g128a, w8row), nf4g<group>, fp4g<group>, mxfp4, "
+               "fp8row, fp8g<group>, lut3 or lut4");
+}
+
+std::vector<QuantSpec> all_formats() {
+  std::vector<QuantSpec> v;
+  for (const FormatTraits* t : all_format_traits()) t->list(v);
+  return v;
+}
+
+PackedGeometry packed_geometry(const QuantSpec& s, int64_t rows, int64_t cols) {
+  format_id(s);
+  if (rows < 0 || cols < 0) fail("", "negative tensor shape");
+  return format_traits(s).geometry(s, rows, cols);
+}
+
+double packed_bpw(const QuantSpec& s, int64_t rows, int64_t cols) {
+  const PackedGeometry g = packed_geometry(s, rows, cols);
+  if (rows * cols == 0) return 0.0;
+  return double(g.total_bytes) * 8.0 / double(rows * cols);
+}
+
+std::unique_ptr<Grid> make_grid(const QuantSpec& s) {
+  format_id(s);
+  return format_traits(s).grid(s);
+}
+
+// ---- shared pieces ------------------------------------------------------------------------------
+namespace fmt {
 
 int group_code(int group) {
   switch (group) {
@@ -40,121 +141,121 @@ int group_code(int group) {
   }
 }
 
-bool bits_valid(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits == 5 || bits == 6 || bits == 8; }
-
-std::string spec_str(const QuantSpec& s) {
-  return "bits=" + std::to_string(s.bits) + " group=" + std::to_string(s.group) +
-         (s.sym ? " sym" : " asym");
+int group_of_code(int code) {
+  static constexpr int kGroups[] = {16, 32, 64, 128, 0};
+  return code >= 1 && code <= 5 ? kGroups[code - 1] : -1;
 }
 
-}  // namespace
-
-const BitLayout& bit_layout(int bits) {
-  for (const auto& l : kLayouts)
-    if (l.bits == bits) return l;
-  fail("", "unsupported bit width " + std::to_string(bits) + " (supported: 2, 3, 4, 5, 6, 8)");
-}
-
-uint32_t format_id(const QuantSpec& s) {
-  const int gc = group_code(s.group);
-  if (!bits_valid(s.bits) || gc < 0)
-    fail("", "unsupported quantization format (" + spec_str(s) +
-                 "): bits must be 2, 3, 4, 5, 6 or 8 and group 16, 32, 64, 128 or 0 (whole row)");
-  return uint32_t(s.bits) | uint32_t(gc) << 8 | uint32_t(s.sym ? 1 : 0) << 16;
-}
-
-bool format_id_valid(uint32_t id) {
-  const uint32_t bits = id & 0xff, gc = (id >> 8) & 0xff, sym = id >> 16;
-  return bits_valid(int(bits)) && gc >= 1 && gc <= 5 && sym <= 1;
-}
-
-QuantSpec format_spec(uint32_t id) {
-  if (!format_id_valid(id)) {
-    char buf[16];
-    std::snprintf(buf, sizeof buf, "0x%06x", id);
-    fail("", std::string("unknown quantized format id ") + buf +
-                 " (written by a newer lmpress, or a corrupt file)");
+bool parse_group_suffix(const std::string& s, int* group) {
+  if (s == "row") {
+    *group = 0;
+    return true;
   }
-  QuantSpec s;
-  s.bits = int(id & 0xff);
-  s.group = kGroups[((id >> 8) & 0xff) - 1];
-  s.sym = (id >> 16) != 0;
+  if (s == "g16" || s == "g32" || s == "g64" || s == "g128") {
+    *group = std::stoi(s.substr(1));
+    return true;
+  }
+  return false;
+}
+
+std::string group_suffix(int group) {
+  if (group == 0) return "row";
+  std::string g(1, 'g');  // (appends: GCC 12 warns falsely on "g" + std::string)
+  g += std::to_string(group);
+  return g;
+}
+
+std::string shape_str(int64_t rows, int64_t cols) {
+  std::string s(1, '[');  // (appends: GCC 12 warns falsely on "[" + std::string)
+  s += std::to_string(rows);
+  s += ", ";
+  s += std::to_string(cols);
+  s += ']';
   return s;
 }
 
-std::string format_name(const QuantSpec& s) {
-  format_id(s);  // validates
-  std::string n(1, 'w');  // (appends: GCC 12 warns falsely on "w" + std::string)
-  n += std::to_string(s.bits);
-  if (s.group == 0) {
-    n += "row";
-  } else {
-    n += 'g';
-    n += std::to_string(s.group);
-  }
-  if (!s.sym) n += 'a';
-  return n;
-}
-
-QuantSpec parse_format_name(const std::string& name) {
-  auto bad = [&]() -> QuantSpec {
-    fail("", "bad quantization format '" + name +
-                 "': expected w<bits>g<group>[a] or w<bits>row[a], e.g. w4g32, w4g128a, w8row "
-                 "(bits 2,3,4,5,6,8; group 16,32,64,128)");
-  };
-  if (name.size() < 3 || name[0] != 'w') return bad();
-  size_t i = 1;
-  if (name[i] < '0' || name[i] > '9') return bad();
-  QuantSpec s;
-  s.bits = name[i++] - '0';
-  std::string rest = name.substr(i);
-  s.sym = true;
-  if (!rest.empty() && rest.back() == 'a') {
-    s.sym = false;
-    rest.pop_back();
-  }
-  if (rest == "row") {
-    s.group = 0;
-  } else if (rest.size() >= 2 && rest[0] == 'g') {
-    const std::string g = rest.substr(1);
-    if (g != "16" && g != "32" && g != "64" && g != "128") return bad();
-    s.group = std::stoi(g);
-  } else {
-    return bad();
-  }
-  if (!bits_valid(s.bits)) return bad();
-  return s;
-}
-
-std::vector<QuantSpec> all_formats() {
-  std::vector<QuantSpec> v;
-  for (int bits : {2, 3, 4, 5, 6, 8})
-    for (int g : kGroups)
-      for (bool sym : {true, false}) v.push_back(QuantSpec{bits, g, sym});
-  return v;
-}
-
-PackedGeometry packed_geometry(const QuantSpec& s, int64_t rows, int64_t cols) {
-  format_id(s);
-  if (rows < 0 || cols < 0) fail("", "negative tensor shape");
+PackedGeometry block_geometry(const QuantSpec& s, int64_t rows, int64_t cols, int scale_size) {
   PackedGeometry g;
   g.rows = rows;
   g.cols = cols;
   g.blocks_per_row = (cols + kern::kQBlock - 1) / kern::kQBlock;
-  g.row_bytes = g.blocks_per_row * bit_layout(s.bits).bytes_per_block;
+  g.row_bytes = g.blocks_per_row * kern::qblock_bytes(s.bits);
   g.group = s.group == 0 ? cols : s.group;
   g.groups_per_row = g.group == 0 ? 0 : (cols + g.group - 1) / g.group;
   g.q_bytes = rows * g.row_bytes;
-  g.scale_bytes = rows * g.groups_per_row * 2;
-  g.zero_bytes = s.sym ? 0 : rows * g.groups_per_row;
-  g.total_bytes = g.q_bytes + g.scale_bytes + g.zero_bytes;
+  g.scale_size = scale_size;
+  g.scale_bytes = rows * g.groups_per_row * scale_size;
+  g.total_bytes = g.q_bytes + g.scale_bytes;
   return g;
 }
 
-double packed_bpw(const QuantSpec& s, int64_t rows, int64_t cols) {
-  const PackedGeometry g = packed_geometry(s, rows, cols);
-  if (rows * cols == 0) return 0.0;
-  return double(g.total_bytes) * 8.0 / double(rows * cols);
+void pack_f16_scales(const QuantizedMatrix& qm, const PackedGeometry& g, uint8_t* data, const std::string& where) {
+  uint16_t* sdst = reinterpret_cast<uint16_t*>(data + g.q_bytes);
+  const int64_t G = g.groups_per_row;
+  for (int64_t k = 0; k < g.rows * G; ++k) {
+    const float sc = qm.scales[size_t(k)];
+    const int64_t r = k / G, gi = k % G;
+    if (!std::isfinite(sc))
+      fail(where, "non-finite scale " + std::to_string(sc) + " at row " + std::to_string(r) + ", group " +
+                      std::to_string(gi));
+    const uint16_t h = f32_to_f16(sc);
+    if (f16_to_f32(h) != sc)
+      fail(where, "scale " + std::to_string(sc) + " at row " + std::to_string(r) + ", group " +
+                      std::to_string(gi) +
+                      " is not f16-representable: pass it through round_scale_f16 before quantizing with it");
+    sdst[k] = h;
+  }
 }
+
+void unpack_f16_scales(const uint8_t* data, const PackedGeometry& g, QuantizedMatrix& qm) {
+  const uint16_t* s = reinterpret_cast<const uint16_t*>(data + g.q_bytes);
+  qm.scales.resize(size_t(g.rows * g.groups_per_row));
+  for (int64_t k = 0; k < g.rows * g.groups_per_row; ++k) qm.scales[size_t(k)] = f16_to_f32(s[k]);
+}
+
+void check_f16_scales(const uint8_t* data, const PackedGeometry& g, const std::string& where) {
+  const uint16_t* s = reinterpret_cast<const uint16_t*>(data + g.q_bytes);
+  for (int64_t k = 0; k < g.rows * g.groups_per_row; ++k)
+    if ((s[k] & 0x7c00) == 0x7c00)
+      fail(where, "non-finite f16 scale at row " + std::to_string(k / g.groups_per_row) + ", group " +
+                      std::to_string(k % g.groups_per_row));
+}
+
+TableGrid::TableGrid(const QuantSpec& s, const int8_t* table) : Grid(s), table_(table) {
+  if (!table) return;
+  const int n = n_codes();
+  std::vector<std::pair<float, int32_t>> v;
+  for (int q = 0; q < n; ++q) v.emplace_back(float(table[q]), q);
+  std::stable_sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.first < b.first; });
+  for (auto& [val, q] : v) {
+    if (!sorted_.empty() && sorted_.back() == val) continue;  // e.g. +0 and -0 of fp4: first code
+    sorted_.push_back(val);
+    code_of_.push_back(q);
+  }
+  for (size_t i = 0; i + 1 < sorted_.size(); ++i) mid_.push_back(0.5f * (sorted_[i] + sorted_[i + 1]));
+}
+
+int32_t TableGrid::quantize(float w, const GroupParams& p) const {
+  const float x = w / p.scale;
+  if (table_) {
+    // first midpoint >= x: values at or below a midpoint go to the lower value
+    const size_t i = size_t(std::lower_bound(mid_.begin(), mid_.end(), x) - mid_.begin());
+    return code_of_[i];
+  }
+  // per-row table: ascending int8 values in p.table
+  const int n = n_codes();
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {  // first index whose value >= x
+    const int m = (lo + hi) / 2;
+    if (float(p.tab()[m]) < x)
+      lo = m + 1;
+    else
+      hi = m;
+  }
+  if (lo > 0 && x - float(p.tab()[lo - 1]) <= float(p.tab()[lo]) - x) return lo - 1;
+  return lo;
+}
+
+}  // namespace fmt
 
 }  // namespace lmpress

@@ -15,6 +15,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "lmpress/core.h"
 
@@ -42,13 +43,33 @@ struct QWeights {
   int64_t group = 0;      // group length in columns (cols for whole-row)
   int32_t bits = 4;
   int32_t zero_sym = 8;   // implicit zero of symmetric formats: 2^(bits-1)
+  // Table families (nf4, fp4, mxfp4, lut): value of code q in group g of row r is
+  // scale(r, g) * lut[r * lut_stride + q]; lut_stride 0 = one table for all rows.
+  const int8_t* lut = nullptr;
+  int64_t lut_stride = 0;
+  const uint8_t* e8m0 = nullptr;  // mxfp4: [rows][groups] E8M0 scales (2^(e-128)) instead of f16
+  // Scale of (row, group) as f32 (either stored kind).
+  float scale(int64_t r, int64_t g) const;
   bool g16() const { return group == 16; }
   // Blocks per group when group >= 32 (whole-row: nb).
   int64_t blocks_per_group() const { return group == 16 ? 0 : (group + 31) / 32; }
 };
 
+inline float QWeights::scale(int64_t r, int64_t g) const {
+  if (e8m0) {
+    uint32_t e = e8m0[r * groups + g];
+    // 2^(e - 128) as an f32 bit pattern: exponent field e - 1 (validation keeps e in [2, 254])
+    e = (e - 1u) << 23;
+    float f;
+    std::memcpy(&f, &e, 4);
+    return f;
+  }
+  return f16_to_f32(scales[r * groups + g]);
+}
+
 // Quantized activations of n tokens (built once per matmul call by the front end).
 struct QActs {
+  const float* xf = nullptr;   // f32 activations [n][cols] (formats whose kernels read f32)
   const int8_t* qa = nullptr;  // [n][a_stride] int8; token t's block b at qa + t*a_stride + 32*b
   int64_t a_stride = 0;        // >= nb*32, padded so tokens do not alias in L1 sets
   const float* d = nullptr;    // [nb][n] block scales (token-minor so tiles load them as vectors);
@@ -75,6 +96,21 @@ struct QuantOps {
   // Dequantizes rows [r0, r1): out[(r - r0) * ldo + c] for c < cols.
   void (*dequant_rows)(const QWeights& w, int64_t r0, int64_t r1, float* out, int64_t ldo);
 };
+
+// Kernels of one non-int format family at one ISA level (the int family's are QuantOps::gemm /
+// dequant_rows). Format traits (src/formats/traits.h) list them per level.
+struct FormatKernels {
+  SimdLevel level;
+  void (*gemm)(const QGemmArgs& a, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
+  void (*dequant_rows)(const QWeights& w, int64_t r0, int64_t r1, float* out, int64_t ldo);
+};
+// Table families (int8 table per format or per row, 3- or 4-bit codes, f16 or E8M0 scales):
+// int8 activations, integer dot products of table values.
+extern const FormatKernels table_kernels_scalar, table_kernels_avx2, table_kernels_avx512;
+// fp8 (E4M3 codes in 32-byte blocks, f16 scales): f32 activations (QActs::xf), float FMA.
+extern const FormatKernels fp8_kernels_scalar, fp8_kernels_avx2, fp8_kernels_avx512;
+// E4M3 code -> float (scalar reference; 0x7f / 0xff are NaN).
+float e4m3_to_f32(uint8_t c);
 
 extern const QuantOps qops_scalar;
 extern const QuantOps qops_avx2;

@@ -1,0 +1,97 @@
+// Format traits: one row per format family (ggml's type_traits, gemma.cpp's codecs). THE table is
+// kFormats in registry.cpp; each family lives in its own file (int.cpp, nf4.cpp, fp4.cpp,
+// mxfp4.cpp, fp8.cpp, lut.cpp). Adding a family = its file + one line in kFormats + its entry in
+// the parity test's tolerance table (tests/test_formats.cpp); the parity test and `inspect`
+// enumerate the table.
+//
+// Everything here trusts a spec that valid() accepted and a PackedGeometry from geometry(); the
+// generic front end (pack.cpp, qmatmul.cpp) validates shapes, sizes and codes once.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/qkernels.h"
+#include "lmpress/formats.h"
+
+namespace lmpress {
+
+// What a family's kernels read as activations.
+enum class ActKind : uint8_t {
+  Int8Blocks,  // int8 per 32-column block (qkernels.h QActs::qa/d/x), shared by int and table families
+  F32,         // the f32 activations themselves (QActs::xf)
+};
+
+struct FormatTraits {
+  FormatFamily family;
+  const char* name;     // family name: "int", "nf4", ...
+  const char* summary;  // one line: what a code means
+  ActKind acts;
+  const int8_t* fixed_table;  // table families with one table for all rows (nf4, fp4, mxfp4); else null
+  bool (*valid)(const QuantSpec& s);
+  std::string (*name_of)(const QuantSpec& s);
+  bool (*parse)(const std::string& name, QuantSpec* out);  // false: not a name of this family
+  void (*list)(std::vector<QuantSpec>& out);                // every format of the family
+  PackedGeometry (*geometry)(const QuantSpec& s, int64_t rows, int64_t cols);
+  // Packs codes and params (the front end checked sizes and code ranges); throws Error naming
+  // `where` on params the family cannot store.
+  void (*pack)(const QuantizedMatrix& qm, const PackedGeometry& g, uint8_t* out, const std::string& where);
+  // Fills qm.scales / zeros / table from packed bytes (codes are unpacked generically).
+  void (*unpack_params)(const uint8_t* data, const PackedGeometry& g, const QuantSpec& s, QuantizedMatrix& qm);
+  // Checks packed content the kernels rely on (e.g. E8M0 range, finite scales); at load, once.
+  void (*check)(const uint8_t* data, const PackedGeometry& g, const QuantSpec& s, const std::string& where);
+  kern::QWeights (*view)(const uint8_t* data, const QuantSpec& s, const PackedGeometry& g);
+  std::unique_ptr<Grid> (*grid)(const QuantSpec& s);
+  // Kernels per ISA level (scalar, AVX2, AVX-512); the int family uses kern::QuantOps (null here).
+  const kern::FormatKernels* kernels[3];
+};
+
+const FormatTraits& format_traits(FormatFamily f);  // throws Error for unknown families
+const FormatTraits& format_traits(const QuantSpec& s);
+// THE table, in family order.
+const std::vector<const FormatTraits*>& all_format_traits();
+
+// The family rows (one per file).
+extern const FormatTraits int_format, nf4_format, fp4_format, mxfp4_format, fp8_format, lut_format;
+
+// ---- shared pieces of the families ------------------------------------------------------------
+namespace fmt {
+int group_code(int group);     // 16->1 32->2 64->3 128->4 row->5, else -1
+int group_of_code(int code);   // inverse; -1 for bad codes
+bool parse_group_suffix(const std::string& s, int* group);  // "g32" / "row"
+std::string group_suffix(int group);                        // "g32" / "row"
+// Codes in 32-weight blocks of qblock_bytes(bits), rows zero-padded (every family but fp8 too,
+// where a "block" is 32 bytes), then per-group scales of scale_size bytes.
+PackedGeometry block_geometry(const QuantSpec& s, int64_t rows, int64_t cols, int scale_size);
+// f16 scales [rows][groups] at data + g.q_bytes: write (checking representability) / read.
+void pack_f16_scales(const QuantizedMatrix& qm, const PackedGeometry& g, uint8_t* data, const std::string& where);
+void unpack_f16_scales(const uint8_t* data, const PackedGeometry& g, QuantizedMatrix& qm);
+void check_f16_scales(const uint8_t* data, const PackedGeometry& g, const std::string& where);
+std::string shape_str(int64_t rows, int64_t cols);
+
+// Table families (nf4, fp4, mxfp4, lut): codes in the int family's 3/4-bit block layouts, then
+// per-group scales of scale_size bytes [rows][groups], then (row_table) int8 tables [rows][2^bits].
+PackedGeometry table_geometry(const QuantSpec& s, int64_t rows, int64_t cols, int scale_size, bool row_table);
+// Kernel view; `fixed_table`: the family's table (null: per-row tables in the packed bytes).
+kern::QWeights table_view(const uint8_t* base, const QuantSpec& s, const PackedGeometry& g, const int8_t* fixed_table);
+// The table kernels per level, for a family row's `kernels`.
+#define LMP_TABLE_KERNELS {&kern::table_kernels_scalar, &kern::table_kernels_avx2, &kern::table_kernels_avx512}
+
+// A grid whose values are scale * T[q] for an int8 table T (nf4, fp4, mxfp4, lut): nearest code by
+// binary search over the sorted table values (ties to the lower value).
+class TableGrid : public Grid {
+ public:
+  // `table`: the family's fixed table (null for per-row tables, which come in GroupParams).
+  TableGrid(const QuantSpec& s, const int8_t* table);
+  int32_t quantize(float w, const GroupParams& p) const override;
+  float dequantize(int32_t q, const GroupParams& p) const override { return p.scale * float(p.tab()[q]); }
+
+ protected:
+  const int8_t* table_;
+  std::vector<float> sorted_;     // fixed table: distinct values ascending
+  std::vector<int32_t> code_of_;  // code of sorted_[i]
+  std::vector<float> mid_;        // midpoints between consecutive sorted_ values
+};
+}  // namespace fmt
+
+}  // namespace lmpress
