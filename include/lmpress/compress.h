@@ -39,6 +39,39 @@ class HessianAccumulator {
   std::vector<double> h_;  // upper triangle used; mirrored by mean()
 };
 
+// ---- statistics collectors ------------------------------------------------------------------------
+// What a method asks to be collected of the input of the tensors it compresses (per linear-layer
+// input: attn_in, attn_out_in, ffn_in, ffn_down_in, output_in). Only what some rule needs is
+// collected.
+enum StatKind : uint32_t {
+  kStatHessian = 1u << 0,     // H = mean X^T X [n][n] (double)
+  kStatDiag = 1u << 1,        // mean x^2 per input channel (= diag H, without the n^2 cost)
+  kStatMeanAbs = 1u << 2,     // mean |x| per input channel
+  kStatMaxAbs = 1u << 3,      // max |x| per input channel
+  kStatTokenNorms = 1u << 4,  // ||x|| of every calibration row
+  kStatSamples = 1u << 5,     // up to kMaxSampleRows rows of X themselves (output-error searches)
+  kStatFisher = 1u << 6,      // diagonal Fisher information: needs a backward pass (not yet)
+};
+struct InputStats {
+  static constexpr int64_t kMaxSampleRows = 4096;
+  int64_t n = 0, count = 0;     // width, rows seen
+  uint32_t kinds = 0;
+  std::vector<double> H, diag, mean_abs, max_abs, token_norms;
+  std::vector<float> samples;   // [sample_rows][n]
+  int64_t sample_rows = 0;
+};
+class StatsCollector {
+ public:
+  StatsCollector(int64_t n, uint32_t kinds, int64_t expected_rows);
+  void add(const float* x, int64_t rows, ThreadPool& pool);  // x: [rows, n]
+  InputStats finish();                                       // normalised statistics
+ private:
+  InputStats s_;
+  std::unique_ptr<HessianAccumulator> h_;
+  int64_t sample_every_ = 1, seen_ = 0;
+};
+std::string stat_kind_names(uint32_t kinds);  // "hessian,mean_abs"
+
 // ---- layer compressors -------------------------------------------------------------------------
 struct GptqOptions {
   double damp = 0.01;       // fraction of mean(diag H) added to the diagonal
@@ -100,28 +133,75 @@ namespace lmpress {
 // Grammar (docs/recipes.md):
 //   recipe   := rule (';' override)*
 //   override := PATTERN '=' rule          PATTERN: glob over canonical tensor names (* and ?)
-//   rule     := 'keep' | 'f16' | 'bf16' | 'f32' | METHOD ':' FORMAT (',' option)*
-//   METHOD   := 'rtn' | 'gptq'
-//   FORMAT   := 'w' BITS ('g' GROUP | 'row') ['a' | 's']     e.g. w4g32, w3g128a, w8row
-//   option   := 'act_order' | 'static_groups' | 'clip' | 'mse' | 'damp=' FLOAT | 'block=' INT
-//               | 'emb=' FLOAT
+//   rule     := 'keep' | 'f16' | 'bf16' | 'f32' | CHAIN ':' FORMAT (',' option)*
+//   CHAIN    := METHOD ('+' METHOD)*      transforms first, one rounding method last (default rtn)
+//   METHOD   := a registry name: rtn | gptq | squeezellm | awq
+//   FORMAT   := a format name (formats.h): w4g32, w3g128a, w8row, nf4g64, fp4g32, mxfp4, fp8row, lut3 ...
+//   option   := a key (or key=value) taken by exactly one method of the chain: gptq act_order,
+//               static_groups, mse, damp=F, block=N, emb=F; rtn clip, mse; awq grid=N, noclip
 // A JSON recipe file holds {"default": rule, "overrides": [{"pattern": P, "rule": rule}, ...]}.
 // Later overrides win. Tied embeddings: the shared tensor is matched as token_embd.weight and
 // as output.weight (an output.weight override takes precedence for it).
+// AWQ (Lin et al. 2024) options (recipe: awq+gptq:w4g128,grid=20,noclip).
+struct AwqOptions {
+  int grid = 20;       // alpha in {0, 1/grid, ..., (grid-1)/grid}
+  bool clip = true;    // AWQ's per-group weight clipping search after scaling
+};
 struct TensorRule {
-  std::string method = "keep";  // keep | f16 | bf16 | f32 | rtn | gptq
+  std::string method = "keep";  // keep | f16 | bf16 | f32 | a method chain: rtn, gptq, awq+gptq, ...
+  std::vector<std::string> chain;  // the chain's methods (registry names), transforms first
   QuantSpec spec;
   GptqOptions gptq;
+  AwqOptions awq;
   bool clip = false;
   std::string text;  // the rule as written
-  bool quantized() const { return method == "rtn" || method == "gptq"; }
+  bool quantized() const { return !chain.empty(); }
+  bool has(const std::string& m) const;       // the chain holds method m
+  const std::string& rounding() const;        // the chain's final (rounding) method
+  uint32_t stats() const;                     // StatKind union of the chain's methods
 };
+
+// ---- method registry ----------------------------------------------------------------------------
+// Every method registers its name, its options (parsed and validated by the method: an option
+// that does not apply is an error), the statistics it needs and its entry point:
+//  - transform methods (awq) rewrite the float weights of the tensors that share an input, and
+//    fold the inverse into the model (norm weights, producing layers), before rounding;
+//  - rounding methods (rtn, gptq, squeezellm) turn one float weight into a QuantizedMatrix.
+// A chain is transforms then exactly one rounding method: "awq+gptq"; "awq" alone rounds by rtn.
+struct RoundArgs {
+  const float* w = nullptr;
+  int64_t rows = 0, cols = 0;
+  const TensorRule* rule = nullptr;
+  const InputStats* stats = nullptr;      // of the tensor's input (null without calibration)
+  const std::vector<double>* H = nullptr; // the Hessian to use (tied embedding: adjusted)
+  ThreadPool* pool = nullptr;
+};
+struct StepContext;  // pipeline.cpp: a group of tensors sharing one input, and the model
+struct MethodInfo {
+  const char* name;
+  const char* summary;
+  bool rounds;                 // rounding method (else transform)
+  uint32_t stats;              // StatKind it needs
+  const char* options;         // the options it accepts, for messages: "act_order, damp=F, ..."
+  // Applies option key[=val] to the rule; false if the method does not take that key.
+  bool (*option)(TensorRule& r, const std::string& key, const std::string& val);
+  // Checks the rule once its options are parsed (formats it cannot target ...); throws Error.
+  void (*check)(const TensorRule& r);
+  QuantizedMatrix (*round)(const RoundArgs& a);   // rounding methods
+  void (*transform)(StepContext& ctx);             // transform methods
+};
+const std::vector<MethodInfo>& method_registry();
+const MethodInfo& find_method(const std::string& name);  // throws Error listing the methods
 struct Recipe {
   TensorRule base;
   std::vector<std::pair<std::string, TensorRule>> overrides;
   std::string text;  // canonical text of the whole recipe (stored in output files)
   const TensorRule& rule_for(const std::string& name, bool tied_output = false) const;
   bool needs_calibration() const;
+  bool has_transforms() const;
+  // Throws Error naming the first override pattern that matches none of `names` (a pattern that
+  // matches nothing is a typo: "*.ffn_down" without ".weight").
+  void check_patterns(const std::vector<std::string>& names) const;
 };
 TensorRule parse_rule(const std::string& s);
 Recipe parse_recipe(const std::string& s);          // inline grammar; throws Error with position
@@ -129,8 +209,11 @@ Recipe load_recipe_file(const std::string& path);  // JSON
 bool glob_match(const std::string& pattern, const std::string& name);
 
 // ---- pipeline -----------------------------------------------------------------------------------
+std::vector<PlannedTensor> plan_quantization(const Model& src, const Recipe& recipe);
+
 struct QuantizeOptions {
   Recipe recipe;
+  TensorSink* sink = nullptr;  // streaming output; the returned model then holds no finished tensors
   CalibOptions calib;  // text_path empty -> no calibration (only allowed for rtn without H)
   int n_threads = 0;
   bool true_sequential = true;  // quantize q/k/v, then o, then gate/up, then down with refreshed inputs
@@ -142,6 +225,7 @@ struct QuantizeReport {
   double calib_seconds = 0;
   int64_t params = 0;
   double weight_bits = 0;  // total bits of all weight tensors in the output
+  double peak_anon_bytes = 0;  // peak anonymous memory (RssAnon high-water mark, sampled per block)
   double bpw() const { return params ? weight_bits / double(params) : 0; }
 };
 // Returns a new model whose tensors own their (quantized or converted) data.

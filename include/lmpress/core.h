@@ -91,6 +91,9 @@ class AtomicFile {
   void write(std::string_view s) { write(s.data(), s.size()); }
   void pad_to(size_t alignment);  // zero bytes up to a multiple of alignment
   size_t tell() const { return written_; }
+  // Writes at an absolute offset (pwrite), after what write() buffered; for outputs whose layout
+  // is planned up front and whose parts arrive out of order (streaming quantization).
+  void write_at(uint64_t offset, const void* data, size_t n);
   void commit();
 
  private:
@@ -170,6 +173,7 @@ class Progress {
 
 double now_seconds();
 size_t peak_rss_bytes();
+size_t anon_rss_bytes();  // current RssAnon of this process (0 where /proc is unavailable)
 
 // ---- CPU features ---------------------------------------------------------------------------
 enum class SimdLevel : int { Scalar = 0, AVX2 = 1, AVX512 = 2 };

@@ -124,6 +124,22 @@ namespace lmpress {
 // U8 tensor holding JSON. Written atomically.
 void write_lmpress_model(const Model& m, const std::string& path);
 Model load_lmpress_model(const std::string& path, const LoadOptions& opt);
+// Streaming output of a quantization: the layout of every tensor is planned up front
+// (plan_quantization), the header and vocabulary are written at once, and put() writes each
+// tensor at its place as soon as it is final. commit() checks all arrived, then renames the
+// temporary into place; an error or a destroyed writer leaves no output.
+class LmpressStreamWriter : public TensorSink {
+ public:
+  LmpressStreamWriter(const std::string& path, const Model& src, const std::vector<PlannedTensor>& plan,
+                      const std::map<std::string, std::string>& metadata);
+  ~LmpressStreamWriter() override;
+  void put(const Tensor& t) override;
+  void commit();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 // True when the file looks like a safetensors file with lmpress metadata.
 bool is_lmpress_file(const std::string& path);
 }  // namespace lmpress

@@ -100,6 +100,22 @@ struct Model {
   void validate() const;     // shapes consistent with cfg; throws Error naming path
 };
 
+// Receives every finished tensor of the output as soon as it is final (streaming output): the
+// pipeline then keeps no finished tensor in memory longer than the calibration needs it.
+class TensorSink {
+ public:
+  virtual ~TensorSink() = default;
+  virtual void put(const Tensor& t) = 0;
+};
+// The tensors a quantization will write, in canonical order, with their output dtype, format and
+// byte size (known from the recipe and the config before any work).
+struct PlannedTensor {
+  std::string name;
+  DType dtype = DType::F32;
+  uint32_t format = 0;
+  std::vector<int64_t> shape;
+  size_t nbytes = 0;
+};
 // Canonical (GGUF-style) tensor names.
 std::string tensor_name_layer(int layer, const char* what);  // "blk.{L}.{what}.weight"
 

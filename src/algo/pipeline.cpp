@@ -1,12 +1,21 @@
 // The quantize pipeline (GPTQ protocol): run the model block by block over calibration windows,
-// feeding each block the outputs of the already-quantized blocks before it; capture the inputs of
-// every linear layer through the engine's hooks; accumulate H = X^T X per input (shared by q/k/v
-// and gate/up); compress each tensor by its recipe rule.
+// feeding each block the outputs of the already-quantized blocks before it; per block:
+//   1. transform pass (only when a rule holds a transform method, e.g. awq): capture the
+//      statistics of all four inputs with the block as it is, let each transform rewrite the
+//      tensors reading an input and fold the inverse into the model (norm weights, v, up);
+//   2. quantization passes (true-sequential: q/k/v, then o, then gate/up, then down): capture the
+//      statistics the rules of the pass need (through the engine's hooks), round each tensor with
+//      its rule's rounding method;
+//   3. propagate the calibration streams through the finished block, then hand its tensors to the
+//      sink (streaming output) and drop them.
+// Peak memory is one block's working set (statistics, method buffers, calibration streams), not
+// the model: finished tensors leave as they are done.
+#include "algo/pipeline_internal.h"
+
 #include <cstdio>
 #include <map>
 #include <set>
 
-#include "lmpress/compress.h"
 #include "lmpress/engine.h"
 
 namespace lmpress {
@@ -31,52 +40,136 @@ Model clone_model(const Model& src) {
   return m;
 }
 
-std::vector<double> diag_of(const std::vector<double>& H, int64_t n) {
-  std::vector<double> d(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) d[size_t(i)] = H[size_t(i * n + i)];
-  return d;
+// A linear-layer input of a block and the tensors reading it, in true-sequential order, with
+// where a per-channel scale of the input folds (docs/architecture.md, "Transforms").
+struct Step {
+  const char* input;
+  std::vector<Tensor LayerWeights::*> tensors;
+  Tensor LayerWeights::*norm;      // RMSNorm producing the input, or null
+  Tensor LayerWeights::*producer;  // linear whose rows are the input channels, or null
+  Tensor LayerWeights::*producer_bias;
+};
+const std::vector<Step>& steps() {
+  static const std::vector<Step> s = {
+      {"attn_in", {&LayerWeights::wq, &LayerWeights::wk, &LayerWeights::wv}, &LayerWeights::attn_norm, nullptr, nullptr},
+      // o reads the attention output, whose channels are v's rows only without GQA (checked at use)
+      {"attn_out_in", {&LayerWeights::wo}, nullptr, &LayerWeights::wv, &LayerWeights::bv},
+      {"ffn_in", {&LayerWeights::w_gate, &LayerWeights::w_up}, &LayerWeights::ffn_norm, nullptr, nullptr},
+      // down reads silu(gate) * up: linear in up's rows
+      {"ffn_down_in", {&LayerWeights::w_down}, nullptr, &LayerWeights::w_up, nullptr},
+  };
+  return s;
 }
 
-// Compresses one tensor by its rule. H (may be null) is the mean X^T X of its input.
+struct Rounded {
+  Tensor t;
+  LayerReport rep;
+};
+
+// Compresses one tensor by its rule. stats / H (may be null) describe its input.
 // `tied`: t is both the token embedding and the classifier, H the classifier's; gptq then uses
 // tied_embedding_hessian(H, emb) (docs/methods.md); the reported proxy error stays the classifier's.
-Tensor compress_tensor(const Tensor& t, const TensorRule& r, const std::vector<double>* H, ThreadPool& pool,
-                       LayerReport& rep, bool tied = false) {
+Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* stats, ThreadPool& pool,
+                        bool tied = false) {
+  Rounded out;
+  LayerReport& rep = out.rep;
   rep.name = t.name;
   rep.method = r.method;
   rep.spec = r.spec;
   const double t0 = now_seconds();
-  Tensor out;
   if (r.method == "keep") {
-    out = t;
+    out.t = t;
   } else if (r.method == "f16" || r.method == "bf16" || r.method == "f32") {
-    out = convert_tensor(t, r.method == "f16" ? DType::F16 : r.method == "bf16" ? DType::BF16 : DType::F32);
+    out.t = convert_tensor(t, r.method == "f16" ? DType::F16 : r.method == "bf16" ? DType::BF16 : DType::F32);
   } else {
     if (t.dtype == DType::Q) fail(t.name, "tensor is already quantized; start from an unquantized model");
     const std::vector<float> w = tensor_to_f32(t);
-    const int64_t rows = t.rows(), cols = t.cols();
+    const std::vector<double>* H = stats && !stats->H.empty() ? &stats->H : nullptr;
+    std::vector<double> Ht;
+    if (tied && H && r.rounding() == "gptq") {
+      Ht = tied_embedding_hessian(*H, t.cols(), r.gptq.emb);
+    }
+    RoundArgs a;
+    a.w = w.data();
+    a.rows = t.rows();
+    a.cols = t.cols();
+    a.rule = &r;
+    a.stats = stats;
+    a.H = Ht.empty() ? H : &Ht;
+    a.pool = &pool;
     QuantizedMatrix qm;
-    if (r.method == "gptq") {
-      if (!H) fail(t.name, "gptq needs calibration data (--calib FILE)");
-      qm = tied ? quantize_gptq(w.data(), rows, cols, r.spec, tied_embedding_hessian(*H, cols, r.gptq.emb), r.gptq, pool)
-                : quantize_gptq(w.data(), rows, cols, r.spec, *H, r.gptq, pool);
-    } else {
-      std::vector<double> hd;
-      if (H) hd = diag_of(*H, cols);
-      qm = quantize_rtn(w.data(), rows, cols, r.spec, r.clip, H ? hd.data() : nullptr, r.gptq.mse);
+    try {
+      qm = find_method(r.rounding()).round(a);
+    } catch (const Error& e) {
+      fail(t.name, e.what());
     }
     // (the reported proxy error is estimated on 256 rows: exact, it costs as much as GPTQ)
     if (H) rep.err = layer_error(w.data(), qm, *H, &rep.rel_err, kErrorRows);
-    out = pack_tensor(t.name, qm);
+    out.t = pack_tensor(t.name, qm);
   }
-  out.name = t.name;
+  out.t.name = t.name;
   rep.seconds = now_seconds() - t0;
   return out;
 }
 
 int64_t tensor_bits(const Tensor& t) { return int64_t(t.nbytes) * 8; }
 
+// Hands a finished tensor to the sink and drops its data (keeping name, dtype, shape, format).
+void emit(TensorSink* sink, Tensor& t) {
+  if (!sink || t.empty()) return;
+  sink->put(t);
+  t.data = nullptr;
+  t.owner.reset();
+}
+
 }  // namespace
+
+void make_f32_owned(Tensor& t) {
+  if (t.empty()) return;
+  const std::string name = t.name;
+  const std::vector<int64_t> shape = t.shape;
+  t = make_f32_tensor(name, shape, tensor_to_f32(t));
+}
+
+std::vector<PlannedTensor> plan_quantization(const Model& src, const Recipe& rc) {
+  std::vector<PlannedTensor> plan;
+  const bool tied = src.cfg.tied_embeddings;
+  const bool transforms = rc.has_transforms();
+  std::set<std::string> linear;
+  for (const auto& L : src.layers)
+    for (const Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) linear.insert(t->name);
+  std::vector<std::string> names;
+  for (const Tensor* t : src.weight_tensors()) names.push_back(t->name);
+  if (tied) names.push_back("output.weight");  // the tied classifier answers to its own name too
+  rc.check_patterns(names);
+  for (const Tensor* t : src.weight_tensors()) {
+    PlannedTensor p;
+    p.name = t->name;
+    p.shape = t->shape;
+    const bool is_embd = t->name == src.tok_embd.name, is_out = !tied && t->name == src.output.name;
+    if (linear.count(t->name) || is_embd || is_out) {
+      const TensorRule& r = rc.rule_for(t->name, tied && is_embd);
+      if (r.quantized()) {
+        p.dtype = DType::Q;
+        p.format = format_id(r.spec);
+        p.nbytes = size_t(packed_geometry(r.spec, t->rows(), t->cols()).total_bytes);
+      } else {
+        p.dtype = r.method == "f16" ? DType::F16 : r.method == "bf16" ? DType::BF16 : r.method == "f32" ? DType::F32 : t->dtype;
+        // a transform may leave a reader it does not quantize in f32
+        if (transforms && r.method == "keep" && linear.count(t->name)) p.dtype = DType::F32;
+        p.format = p.dtype == DType::Q ? t->format : 0;
+        p.nbytes = p.dtype == DType::Q ? t->nbytes : size_t(t->numel()) * dtype_size(p.dtype);
+      }
+    } else {
+      // norms and biases: transforms rewrite them in f32
+      p.dtype = transforms ? DType::F32 : t->dtype;
+      p.format = p.dtype == DType::Q ? t->format : 0;
+      p.nbytes = p.dtype == DType::Q ? t->nbytes : size_t(t->numel()) * dtype_size(p.dtype);
+    }
+    plan.push_back(std::move(p));
+  }
+  return plan;
+}
 
 Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport* report) {
   QuantizeReport rep_local;
@@ -86,11 +179,34 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
   const auto& c = m.cfg;
   const Recipe& rc = o.recipe;
   const bool calib = !o.calib.text_path.empty();
-  if (rc.needs_calibration() && !calib) fail("recipe", "'" + rc.text + "' uses gptq: pass --calib FILE");
+  if (rc.needs_calibration() && !calib)
+    fail("recipe", "'" + rc.text + "' uses methods that need calibration data: pass --calib FILE");
+  {
+    std::vector<std::string> names;
+    for (const Tensor* t : m.weight_tensors()) names.push_back(t->name);
+    if (c.tied_embeddings) names.push_back("output.weight");
+    rc.check_patterns(names);
+  }
   ThreadPool pool(o.n_threads > 0 ? o.n_threads : default_threads());
+  TensorSink* sink = o.sink;
+  double peak_anon = double(anon_rss_bytes());
+  auto sample_mem = [&] { peak_anon = std::max(peak_anon, double(anon_rss_bytes())); };
+  int64_t params = m.n_params();
+  double weight_bits = 0;
+  auto done = [&](Tensor& t) {
+    weight_bits += double(tensor_bits(t));
+    emit(sink, t);
+  };
 
   auto rule = [&](const Tensor& t, bool tied_output = false) -> const TensorRule& {
     return rc.rule_for(t.name, tied_output);
+  };
+  auto emit_block_rest = [&](LayerWeights& L) {
+    for (Tensor* t : {&L.attn_norm, &L.bq, &L.bk, &L.bv, &L.ffn_norm})
+      if (!t->empty()) {
+        if (rc.has_transforms()) make_f32_owned(*t);  // as planned (plan_quantization)
+        done(*t);
+      }
   };
 
   if (!calib) {
@@ -99,23 +215,26 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
     for (size_t l = 0; l < m.layers.size(); ++l) {
       auto& L = m.layers[l];
       for (Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) {
-        LayerReport lr;
-        *t = compress_tensor(*t, rule(*t), nullptr, pool, lr);
-        rep.layers.push_back(lr);
+        Rounded r = compress_tensor(*t, rule(*t), nullptr, pool);
+        *t = std::move(r.t);
+        rep.layers.push_back(r.rep);
+        sample_mem();
+        done(*t);
       }
+      emit_block_rest(L);
       if (o.progress) prog.update(int64_t(l + 1));
     }
     prog.finish();
-    LayerReport lr;
     const bool tied = c.tied_embeddings;
-    m.tok_embd = compress_tensor(m.tok_embd, rule(m.tok_embd, tied), nullptr, pool, lr);
-    rep.layers.push_back(lr);
+    Rounded e = compress_tensor(m.tok_embd, rule(m.tok_embd, tied), nullptr, pool);
+    m.tok_embd = std::move(e.t);
+    rep.layers.push_back(e.rep);
     if (tied) {
       m.output = m.tok_embd;
     } else {
-      LayerReport lo;
-      m.output = compress_tensor(m.output, rule(m.output), nullptr, pool, lo);
-      rep.layers.push_back(lo);
+      Rounded r = compress_tensor(m.output, rule(m.output), nullptr, pool);
+      m.output = std::move(r.t);
+      rep.layers.push_back(r.rep);
     }
   } else {
     const double tc0 = now_seconds();
@@ -132,104 +251,173 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
       eng.embed(windows[w].data(), seqlen, X[w].data());
     }
     rep.calib_seconds = now_seconds() - tc0;
+    const int64_t rows_expected = int64_t(windows.size()) * seqlen;
+    const auto& S = steps();
 
-    // Input name -> tensors reading it, in true-sequential order.
-    struct Step {
-      const char* input;
-      std::vector<Tensor LayerWeights::*> tensors;
-    };
-    const std::vector<Step> steps = {
-        {"attn_in", {&LayerWeights::wq, &LayerWeights::wk, &LayerWeights::wv}},
-        {"attn_out_in", {&LayerWeights::wo}},
-        {"ffn_in", {&LayerWeights::w_gate, &LayerWeights::w_up}},
-        {"ffn_down_in", {&LayerWeights::w_down}},
-    };
+    // Captures the statistics `kinds[si]` of the inputs of steps `which` of block l, running the
+    // block (as it is now) over every calibration window.
     std::vector<float> scratch;
+    auto capture = [&](int l, const std::vector<size_t>& which, const std::vector<uint32_t>& kinds) {
+      std::map<std::string, std::unique_ptr<StatsCollector>> acc;
+      auto& L = m.layers[size_t(l)];
+      for (size_t si : which)
+        if (kinds[si])
+          acc[S[si].input] = std::make_unique<StatsCollector>((L.*(S[si].tensors[0])).cols(), kinds[si], rows_expected);
+      std::map<std::string, InputStats> out;
+      if (acc.empty()) return out;
+      eng.set_hook([&](const std::string& name, int layer, const float* x, int64_t n, int64_t) {
+        if (layer != l) return;
+        auto it = acc.find(name);
+        if (it != acc.end()) it->second->add(x, n, pool);
+      });
+      for (size_t w = 0; w < X.size(); ++w) {
+        scratch = X[w];
+        eng.run_layers(scratch.data(), seqlen, 0, l, l + 1);
+      }
+      eng.set_hook(nullptr);
+      for (auto& [name, col] : acc) out[name] = col->finish();
+      sample_mem();
+      return out;
+    };
+
     Progress prog("quantize", c.n_layers);
     for (int l = 0; l < c.n_layers; ++l) {
       auto& L = m.layers[size_t(l)];
-      // Which steps run together: true-sequential = one capture pass per step.
+      // 1. Transform pass.
+      {
+        std::vector<uint32_t> kinds(S.size(), 0);
+        std::vector<const TensorRule*> trule(S.size(), nullptr);
+        for (size_t si = 0; si < S.size(); ++si)
+          for (auto mp : S[si].tensors) {
+            const TensorRule& r = rule(L.*mp);
+            for (const auto& mname : r.chain) {
+              const MethodInfo& mi = find_method(mname);
+              if (mi.rounds) continue;
+              kinds[si] |= mi.stats;
+              if (!trule[si]) trule[si] = &r;
+            }
+          }
+        bool any = false;
+        for (auto k : kinds) any = any || k;
+        if (any) {
+          std::vector<size_t> all(S.size());
+          for (size_t i = 0; i < S.size(); ++i) all[i] = i;
+          const auto stats = capture(l, all, kinds);
+          for (size_t si = 0; si < S.size(); ++si) {
+            if (!trule[si]) continue;
+            StepContext ctx{m};
+            ctx.layer = l;
+            ctx.input = S[si].input;
+            for (auto mp : S[si].tensors) {
+              ctx.readers.push_back(&(L.*mp));
+              ctx.rules.push_back(&rule(L.*mp));
+            }
+            ctx.rule = trule[si];
+            ctx.stats = &stats.at(S[si].input);
+            ctx.norm = S[si].norm ? &(L.*(S[si].norm)) : nullptr;
+            const bool mha = c.n_heads == c.n_kv_heads;
+            if (S[si].producer && (S[si].producer != &LayerWeights::wv || mha)) {
+              ctx.producer = &(L.*(S[si].producer));
+              if (S[si].producer_bias && !(L.*(S[si].producer_bias)).empty()) ctx.producer_bias = &(L.*(S[si].producer_bias));
+            }
+            ctx.pool = &pool;
+            for (const auto& mname : trule[si]->chain) {
+              const MethodInfo& mi = find_method(mname);
+              if (!mi.rounds) mi.transform(ctx);
+            }
+            if (!ctx.note.empty()) log_debug("blk.%d %s: %s", l, S[si].input, ctx.note.c_str());
+            sample_mem();
+          }
+        }
+      }
+      // 2. Quantization passes: true-sequential = one capture pass per step.
       std::vector<std::vector<size_t>> passes;
       if (o.true_sequential)
         passes = {{0}, {1}, {2}, {3}};
       else
         passes = {{0, 1, 2, 3}};
       for (const auto& pass : passes) {
-        bool any_needs_h = false;
+        // H whenever a tensor of the step is quantized (the report's proxy error uses it), plus
+        // what the rounding methods ask for.
+        std::vector<uint32_t> kinds(S.size(), 0);
         for (size_t si : pass)
-          for (auto mp : steps[si].tensors) any_needs_h |= rule(L.*mp).quantized();
-        std::map<std::string, std::unique_ptr<HessianAccumulator>> acc;
-        if (any_needs_h) {
-          for (size_t si : pass) {
-            const int64_t width = (L.*(steps[si].tensors[0])).cols();
-            acc[steps[si].input] = std::make_unique<HessianAccumulator>(width);
+          for (auto mp : S[si].tensors) {
+            const TensorRule& r = rule(L.*mp);
+            if (!r.quantized()) continue;
+            kinds[si] |= kStatHessian | find_method(r.rounding()).stats;
           }
-          eng.set_hook([&](const std::string& name, int layer, const float* x, int64_t n, int64_t width) {
-            if (layer != l) return;
-            auto it = acc.find(name);
-            if (it != acc.end()) it->second->add(x, n, pool);
-          });
-          for (size_t w = 0; w < X.size(); ++w) {
-            scratch = X[w];
-            eng.run_layers(scratch.data(), seqlen, 0, l, l + 1);
-          }
-          eng.set_hook(nullptr);
-        }
+        const auto stats = capture(l, pass, kinds);
         for (size_t si : pass) {
-          std::vector<double> H;
-          if (any_needs_h) H = acc[steps[si].input]->mean();
-          for (auto mp : steps[si].tensors) {
+          auto it = stats.find(S[si].input);
+          const InputStats* st = it == stats.end() ? nullptr : &it->second;
+          for (auto mp : S[si].tensors) {
             Tensor& t = L.*mp;
-            LayerReport lr;
-            t = compress_tensor(t, rule(t), any_needs_h ? &H : nullptr, pool, lr);
-            rep.layers.push_back(lr);
+            Rounded r = compress_tensor(t, rule(t), st, pool);
+            t = std::move(r.t);
+            rep.layers.push_back(r.rep);
+            sample_mem();
           }
         }
       }
-      // Propagate: the quantized block's outputs feed the next block.
+      // 3. Propagate: the quantized block's outputs feed the next block; then the block is done.
       for (size_t w = 0; w < X.size(); ++w) eng.run_layers(X[w].data(), seqlen, 0, l, l + 1);
+      for (Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) done(*t);
+      emit_block_rest(L);
+      sample_mem();
       if (o.progress) prog.update(l + 1, "layer " + std::to_string(l));
     }
     prog.finish();
 
-    // Classifier (and the tied embedding): Hessian of the final-norm output. A tied matrix is also
-    // the embedding, so its gptq Hessian gets the embedding role's term (tied_embedding_hessian).
+    // Classifier (and the tied embedding): statistics of the final-norm output. A tied matrix is
+    // also the embedding, so its gptq Hessian gets the embedding role's term (tied_embedding_hessian).
     const bool tied = c.tied_embeddings;
     const TensorRule& out_rule = tied ? rule(m.tok_embd, true) : rule(m.output);
-    std::vector<double> H;
+    InputStats H;
     if (out_rule.quantized()) {
-      HessianAccumulator acc(d);
+      StatsCollector acc(d, kStatHessian | find_method(out_rule.rounding()).stats, rows_expected);
       std::vector<float> logits(size_t(seqlen) * size_t(c.vocab_size));
       eng.set_hook([&](const std::string& name, int, const float* x, int64_t n, int64_t) {
         if (name == "output_in") acc.add(x, n, pool);
       });
       for (size_t w = 0; w < X.size(); ++w) eng.final_logits(X[w].data(), seqlen, logits.data());
       eng.set_hook(nullptr);
-      H = acc.mean();
+      H = acc.finish();
     }
-    LayerReport lo;
+    const InputStats* Hp = out_rule.quantized() ? &H : nullptr;
     if (tied) {
-      m.tok_embd = compress_tensor(m.tok_embd, out_rule, H.empty() ? nullptr : &H, pool, lo, /*tied=*/true);
+      Rounded r = compress_tensor(m.tok_embd, out_rule, Hp, pool, /*tied=*/true);
+      m.tok_embd = std::move(r.t);
       m.output = m.tok_embd;
-      rep.layers.push_back(lo);
+      rep.layers.push_back(r.rep);
     } else {
-      m.output = compress_tensor(m.output, out_rule, H.empty() ? nullptr : &H, pool, lo);
-      rep.layers.push_back(lo);
+      Rounded r = compress_tensor(m.output, out_rule, Hp, pool);
+      m.output = std::move(r.t);
+      rep.layers.push_back(r.rep);
       // Untied embedding: a lookup table with no input activations, so no Hessian. GPTQ with
       // H = I is exactly RTN (tests: Gptq.DiagonalHessianIsRtn), so a gptq rule runs as rtn.
-      LayerReport le;
       TensorRule er = rule(m.tok_embd);
-      if (er.method == "gptq") er.method = "rtn";
-      m.tok_embd = compress_tensor(m.tok_embd, er, nullptr, pool, le);
-      rep.layers.push_back(le);
+      if (er.quantized() && er.rounding() != "rtn") {
+        er.chain = {"rtn"};
+        er.method = "rtn";
+      }
+      Rounded e = compress_tensor(m.tok_embd, er, nullptr, pool);
+      m.tok_embd = std::move(e.t);
+      rep.layers.push_back(e.rep);
     }
+    sample_mem();
   }
 
-  // Totals.
-  rep.params = m.n_params();
-  rep.weight_bits = 0;
-  for (const Tensor* t : m.weight_tensors()) rep.weight_bits += double(tensor_bits(*t));
+  // The tail: embedding, final norm, classifier (the tied one is the embedding, written once).
+  done(m.tok_embd);
+  if (rc.has_transforms()) make_f32_owned(m.out_norm);
+  done(m.out_norm);
+  if (!c.tied_embeddings) done(m.output);
+  if (sink) m.output = m.tok_embd;  // (both dropped; keep the tied descriptor consistent)
+
+  rep.params = params;
+  rep.weight_bits = weight_bits;
   rep.seconds = now_seconds() - t_start;
+  rep.peak_anon_bytes = peak_anon;
   m.metadata["recipe"] = rc.text;
   m.metadata["source"] = src.path;
   m.files = src.files;  // kept tensors may still point into the source mapping

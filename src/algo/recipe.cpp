@@ -46,7 +46,7 @@ TensorRule parse_rule(const std::string& text) {
   const std::string s = r.text;
   auto bad = [&](const std::string& why) -> void {
     fail("recipe", "bad rule '" + s + "': " + why +
-                       " (expected keep|f16|bf16|f32 or METHOD:FORMAT[,options], e.g. gptq:w4g32,act_order)");
+                       " (expected keep|f16|bf16|f32 or METHOD[+METHOD]:FORMAT[,options], e.g. gptq:w4g32,act_order)");
   };
   if (s == "keep" || s == "f16" || s == "bf16" || s == "f32") {
     r.method = s;
@@ -55,7 +55,21 @@ TensorRule parse_rule(const std::string& text) {
   const size_t colon = s.find(':');
   if (colon == std::string::npos) bad("missing ':'");
   r.method = s.substr(0, colon);
-  if (r.method != "rtn" && r.method != "gptq") bad("unknown method '" + r.method + "' (rtn, gptq)");
+  // The chain: registry methods, transforms first, at most one rounding method (last; rtn if none).
+  for (const std::string& m : split(r.method, '+')) {
+    if (m.empty()) bad("empty method name in '" + r.method + "'");
+    const MethodInfo* mi = nullptr;
+    try {
+      mi = &find_method(m);
+    } catch (const Error& e) {
+      bad(e.what());
+    }
+    if (r.has(m)) bad("method '" + m + "' appears twice");
+    if (!r.chain.empty() && find_method(r.chain.back()).rounds)
+      bad("'" + r.chain.back() + "' rounds the weights, so it must come last in the chain");
+    r.chain.push_back(mi->name);
+  }
+  if (!find_method(r.chain.back()).rounds) r.chain.push_back("rtn");
   auto parts = split(s.substr(colon + 1), ',');
   if (parts.empty() || parts[0].empty()) bad("missing format");
   try {
@@ -63,43 +77,41 @@ TensorRule parse_rule(const std::string& text) {
   } catch (const Error& e) {
     bad(e.what());
   }
-  bool emb_set = false;
+  // Each option must be taken by a method of the chain (an option that does not apply is an error).
   for (size_t i = 1; i < parts.size(); ++i) {
     const std::string& o = parts[i];
     const size_t eq = o.find('=');
     const std::string key = o.substr(0, eq), val = eq == std::string::npos ? "" : o.substr(eq + 1);
-    try {
-      if (key == "act_order" && val.empty()) {
-        r.gptq.act_order = true;
-      } else if (key == "static_groups" && val.empty()) {
-        r.gptq.static_groups = true;
-      } else if (key == "clip" && val.empty()) {
-        r.clip = true;
-      } else if (key == "mse" && val.empty()) {
-        r.gptq.mse = true;  // the rule's param search, for gptq and rtn alike
-      } else if (key == "damp" && !val.empty()) {
-        size_t used = 0;
-        r.gptq.damp = std::stod(val, &used);
-        if (used != val.size() || !(r.gptq.damp >= 0 && r.gptq.damp < 10)) bad("damp must be in [0, 10)");
-      } else if (key == "emb" && !val.empty()) {
-        emb_set = true;
-        size_t used = 0;
-        r.gptq.emb = std::stod(val, &used);
-        if (used != val.size() || !(r.gptq.emb >= 0 && r.gptq.emb <= 1000)) bad("emb must be in [0, 1000]");
-      } else if (key == "block" && !val.empty()) {
-        size_t used = 0;
-        r.gptq.block = std::stoll(val, &used);
-        if (used != val.size() || r.gptq.block < 1 || r.gptq.block > 65536) bad("block must be in [1, 65536]");
-      } else {
-        bad("unknown option '" + o + "' (act_order, static_groups, clip, mse, damp=F, block=N, emb=F)");
+    bool taken = false;
+    for (const std::string& m : r.chain) {
+      const MethodInfo& mi = find_method(m);
+      if (mi.option(r, key, val)) {
+        taken = true;
+        break;
       }
-    } catch (const std::logic_error&) {
-      bad("option '" + o + "' has a malformed number");
+    }
+    if (!taken) {
+      std::string accepted;
+      for (const std::string& m : r.chain)
+        accepted += (accepted.empty() ? "" : "; ") + m + ": " + find_method(m).options;
+      std::string known;
+      for (const auto& mi : method_registry())
+        for (const std::string& m : r.chain)
+          if (m != mi.name) {
+            TensorRule probe;
+            probe.spec = r.spec;
+            if (mi.option(probe, key, val)) known = std::string(" (it is an option of ") + mi.name + ")";
+          }
+      bad("option '" + o + "' does not apply to " + r.method + known + "; accepted: " + accepted);
     }
   }
-  if (r.method == "rtn" && (r.gptq.act_order || r.gptq.static_groups)) bad("act_order/static_groups apply to gptq only");
-  if (r.method == "rtn" && emb_set) bad("emb applies to gptq only");
-  if (r.clip && r.gptq.mse) bad("clip and mse are alternative parameter searches; use one");
+  for (const std::string& m : r.chain) {
+    try {
+      find_method(m).check(r);
+    } catch (const Error& e) {
+      bad(e.what());
+    }
+  }
   return r;
 }
 
@@ -160,11 +172,37 @@ const TensorRule& Recipe::rule_for(const std::string& name, bool tied_output) co
   return *r;
 }
 
+// rtn alone takes calibration when given (its clip search then weighs by diag(H)) but runs
+// without; every method that declares statistics needs them.
 bool Recipe::needs_calibration() const {
-  if (base.method == "gptq") return true;
+  if (base.stats() != 0) return true;
   for (const auto& [p, r] : overrides)
-    if (r.method == "gptq") return true;
+    if (r.stats() != 0) return true;
   return false;
+}
+
+bool Recipe::has_transforms() const {
+  auto any = [](const TensorRule& r) {
+    for (const auto& m : r.chain)
+      if (!find_method(m).rounds) return true;
+    return false;
+  };
+  if (any(base)) return true;
+  for (const auto& [p, r] : overrides)
+    if (any(r)) return true;
+  return false;
+}
+
+void Recipe::check_patterns(const std::vector<std::string>& names) const {
+  for (const auto& [p, r] : overrides) {
+    bool hit = false;
+    for (const auto& n : names) hit = hit || glob_match(p, n);
+    if (!hit) {
+      std::string example = names.empty() ? "" : names.size() > 1 ? names[1] : names[0];
+      fail("recipe", "override pattern '" + p + "' matches no tensor of this model (tensor names look like '" +
+                         example + "'; patterns are globs over whole names)");
+    }
+  }
 }
 
 }  // namespace lmpress

@@ -123,6 +123,20 @@ void AtomicFile::pad_to(size_t alignment) {
   while (written_ % alignment) write(zeros, std::min<size_t>(64, alignment - written_ % alignment));
 }
 
+void AtomicFile::write_at(uint64_t offset, const void* data, size_t n) {
+  flush();
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  size_t off = 0;
+  while (off < n) {
+    const ssize_t w = ::pwrite(fd_, p + off, n - off, off_t(offset + off));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      fail(path_, std::string("write failed: ") + std::strerror(errno));
+    }
+    off += size_t(w);
+  }
+}
+
 void AtomicFile::commit() {
   flush();
   if (::fsync(fd_) != 0) fail(path_, std::string("fsync failed: ") + std::strerror(errno));

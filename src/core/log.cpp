@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 
 #include "lmpress/core.h"
 
@@ -42,6 +43,20 @@ size_t peak_rss_bytes() {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
   return size_t(ru.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+size_t anon_rss_bytes() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  size_t kb = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::strncmp(line, "RssAnon:", 8) == 0) {
+      kb = size_t(std::strtoull(line + 8, nullptr, 10));
+      break;
+    }
+  std::fclose(f);
+  return kb * 1024;
 }
 
 static bool progress_enabled() {

@@ -14,7 +14,14 @@
 namespace lmpress {
 
 namespace {
-std::vector<float> norm_f32(const Tensor& t) { return t.empty() ? std::vector<float>{} : tensor_to_f32(t); }
+// A norm weight or bias as f32, read through the model's tensor at every call (a transform may
+// have rewritten it since the engine was made): f32 tensors directly, others converted into buf.
+const float* vec_f32(const Tensor& t, std::vector<float>& buf) {
+  if (t.empty()) return nullptr;
+  if (t.dtype == DType::F32) return t.as<float>();
+  buf = tensor_to_f32(t);
+  return buf.data();
+}
 
 void rmsnorm(const float* x, const float* w, float* out, int64_t n, int64_t d, float eps) {
   for (int64_t t = 0; t < n; ++t) {
@@ -53,8 +60,7 @@ const char* linear_input_name(const std::string& s) {
 struct Engine::State {
   std::vector<float> k_cache, v_cache;  // [n_layers][n_ctx][kv_dim]
   std::vector<float> inv_freq;          // [head_dim/2], after rope scaling
-  std::vector<std::vector<float>> attn_norm, ffn_norm, bq, bk, bv;
-  std::vector<float> out_norm;
+  std::vector<float> norm_buf, bias_buf[3];  // non-f32 norms / biases converted per call
   // scratch, grown on demand
   std::vector<float> xn, q, k, v, att, ffn_g, ffn_u, tmp, scores, cosb, sinb;
 };
@@ -67,14 +73,6 @@ Engine::Engine(const Model& m, const EngineOptions& opt)
   const int64_t kv_dim = int64_t(c.n_kv_heads) * c.head_dim;
   st_->k_cache.assign(size_t(c.n_layers) * n_ctx_ * kv_dim, 0.f);
   st_->v_cache.assign(size_t(c.n_layers) * n_ctx_ * kv_dim, 0.f);
-  for (const auto& L : m.layers) {
-    st_->attn_norm.push_back(norm_f32(L.attn_norm));
-    st_->ffn_norm.push_back(norm_f32(L.ffn_norm));
-    st_->bq.push_back(norm_f32(L.bq));
-    st_->bk.push_back(norm_f32(L.bk));
-    st_->bv.push_back(norm_f32(L.bv));
-  }
-  st_->out_norm = norm_f32(m.out_norm);
   // RoPE frequencies: theta_i = base^(-2i/d); Llama-3 scaling divides low frequencies by `factor`
   // and interpolates smoothly between the low/high-frequency wavelength bounds.
   const int half = c.head_dim / 2;
@@ -102,6 +100,9 @@ Engine::Engine(const Model& m, const EngineOptions& opt)
 
 Engine::~Engine() = default;
 
+// The cache needs no clearing: forward() at position pos overwrites positions pos.. before any
+// read of them, and attention reads only positions below the current one. So reset() only says
+// the next forward() must start at position 0.
 void Engine::reset() {}
 
 void Engine::embed(const int32_t* tokens, int64_t n, float* x) const {
@@ -131,20 +132,20 @@ void Engine::layer_forward(int il, float* x, int64_t n, int32_t pos) {
   s.tmp.resize(size_t(n * std::max(d, hidden)));
 
   // ---- attention ----
-  rmsnorm(x, s.attn_norm[size_t(il)].data(), s.xn.data(), n, d, c.norm_eps);
+  rmsnorm(x, vec_f32(L.attn_norm, s.norm_buf), s.xn.data(), n, d, c.norm_eps);
   if (hook_) hook_("attn_in", il, s.xn.data(), n, d);
   const MatmulJob qkv[3] = {{&L.wq, s.xn.data(), n, s.q.data()},
                             {&L.wk, s.xn.data(), n, s.k.data()},
                             {&L.wv, s.xn.data(), n, s.v.data()}};
   matmul_batch(qkv, 3, pool);
-  auto add_bias = [n](std::vector<float>& y, const std::vector<float>& b, int64_t w) {
-    if (b.empty()) return;
+  auto add_bias = [n](std::vector<float>& y, const float* b, int64_t w) {
+    if (!b) return;
     for (int64_t t = 0; t < n; ++t)
       for (int64_t i = 0; i < w; ++i) y[size_t(t * w + i)] += b[size_t(i)];
   };
-  add_bias(s.q, s.bq[size_t(il)], q_dim);
-  add_bias(s.k, s.bk[size_t(il)], kv_dim);
-  add_bias(s.v, s.bv[size_t(il)], kv_dim);
+  add_bias(s.q, vec_f32(L.bq, s.bias_buf[0]), q_dim);
+  add_bias(s.k, vec_f32(L.bk, s.bias_buf[1]), kv_dim);
+  add_bias(s.v, vec_f32(L.bv, s.bias_buf[2]), kv_dim);
 
   // RoPE on q and k; cos/sin per token were computed once per forward call (s.cosb/s.sinb).
   const int64_t half = hd / 2;
@@ -208,7 +209,7 @@ void Engine::layer_forward(int il, float* x, int64_t n, int32_t pos) {
   for (int64_t i = 0; i < n * d; ++i) x[i] += s.tmp[size_t(i)];
 
   // ---- feed-forward (SwiGLU) ----
-  rmsnorm(x, s.ffn_norm[size_t(il)].data(), s.xn.data(), n, d, c.norm_eps);
+  rmsnorm(x, vec_f32(L.ffn_norm, s.norm_buf), s.xn.data(), n, d, c.norm_eps);
   if (hook_) hook_("ffn_in", il, s.xn.data(), n, d);
   s.ffn_g.resize(size_t(n * hidden));
   s.ffn_u.resize(size_t(n * hidden));
@@ -241,7 +242,7 @@ void Engine::run_layers(float* x, int64_t n, int32_t pos, int begin, int end) {
 void Engine::final_logits(const float* x, int64_t n, float* logits) {
   const int64_t d = m_.cfg.dim;
   st_->xn.resize(size_t(n * d));
-  rmsnorm(x, st_->out_norm.data(), st_->xn.data(), n, d, m_.cfg.norm_eps);
+  rmsnorm(x, vec_f32(m_.out_norm, st_->norm_buf), st_->xn.data(), n, d, m_.cfg.norm_eps);
   if (hook_) hook_("output_in", -1, st_->xn.data(), n, d);
   matmul(m_.output, st_->xn.data(), n, logits, *pool_);
 }

@@ -52,6 +52,10 @@ std::vector<NamedTensor> canonical_tensors(const Model& m);
 // safetensors writer that asks for each tensor's bytes only when it is written, so a converted
 // copy of the whole model never has to exist in memory. specs[i].data is ignored; produce(i)
 // returns a tensor holding exactly specs[i].nbytes bytes (it may own them).
+// The 8-byte length and the JSON header of a safetensors file holding `specs` in order (data
+// offsets consecutive from 0); the data region starts right after it.
+std::string safetensors_header(const std::string& path, const std::vector<SafetensorsWriteTensor>& specs,
+                               const std::map<std::string, std::string>& metadata);
 void write_safetensors_lazy(const std::string& path, const std::vector<SafetensorsWriteTensor>& specs,
                             const std::map<std::string, std::string>& metadata,
                             const std::function<Tensor(size_t)>& produce);

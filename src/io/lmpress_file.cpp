@@ -6,6 +6,10 @@
 //                 U8 tensor "lmpress.vocab" holding JSON.
 #include <nlohmann/json.hpp>
 
+#include <set>
+
+#include "io/io_internal.h"
+#include "lmpress/compress.h"
 #include "lmpress/formats.h"
 #include "lmpress/io.h"
 
@@ -124,6 +128,71 @@ void write_lmpress_model(const Model& m, const std::string& path) {
                                              {"lmpress.tensors", qinfo.dump()}};
   for (const auto& [k, v] : m.metadata) meta["lmpress." + k] = v;
   write_safetensors(path, ts, meta);
+}
+
+// ---- streaming writer ------------------------------------------------------------------------------
+struct LmpressStreamWriter::Impl {
+  std::string path;
+  AtomicFile file;
+  uint64_t data_start = 0;
+  std::map<std::string, std::pair<uint64_t, PlannedTensor>> where;  // name -> (offset, plan)
+  std::set<std::string> written;
+  explicit Impl(const std::string& p) : path(p), file(p) {}
+};
+
+LmpressStreamWriter::LmpressStreamWriter(const std::string& path, const Model& src,
+                                         const std::vector<PlannedTensor>& plan,
+                                         const std::map<std::string, std::string>& metadata)
+    : impl_(std::make_unique<Impl>(path)) {
+  std::vector<SafetensorsWriteTensor> ts;
+  json qinfo = json::object();
+  uint64_t off = 0;
+  for (const PlannedTensor& p : plan) {
+    const char* dt = st_dtype(p.dtype);
+    if (!dt) fail(path, "cannot store tensor " + p.name + " of dtype " + dtype_name(p.dtype));
+    if (p.dtype == DType::Q) {
+      ts.push_back({p.name, "U8", {int64_t(p.nbytes)}, nullptr, p.nbytes});
+      qinfo[p.name] = {{"format", format_name(format_spec(p.format))}, {"shape", p.shape}};
+    } else {
+      ts.push_back({p.name, dt, p.shape, nullptr, p.nbytes});
+    }
+    impl_->where[p.name] = {off, p};
+    off += p.nbytes;
+  }
+  std::string vjs;
+  if (src.tokenizer) {
+    vjs = vocab_json(src.tokenizer->vocab()).dump();
+    ts.push_back({"lmpress.vocab", "U8", {int64_t(vjs.size())}, vjs.data(), vjs.size()});
+  }
+  std::map<std::string, std::string> meta = {{"format", "lmpress"},
+                                             {"lmpress.version", kVersion},
+                                             {"lmpress.config", config_json(src.cfg).dump()},
+                                             {"lmpress.tensors", qinfo.dump()}};
+  for (const auto& [k, v] : metadata) meta["lmpress." + k] = v;
+  const std::string head = io_detail::safetensors_header(path, ts, meta);
+  impl_->file.write(head);
+  impl_->data_start = head.size();
+  if (!vjs.empty()) impl_->file.write_at(impl_->data_start + off, vjs.data(), vjs.size());
+}
+
+LmpressStreamWriter::~LmpressStreamWriter() = default;
+
+void LmpressStreamWriter::put(const Tensor& t) {
+  auto it = impl_->where.find(t.name);
+  if (it == impl_->where.end()) fail(impl_->path, "tensor " + t.name + " is not in the planned output");
+  const auto& [off, p] = it->second;
+  if (t.nbytes != p.nbytes || t.dtype != p.dtype || (p.dtype == DType::Q && t.format != p.format))
+    fail(impl_->path, "tensor " + t.name + " does not match its planned layout (" + std::to_string(t.nbytes) +
+                          " bytes of " + dtype_name(t.dtype) + ", planned " + std::to_string(p.nbytes) + " of " +
+                          dtype_name(p.dtype) + ")");
+  if (!impl_->written.insert(t.name).second) fail(impl_->path, "tensor " + t.name + " written twice");
+  impl_->file.write_at(impl_->data_start + off, t.data, t.nbytes);
+}
+
+void LmpressStreamWriter::commit() {
+  for (const auto& [name, wp] : impl_->where)
+    if (!impl_->written.count(name)) fail(impl_->path, "tensor " + name + " was never written");
+  impl_->file.commit();
 }
 
 bool is_lmpress_file(const std::string& path) {

@@ -6,6 +6,7 @@
 // then the data region; offsets are relative to its start, tensors may not overlap.
 #include <algorithm>
 #include <nlohmann/json.hpp>
+#include <cstring>
 #include <set>
 #include <string>
 
@@ -139,10 +140,8 @@ SafetensorsFile read_safetensors(const std::string& path) {
   return f;
 }
 
-void io_detail::write_safetensors_lazy(const std::string& path,
-                                       const std::vector<SafetensorsWriteTensor>& specs,
-                                       const std::map<std::string, std::string>& metadata,
-                                       const std::function<Tensor(size_t)>& produce) {
+std::string io_detail::safetensors_header(const std::string& path, const std::vector<SafetensorsWriteTensor>& specs,
+                                          const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json h = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
     nlohmann::ordered_json md = nlohmann::ordered_json::object();
@@ -175,10 +174,19 @@ void io_detail::write_safetensors_lazy(const std::string& path,
   std::string text = h.dump();
   // Pad with spaces so the data region starts 8-byte aligned (allowed by the format).
   while ((8 + text.size()) % 8 != 0) text.push_back(' ');
-  AtomicFile f(path);
   const uint64_t hlen = text.size();
-  f.write(&hlen, 8);
-  f.write(text);
+  std::string out(8, '\0');
+  std::memcpy(out.data(), &hlen, 8);
+  return out + text;
+}
+
+void io_detail::write_safetensors_lazy(const std::string& path,
+                                       const std::vector<SafetensorsWriteTensor>& specs,
+                                       const std::map<std::string, std::string>& metadata,
+                                       const std::function<Tensor(size_t)>& produce) {
+  const std::string head = safetensors_header(path, specs, metadata);
+  AtomicFile f(path);
+  f.write(head);
   for (size_t i = 0; i < specs.size(); ++i) {
     if (specs[i].nbytes == 0) continue;
     const Tensor t = produce(i);

@@ -2,6 +2,7 @@
 
 #include "common.h"
 #include "lmpress/compress.h"
+#include "lmpress/io.h"
 
 namespace lmpress::cli {
 
@@ -37,35 +38,44 @@ void add_quantize(CLI::App& app) {
     qo.n_threads = o->c.threads;
     qo.true_sequential = !o->no_true_seq;
     if (qo.calib.text_path.empty() && qo.recipe.needs_calibration())
-      fail("quantize", "recipe '" + qo.recipe.text + "' uses gptq: pass --calib FILE");
+      fail("quantize", "recipe '" + qo.recipe.text + "' uses methods that need calibration data: pass --calib FILE");
     log_info("quantizing %s with '%s'%s", m.path.c_str(), qo.recipe.text.c_str(),
              o->calib.empty() ? "" : (", calibration " + o->calib).c_str());
-    QuantizeReport rep;
-    Model q = quantize_model(m, qo, &rep);
-    q.metadata["calib"] = o->calib.empty() ? "" :
+    // Streaming output: every tensor goes to the file as soon as it is final (the layout is planned
+    // up front), so memory holds one block's work, not the model.
+    std::map<std::string, std::string> meta = m.metadata;
+    meta["recipe"] = qo.recipe.text;
+    meta["source"] = m.path;
+    meta["calib"] = o->calib.empty() ? "" :
         o->calib + " nsamples=" + std::to_string(o->nsamples) + " seqlen=" + std::to_string(o->seqlen) +
         " seed=" + std::to_string(o->seed);
-    write_lmpress_model(q, o->out);
+    LmpressStreamWriter writer(o->out, m, plan_quantization(m, qo.recipe), meta);
+    qo.sink = &writer;
+    QuantizeReport rep;
+    quantize_model(m, qo, &rep);
+    writer.commit();
     const double fbytes = double(file_size(o->out));
     if (o->c.json) {
       nlohmann::json layers = nlohmann::json::array();
       for (const auto& l : rep.layers)
         layers.push_back({{"name", l.name}, {"method", l.method},
-                          {"format", l.method == "rtn" || l.method == "gptq" ? format_name(l.spec) : l.method},
+                          {"format", l.method == "keep" || l.method == "f16" || l.method == "bf16" || l.method == "f32" ? l.method : format_name(l.spec)},
                           {"err", l.err}, {"rel_err", l.rel_err}, {"seconds", l.seconds}});
       print_json({{"model", m.path}, {"out", o->out}, {"recipe", qo.recipe.text}, {"params", rep.params},
                   {"bpw", rep.bpw()}, {"file_bytes", fbytes}, {"seconds", rep.seconds},
-                  {"peak_rss_mb", double(peak_rss_bytes()) / 1048576.0}, {"layers", layers}});
+                  {"peak_rss_mb", double(peak_rss_bytes()) / 1048576.0},
+                  {"peak_anon_mb", rep.peak_anon_bytes / 1048576.0}, {"layers", layers}});
       return;
     }
     std::printf("| tensor | method | format | rel. error | seconds |\n|---|---|---|---|---|\n");
     for (const auto& l : rep.layers)
       std::printf("| %s | %s | %s | %.5f | %.3f |\n", l.name.c_str(), l.method.c_str(),
-                  l.method == "rtn" || l.method == "gptq" ? format_name(l.spec).c_str() : "-", l.rel_err,
+                  l.method == "keep" || l.method == "f16" || l.method == "bf16" || l.method == "f32" ? "-" : format_name(l.spec).c_str(), l.rel_err,
                   l.seconds);
-    std::printf("total: %lld params, %.4f bits per weight, file %s (%s), %.2f s, peak RSS %.0f MiB\n",
+    std::printf("total: %lld params, %.4f bits per weight, file %s (%s), %.2f s, peak RSS %.0f MiB "
+                "(anonymous %.0f MiB; the rest is the mapped input)\n",
                 (long long)rep.params, rep.bpw(), o->out.c_str(), human_bytes(fbytes).c_str(), rep.seconds,
-                double(peak_rss_bytes()) / 1048576.0);
+                double(peak_rss_bytes()) / 1048576.0, rep.peak_anon_bytes / 1048576.0);
   });
 }
 

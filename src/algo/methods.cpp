@@ -1,0 +1,160 @@
+// THE method registry: one entry per method with its options, the statistics it needs and its
+// entry point (compress.h MethodInfo). A recipe rule's chain ("awq+gptq") is resolved here; each
+// option of the rule is handed to the chain's methods and must be taken by one of them.
+#include <algorithm>
+#include <cmath>
+
+#include "lmpress/compress.h"
+
+namespace lmpress {
+
+// awq.cpp
+void awq_transform(StepContext& ctx);
+
+namespace {
+
+bool parse_double(const std::string& val, double lo, double hi, double* out) {
+  try {
+    size_t used = 0;
+    const double v = std::stod(val, &used);
+    if (used != val.size() || !(v >= lo && v <= hi)) return false;
+    *out = v;
+    return true;
+  } catch (const std::logic_error&) {
+    return false;
+  }
+}
+
+[[noreturn]] void bad_value(const std::string& key, const std::string& val, const std::string& want) {
+  fail("recipe", "option '" + key + "=" + val + "': " + want);
+}
+
+std::vector<double> diag_of(const std::vector<double>& H, int64_t n) {
+  std::vector<double> d(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) d[size_t(i)] = H[size_t(i * n + i)];
+  return d;
+}
+
+// ---- rtn ----
+bool rtn_option(TensorRule& r, const std::string& k, const std::string& v) {
+  if (k == "clip" && v.empty()) return r.clip = true;
+  if (k == "mse" && v.empty()) return r.gptq.mse = true;
+  return false;
+}
+void rtn_check(const TensorRule& r) {
+  if (r.clip && r.gptq.mse) fail("recipe", "clip and mse are alternative parameter searches; use one");
+  if ((r.clip || r.gptq.mse) && !make_grid(r.spec)->has_range())
+    fail("recipe", format_name(r.spec) + " has no range to search: clip and mse do not apply");
+}
+QuantizedMatrix rtn_round(const RoundArgs& a) {
+  // The clip search weighs each weight's error by diag(H) when calibration is there.
+  std::vector<double> hd;
+  if (a.rule->clip && a.H) hd = diag_of(*a.H, a.cols);
+  return quantize_rtn(a.w, a.rows, a.cols, a.rule->spec, a.rule->clip, hd.empty() ? nullptr : hd.data(),
+                      a.rule->gptq.mse);
+}
+
+// ---- gptq ----
+bool gptq_option(TensorRule& r, const std::string& k, const std::string& v) {
+  GptqOptions& g = r.gptq;
+  if (k == "act_order" && v.empty()) return g.act_order = true;
+  if (k == "static_groups" && v.empty()) return g.static_groups = true;
+  if (k == "mse" && v.empty()) return g.mse = true;
+  if (k == "damp" && !v.empty()) {
+    if (!parse_double(v, 0, 10 - 1e-12, &g.damp)) bad_value(k, v, "damp must be in [0, 10)");
+    return true;
+  }
+  if (k == "emb" && !v.empty()) {
+    if (!parse_double(v, 0, 1000, &g.emb)) bad_value(k, v, "emb must be in [0, 1000]");
+    return true;
+  }
+  if (k == "block" && !v.empty()) {
+    double b = 0;
+    if (!parse_double(v, 1, 65536, &b) || b != std::floor(b)) bad_value(k, v, "block must be an integer in [1, 65536]");
+    g.block = int64_t(b);
+    return true;
+  }
+  return false;
+}
+void gptq_check(const TensorRule& r) {
+  if (r.gptq.mse && !make_grid(r.spec)->has_range())
+    fail("recipe", format_name(r.spec) + " has no range to search: mse does not apply");
+}
+QuantizedMatrix gptq_round(const RoundArgs& a) {
+  if (!a.H) fail("gptq", "gptq needs calibration data (--calib FILE)");
+  return quantize_gptq(a.w, a.rows, a.cols, a.rule->spec, *a.H, a.rule->gptq, *a.pool);
+}
+
+// ---- squeezellm ----
+bool no_option(TensorRule&, const std::string&, const std::string&) { return false; }
+void squeezellm_check(const TensorRule& r) {
+  if (r.spec.family != FormatFamily::Lut)
+    fail("recipe", "squeezellm quantizes onto per-row tables: use the format lut3 or lut4, not " + format_name(r.spec));
+}
+QuantizedMatrix squeezellm_round(const RoundArgs& a) {
+  // Sensitivity: SqueezeLLM weighs k-means by the Fisher information; lmpress has no backward
+  // pass yet, so by the activation second moment diag(H) (docs/methods.md, deviation).
+  std::vector<double> imp;
+  if (a.stats && !a.stats->diag.empty())
+    imp = a.stats->diag;
+  else if (a.H)
+    imp = diag_of(*a.H, a.cols);
+  else
+    fail("squeezellm", "squeezellm needs calibration data (--calib FILE)");
+  return quantize_rtn(a.w, a.rows, a.cols, a.rule->spec, false, nullptr, false, imp.data());
+}
+
+// ---- awq ----
+bool awq_option(TensorRule& r, const std::string& k, const std::string& v) {
+  if (k == "grid" && !v.empty()) {
+    double g = 0;
+    if (!parse_double(v, 1, 1000, &g) || g != std::floor(g)) bad_value(k, v, "grid must be an integer in [1, 1000]");
+    r.awq.grid = int(g);
+    return true;
+  }
+  if (k == "noclip" && v.empty()) {
+    r.awq.clip = false;
+    return true;
+  }
+  return false;
+}
+void nothing_to_check(const TensorRule&) {}
+
+const std::vector<MethodInfo> kMethods = {
+    {"rtn", "round to nearest on the format's grid (optional clip / mse range searches)", true, 0, "clip, mse",
+     rtn_option, rtn_check, rtn_round, nullptr},
+    {"gptq", "GPTQ: Hessian-aware rounding with error feedback (Frantar et al. 2023)", true, kStatHessian,
+     "act_order, static_groups, mse, damp=F, block=N, emb=F", gptq_option, gptq_check, gptq_round, nullptr},
+    {"squeezellm", "SqueezeLLM: sensitivity-weighted k-means per row onto lut3/lut4 (Kim et al. 2024)", true,
+     kStatDiag, "(none)", no_option, squeezellm_check, squeezellm_round, nullptr},
+    {"awq", "AWQ: activation-aware per-channel scales folded into the producer, and clipping (Lin et al. 2024)",
+     false, kStatMeanAbs | kStatSamples | kStatHessian, "grid=N, noclip", awq_option, nothing_to_check, nullptr,
+     awq_transform},
+};
+
+}  // namespace
+
+const std::vector<MethodInfo>& method_registry() { return kMethods; }
+
+const MethodInfo& find_method(const std::string& name) {
+  for (const auto& m : kMethods)
+    if (name == m.name) return m;
+  std::string list;
+  for (const auto& m : kMethods) list += (list.empty() ? "" : ", ") + std::string(m.name);
+  fail("recipe", "unknown method '" + name + "' (" + list + ")");
+}
+
+bool TensorRule::has(const std::string& m) const { return std::find(chain.begin(), chain.end(), m) != chain.end(); }
+
+const std::string& TensorRule::rounding() const {
+  static const std::string none;
+  return chain.empty() ? none : chain.back();
+}
+
+uint32_t TensorRule::stats() const {
+  uint32_t s = 0;
+  for (const auto& m : chain) s |= find_method(m).stats;
+  return s;
+}
+
+}  // namespace lmpress

@@ -1,0 +1,31 @@
+// Private to src/algo: what a transform method (awq, ...) gets to work on.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "lmpress/compress.h"
+
+namespace lmpress {
+
+// One group of linear layers sharing an input, inside one block, during the transform pass.
+struct StepContext {
+  Model& model;
+  int layer = 0;
+  std::string input;                      // "attn_in", "attn_out_in", "ffn_in", "ffn_down_in"
+  std::vector<Tensor*> readers;           // every tensor reading the input (f32 owned once transformed)
+  std::vector<const TensorRule*> rules;   // their rules
+  const TensorRule* rule = nullptr;       // the rule whose transform runs
+  const InputStats* stats = nullptr;      // the input's statistics, captured before this pass changed anything
+  // Where a per-input-channel scale 1/s folds: the RMSNorm weight producing the input, or the
+  // linear layer whose output rows are the input's channels (and its bias); null if neither.
+  Tensor* norm = nullptr;
+  Tensor* producer = nullptr;
+  Tensor* producer_bias = nullptr;
+  ThreadPool* pool = nullptr;
+  std::string note;                       // one line for the report: what the transform did
+};
+
+// Replaces t by an owned f32 copy (transforms rewrite weights in f32).
+void make_f32_owned(Tensor& t);
+
+}  // namespace lmpress

@@ -1,0 +1,384 @@
+// The method registry and its first citizens beyond RTN/GPTQ: recipe chains and option
+// validation, statistics collectors (against a double-precision computation), AWQ's scale search
+// and fold (against a plain double implementation of the same search, and function preservation),
+// SqueezeLLM's weighted k-means, streaming output (byte-identical to the in-memory writer), and the
+// engine reading norm weights through the model's tensors.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "algo/pipeline_internal.h"
+#include "lmpress/compress.h"
+#include "lmpress/engine.h"
+#include "lmpress/eval.h"
+#include "lmpress/io.h"
+#include "test_util.h"
+
+using namespace lmpress;
+
+namespace {
+std::vector<float> randn(size_t n, uint32_t seed, float sigma = 1.f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, sigma);
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+std::string tmp(const std::string& n) { return test::tmp_dir() + "/lmpress_m_" + std::to_string(::getpid()) + "_" + n; }
+
+void expect_recipe_error(const std::string& text, const std::string& needle) {
+  try {
+    parse_recipe(text);
+    ADD_FAILURE() << "accepted '" << text << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << text << ": " << e.what();
+  }
+}
+}  // namespace
+
+TEST(Methods, RegistryAndChains) {
+  for (const char* m : {"rtn", "gptq", "squeezellm", "awq"}) EXPECT_EQ(std::string(find_method(m).name), m);
+  EXPECT_THROW(find_method("spqr"), Error);
+  const TensorRule a = parse_rule("awq+gptq:w4g128,act_order,grid=10,noclip");
+  EXPECT_EQ(a.chain, (std::vector<std::string>{"awq", "gptq"}));
+  EXPECT_EQ(a.rounding(), "gptq");
+  EXPECT_TRUE(a.gptq.act_order);
+  EXPECT_EQ(a.awq.grid, 10);
+  EXPECT_FALSE(a.awq.clip);
+  EXPECT_EQ(a.stats() & kStatHessian, kStatHessian);
+  EXPECT_EQ(parse_rule("awq:w4g64").chain, (std::vector<std::string>{"awq", "rtn"}));
+  EXPECT_EQ(parse_rule("squeezellm:lut3").spec.family, FormatFamily::Lut);
+  EXPECT_EQ(parse_rule("gptq:nf4g64,mse").spec.family, FormatFamily::NF4);
+  EXPECT_TRUE(parse_recipe("awq+gptq:w4g128").has_transforms());
+  EXPECT_FALSE(parse_recipe("gptq:w4g128").has_transforms());
+  EXPECT_TRUE(parse_recipe("squeezellm:lut4").needs_calibration());
+  EXPECT_FALSE(parse_recipe("rtn:nf4g64;token_embd.weight=rtn:fp8row").needs_calibration());
+  // Options go to the method that takes them; one that no method of the chain takes is an error.
+  expect_recipe_error("rtn:w4g32,damp=0.1", "it is an option of gptq");
+  expect_recipe_error("gptq:w4g32,grid=5", "it is an option of awq");
+  expect_recipe_error("gptq:w4g32,foo", "does not apply");
+  expect_recipe_error("gptq+awq:w4g32", "must come last");
+  expect_recipe_error("awq+awq:w4g32", "twice");
+  expect_recipe_error("squeezellm:w4g32", "lut3 or lut4");
+  expect_recipe_error("rtn:lut4,clip", "no range");
+  expect_recipe_error("gptq:lut4,mse", "no range");
+  expect_recipe_error("awq+gptq:w4g32,grid=0", "grid");
+  expect_recipe_error("spqr:w3g16", "unknown method");
+  expect_recipe_error("gptq:w4g32;blk.*.ffn_down=gptq:nf5g32", "nf5g32");
+}
+
+TEST(Methods, OverrideMatchingNoTensorIsAnError) {
+  LMP_REQUIRE_SHARED("models/tinystories-279k/model.bin");
+  Model m = load_model(test::shared("models/tinystories-279k/model.bin"));
+  QuantizeOptions qo;
+  qo.progress = false;
+  qo.recipe = parse_recipe("rtn:w4g32;*.ffn_down=rtn:w8g32");
+  try {
+    quantize_model(m, qo, nullptr);
+    ADD_FAILURE() << "an override without .weight matched nothing but was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("*.ffn_down"), std::string::npos) << e.what();
+  }
+  qo.recipe = parse_recipe("rtn:w4g32;*.ffn_down.weight=rtn:w8g32;output.weight=rtn:w6g32");  // tied: ok
+  EXPECT_NO_THROW(quantize_model(m, qo, nullptr));
+}
+
+TEST(Methods, StatisticsMatchDouble) {
+  const int64_t n = 37, rows = 300;
+  auto x = randn(size_t(rows * n), 3, 2.f);
+  ThreadPool pool(2);
+  StatsCollector c(n, kStatHessian | kStatDiag | kStatMeanAbs | kStatMaxAbs | kStatTokenNorms | kStatSamples, rows);
+  c.add(x.data(), 100, pool);
+  c.add(x.data() + 100 * n, rows - 100, pool);
+  const InputStats s = c.finish();
+  EXPECT_EQ(s.count, rows);
+  ASSERT_EQ(s.H.size(), size_t(n * n));
+  ASSERT_EQ(s.token_norms.size(), size_t(rows));
+  EXPECT_EQ(s.sample_rows, rows);  // below kMaxSampleRows: every row kept
+  for (int64_t i = 0; i < n; ++i) {
+    double d = 0, ma = 0, mx = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const double v = x[size_t(r * n + i)];
+      d += v * v;
+      ma += std::fabs(v);
+      mx = std::max(mx, std::fabs(v));
+      double h = 0;
+      (void)h;
+    }
+    EXPECT_NEAR(s.diag[size_t(i)], d / rows, 1e-12 * d);
+    EXPECT_NEAR(s.H[size_t(i * n + i)], d / rows, 1e-12 * d);
+    EXPECT_NEAR(s.mean_abs[size_t(i)], ma / rows, 1e-12 * ma);
+    EXPECT_EQ(s.max_abs[size_t(i)], mx);
+    for (int64_t j = 0; j < n; ++j) {
+      double h = 0;
+      for (int64_t r = 0; r < rows; ++r) h += double(x[size_t(r * n + i)]) * x[size_t(r * n + j)];
+      EXPECT_NEAR(s.H[size_t(i * n + j)], h / rows, 1e-10);
+    }
+  }
+  for (int64_t r = 0; r < rows; r += 17) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; ++i) ss += double(x[size_t(r * n + i)]) * x[size_t(r * n + i)];
+    EXPECT_NEAR(s.token_norms[size_t(r)], std::sqrt(ss), 1e-9);
+  }
+  EXPECT_EQ(0, std::memcmp(s.samples.data(), x.data(), x.size() * 4));
+  // Subsampling keeps at most kMaxSampleRows rows, evenly spread.
+  StatsCollector big(4, kStatSamples, 10000);
+  std::vector<float> xb(10000 * 4);
+  for (size_t i = 0; i < xb.size(); ++i) xb[i] = float(i / 4);
+  big.add(xb.data(), 10000, pool);
+  const InputStats sb = big.finish();
+  EXPECT_LE(sb.sample_rows, InputStats::kMaxSampleRows);
+  EXPECT_GE(sb.sample_rows, 3000);
+  EXPECT_EQ(sb.samples[4], 3.f);  // every 3rd row
+  EXPECT_THROW(StatsCollector(4, kStatFisher, 10), Error);
+}
+
+namespace {
+// Plain double-precision AWQ scale search: the loss of every alpha, as the method defines it.
+std::vector<double> awq_losses_double(const std::vector<float>& X, int64_t m, int64_t n, const std::vector<float>& W,
+                                      int64_t rows, const std::vector<double>& mean_abs, const QuantSpec& spec, int grid) {
+  std::vector<double> out;
+  for (int k = 0; k < grid; ++k) {
+    const double alpha = double(k) / grid;
+    std::vector<double> s(static_cast<size_t>(n));
+    double smax = 0, smin = INFINITY;
+    for (int64_t j = 0; j < n; ++j) {
+      s[size_t(j)] = std::max(std::pow(mean_abs[size_t(j)], alpha), 1e-4);
+      smax = std::max(smax, s[size_t(j)]);
+      smin = std::min(smin, s[size_t(j)]);
+    }
+    for (double& v : s) v /= std::sqrt(smax * smin);
+    std::vector<float> ws(W.size());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < n; ++j) ws[size_t(r * n + j)] = W[size_t(r * n + j)] * float(s[size_t(j)]);
+    const auto dq = dequantize_matrix(quantize_rtn(ws.data(), rows, n, spec, false, nullptr));
+    double loss = 0;
+    for (int64_t t = 0; t < m; ++t)
+      for (int64_t r = 0; r < rows; ++r) {
+        double y = 0, yq = 0;
+        for (int64_t j = 0; j < n; ++j) {
+          y += double(X[size_t(t * n + j)]) * W[size_t(r * n + j)];
+          yq += double(X[size_t(t * n + j)]) / s[size_t(j)] * dq[size_t(r * n + j)];
+        }
+        loss += (y - yq) * (y - yq);
+      }
+    out.push_back(loss / double(m * rows));
+  }
+  return out;
+}
+}  // namespace
+
+TEST(Methods, AwqScaleSearchMatchesDoubleAndPreservesFunction) {
+  const int64_t n = 64, rows = 48, m = 200;
+  auto X = randn(size_t(m * n), 7);
+  // a few outlier input channels, as in LLM activations
+  for (int64_t t = 0; t < m; ++t)
+    for (int64_t j : {3, 17, 40}) X[size_t(t * n + j)] *= 25.f;
+  auto W = randn(size_t(rows * n), 8, 0.05f);
+  ThreadPool pool(2);
+  StatsCollector col(n, kStatMeanAbs | kStatSamples | kStatHessian, m);
+  col.add(X.data(), m, pool);
+  const InputStats st = col.finish();
+
+  Model model;
+  Tensor norm = make_f32_tensor("blk.0.attn_norm.weight", {n}, randn(size_t(n), 9, 1.f));
+  Tensor w = make_f32_tensor("blk.0.ffn_up.weight", {rows, n}, W);
+  const TensorRule rule = parse_rule("awq:w3g32,noclip");
+  StepContext ctx{model};
+  ctx.input = "ffn_in";
+  ctx.readers = {&w};
+  ctx.rules = {&rule};
+  ctx.rule = &rule;
+  ctx.stats = &st;
+  ctx.norm = &norm;
+  ctx.pool = &pool;
+  const std::vector<float> g0 = tensor_to_f32(norm);
+  find_method("awq").transform(ctx);
+  ASSERT_NE(ctx.note.find("alpha"), std::string::npos) << ctx.note;
+
+  // The alpha it chose is the minimum of the double-precision losses.
+  const auto losses = awq_losses_double(X, m, n, W, rows, st.mean_abs, rule.spec, rule.awq.grid);
+  const size_t best = size_t(std::min_element(losses.begin(), losses.end()) - losses.begin());
+  char want[32];
+  std::snprintf(want, sizeof want, "alpha %.2f", double(best) / rule.awq.grid);
+  EXPECT_NE(ctx.note.find(want), std::string::npos) << ctx.note << " vs " << want;
+  EXPECT_LT(losses[best], losses[0] * 0.9) << "outlier channels: scaling should help clearly";
+
+  // Function preserved: (x * g / s) . (W s)^T == (x * g) . W^T.
+  const auto g1 = tensor_to_f32(norm), w1 = tensor_to_f32(w);
+  for (int64_t t = 0; t < 5; ++t)
+    for (int64_t r = 0; r < rows; ++r) {
+      double y0 = 0, y1 = 0, mag = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        const double x = X[size_t(t * n + j)];
+        y0 += x * g0[size_t(j)] * W[size_t(r * n + j)];
+        y1 += x * g1[size_t(j)] * w1[size_t(r * n + j)];
+        mag += std::fabs(x * g0[size_t(j)] * W[size_t(r * n + j)]);
+      }
+      ASSERT_NEAR(y1, y0, 1e-5 * mag);
+    }
+}
+
+TEST(Methods, AwqClipNeverWorseInTheLayerObjective) {
+  const int64_t n = 64, rows = 16, m = 256;
+  auto X = randn(size_t(m * n), 11);
+  auto W = randn(size_t(rows * n), 12, 0.05f);
+  for (int64_t r = 0; r < rows; ++r) W[size_t(r * n + (r % n))] = 0.6f;  // weight outliers: clipping helps
+  ThreadPool pool(1);
+  StatsCollector col(n, kStatMeanAbs | kStatSamples | kStatHessian, m);
+  col.add(X.data(), m, pool);
+  const InputStats st = col.finish();
+  auto objective = [&](const std::vector<float>& wq) {  // tr((W - Q) H (W - Q)^T) of the rounded W
+    const auto dq = dequantize_matrix(quantize_rtn(wq.data(), rows, n, QuantSpec{3, 32, true}, false, nullptr));
+    double e = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < n; ++j)
+          e += (W[size_t(r * n + i)] - dq[size_t(r * n + i)]) * st.H[size_t(i * n + j)] * (W[size_t(r * n + j)] - dq[size_t(r * n + j)]);
+    return e;
+  };
+  Model model;
+  Tensor norm = make_f32_tensor("blk.0.ffn_norm.weight", {n}, std::vector<float>(size_t(n), 1.f));
+  Tensor w = make_f32_tensor("blk.0.ffn_gate.weight", {rows, n}, W);
+  const TensorRule rule = parse_rule("awq:w3g32,grid=1");  // grid 1: alpha 0, scales 1: clipping alone
+  StepContext ctx{model};
+  ctx.input = "ffn_in";
+  ctx.readers = {&w};
+  ctx.rules = {&rule};
+  ctx.rule = &rule;
+  ctx.stats = &st;
+  ctx.norm = &norm;
+  ctx.pool = &pool;
+  find_method("awq").transform(ctx);
+  EXPECT_NE(ctx.note.find("1 tensor(s) clipped"), std::string::npos) << ctx.note;
+  EXPECT_LT(objective(tensor_to_f32(w)), objective(W));
+}
+
+TEST(Methods, SqueezeLlmWeightedKmeans) {
+  // Three well separated clusters in a row: lut3's k-means finds them (a centroid per cluster
+  // within the table's int8 resolution), and importance pulls centroids to the weighted points.
+  const int64_t cols = 96;
+  std::vector<float> w(static_cast<size_t>(cols));
+  for (int64_t c = 0; c < cols; ++c) w[size_t(c)] = (c % 3 == 0 ? -1.f : c % 3 == 1 ? 0.1f : 2.f) + 0.001f * float(c % 7);
+  const auto grid = make_grid(parse_format_name("lut3"));
+  const GroupParams p = grid->params(w.data(), cols, 1.f, nullptr);
+  for (int64_t c = 0; c < cols; ++c)
+    ASSERT_LE(std::fabs(grid->dequantize(grid->quantize(w[size_t(c)], p), p) - w[size_t(c)]), 0.02f) << c;
+  // lut4 on Gaussian rows: a per-row non-uniform table beats w4row's uniform grid in MSE.
+  const int64_t rows = 8, n = 512;
+  auto g = randn(size_t(rows * n), 5);
+  auto err = [&](const QuantSpec& s, const double* imp) {
+    const auto dq = dequantize_matrix(quantize_rtn(g.data(), rows, n, s, false, nullptr, false, imp));
+    double e = 0;
+    for (size_t i = 0; i < g.size(); ++i) e += (dq[i] - g[i]) * (dq[i] - g[i]) * (imp ? imp[i % n] : 1.0);
+    return e;
+  };
+  EXPECT_LT(err(parse_format_name("lut4"), nullptr), err(QuantSpec{4, 0, true}, nullptr));
+  // Importance: weighted k-means lowers the weighted error against the unweighted fit.
+  std::vector<double> imp(static_cast<size_t>(n), 0.01);
+  for (int64_t j = 0; j < n; j += 8) imp[size_t(j)] = 100.0;
+  const auto fitted = quantize_rtn(g.data(), rows, n, parse_format_name("lut4"), false, nullptr, false, imp.data());
+  const auto plain = quantize_rtn(g.data(), rows, n, parse_format_name("lut4"), false, nullptr, false, nullptr);
+  auto werr = [&](const QuantizedMatrix& q) {
+    const auto dq = dequantize_matrix(q);
+    double e = 0;
+    for (size_t i = 0; i < g.size(); ++i) e += imp[i % n] * (dq[i] - g[i]) * (dq[i] - g[i]);
+    return e;
+  };
+  EXPECT_LT(werr(fitted), werr(plain) * 0.9);
+}
+
+TEST(Methods, StreamingOutputEqualsInMemoryWriter) {
+  LMP_REQUIRE_SHARED("models/tinystories-279k/model.bin");
+  LMP_REQUIRE_SHARED("data/tinystories/calib.txt");
+  Model m = load_model(test::shared("models/tinystories-279k/model.bin"));
+  for (const char* recipe : {"gptq:w4g32;token_embd.weight=rtn:w8g32", "awq+gptq:w3g64;blk.1.*=squeezellm:lut4"}) {
+    QuantizeOptions qo;
+    qo.recipe = parse_recipe(recipe);
+    qo.calib = {test::shared("data/tinystories/calib.txt"), 4, 64, 0};
+    qo.n_threads = 2;
+    qo.progress = false;
+    Model q = quantize_model(m, qo, nullptr);
+    const std::string a = tmp("mem.lmp"), b = tmp("stream.lmp");
+    write_lmpress_model(q, a);
+    std::map<std::string, std::string> meta = m.metadata;
+    meta["recipe"] = qo.recipe.text;
+    meta["source"] = m.path;
+    {
+      LmpressStreamWriter w(b, m, plan_quantization(m, qo.recipe), meta);
+      qo.sink = &w;
+      QuantizeReport rep;
+      quantize_model(m, qo, &rep);
+      w.commit();
+      EXPECT_GT(rep.peak_anon_bytes, 0);
+      EXPECT_GT(rep.bpw(), 3.0);
+    }
+    const std::string sa = read_text_file(a), sb = read_text_file(b);
+    EXPECT_EQ(sa.size(), sb.size()) << recipe;
+    EXPECT_TRUE(sa == sb) << recipe << ": streamed file differs from the in-memory writer's";
+    // and it loads and runs
+    Model l = load_model(b);
+    EXPECT_EQ(l.metadata.at("recipe"), qo.recipe.text);
+    std::remove(a.c_str());
+    std::remove(b.c_str());
+  }
+  // A writer destroyed before commit leaves nothing.
+  const std::string c = tmp("never.lmp");
+  {
+    LmpressStreamWriter w(c, m, plan_quantization(m, parse_recipe("rtn:w4g32")), {});
+  }
+  EXPECT_FALSE(file_exists(c));
+}
+
+TEST(Methods, EngineReadsNormsThroughTheModel) {
+  LMP_REQUIRE_SHARED("models/tinystories-279k/model.bin");
+  Model m = load_model(test::shared("models/tinystories-279k/model.bin"));
+  const std::vector<int32_t> toks = {1, 403, 407, 261, 378};
+  EngineOptions eo;
+  eo.n_threads = 1;
+  eo.n_ctx = 8;
+  Engine e(m, eo);
+  const int64_t V = m.cfg.vocab_size;
+  std::vector<float> a(static_cast<size_t>(V)), b(static_cast<size_t>(V));
+  e.forward(toks.data(), 5, 0, a.data(), false);
+  // A transform rewrites a norm after the engine was made: the engine must see it.
+  auto g = tensor_to_f32(m.layers[2].ffn_norm);
+  for (auto& v : g) v *= 3.f;
+  m.layers[2].ffn_norm = make_f32_tensor(m.layers[2].ffn_norm.name, m.layers[2].ffn_norm.shape, g);
+  e.reset();
+  e.forward(toks.data(), 5, 0, b.data(), false);
+  double diff = 0;
+  for (int64_t i = 0; i < V; ++i) diff = std::max(diff, double(std::fabs(a[size_t(i)] - b[size_t(i)])));
+  EXPECT_GT(diff, 1e-3) << "the engine kept a stale copy of a norm weight";
+}
+
+TEST(Methods, AwqGptqRunsEndToEndAndBeatsRtnOnTinystories) {
+  LMP_REQUIRE_SHARED("models/tinystories-279k/model.bin");
+  LMP_REQUIRE_SHARED("data/tinystories/calib.txt");
+  LMP_REQUIRE_SHARED("data/tinystories/eval.txt");
+  Model m = load_model(test::shared("models/tinystories-279k/model.bin"));
+  const std::string text = read_text_file(test::shared("data/tinystories/eval.txt"));
+  const auto toks = m.tokenizer->encode(text, true);
+  auto kld = [&](const std::string& recipe) {
+    QuantizeOptions qo;
+    qo.recipe = parse_recipe(recipe);
+    qo.calib = {test::shared("data/tinystories/calib.txt"), 16, 128, 0};
+    qo.n_threads = 2;
+    qo.progress = false;
+    Model q = quantize_model(m, qo, nullptr);
+    PerplexityOptions po;
+    po.n_ctx = 128;
+    po.max_chunks = 12;
+    po.n_threads = 2;
+    po.base = &m;
+    po.progress = false;
+    return perplexity(q, toks, po).kld;
+  };
+  const double rtn = kld("rtn:w3g64;token_embd.weight=rtn:w8g32");
+  const double awq = kld("awq:w3g64;token_embd.weight=rtn:w8g32");
+  const double awq_gptq = kld("awq+gptq:w3g64;token_embd.weight=rtn:w8g32");
+  std::printf("[ methods  ] tinystories w3g64 KLD: rtn %.4f, awq %.4f, awq+gptq %.4f\n", rtn, awq, awq_gptq);
+  EXPECT_LT(awq, rtn);
+  EXPECT_LT(awq_gptq, awq);
+}
