@@ -90,7 +90,9 @@ TEST(Core, ThreadPoolDynamicCoversRangeOnce) {
         pool.parallel_for_dynamic(n, grain, [&](int ti, int64_t b, int64_t e) {
           ASSERT_GE(ti, 0);
           ASSERT_LT(ti, nt);
-          if (nt > 1) ASSERT_LE(e - b, grain);  // (one thread: the whole range in one call)
+          if (nt > 1) {
+            ASSERT_LE(e - b, grain);  // (one thread: the whole range in one call)
+          }
           calls++;
           for (int64_t i = b; i < e; ++i) hits[size_t(i)]++;
         });

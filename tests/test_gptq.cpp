@@ -291,7 +291,9 @@ TEST(Gptq, MatchesPlainDoubleOracle) {
                   close += ok;
                   bool diverged = false;
                   for (int64_t j = r * n; j < r * n + gi * g; ++j) diverged |= got.q[j] != ref.q[j];
-                  if (!diverged) EXPECT_TRUE(ok) << "row " << r << " group " << gi;
+                  if (!diverged) {
+                    EXPECT_TRUE(ok) << "row " << r << " group " << gi;
+                  }
                 }
               EXPECT_GE(double(close), 0.99 * double(got.scales.size()));
             }

@@ -89,7 +89,9 @@ void expect_same_vocab(const Vocab& a, const Vocab& b, bool scores = true) {
   for (size_t i = 0; i < a.tokens.size(); ++i) {
     ASSERT_EQ(a.tokens[i], b.tokens[i]) << "token " << i;
     ASSERT_EQ(int(a.types[i]), int(b.types[i])) << "type of token " << i << " " << a.tokens[i];
-    if (scores) ASSERT_EQ(a.scores[i], b.scores[i]) << "score of token " << i;
+    if (scores) {
+      ASSERT_EQ(a.scores[i], b.scores[i]) << "score of token " << i;
+    }
   }
   EXPECT_EQ(a.merges, b.merges);
   EXPECT_EQ(a.bos_id, b.bos_id);

@@ -33,6 +33,8 @@ class HessianAccumulator {
   int64_t count() const { return count_; }
   // H / count (the GPTQ normalisation 2/N X^T X differs by a constant that cancels).
   std::vector<double> mean() const;
+  // The same, reusing the accumulator's storage (no second n^2 buffer); the accumulator is empty after.
+  std::vector<double> take_mean();
 
  private:
   int64_t n_, count_ = 0;

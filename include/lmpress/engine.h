@@ -36,6 +36,26 @@ using ActivationHook =
     std::function<void(const std::string& name, int layer, const float* x, int64_t n, int64_t width)>;
 const char* linear_input_name(const std::string& tensor_suffix);  // "attn_q" -> "attn_in" ...
 
+// The KV cache of one sequence: keys and values of every layer, f32 [n_layers][n_ctx][kv_dim]
+// (kv_dim = n_kv_heads * head_dim). The engine writes positions pos..pos+n-1 before attention
+// reads them; a later issue gives the cache a quantized format behind this interface.
+class KvCache {
+ public:
+  KvCache(int32_t n_layers, int32_t n_ctx, int64_t kv_dim);
+  int32_t n_ctx() const { return n_ctx_; }
+  int64_t kv_dim() const { return kv_dim_; }
+  size_t bytes() const { return (k_.size() + v_.size()) * sizeof(float); }
+  // Rows of positions [pos, pos + n) of layer `layer` from k / v [n][kv_dim].
+  void store(int layer, int32_t pos, int64_t n, const float* k, const float* v);
+  const float* keys(int layer) const { return k_.data() + size_t(layer) * size_t(n_ctx_) * size_t(kv_dim_); }
+  const float* values(int layer) const { return v_.data() + size_t(layer) * size_t(n_ctx_) * size_t(kv_dim_); }
+
+ private:
+  int32_t n_ctx_;
+  int64_t kv_dim_;
+  std::vector<float> k_, v_;
+};
+
 struct EngineOptions {
   int n_threads = 0;    // 0 = default_threads()
   int32_t n_ctx = 0;    // KV cache length; 0 = model's max_seq_len
@@ -59,7 +79,10 @@ class Engine {
   void run_layers(float* x, int64_t n, int32_t pos, int begin, int end);
   void final_logits(const float* x, int64_t n, float* logits);
 
-  void reset();  // empty the KV cache
+  // Empties the KV cache: the next forward() starts at position 0. (Nothing is cleared: every
+  // position is written before attention reads it.)
+  void reset();
+  const KvCache& kv_cache() const;
   void set_hook(ActivationHook h) { hook_ = std::move(h); }
   const Model& model() const { return m_; }
   int32_t n_ctx() const { return n_ctx_; }

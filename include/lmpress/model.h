@@ -69,6 +69,7 @@ struct ModelConfig {
   RopeStyle rope_style = RopeStyle::Interleaved;
   bool tied_embeddings = true;
   bool attn_bias = false;  // q/k/v biases (Qwen2)
+  int32_t sliding_window = 0;  // Mistral: attend to the last `sliding_window` positions; 0 = all
 };
 
 struct LayerWeights {
@@ -116,6 +117,34 @@ struct PlannedTensor {
   std::vector<int64_t> shape;
   size_t nbytes = 0;
 };
+// ---- architecture table ----------------------------------------------------------------------------
+// One row per tensor of an architecture (src/model/arch.cpp): its kind, canonical (GGUF) name,
+// Hugging Face name, shape from the config, and which named activation feeds it (linear layers).
+// Loaders, writers, validation, the engine's hooks and the quantize pipeline read it instead of
+// their own lists. Llama, Mistral (sliding window) and Qwen2 (q/k/v biases) share the Llama block.
+enum class TensorRole : uint8_t { Embedding, Norm, Linear, Bias, Classifier };
+struct ArchTensor {
+  const char* key;                 // GGUF infix: "attn_q", "attn_q.bias", "token_embd", "output_norm"
+  TensorRole role;
+  Tensor LayerWeights::*member;    // per-layer tensors (null for the model's globals)
+  Tensor Model::*global;           // globals (null for per-layer tensors)
+  const char* hf;                  // HF name (after "model.layers.N." for per-layer tensors)
+  const char* input;               // activation feeding a linear layer ("attn_in" ...), else null
+  std::vector<int64_t> (*shape)(const ModelConfig&);
+  bool (*present)(const ModelConfig&);  // biases only with attn_bias, output only untied
+};
+struct ArchInfo {
+  const char* name;
+  const char* summary;
+  std::vector<ArchTensor> tensors;  // canonical order: globals first/last as in GGUF files
+};
+const ArchInfo& arch_info(const std::string& arch);  // throws Error for unknown architectures
+// Canonical name of a table row: "token_embd.weight", "blk.3.attn_q.weight", "blk.3.attn_q.bias".
+std::string arch_tensor_name(const ArchTensor& t, int layer);
+// Hugging Face name: "model.embed_tokens.weight", "model.layers.3.self_attn.q_proj.weight".
+std::string arch_hf_name(const ArchTensor& t, int layer);
+bool arch_per_layer(const ArchTensor& t);
+
 // Canonical (GGUF-style) tensor names.
 std::string tensor_name_layer(int layer, const char* what);  // "blk.{L}.{what}.weight"
 

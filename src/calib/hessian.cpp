@@ -67,3 +67,20 @@ std::vector<double> HessianAccumulator::mean() const {
 }
 
 }  // namespace lmpress
+
+namespace lmpress {
+std::vector<double> HessianAccumulator::take_mean() {
+  if (count_ == 0)
+    fail("hessian", "no calibration rows were accumulated (layer never reached in calibration?)");
+  const int64_t n = n_;
+  const double inv = 1.0 / double(count_);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = i; j < n; ++j) {
+      const double v = h_[size_t(i * n + j)] * inv;
+      h_[size_t(i * n + j)] = v;
+      h_[size_t(j * n + i)] = v;
+    }
+  count_ = 0;
+  return std::move(h_);
+}
+}  // namespace lmpress

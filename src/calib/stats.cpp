@@ -72,7 +72,10 @@ InputStats StatsCollector::finish() {
   const double inv = 1.0 / double(s_.count);
   for (double& v : s_.diag) v *= inv;
   for (double& v : s_.mean_abs) v *= inv;
-  if (h_) s_.H = h_->mean();
+  if (h_) {
+    s_.H = h_->take_mean();
+    h_.reset();
+  }
   return std::move(s_);
 }
 

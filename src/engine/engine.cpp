@@ -49,16 +49,25 @@ void tensor_row_f32(const Tensor& t, int64_t r, float* out) {
 }
 
 const char* linear_input_name(const std::string& s) {
-  if (s == "attn_q" || s == "attn_k" || s == "attn_v") return "attn_in";
-  if (s == "attn_output") return "attn_out_in";
-  if (s == "ffn_gate" || s == "ffn_up") return "ffn_in";
-  if (s == "ffn_down") return "ffn_down_in";
-  if (s == "output") return "output_in";
+  for (const ArchTensor& at : arch_info("llama").tensors)
+    if (s == at.key) return at.input;
   return nullptr;
 }
 
+KvCache::KvCache(int32_t n_layers, int32_t n_ctx, int64_t kv_dim) : n_ctx_(n_ctx), kv_dim_(kv_dim) {
+  k_.assign(size_t(n_layers) * size_t(n_ctx) * size_t(kv_dim), 0.f);
+  v_.assign(k_.size(), 0.f);
+}
+
+void KvCache::store(int layer, int32_t pos, int64_t n, const float* k, const float* v) {
+  LMP_ASSERT(pos >= 0 && int64_t(pos) + n <= n_ctx_);
+  const size_t off = (size_t(layer) * size_t(n_ctx_) + size_t(pos)) * size_t(kv_dim_);
+  std::memcpy(k_.data() + off, k, size_t(n * kv_dim_) * sizeof(float));
+  std::memcpy(v_.data() + off, v, size_t(n * kv_dim_) * sizeof(float));
+}
+
 struct Engine::State {
-  std::vector<float> k_cache, v_cache;  // [n_layers][n_ctx][kv_dim]
+  std::unique_ptr<KvCache> kv;
   std::vector<float> inv_freq;          // [head_dim/2], after rope scaling
   std::vector<float> norm_buf, bias_buf[3];  // non-f32 norms / biases converted per call
   // scratch, grown on demand
@@ -71,8 +80,7 @@ Engine::Engine(const Model& m, const EngineOptions& opt)
   n_ctx_ = opt.n_ctx > 0 ? opt.n_ctx : c.max_seq_len;
   pool_ = std::make_unique<ThreadPool>(opt.n_threads > 0 ? opt.n_threads : default_threads());
   const int64_t kv_dim = int64_t(c.n_kv_heads) * c.head_dim;
-  st_->k_cache.assign(size_t(c.n_layers) * n_ctx_ * kv_dim, 0.f);
-  st_->v_cache.assign(size_t(c.n_layers) * n_ctx_ * kv_dim, 0.f);
+  st_->kv = std::make_unique<KvCache>(c.n_layers, n_ctx_, kv_dim);
   // RoPE frequencies: theta_i = base^(-2i/d); Llama-3 scaling divides low frequencies by `factor`
   // and interpolates smoothly between the low/high-frequency wavelength bounds.
   const int half = c.head_dim / 2;
@@ -104,6 +112,8 @@ Engine::~Engine() = default;
 // read of them, and attention reads only positions below the current one. So reset() only says
 // the next forward() must start at position 0.
 void Engine::reset() {}
+
+const KvCache& Engine::kv_cache() const { return *st_->kv; }
 
 void Engine::embed(const int32_t* tokens, int64_t n, float* x) const {
   const int64_t d = m_.cfg.dim;
@@ -167,36 +177,37 @@ void Engine::layer_forward(int il, float* x, int64_t n, int32_t pos) {
     rope(s.q.data() + t * q_dim, nh, t);
     rope(s.k.data() + t * kv_dim, nkv, t);
   }
-  float* kc = s.k_cache.data() + size_t(il) * n_ctx_ * kv_dim;
-  float* vc = s.v_cache.data() + size_t(il) * n_ctx_ * kv_dim;
-  std::memcpy(kc + pos * kv_dim, s.k.data(), size_t(n * kv_dim) * 4);
-  std::memcpy(vc + pos * kv_dim, s.v.data(), size_t(n * kv_dim) * 4);
+  s.kv->store(il, pos, n, s.k.data(), s.v.data());
+  const float* kc = s.kv->keys(il);
+  const float* vc = s.kv->values(il);
 
   // Causal attention, one task per (token, head). Scores in a per-thread buffer [n_ctx].
   const float scale = 1.0f / std::sqrt(float(hd));
   const int64_t group = nh / nkv;
+  const int64_t window = c.sliding_window;  // Mistral: the last `window` positions, 0 = all
   s.scores.resize(size_t(pool.size()) * size_t(n_ctx_));
   const auto& K = kern::ops();
   auto attend = [&](int ti, int64_t b, int64_t e) {
     float* sc = s.scores.data() + size_t(ti) * size_t(n_ctx_);
     for (int64_t task = b; task < e; ++task) {
       const int64_t t = task / nh, h = task % nh, kvh = h / group;
-      const int64_t p_end = pos + t + 1;  // attend to positions [0, p_end)
+      const int64_t p_end = pos + t + 1;  // attend to positions [p_begin, p_end)
+      const int64_t p_begin = window > 0 ? std::max<int64_t>(0, p_end - window) : 0;
       const float* qv = s.q.data() + t * q_dim + h * hd;
       float mx = -INFINITY;
-      for (int64_t p = 0; p < p_end; ++p) {
+      for (int64_t p = p_begin; p < p_end; ++p) {
         sc[p] = K.dot_f32(qv, kc + p * kv_dim + kvh * hd, size_t(hd)) * scale;
         mx = std::max(mx, sc[p]);
       }
       double sum = 0;
-      for (int64_t p = 0; p < p_end; ++p) {
+      for (int64_t p = p_begin; p < p_end; ++p) {
         sc[p] = std::exp(sc[p] - mx);
         sum += sc[p];
       }
       const float inv = float(1.0 / sum);
       float* o = s.att.data() + t * q_dim + h * hd;
       std::fill(o, o + hd, 0.f);
-      for (int64_t p = 0; p < p_end; ++p) K.axpy_f32(sc[p] * inv, vc + p * kv_dim + kvh * hd, o, size_t(hd));
+      for (int64_t p = p_begin; p < p_end; ++p) K.axpy_f32(sc[p] * inv, vc + p * kv_dim + kvh * hd, o, size_t(hd));
     }
   };
   // Work ~ n * heads * context * head_dim; small problems stay on the calling thread.

@@ -81,12 +81,12 @@ json parse_json(std::string_view text, const std::string& name) {
   }
 }
 
-struct ArchInfo {
+struct HfArch {
   const char* arch;
   const char* hf_class;
   const char* model_type;
 };
-constexpr ArchInfo kArchs[] = {
+constexpr HfArch kArchs[] = {
     {"llama", "LlamaForCausalLM", "llama"},
     {"mistral", "MistralForCausalLM", "mistral"},
     {"qwen2", "Qwen2ForCausalLM", "qwen2"},
@@ -134,6 +134,14 @@ ModelConfig parse_hf_config_json(const json& j, const std::string& name) {
   c.rope_theta = float(f.number("rope_theta", 10000.0));
   c.tied_embeddings = f.boolean("tie_word_embeddings", false);
   c.attn_bias = c.arch == "qwen2" ? true : f.boolean("attention_bias", false);
+  // Mistral attends to the last `sliding_window` positions (null: everything); Qwen2 only when
+  // use_sliding_window is set.
+  if (const json* sw = f.get("sliding_window"); sw && !sw->is_null() &&
+                                                 (c.arch != "qwen2" || f.boolean("use_sliding_window", false))) {
+    if (!sw->is_number_integer() || sw->get<int64_t>() < 1 || sw->get<int64_t>() > (int64_t(1) << 30))
+      fail(name, "field \"sliding_window\" must be a positive integer or null");
+    c.sliding_window = int32_t(sw->get<int64_t>());
+  }
   c.rope_style = RopeStyle::Halves;
   if (const json* rs = f.get("rope_scaling")) {
     if (!rs->is_object()) fail(name, "field \"rope_scaling\" must be an object or null");
@@ -160,26 +168,8 @@ ModelConfig parse_hf_config_json(const json& j, const std::string& name) {
 
 // HF tensor name of a canonical tensor.
 std::string hf_name(const NamedTensor& nt) {
-  if (nt.kind == "token_embd") return "model.embed_tokens.weight";
-  if (nt.kind == "output_norm") return "model.norm.weight";
-  if (nt.kind == "output") return "lm_head.weight";
-  const std::string p = "model.layers." + std::to_string(nt.layer) + ".";
-  static const std::pair<const char*, const char*> map[] = {
-      {"attn_norm", "input_layernorm.weight"},
-      {"attn_q", "self_attn.q_proj.weight"},
-      {"attn_k", "self_attn.k_proj.weight"},
-      {"attn_v", "self_attn.v_proj.weight"},
-      {"attn_q.bias", "self_attn.q_proj.bias"},
-      {"attn_k.bias", "self_attn.k_proj.bias"},
-      {"attn_v.bias", "self_attn.v_proj.bias"},
-      {"attn_output", "self_attn.o_proj.weight"},
-      {"ffn_norm", "post_attention_layernorm.weight"},
-      {"ffn_gate", "mlp.gate_proj.weight"},
-      {"ffn_up", "mlp.up_proj.weight"},
-      {"ffn_down", "mlp.down_proj.weight"},
-  };
-  for (const auto& [k, v] : map)
-    if (nt.kind == k) return p + v;
+  for (const ArchTensor& at : arch_info("llama").tensors)
+    if (nt.kind == at.key) return arch_hf_name(at, nt.layer);
   LMP_ASSERT(false);
   return "";
 }
@@ -426,6 +416,12 @@ void write_hf_model(const Model& m, const std::string& dir, DType dtype) {
     cj["mlp_bias"] = false;
   }
   cj["tie_word_embeddings"] = c.tied_embeddings;
+  if (c.sliding_window > 0) {
+    cj["sliding_window"] = c.sliding_window;
+    if (c.arch == "qwen2") cj["use_sliding_window"] = true;
+  } else if (c.arch == "mistral") {
+    cj["sliding_window"] = nullptr;
+  }
   cj["vocab_size"] = c.vocab_size;
   cj["torch_dtype"] = dtype == DType::F32 ? "float32" : dtype == DType::F16 ? "float16" : "bfloat16";
   if (v && v->bos_id >= 0) cj["bos_token_id"] = v->bos_id;

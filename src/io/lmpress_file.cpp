@@ -39,7 +39,7 @@ json config_json(const ModelConfig& c) {
                             {"high_freq_factor", c.rope_scaling.high_freq_factor},
                             {"original_max_position", c.rope_scaling.original_max_position}}},
           {"rope_style", c.rope_style == RopeStyle::Halves ? "halves" : "interleaved"},
-          {"tied_embeddings", c.tied_embeddings}, {"attn_bias", c.attn_bias}};
+          {"tied_embeddings", c.tied_embeddings}, {"attn_bias", c.attn_bias}, {"sliding_window", c.sliding_window}};
 }
 
 ModelConfig config_from_json(const json& j) {
@@ -66,6 +66,8 @@ ModelConfig config_from_json(const json& j) {
   c.rope_style = style == "halves" ? RopeStyle::Halves : RopeStyle::Interleaved;
   c.tied_embeddings = j.at("tied_embeddings").get<bool>();
   c.attn_bias = j.at("attn_bias").get<bool>();
+  c.sliding_window = j.value("sliding_window", 0);  // (absent in files before it existed)
+  if (c.sliding_window < 0) throw std::runtime_error("sliding_window < 0");
   return c;
 }
 
@@ -266,27 +268,24 @@ Model load_lmpress_model(const std::string& path, const LoadOptions& opt) {
   };
   const auto& c = m.cfg;
   if (c.n_layers <= 0 || c.n_layers > 4096) fail(path, "bad layer count in lmpress.config");
-  m.tok_embd = get("token_embd.weight", true);
-  for (int l = 0; l < c.n_layers; ++l) {
-    LayerWeights L;
-    L.attn_norm = get(tensor_name_layer(l, "attn_norm"), true);
-    L.wq = get(tensor_name_layer(l, "attn_q"), true);
-    L.wk = get(tensor_name_layer(l, "attn_k"), true);
-    L.wv = get(tensor_name_layer(l, "attn_v"), true);
-    L.wo = get(tensor_name_layer(l, "attn_output"), true);
-    L.ffn_norm = get(tensor_name_layer(l, "ffn_norm"), true);
-    L.w_gate = get(tensor_name_layer(l, "ffn_gate"), true);
-    L.w_up = get(tensor_name_layer(l, "ffn_up"), true);
-    L.w_down = get(tensor_name_layer(l, "ffn_down"), true);
-    if (c.attn_bias) {
-      L.bq = get("blk." + std::to_string(l) + ".attn_q.bias", true);
-      L.bk = get("blk." + std::to_string(l) + ".attn_k.bias", true);
-      L.bv = get("blk." + std::to_string(l) + ".attn_v.bias", true);
+  // every tensor of the architecture table
+  const ArchInfo& ai = [&]() -> const ArchInfo& {
+    try {
+      return arch_info(c.arch);
+    } catch (const Error& e) {
+      fail(path, e.what());
     }
-    m.layers.push_back(std::move(L));
+  }();
+  m.layers.resize(size_t(c.n_layers));
+  for (const ArchTensor& at : ai.tensors) {
+    if (!at.present(c)) continue;
+    if (!arch_per_layer(at)) {
+      m.*(at.global) = get(arch_tensor_name(at, 0), true);
+      continue;
+    }
+    for (int l = 0; l < c.n_layers; ++l) m.layers[size_t(l)].*(at.member) = get(arch_tensor_name(at, l), true);
   }
-  m.out_norm = get("output_norm.weight", true);
-  m.output = c.tied_embeddings ? m.tok_embd : get("output.weight", true);
+  if (c.tied_embeddings) m.output = m.tok_embd;
   if (const SafetensorsTensor* v = st.find("lmpress.vocab")) {
     try {
       Vocab voc = vocab_from_json(json::parse(std::string_view(reinterpret_cast<const char*>(v->data), v->nbytes)), path);

@@ -105,34 +105,20 @@ double clean_float(float f) {
 
 std::vector<NamedTensor> canonical_tensors(const Model& m) {
   std::vector<NamedTensor> v;
-  v.push_back({"token_embd.weight", &m.tok_embd, -1, "token_embd"});
-  for (size_t i = 0; i < m.layers.size(); ++i) {
-    const LayerWeights& l = m.layers[i];
-    const int li = int(i);
-    auto w = [&](const char* kind, const Tensor& t) {
-      v.push_back({tensor_name_layer(li, kind), &t, li, kind});
-    };
-    auto b = [&](const char* kind, const Tensor& t) {
-      v.push_back({"blk." + std::to_string(li) + "." + kind + ".bias", &t, li,
-                   std::string(kind) + ".bias"});
-    };
-    w("attn_norm", l.attn_norm);
-    w("attn_q", l.wq);
-    w("attn_k", l.wk);
-    w("attn_v", l.wv);
-    if (m.cfg.attn_bias) {
-      b("attn_q", l.bq);
-      b("attn_k", l.bk);
-      b("attn_v", l.bv);
+  const ArchInfo& ai = arch_info(m.cfg.arch);
+  bool layers_done = false;
+  for (const ArchTensor& at : ai.tensors) {
+    if (!arch_per_layer(at)) {
+      if (at.present(m.cfg)) v.push_back({arch_tensor_name(at, 0), &(m.*(at.global)), -1, at.key});
+      continue;
     }
-    w("attn_output", l.wo);
-    w("ffn_norm", l.ffn_norm);
-    w("ffn_gate", l.w_gate);
-    w("ffn_up", l.w_up);
-    w("ffn_down", l.w_down);
+    if (layers_done) continue;  // per-layer rows: all of a layer, layer by layer
+    layers_done = true;
+    for (size_t i = 0; i < m.layers.size(); ++i)
+      for (const ArchTensor& lt : ai.tensors)
+        if (arch_per_layer(lt) && lt.present(m.cfg))
+          v.push_back({arch_tensor_name(lt, int(i)), &(m.layers[i].*(lt.member)), int(i), lt.key});
   }
-  v.push_back({"output_norm.weight", &m.out_norm, -1, "output_norm"});
-  if (!m.cfg.tied_embeddings) v.push_back({"output.weight", &m.output, -1, "output"});
   return v;
 }
 

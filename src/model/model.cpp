@@ -134,29 +134,25 @@ std::string tensor_name_layer(int layer, const char* what) {
 
 namespace {
 
-// Canonical order of every weight of a model; shared by the const and non-const accessors.
+// Canonical order of every weight of a model (the architecture table's order); shared by the const
+// and non-const accessors.
 template <class M, class T>
 std::vector<T*> collect_weights(M& m) {
   std::vector<T*> v;
-  v.push_back(&m.tok_embd);
-  for (auto& l : m.layers) {
-    v.push_back(&l.attn_norm);
-    v.push_back(&l.wq);
-    v.push_back(&l.wk);
-    v.push_back(&l.wv);
-    if (m.cfg.attn_bias) {
-      v.push_back(&l.bq);
-      v.push_back(&l.bk);
-      v.push_back(&l.bv);
+  const ArchInfo& ai = arch_info(m.cfg.arch);
+  bool layers_done = false;
+  for (const ArchTensor& at : ai.tensors) {
+    if (!arch_per_layer(at)) {
+      if (at.present(m.cfg)) v.push_back(&(m.*(at.global)));
+      continue;
     }
-    v.push_back(&l.wo);
-    v.push_back(&l.ffn_norm);
-    v.push_back(&l.w_gate);
-    v.push_back(&l.w_up);
-    v.push_back(&l.w_down);
+    // per-layer rows are contiguous in the table: emit them layer by layer at the first one
+    if (layers_done) continue;
+    layers_done = true;
+    for (auto& l : m.layers)
+      for (const ArchTensor& lt : ai.tensors)
+        if (arch_per_layer(lt) && lt.present(m.cfg)) v.push_back(&(l.*(lt.member)));
   }
-  v.push_back(&m.out_norm);
-  if (!m.cfg.tied_embeddings) v.push_back(&m.output);
   return v;
 }
 
@@ -191,8 +187,7 @@ void Model::validate() const {
     bad_cfg("config has " + std::to_string(c.n_layers) + " layers but the model holds " +
             std::to_string(layers.size()));
 
-  const int64_t dim = c.dim, q_dim = int64_t(c.n_heads) * c.head_dim,
-                kv_dim = int64_t(c.n_kv_heads) * c.head_dim;
+  const int64_t dim = c.dim;
   auto check = [&](const Tensor& t, const std::string& name, std::vector<int64_t> want) {
     const std::string file_name =
         (!t.name.empty() && t.name != name) ? " (" + t.name + " in the file)" : "";
@@ -210,27 +205,18 @@ void Model::validate() const {
       fail(path, "tensor " + name + file_name + " has no data");
     }
   };
-  check(tok_embd, "token_embd.weight", {c.vocab_size, dim});
-  for (int i = 0; i < c.n_layers; ++i) {
-    const LayerWeights& l = layers[size_t(i)];
-    check(l.attn_norm, tensor_name_layer(i, "attn_norm"), {dim});
-    check(l.wq, tensor_name_layer(i, "attn_q"), {q_dim, dim});
-    check(l.wk, tensor_name_layer(i, "attn_k"), {kv_dim, dim});
-    check(l.wv, tensor_name_layer(i, "attn_v"), {kv_dim, dim});
-    if (c.attn_bias) {
-      const std::string p = "blk." + std::to_string(i) + ".";
-      check(l.bq, p + "attn_q.bias", {q_dim});
-      check(l.bk, p + "attn_k.bias", {kv_dim});
-      check(l.bv, p + "attn_v.bias", {kv_dim});
+  // every tensor of the architecture table, with the shape the config implies
+  const ArchInfo& ai = arch_info(c.arch);
+  for (const ArchTensor& at : ai.tensors) {
+    const bool present = at.present(c);
+    if (!arch_per_layer(at)) {
+      if (present) check(this->*(at.global), arch_tensor_name(at, 0), at.shape(c));
+      continue;
     }
-    check(l.wo, tensor_name_layer(i, "attn_output"), {dim, q_dim});
-    check(l.ffn_norm, tensor_name_layer(i, "ffn_norm"), {dim});
-    check(l.w_gate, tensor_name_layer(i, "ffn_gate"), {c.hidden_dim, dim});
-    check(l.w_up, tensor_name_layer(i, "ffn_up"), {c.hidden_dim, dim});
-    check(l.w_down, tensor_name_layer(i, "ffn_down"), {dim, c.hidden_dim});
+    if (!present) continue;
+    for (int i = 0; i < c.n_layers; ++i) check(layers[size_t(i)].*(at.member), arch_tensor_name(at, i), at.shape(c));
   }
-  check(out_norm, "output_norm.weight", {dim});
-  check(output, "output.weight", {c.vocab_size, dim});
+  check(output, "output.weight", {c.vocab_size, dim});  // tied: the embedding's descriptor
 }
 
 }  // namespace lmpress
