@@ -14,7 +14,9 @@
 //     applied in the block loop, next row prefetched (decode_row_fused's structure); 4-bit rows
 //     in block pairs (pair_acts order: one 32-byte load and two vpshufb feed 64 weights);
 //   prefill: R rows x T tokens tiles over K slices, the values and |v| of a block computed once
-//     per row and used for all T tokens (qkernels_x86.h's tile / gemm_impl structure).
+//     per row and used for all T tokens (qkernels_x86.h's tile / gemm_impl structure); on VNNI,
+//     4-bit groups >= 32 use u8 values T + 128 and subtract the offset's term per (row, token)
+//     instead (no per-token sign op, block pairs: the int family's tile4p).
 // fp8: E4M3 bytes -> f16 bits (sign << 15 | magnitude << 7: exactly the value / 256, subnormals
 //   included) -> vcvtph2ps, float FMA with the f32 activations; the 256 is folded into the scale.
 //   Decode: one row at a time per token; prefill: R rows dequantized once into f32 (exact:
@@ -224,6 +226,17 @@ inline float table_row_g16(const QWeights& w, int64_t r, const int8_t* a, const 
   return hsum(_mm256_add_ps(acc0, acc1));
 }
 
+// f32 scales of the groups of row r (QWeights::scale, 8 at a time).
+inline void row_scales(const QWeights& w, int64_t r, float* sf) {
+  const int64_t G = w.groups;
+  int64_t g = 0;
+  if (w.e8m0)
+    for (; g + 8 <= G; g += 8) _mm256_storeu_ps(sf + g, scales_n<8, true>(w, r, g));
+  else
+    for (; g + 8 <= G; g += 8) _mm256_storeu_ps(sf + g, scales_n<8, false>(w, r, g));
+  for (; g < G; ++g) sf[g] = w.e8m0 ? w.scale(r, g) : _cvtsh_ss(w.scales[r * G + g]);
+}
+
 // Per-thread scratch of the table / fp8 kernels.
 struct TableScratch {
   std::vector<int8_t> pa;  // decode: <= 3 tokens' activations (4-bit: pair order)
@@ -231,6 +244,8 @@ struct TableScratch {
   std::vector<float> f;    // prefill: [R][units + 16] f32 scale per unit of the tile's rows
   std::vector<float> ft;   // prefill: factors of one token tile (prefill_factors)
   std::vector<float> wf;   // fp8 prefill: [R][cols rounded up to 8] dequantized rows
+  std::vector<float> sf;   // prefill: [R][groups + 8] f32 scales per group
+  std::vector<float> x;    // VNNI prefill: [chunk][groups + 8] offset sums X (table_prefill)
 };
 inline TableScratch& table_scratch() {
   thread_local TableScratch s;
@@ -307,20 +322,97 @@ inline void table_tile(int64_t nb, const uint8_t* const* wr, const __m256i* tabs
   tile_store<R, T>(acc, out);
 }
 
+#if defined(LMP_QX86_VNNI)
+// VNNI, 4-bit, groups >= 32: the values as u8 T + 128 (the table xor 0x80) go straight into
+// dpbusd (u8 x s8 into i32, no saturation), so a token costs no sign op; block pairs as in
+// tile4p (activations in pair order). The offset adds 128 * sum(a) per block, which
+// table_prefill subtracts once per (row, token) from per-group activation sums, like the int
+// family's zero-point term. An odd last block takes the natural-order single step.
+template <int R, int T>
+inline void table_tile4p(int64_t nb, const uint8_t* const* wr, const __m256i* tabs, const float* ft,
+                         const int8_t* const* ar, float (&out)[R][T]) {
+  constexpr int TS = T <= 4 ? 4 : 8;
+  __m256 acc[R][T];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
+  const __m256i m4 = _mm256_set1_epi8(15);
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[i] + b * 16));
+      const __m256i vl = _mm256_shuffle_epi8(tabs[i], _mm256_and_si256(x, m4));
+      const __m256i vh = _mm256_shuffle_epi8(tabs[i], _mm256_and_si256(_mm256_srli_epi16(x, 4), m4));
+      const float* f0 = ft + (b * R + i) * TS;  // block b, then block b+1 at + R * TS
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const __m256i* ap = reinterpret_cast<const __m256i*>(ar[t] + b * kQBlock);
+        const __m256i dp = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), vl, _mm256_loadu_si256(ap)), vh,
+                                               _mm256_loadu_si256(ap + 1));
+        acc[i][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp), bcast2(f0 + t, f0 + R * TS + t), acc[i][t]);
+      }
+    }
+  }
+  if (b < nb) {
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      const __m256i v = _mm256_shuffle_epi8(tabs[i], unpack4(wr[i] + b * 16));
+      const float* fb = ft + (b * R + i) * TS;
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ar[t] + b * kQBlock));
+        acc[i][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), v, a)),
+                                    _mm256_broadcast_ss(fb + t), acc[i][t]);
+      }
+    }
+  }
+  tile_store<R, T>(acc, out);
+}
+#endif
+
+// Sum of a block's 32 int8 activations (sad on a xor 0x80 = a + 128, minus 32 * 128).
+inline int32_t block_sum(const int8_t* a) {
+  const __m256i s = _mm256_sad_epu8(
+      _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)), _mm256_set1_epi8(char(0x80))), _mm256_setzero_si256());
+  const __m128i t = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  return int32_t(_mm_cvtsi128_si64(t) + _mm_extract_epi64(t, 1)) - 32 * 128;
+}
+
 template <class Cfg, int BITS, bool G16>
 void table_prefill(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   const QWeights& w = A.w;
   const int64_t nb = w.nb, G = w.groups, n = A.a.n;
   const int64_t units = G16 ? 2 * nb : nb, fstride = units + 16, bpg = w.blocks_per_group();
-  constexpr int R = Cfg::RP, T = Cfg::TP, BPB = qblock_bytes(BITS);
+  constexpr int R = Cfg::TRP, T = Cfg::TTP, BPB = qblock_bytes(BITS);
+  // u8 values with the offset term (table_tile4p) where VNNI allows; else |v| x sign(a, v)
+  constexpr bool kU8 = kVnni && BITS == 4 && !G16;
+  const int64_t gstride = G + 8;
   TableScratch& S = table_scratch();
   S.f.resize(size_t(R * fstride));
   S.ft.resize(size_t(std::min<int64_t>(nb, Cfg::kSliceBlocks) * R * 16));
+  S.sf.resize(size_t(R * gstride));
+  const int sh = bpg == 2 ? 1 : bpg == 4 ? 2 : 0;
   // token chunks whose activations stay in L2; inside, row tiles stay in L1 while token tiles
   // stream past them
   const int64_t chunk = std::max<int64_t>(T, (Cfg::kChunkBytes / A.a.a_stride) / T * T);
   for (int64_t tc = t0; tc < t1; tc += chunk) {
     const int64_t tce = std::min(t1, tc + chunk);
+    const int8_t* qa = A.a.qa + tc * A.a.a_stride;  // token tc's activations
+    if constexpr (kU8) {
+      // pair order, and X[t][g] = 128 * sum_{b in g} d_b sum(a in b): the offset's share
+      S.pa.resize(size_t(chunk * A.a.a_stride));
+      S.x.resize(size_t(chunk * gstride));
+      for (int64_t t = tc; t < tce; ++t) {
+        const int8_t* at = A.a.qa + t * A.a.a_stride;
+        pair_acts(at, nb, S.pa.data() + (t - tc) * A.a.a_stride);
+        float* X = S.x.data() + (t - tc) * gstride;
+        for (int64_t g = 0; g < G; ++g) X[g] = 0.f;
+        for (int64_t b = 0; b < nb; ++b) X[b / bpg] += A.a.d[b * n + t] * float(128 * block_sum(at + b * kQBlock));
+      }
+      qa = S.pa.data();
+    }
     for (int64_t r = r0; r < r1; r += R) {
       const int nr = int(std::min<int64_t>(R, r1 - r));
       const uint8_t* wr[R];
@@ -331,15 +423,23 @@ void table_prefill(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64
         wr[i] = w.q + (r + k) * w.row_bytes;
         f[i] = S.f.data() + k * fstride;
         tabs[i] = load_table<BITS>(w.lut + (r + k) * w.lut_stride);
+        if (kU8) tabs[i] = _mm256_xor_si256(tabs[i], _mm256_set1_epi8(char(0x80)));
         if (i >= nr) continue;
-        // the row's scale per unit (0 for a group-16 half past the last column); a per-row
-        // scalar pass, negligible next to the row's dots with every token
+        // the row's scale per unit (0 for a group-16 half past the last column)
         float* fi = S.f.data() + i * fstride;
+        float* sf = S.sf.data() + i * gstride;
+        row_scales(w, r + i, sf);
         if (G16)
-          for (int64_t u = 0; u < fstride; ++u) fi[u] = u < G ? w.scale(r + i, u) : 0.f;
-        else
-          for (int64_t u = 0; u < fstride; ++u) fi[u] = u < nb ? w.scale(r + i, u / bpg) : 0.f;
-        for (int64_t t = tc; t < tce; ++t) A.y[t * A.ldy + r + i] = 0.f;
+          for (int64_t u = 0; u < fstride; ++u) fi[u] = u < G ? sf[u] : 0.f;
+        else if (G == 1)
+          for (int64_t u = 0; u < fstride; ++u) fi[u] = u < nb ? sf[0] : 0.f;
+        else  // bpg = 1, 2 or 4: a shift (a division per unit cost as much as a slice of the dots)
+          for (int64_t u = 0; u < fstride; ++u) fi[u] = u < nb ? sf[u >> sh] : 0.f;
+        if constexpr (kU8) {
+          for (int64_t t = tc; t < tce; ++t) A.y[t * A.ldy + r + i] = -dot_f32(sf, S.x.data() + (t - tc) * gstride, G);
+        } else {
+          for (int64_t t = tc; t < tce; ++t) A.y[t * A.ldy + r + i] = 0.f;
+        }
       }
       for (int64_t k0 = 0; k0 < nb; k0 += Cfg::kSliceBlocks) {
         const int64_t kn = std::min<int64_t>(Cfg::kSliceBlocks, nb - k0);
@@ -352,10 +452,14 @@ void table_prefill(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64
         for (int64_t t = tc; t < tce; t += T) {
           const int nt = int(std::min<int64_t>(T, tce - t));
           const int8_t* ar[T];
-          for (int j = 0; j < T; ++j) ar[j] = A.a.qa + (t + (j < nt ? j : nt - 1)) * A.a.a_stride + k0 * kQBlock;
+          for (int j = 0; j < T; ++j) ar[j] = qa + (t - tc + (j < nt ? j : nt - 1)) * A.a.a_stride + k0 * kQBlock;
           float out[R][T];
           prefill_factors<R, T, G16>(kn, fk, A.a.d + k0 * n + t, n, S.ft.data());
-          table_tile<BITS, R, T, G16>(kn, wk, tabs, S.ft.data(), ar, out);
+#if defined(LMP_QX86_VNNI)
+          if constexpr (kU8) table_tile4p<R, T>(kn, wk, tabs, S.ft.data(), ar, out);
+          else
+#endif
+            table_tile<BITS, R, T, G16>(kn, wk, tabs, S.ft.data(), ar, out);
           for (int i = 0; i < nr; ++i)
             for (int j = 0; j < nt; ++j) A.y[(t + j) * A.ldy + r + i] += out[i][j];
         }
@@ -398,9 +502,12 @@ void table_dequant_t(const QWeights& w, int64_t r0, int64_t r1, float* out, int6
   constexpr int BPB = qblock_bytes(BITS);
   alignas(32) int8_t v[kQBlock];
   alignas(32) float tmp[kQBlock];
+  std::vector<float>& sf = table_scratch().sf;
+  sf.resize(size_t(w.groups + 8));
   for (int64_t r = r0; r < r1; ++r) {
     float* o = out + (r - r0) * ldo;
     const __m256i tab = load_table<BITS>(w.lut + r * w.lut_stride);
+    row_scales(w, r, sf.data());
     for (int64_t b = 0; b < w.nb; ++b) {
       _mm256_store_si256(reinterpret_cast<__m256i*>(v), _mm256_shuffle_epi8(tab, unpack<BITS>(w.q + r * w.row_bytes + b * BPB)));
       const int64_t c0 = b * kQBlock, nc = std::min<int64_t>(kQBlock, w.cols - c0);
@@ -408,7 +515,7 @@ void table_dequant_t(const QWeights& w, int64_t r0, int64_t r1, float* out, int6
       for (int k = 0; k < 4; ++k) {
         const int64_t g = std::min(w.groups - 1, (c0 + 8 * k) / w.group);  // groups are multiples of 8 columns
         const __m256 vf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(v + 8 * k))));
-        _mm256_storeu_ps(dst + 8 * k, _mm256_mul_ps(_mm256_set1_ps(w.scale(r, g)), vf));
+        _mm256_storeu_ps(dst + 8 * k, _mm256_mul_ps(_mm256_set1_ps(sf[size_t(g)]), vf));
       }
       if (nc < kQBlock) std::memcpy(o + c0, tmp, size_t(nc) * 4);
     }
