@@ -7,7 +7,8 @@
 //                                       integer-dot kernels and for dequantize + OpenBLAS sgemm;
 //  model_decode|model_prefill128/tinyllama-1.1b/<fmt>/<isa>
 //                                       every linear layer of TinyLlama once per token (matmuls
-//                                       only): tokens/s, an upper bound for the engine.
+//                                       only): tokens/s, an upper bound for the engine; int
+//                                       formats and the other families (nf4, fp4, mxfp4, lut, fp8).
 // The label says which ISA ran; the context line names the CPU features.
 #include <benchmark/benchmark.h>
 
@@ -181,6 +182,15 @@ void register_all() {
       const std::string base = "model_decode/tinyllama-1.1b/" + format_name(s) + "/" + lname;
       benchmark::RegisterBenchmark(base.c_str(), bm_model, s, l, int64_t(1))->Unit(benchmark::kMillisecond)->UseRealTime();
       if (s.bits != 4) continue;
+      const std::string pre = "model_prefill128/tinyllama-1.1b/" + format_name(s) + "/" + lname;
+      benchmark::RegisterBenchmark(pre.c_str(), bm_model, s, l, int64_t(128))->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+    }
+    // The other families next to w4g32 (the same bytes at 4.5 bpw for nf4g32 / fp4g32; lut4
+    // 4.0 plus 18 bytes a row, mxfp4 4.25, fp8row 8.0): decode and prefill.
+    for (const char* f : {"nf4g32", "nf4g64", "fp4g32", "mxfp4", "lut3", "lut4", "fp8row"}) {
+      const QuantSpec s = parse_format_name(f);
+      const std::string base = "model_decode/tinyllama-1.1b/" + format_name(s) + "/" + lname;
+      benchmark::RegisterBenchmark(base.c_str(), bm_model, s, l, int64_t(1))->Unit(benchmark::kMillisecond)->UseRealTime();
       const std::string pre = "model_prefill128/tinyllama-1.1b/" + format_name(s) + "/" + lname;
       benchmark::RegisterBenchmark(pre.c_str(), bm_model, s, l, int64_t(128))->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
     }
