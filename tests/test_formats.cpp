@@ -592,7 +592,7 @@ TEST_P(QuantKernels, MatmulParityAllFormats) {
             mag[size_t(tk * rows + r)] = m;
           }
         }
-        for (int64_t n : {1, 5, 16}) {
+        for (int64_t n : {1, 3, 5, 16}) {  // 3: the multi-token decode path
           // rows split (17 rows x 2048) and tokens split (3 rows x 16 tokens) over two threads
           ThreadPool& pool = (rows == 17 && cols == 2048 && n != 5) || (rows == 3 && n == 16 && cols == 127) ? pool2 : pool1;
           std::vector<float> y(size_t(n * rows), -1.f), yref(size_t(n * rows), -2.f);
@@ -619,7 +619,7 @@ TEST_P(QuantKernels, MatmulParityAllFormats) {
       }
     }
   }
-  EXPECT_EQ(cases, int(all_formats().size()) * 11 * 3 * 3);
+  EXPECT_EQ(cases, int(all_formats().size()) * 11 * 3 * 4);
 }
 
 // Token chunking, row tiles and thread splits on a bigger prefill; also the dequantize + sgemm

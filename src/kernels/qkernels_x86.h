@@ -717,7 +717,7 @@ void gemm(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
 // ---- activations -----------------------------------------------------------------------------------
 // Same arithmetic as the scalar reference (amax/127, x * (127/amax) rounded to nearest-even by
 // cvtps2dq under the default MXCSR), so every level produces identical int8 activations.
-void quantize_acts(const float* x, int64_t cols, int8_t* qa, float* d, int64_t d_stride, int32_t* hs) {
+inline void quantize_acts(const float* x, int64_t cols, int8_t* qa, float* d, int64_t d_stride, int32_t* hs) {
   const int64_t nb = (cols + kQBlock - 1) / kQBlock;
   const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
   alignas(32) float tmp[kQBlock];
@@ -799,7 +799,7 @@ void dequant_rows_t(const QWeights& w, int64_t r0, int64_t r1, float* out, int64
   }
 }
 
-void dequant_rows(const QWeights& w, int64_t r0, int64_t r1, float* out, int64_t ldo) {
+inline void dequant_rows(const QWeights& w, int64_t r0, int64_t r1, float* out, int64_t ldo) {
   switch (w.bits) {
     case 2: return dequant_rows_t<2>(w, r0, r1, out, ldo);
     case 3: return dequant_rows_t<3>(w, r0, r1, out, ldo);

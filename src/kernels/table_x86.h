@@ -24,10 +24,7 @@
 // dequant_rows of both: products of an exact integer or E4M3 value and the scale, computed in
 // f32 exactly as the reference does, hence bit-identical.
 #pragma once
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"  // the int family's entry points, unused here
 #include "kernels/qkernels_x86.h"
-#pragma GCC diagnostic pop
 
 namespace lmpress::kern {
 namespace {
