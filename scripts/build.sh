@@ -4,5 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 preset=${1:-release}
 jobs=${LMPRESS_JOBS:-$(nproc)}
-cmake --preset "$preset" >/dev/null
+extra=()
+# LMPRESS_WERROR=1 (CI's release build): warnings are errors.
+[ "${LMPRESS_WERROR:-0}" = 1 ] && [ "$preset" = release ] && extra+=(-DLMPRESS_WERROR=ON)
+cmake --preset "$preset" "${extra[@]}" >/dev/null
 cmake --build --preset "$preset" -j "$jobs"

@@ -243,7 +243,9 @@ TEST(Formats, RoundTripAllFormats) {
       ASSERT_EQ(u.spec, s);
       ASSERT_EQ(u.q, qm.q) << format_name(s);
       ASSERT_EQ(u.scales, qm.scales) << format_name(s);
-      if (is_int(s)) ASSERT_EQ(u.zeros, qm.zeros) << format_name(s);
+      if (is_int(s)) {
+        ASSERT_EQ(u.zeros, qm.zeros) << format_name(s);
+      }
       ASSERT_EQ(u.table, qm.table) << format_name(s);
       // encode(decode(encode)) == encode: re-packing the unpacked matrix gives the same bytes.
       const Tensor t2 = pack_tensor("w", u);
@@ -317,8 +319,9 @@ TEST(Formats, GoldenEdgeCases) {
     // All zeros: dequantizes to exact zeros (int: scale 1, codes at the zero point).
     std::vector<float> z(size_t(rows * cols), 0.f);
     auto qm = quantize_rtn_ref(z.data(), rows, cols, s);
-    if (is_int(s))
+    if (is_int(s)) {
       for (float sc : qm.scales) EXPECT_EQ(sc, 1.f);
+    }
     for (float v : dequantize_ref(pack_tensor("z", qm))) ASSERT_EQ(v, 0.f) << format_name(s);
     // Constants (positive and negative rows): int within scale/2; every family: the nearest code.
     std::vector<float> k(size_t(rows * cols));
@@ -326,14 +329,16 @@ TEST(Formats, GoldenEdgeCases) {
     qm = quantize_rtn_ref(k.data(), rows, cols, s);
     auto dq = dequantize_ref(pack_tensor("k", qm));
     for (int64_t i = 0; i < rows * cols; ++i) {
-      if (is_int(s))
+      if (is_int(s)) {
         ASSERT_LE(std::fabs(dq[size_t(i)] - k[size_t(i)]), qm.scales[size_t(i / cols * qm.scales.size() / rows)] * 0.5f * 1.0001f)
             << format_name(s);
+      }
       // a constant group's absmax is one of the grid's values (lut: a centroid), up to f16 scale
       // rounding (mxfp4: OCP's scale choice saturates the absmax at 6/8 of its power of two)
-      if (!is_int(s))
+      if (!is_int(s)) {
         ASSERT_LE(std::fabs(dq[size_t(i)] - k[size_t(i)]), std::fabs(k[size_t(i)]) * (s.family == FormatFamily::MXFP4 ? 0.25f : 0.02f))
-          << format_name(s) << " " << dq[size_t(i)];
+            << format_name(s) << " " << dq[size_t(i)];
+      }
     }
     // Huge range (f16 scales up to 65504 cover it) mixed with tiny values; tiny-only groups.
     std::vector<float> h = randn(size_t(rows * cols), 11, 1e-3f);
@@ -352,12 +357,16 @@ TEST(Formats, GoldenEdgeCases) {
       const float sc = qm.scales[size_t((i / cols) * G + (i % cols) / grp)];
       ASSERT_TRUE(std::isfinite(sc));
       ASSERT_TRUE(std::isfinite(dq[size_t(i)]));
-      if (is_int(s)) ASSERT_LE(std::fabs(dq[size_t(i)] - h[size_t(i)]), sc * 0.5f * 1.0001f) << format_name(s) << " i=" << i;
+      if (is_int(s)) {
+        ASSERT_LE(std::fabs(dq[size_t(i)] - h[size_t(i)]), sc * 0.5f * 1.0001f) << format_name(s) << " i=" << i;
+      }
     }
     // Beyond the f16 scale range (not mxfp4: its E8M0 scales reach 2^126), NaN and Inf: Error.
     std::vector<float> bad = k;
     bad[7] = 1e30f;
-    if (s.family != FormatFamily::MXFP4) EXPECT_THROW(quantize_rtn_ref(bad.data(), rows, cols, s), Error) << format_name(s);
+    if (s.family != FormatFamily::MXFP4) {
+      EXPECT_THROW(quantize_rtn_ref(bad.data(), rows, cols, s), Error) << format_name(s);
+    }
     for (float v : {std::nanf(""), INFINITY, -INFINITY}) {
       bad = k;
       bad[9] = v;

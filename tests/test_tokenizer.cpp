@@ -51,7 +51,10 @@ std::vector<VocabTest> read_vocab_tests(const std::string& base) {
 
 std::string show(const std::vector<int32_t>& ids) {
   std::string s;
-  for (size_t i = 0; i < ids.size() && i < 40; ++i) s += " " + std::to_string(ids[i]);
+  for (size_t i = 0; i < ids.size() && i < 40; ++i) {
+    s += ' ';  // (appends: GCC 12 warns falsely, -Wrestrict, on " " + std::string)
+    s += std::to_string(ids[i]);
+  }
   if (ids.size() > 40) s += " ...";
   return s;
 }

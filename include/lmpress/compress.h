@@ -227,7 +227,7 @@ struct QuantizeReport {
   double calib_seconds = 0;
   int64_t params = 0;
   double weight_bits = 0;  // total bits of all weight tensors in the output
-  double peak_anon_bytes = 0;  // peak anonymous memory (RssAnon high-water mark, sampled per block)
+  double peak_anon_bytes = 0;  // peak anonymous memory during quantize_model (RssAnon sampled every 5 ms)
   double bpw() const { return params ? weight_bits / double(params) : 0; }
 };
 // Returns a new model whose tensors own their (quantized or converted) data.

@@ -174,6 +174,18 @@ class Progress {
 double now_seconds();
 size_t peak_rss_bytes();
 size_t anon_rss_bytes();  // current RssAnon of this process (0 where /proc is unavailable)
+// High-water mark of RssAnon while it lives: a background thread samples it every `period_ms`
+// (the kernel keeps no peak of anonymous memory alone; VmHWM counts mapped files too).
+class AnonPeakSampler {
+ public:
+  explicit AnonPeakSampler(int period_ms = 5);
+  ~AnonPeakSampler();
+  size_t peak() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 // ---- CPU features ---------------------------------------------------------------------------
 enum class SimdLevel : int { Scalar = 0, AVX2 = 1, AVX512 = 2 };

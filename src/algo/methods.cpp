@@ -82,7 +82,11 @@ void gptq_check(const TensorRule& r) {
 }
 QuantizedMatrix gptq_round(const RoundArgs& a) {
   if (!a.H) fail("gptq", "gptq needs calibration data (--calib FILE)");
-  return quantize_gptq(a.w, a.rows, a.cols, a.rule->spec, *a.H, a.rule->gptq, *a.pool);
+  // Per-row tables (lut) are fitted before the sweep; like SqueezeLLM's, weighted by diag(H).
+  std::vector<double> fit;
+  if (make_grid(a.rule->spec)->row_table()) fit = diag_of(*a.H, a.cols);
+  return quantize_gptq(a.w, a.rows, a.cols, a.rule->spec, *a.H, a.rule->gptq, *a.pool,
+                       fit.empty() ? nullptr : fit.data());
 }
 
 // ---- squeezellm ----

@@ -189,8 +189,7 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
   }
   ThreadPool pool(o.n_threads > 0 ? o.n_threads : default_threads());
   TensorSink* sink = o.sink;
-  double peak_anon = double(anon_rss_bytes());
-  auto sample_mem = [&] { peak_anon = std::max(peak_anon, double(anon_rss_bytes())); };
+  const AnonPeakSampler anon_peak;  // samples RssAnon every 5 ms, also inside the methods
   int64_t params = m.n_params();
   double weight_bits = 0;
   auto done = [&](Tensor& t) {
@@ -218,7 +217,6 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
         Rounded r = compress_tensor(*t, rule(*t), nullptr, pool);
         *t = std::move(r.t);
         rep.layers.push_back(r.rep);
-        sample_mem();
         done(*t);
       }
       emit_block_rest(L);
@@ -276,7 +274,6 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
       }
       eng.set_hook(nullptr);
       for (auto& [name, col] : acc) out[name] = col->finish();
-      sample_mem();
       return out;
     };
 
@@ -326,7 +323,6 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
               if (!mi.rounds) mi.transform(ctx);
             }
             if (!ctx.note.empty()) log_debug("blk.%d %s: %s", l, S[si].input, ctx.note.c_str());
-            sample_mem();
           }
         }
       }
@@ -355,7 +351,6 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
             Rounded r = compress_tensor(t, rule(t), st, pool);
             t = std::move(r.t);
             rep.layers.push_back(r.rep);
-            sample_mem();
           }
         }
       }
@@ -363,7 +358,6 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
       for (size_t w = 0; w < X.size(); ++w) eng.run_layers(X[w].data(), seqlen, 0, l, l + 1);
       for (Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) done(*t);
       emit_block_rest(L);
-      sample_mem();
       if (o.progress) prog.update(l + 1, "layer " + std::to_string(l));
     }
     prog.finish();
@@ -404,7 +398,6 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
       m.tok_embd = std::move(e.t);
       rep.layers.push_back(e.rep);
     }
-    sample_mem();
   }
 
   // The tail: embedding, final norm, classifier (the tied one is the embedding, written once).
@@ -417,7 +410,7 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
   rep.params = params;
   rep.weight_bits = weight_bits;
   rep.seconds = now_seconds() - t_start;
-  rep.peak_anon_bytes = peak_anon;
+  rep.peak_anon_bytes = double(anon_peak.peak());
   m.metadata["recipe"] = rc.text;
   m.metadata["source"] = src.path;
   m.files = src.files;  // kept tensors may still point into the source mapping

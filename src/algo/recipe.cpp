@@ -141,7 +141,9 @@ Recipe load_recipe_file(const std::string& path) {
   try {
     j = nlohmann::json::parse(read_text_file(path));
   } catch (const nlohmann::json::exception& e) {
-    fail(path, std::string("recipe file is not valid JSON: ") + e.what());
+    std::string msg = "recipe file is not valid JSON: ";  // (appends: GCC 12 -Wrestrict false positive)
+    msg += e.what();
+    fail(path, msg);
   }
   if (!j.is_object() || !j.contains("default") || !j["default"].is_string())
     fail(path, "recipe file needs a string \"default\" rule, e.g. {\"default\": \"gptq:w4g32\"}");

@@ -106,7 +106,9 @@ std::string cpu_feature_string() {
   const Features& f = features();
   std::string s;
   auto add = [&](const char* name, bool v) {
-    if (v) s += (s.empty() ? "" : " ") + std::string(name);
+    if (!v) return;
+    if (!s.empty()) s += ' ';  // (appends: GCC 12 warns falsely, -Wrestrict, on "x" + std::string)
+    s += name;
   };
   add("avx2", f.avx2);
   add("fma", f.fma);

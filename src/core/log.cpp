@@ -1,7 +1,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <thread>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -57,6 +59,34 @@ size_t anon_rss_bytes() {
     }
   std::fclose(f);
   return kb * 1024;
+}
+
+struct AnonPeakSampler::Impl {
+  std::atomic<size_t> peak{0};
+  std::atomic<bool> stop{false};
+  std::thread th;
+};
+
+AnonPeakSampler::AnonPeakSampler(int period_ms) : impl_(std::make_unique<Impl>()) {
+  impl_->peak = anon_rss_bytes();
+  Impl* im = impl_.get();
+  im->th = std::thread([im, period_ms] {
+    while (!im->stop.load()) {
+      const size_t a = anon_rss_bytes();
+      if (a > im->peak.load()) im->peak = a;
+      std::this_thread::sleep_for(std::chrono::milliseconds(period_ms));
+    }
+  });
+}
+
+AnonPeakSampler::~AnonPeakSampler() {
+  impl_->stop = true;
+  if (impl_->th.joinable()) impl_->th.join();
+}
+
+size_t AnonPeakSampler::peak() const {
+  const size_t a = anon_rss_bytes();
+  return a > impl_->peak.load() ? a : impl_->peak.load();
 }
 
 static bool progress_enabled() {

@@ -33,21 +33,6 @@ std::string rank_key(std::string_view l, std::string_view r) {
   return k;
 }
 
-struct Symbol {
-  int32_t prev, next;
-  uint32_t start, len;
-};
-struct Candidate {
-  int32_t rank;
-  int32_t left, right;
-  uint32_t len;
-};
-struct ByPriority {
-  bool operator()(const Candidate& a, const Candidate& b) const {
-    if (a.rank != b.rank) return a.rank > b.rank;  // lowest rank pops first
-    return a.left > b.left;
-  }
-};
 }  // namespace
 
 bool is_llama3_pre(const std::string& pre) {
@@ -121,7 +106,7 @@ void BpeEncoder::encode(std::string_view text, std::vector<int32_t>& out) const 
 void BpeEncoder::encode_word(std::string_view word, std::vector<int32_t>& out) const {
   std::string text;
   text.reserve(word.size() * 2);
-  std::vector<Symbol> sym;
+  std::vector<MergeSymbol> sym;
   sym.reserve(word.size());
   for (char c : word) {
     const std::string& m = gpt2_byte_to_utf8(uint8_t(c));
@@ -140,29 +125,16 @@ void BpeEncoder::encode_word(std::string_view word, std::vector<int32_t>& out) c
     }
   }
 
-  std::priority_queue<Candidate, std::vector<Candidate>, ByPriority> queue;
   const std::string_view tv(text);
-  auto consider = [&](int32_t l, int32_t r) {
-    if (l < 0 || r < 0) return;
-    auto it = ranks_.find(
-        rank_key(tv.substr(sym[l].start, sym[l].len), tv.substr(sym[r].start, sym[r].len)));
-    if (it == ranks_.end()) return;
-    queue.push({it->second, l, r, sym[l].len + sym[r].len});
+  // A pair may merge when the merge table has it; the lowest rank merges first.
+  auto priority = [&](int32_t l, int32_t r, double* key) {
+    auto it = ranks_.find(rank_key(tv.substr(sym[size_t(l)].start, sym[size_t(l)].len),
+                                   tv.substr(sym[size_t(r)].start, sym[size_t(r)].len)));
+    if (it == ranks_.end()) return false;
+    *key = -double(it->second);
+    return true;
   };
-  for (int32_t i = 1; i < int32_t(sym.size()); ++i) consider(i - 1, i);
-  while (!queue.empty()) {
-    const Candidate c = queue.top();
-    queue.pop();
-    Symbol& L = sym[c.left];
-    Symbol& R = sym[c.right];
-    if (L.len == 0 || R.len == 0 || L.next != c.right || L.len + R.len != c.len) continue;
-    L.len += R.len;
-    R.len = 0;
-    L.next = R.next;
-    if (R.next >= 0) sym[R.next].prev = c.left;
-    consider(L.prev, c.left);
-    consider(c.left, L.next);
-  }
+  merge_pairs(sym, 0, int32_t(sym.size()) - 1, priority);
 
   for (int32_t i = 0; i >= 0; i = sym[i].next) {
     const std::string_view s = tv.substr(sym[i].start, sym[i].len);

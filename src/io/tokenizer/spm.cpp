@@ -27,22 +27,6 @@ uint32_t symbol_code(const char* s, size_t n, size_t* len) {
   return utf8_decode(s, l);
 }
 
-struct Symbol {
-  int32_t prev, next;
-  uint32_t start, len;  // byte range in the escaped text; len 0 once merged into its left
-};
-struct Candidate {
-  float score;
-  int32_t left, right;
-  uint32_t len;  // len(left) + len(right) when pushed; a mismatch at pop time means stale
-};
-struct ByPriority {
-  // std::priority_queue pops the "largest": higher score first, then the leftmost pair.
-  bool operator()(const Candidate& a, const Candidate& b) const {
-    if (a.score != b.score) return a.score < b.score;
-    return a.left > b.left;
-  }
-};
 }  // namespace
 
 PieceMap build_piece_map(const Vocab& v) {
@@ -113,7 +97,7 @@ void SpmEncoder::encode(std::string_view raw, bool space_prefix, std::vector<int
   }
   if (text.size() > UINT32_MAX / 2) fail(v_.source, "text too long to tokenize in one piece");
 
-  std::vector<Symbol> sym;
+  std::vector<MergeSymbol> sym;
   std::vector<uint32_t> code;  // per symbol: code point, or 0x110000 + byte when invalid
   sym.reserve(text.size());
   code.reserve(text.size());
@@ -125,13 +109,13 @@ void SpmEncoder::encode(std::string_view raw, bool space_prefix, std::vector<int
     pos += len;
   }
 
-  std::priority_queue<Candidate, std::vector<Candidate>, ByPriority> queue;
-  auto consider = [&](int32_t l, int32_t r) {
-    if (l < 0 || r < 0) return;
-    const uint32_t len = sym[l].len + sym[r].len;
-    auto it = map_.find(std::string_view(text).substr(sym[l].start, len));
-    if (it == map_.end()) return;
-    queue.push({v_.scores[size_t(it->second)], l, r, len});
+  // A pair may merge when the merged text is a piece; its key is the piece's score.
+  auto priority = [&](int32_t l, int32_t r, double* key) {
+    const uint32_t len = sym[size_t(l)].len + sym[size_t(r)].len;
+    auto it = map_.find(std::string_view(text).substr(sym[size_t(l)].start, len));
+    if (it == map_.end()) return false;
+    *key = double(v_.scores[size_t(it->second)]);
+    return true;
   };
 
   // Chunks: a boundary between two characters that appear next to each other in no piece can
@@ -144,20 +128,7 @@ void SpmEncoder::encode(std::string_view raw, bool space_prefix, std::vector<int
     while (b < n_sym && joinable_.count((uint64_t(code[b - 1]) << 32) | code[b])) ++b;
     sym[a].prev = -1;
     sym[b - 1].next = -1;
-    for (int32_t i = a + 1; i < b; ++i) consider(i - 1, i);
-    while (!queue.empty()) {
-      const Candidate c = queue.top();
-      queue.pop();
-      Symbol& L = sym[c.left];
-      Symbol& R = sym[c.right];
-      if (L.len == 0 || R.len == 0 || L.next != c.right || L.len + R.len != c.len) continue;
-      L.len += R.len;
-      R.len = 0;
-      L.next = R.next;
-      if (R.next >= 0) sym[R.next].prev = c.left;
-      consider(L.prev, c.left);
-      consider(c.left, L.next);
-    }
+    merge_pairs(sym, a, b - 1, priority);
     for (int32_t i = a; i >= 0; i = sym[i].next)
       emit_symbol(std::string_view(text).substr(sym[i].start, sym[i].len), out);
     a = b;

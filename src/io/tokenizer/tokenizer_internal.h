@@ -5,6 +5,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <queue>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -136,5 +137,47 @@ bool is_llama3_pre(const std::string& pre);
 // The pre-tokenizer regexes (PCRE / HF tokenizers syntax).
 extern const char* const kGpt2Regex;
 extern const char* const kLlama3Regex;
+
+
+// ---- pair merging shared by the SPM and BPE encoders ----------------------------------------------
+// Symbols of a text in a doubly linked list (prev/next, -1 at the ends) over byte ranges.
+struct MergeSymbol {
+  int32_t prev, next;
+  uint32_t start, len;  // byte range in the text; len 0 once merged into its left neighbour
+};
+// Greedy pair merging over symbols first..last (linked): `priority(l, r, &key)` says whether the
+// adjacent symbols l and r may merge, and with which key; the highest key merges first (ties: the
+// leftmost pair), then its neighbours become candidates, until no pair may merge. Candidates that
+// went stale (one side merged elsewhere since) are skipped when popped: O(log n) per merge.
+// SPM: key = the merged piece's score; BPE: key = -(merge rank).
+template <class Priority>
+void merge_pairs(std::vector<MergeSymbol>& sym, int32_t first, int32_t last, const Priority& priority) {
+  struct Cand {
+    double key;
+    int32_t left, right;
+    uint32_t len;  // len(left) + len(right) when pushed; a mismatch at pop time means stale
+  };
+  auto lower = [](const Cand& a, const Cand& b) { return a.key != b.key ? a.key < b.key : a.left > b.left; };
+  std::priority_queue<Cand, std::vector<Cand>, decltype(lower)> queue(lower);
+  auto consider = [&](int32_t l, int32_t r) {
+    double key;
+    if (l < 0 || r < 0 || !priority(l, r, &key)) return;
+    queue.push({key, l, r, sym[size_t(l)].len + sym[size_t(r)].len});
+  };
+  for (int32_t i = first + 1; i <= last; ++i) consider(i - 1, i);
+  while (!queue.empty()) {
+    const Cand c = queue.top();
+    queue.pop();
+    MergeSymbol& L = sym[size_t(c.left)];
+    MergeSymbol& R = sym[size_t(c.right)];
+    if (L.len == 0 || R.len == 0 || L.next != c.right || L.len + R.len != c.len) continue;
+    L.len += R.len;
+    R.len = 0;
+    L.next = R.next;
+    if (R.next >= 0) sym[size_t(R.next)].prev = c.left;
+    consider(L.prev, c.left);
+    consider(c.left, L.next);
+  }
+}
 
 }  // namespace lmpress::tok
