@@ -100,6 +100,11 @@ struct Model {
   void validate() const;     // shapes consistent with cfg; throws Error naming path
 };
 
+// The one configuration check every loader applies (and Model::validate): known architecture,
+// positive and bounded sizes, heads that divide, finite positive norm epsilon (< 1) and RoPE
+// theta, a usable context length, sane RoPE scaling. Throws Error("<where>: ...") naming the field.
+void validate_config(const ModelConfig& c, const std::string& where);
+
 // Canonical (GGUF-style) tensor names.
 std::string tensor_name_layer(int layer, const char* what);  // "blk.{L}.{what}.weight"
 

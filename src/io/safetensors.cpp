@@ -59,7 +59,7 @@ void parse_safetensors_buffer(const uint8_t* data, size_t n, const std::string& 
   try {
     h = json::parse(data + 8, data + 8 + hlen);
   } catch (const json::exception& e) {
-    fail(name, std::string("safetensors header is not valid JSON: ") + e.what());
+    fail(name, std::string("safetensors header is not valid JSON: ") + io_detail::json_error_text(e));
   }
   if (!h.is_object()) fail(name, "safetensors header is not a JSON object");
 
@@ -142,7 +142,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
 void io_detail::write_safetensors_lazy(const std::string& path,
                                        const std::vector<SafetensorsWriteTensor>& specs,
                                        const std::map<std::string, std::string>& metadata,
-                                       const std::function<Tensor(size_t)>& produce) {
+                                       const std::function<Tensor(size_t)>& produce, bool overwrite) {
   nlohmann::ordered_json h = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
     nlohmann::ordered_json md = nlohmann::ordered_json::object();
@@ -175,7 +175,7 @@ void io_detail::write_safetensors_lazy(const std::string& path,
   std::string text = h.dump();
   // Pad with spaces so the data region starts 8-byte aligned (allowed by the format).
   while ((8 + text.size()) % 8 != 0) text.push_back(' ');
-  AtomicFile f(path);
+  AtomicFile f(path, overwrite);
   const uint64_t hlen = text.size();
   f.write(&hlen, 8);
   f.write(text);
@@ -191,13 +191,13 @@ void io_detail::write_safetensors_lazy(const std::string& path,
 }
 
 void write_safetensors(const std::string& path, const std::vector<SafetensorsWriteTensor>& ts,
-                       const std::map<std::string, std::string>& metadata) {
+                       const std::map<std::string, std::string>& metadata, bool overwrite) {
   for (const auto& t : ts)
     if (t.data == nullptr && t.nbytes != 0)
       fail(path, "cannot write tensor '" + t.name + "': no data");
   write_safetensors_lazy(path, ts, metadata, [&](size_t i) {
     return view_tensor(ts[i].name, DType::F32, ts[i].shape, ts[i].data, ts[i].nbytes);
-  });
+  }, overwrite);
 }
 
 }  // namespace lmpress
