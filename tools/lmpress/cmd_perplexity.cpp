@@ -51,7 +51,8 @@ void add_perplexity(CLI::App& app) {
     const int64_t work = n_chunks * o->ctx;
     if (work >= 4096) {
       const double tps = measure_prefill_tps(m, nt) / (base ? 2.0 : 1.0);
-      log_info("perplexity: %lld chunks of %d tokens, about %s and %s", (long long)n_chunks, o->ctx,
+      if (double(work) / tps >= 5.0)  // only for runs long enough to need it
+        log_info("perplexity: %lld chunks of %d tokens, about %s and %s", (long long)n_chunks, o->ctx,
                human_seconds(double(work) / tps).c_str(), human_bytes(mem + double(m.file_bytes)).c_str());
     }
     PerplexityOptions po;

@@ -43,12 +43,6 @@ void add_quantize(CLI::App& app) {
     if (qo.calib.text_path.empty() && qo.recipe.needs_calibration())
       fail("quantize", "recipe '" + qo.recipe.text + "' uses gptq: pass --calib FILE");
     const bool calibrated = !qo.calib.text_path.empty();
-    if (!qo.recipe.needs_calibration() && calibrated)
-      log_info("note: recipe '%s' does not use calibration; --calib only adds an error estimate",
-               qo.recipe.text.c_str());
-    if (calibrated && o->seqlen > m.cfg.max_seq_len)
-      log_info("warning: --seqlen %d is beyond the model's trained context of %d tokens; calibration "
-               "activations past it are not representative", o->seqlen, m.cfg.max_seq_len);
     {
       // Memory: the output model, plus with calibration the residual streams of every window, the
       // per-layer Hessians and one engine over a window.
@@ -64,10 +58,14 @@ void add_quantize(CLI::App& app) {
                                     std::to_string(o->seqlen)
                               : std::string("quantize"),
                    calibrated ? "lower --nsamples or --seqlen" : "use a machine with more memory");
+      if (calibrated && o->seqlen > m.cfg.max_seq_len)
+        log_info("warning: --seqlen %d is beyond the model's trained context of %d tokens; calibration "
+                 "activations past it are not representative", o->seqlen, m.cfg.max_seq_len);
       if (calibrated && log_level() >= LogLevel::Info) {
         // Time: calibration forward passes (a few per layer) plus the per-layer solves.
         const double tps = measure_prefill_tps(m, nt);
-        log_info("estimate: about %s of memory, calibration passes about %s", human_bytes(need).c_str(),
+        if (3.0 * tokens / tps >= 5.0)
+          log_info("estimate: about %s of memory, calibration passes about %s", human_bytes(need).c_str(),
                  human_seconds(3.0 * tokens / tps).c_str());
       }
     }
