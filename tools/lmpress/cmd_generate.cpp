@@ -81,7 +81,7 @@ void add_generate(CLI::App& app) {
       ->check(int_between(0, 1 << 24));
   sub->add_option("--stop", o->stops, "Stop when the text contains this string (repeatable; not printed)");
   auto* seed = sub->add_option("--seed", o->seed, "Random seed (default: a random one, printed)");
-  seed->capture_default_str();
+  seed->default_str("random");
   sub->add_flag("!--no-stop", o->stop_eos, "Do not stop at the end-of-sequence token");
   sub->callback([o, seed] {
     for (const auto& s : o->stops)
