@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -618,4 +619,66 @@ TEST(Hostile, InspectShowsFormatNamesAndIntegers) {
   const auto js = nlohmann::json::parse(j.out);
   EXPECT_TRUE(js["file_bytes"].is_number_integer());
   EXPECT_TRUE(js["weight_bytes"].is_number_integer());
+}
+
+// ---- expected by users: generate's sampling options, seed, newline; --help defaults; -q -----
+TEST(Hostile, GenerateOptions) {
+  Fixture f;
+  const Result greedy = run({"generate", "-m", f.gguf, "-p", "Once", "-n", "12", "--no-stop"});
+  ASSERT_EQ(greedy.rc, 0) << greedy.err;
+  ASSERT_FALSE(greedy.out.empty());
+  EXPECT_EQ(greedy.out.back(), '\n');  // the text ends with a newline before any diagnostic
+  EXPECT_NE(greedy.err.find("seed "), std::string::npos) << greedy.err;  // random seed, printed
+  // top-k 1 at any temperature is greedy.
+  const Result k1 = run({"generate", "-m", f.gguf, "-p", "Once", "-n", "12", "--no-stop", "--temp", "1.5", "--top-k", "1"});
+  EXPECT_EQ(k1.out, greedy.out);
+  // A fixed seed reproduces; the default seed is random.
+  const std::vector<std::string> sampled = {"generate", "-m", f.gguf, "-p", "Once", "-n", "24", "--no-stop",
+                                            "--temp", "1.5", "--json"};
+  auto with = [&](std::vector<std::string> a, std::vector<std::string> more) {
+    a.insert(a.end(), more.begin(), more.end());
+    return a;
+  };
+  const auto a = nlohmann::json::parse(run(with(sampled, {"--seed", "11"})).out);
+  const auto b = nlohmann::json::parse(run(with(sampled, {"--seed", "11"})).out);
+  EXPECT_EQ(a["tokens"], b["tokens"]);
+  EXPECT_EQ(a["seed"], 11);
+  const auto c = nlohmann::json::parse(run(sampled).out);
+  const auto d = nlohmann::json::parse(run(sampled).out);
+  EXPECT_NE(c["seed"], d["seed"]);
+  // A stop string ends the text before it and is not printed.
+  const std::string greedy_text = greedy.out.substr(4, greedy.out.size() - 5);  // after "Once", before '\n'
+  ASSERT_GE(greedy_text.size(), 6u);
+  // The stop string: two printable ASCII bytes of the greedy text (its pieces may be bytes).
+  size_t at = std::string::npos;
+  for (size_t i = 2; i + 1 < greedy_text.size() && at == std::string::npos; ++i)
+    if (std::isprint(static_cast<unsigned char>(greedy_text[i])) && std::isprint(static_cast<unsigned char>(greedy_text[i + 1])))
+      at = i;
+  if (at == std::string::npos) GTEST_SKIP() << "SKIPPED: no ASCII pair in the generated text";
+  const std::string stop = greedy_text.substr(at, 2);
+  const Result s = run({"generate", "-m", f.gguf, "-p", "Once", "-n", "12", "--no-stop", "--stop", stop, "--json"});
+  ASSERT_EQ(s.rc, 0) << s.err;
+  const auto sj = nlohmann::json::parse(s.out);
+  EXPECT_EQ(sj["stop_reason"], "stop");
+  // JSON replaces invalid UTF-8: compare with the expected prefix passed through the same dump.
+  const std::string prefix = greedy_text.substr(0, greedy_text.find(stop));
+  const auto want = nlohmann::json::parse(nlohmann::json(prefix).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  EXPECT_EQ(sj["text"], want);
+  // -q after the subcommand silences the notes.
+  const Result q = run({"generate", "-m", f.gguf, "-p", "Once", "-n", "4", "-t", "1000", "-q"});
+  EXPECT_EQ(q.rc, 0);
+  EXPECT_EQ(q.err, "");
+}
+
+TEST(Hostile, HelpShowsDefaults) {
+  const Result g = run({"generate", "--help"});
+  EXPECT_NE(g.out.find("=64"), std::string::npos) << g.out;
+  EXPECT_NE(g.out.find("random"), std::string::npos) << g.out;
+  const Result p = run({"perplexity", "--help"});
+  EXPECT_NE(p.out.find("=128"), std::string::npos) << p.out;
+  const Result q = run({"quantize", "--help"});
+  EXPECT_NE(q.out.find("=gptq:w4g32;token_embd.weight=rtn:w8g32"), std::string::npos) << q.out;
+  const Result s = run({"synth", "--help"});
+  EXPECT_NE(s.out.find("=tinyllama-1.1b"), std::string::npos) << s.out;
+  EXPECT_NE(s.out.find("2.2 GB at f16"), std::string::npos) << s.out;
 }
