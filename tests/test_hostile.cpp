@@ -279,6 +279,10 @@ TEST(Hostile, Class1_LmpressDirectoryReplacedOnlyWithForce) {
   EXPECT_EQ(r.rc, 0) << r.err;
   EXPECT_FALSE(file_exists(p + "/config.json.bak"));
   EXPECT_EQ(run({"inspect", "-m", p}).rc, 0);
+  // The same with a trailing slash (the temporary must not land inside the old directory).
+  const Result slash = run({"convert", "-m", f.gguf, "-o", p + "/", "--to", "hf", "--force", "-q"});
+  EXPECT_EQ(slash.rc, 0) << slash.err;
+  EXPECT_EQ(run({"inspect", "-m", p}).rc, 0);
   // Only the replaced directory and nothing else: no leftovers beside it.
   int entries = 0;
   for (const auto& e : fs::directory_iterator(f.out)) entries += e.exists() ? 1 : 0;

@@ -117,6 +117,12 @@ const char* kind_of(mode_t m) {
   return "not a regular file";
 }
 
+// "out/" -> "out" (a directory output named with a trailing slash).
+std::string strip_slashes(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  return p;
+}
+
 bool is_lmpress_dir(const std::string& dir) {
   struct stat st {};
   return ::lstat((dir + "/" + kOutputDirMarker).c_str(), &st) == 0 && S_ISREG(st.st_mode);
@@ -141,8 +147,9 @@ int rename_noreplace(const std::string& from, const std::string& to, bool is_dir
 
 }  // namespace
 
-void check_output_path(const std::string& path, OutputKind kind, bool overwrite) {
-  if (path.empty()) fail("output", "empty output path");
+void check_output_path(const std::string& path_in, OutputKind kind, bool overwrite) {
+  if (path_in.empty()) fail("output", "empty output path");
+  const std::string path = kind == OutputKind::Directory ? strip_slashes(path_in) : path_in;
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) {
     if (errno == ENOENT) return;
@@ -233,8 +240,9 @@ void AtomicFile::commit() {
 }
 
 AtomicDir::AtomicDir(const std::string& dir, bool overwrite)
-    : dir_(dir), tmp_(tmp_name(dir)), overwrite_(overwrite) {
-  check_output_path(dir, OutputKind::Directory, overwrite);
+    : dir_(strip_slashes(dir)), tmp_(tmp_name(dir_)), overwrite_(overwrite) {
+  check_output_path(dir_, OutputKind::Directory, overwrite);
+  if (dir_ == "/" || dir_ == "." || dir_ == "..") fail(dir, "is not a usable output directory name");
   if (::mkdir(tmp_.c_str(), 0755) != 0)
     fail(dir, "cannot create temporary output directory " + tmp_ + ": " + std::strerror(errno));
   const std::string marker = tmp_ + "/" + kOutputDirMarker;

@@ -93,6 +93,7 @@ void add_generate(CLI::App& app) {
     const Tokenizer& tok = *m.tokenizer;
     std::vector<int32_t> ids = tok.encode(o->prompt, true);
     const int64_t n_prompt = int64_t(ids.size());
+    if (n_prompt == 0) fail(m.path, "the prompt is empty and the tokenizer adds no BOS token: give a prompt with -p");
     const int64_t ctx = o->ctx > 0 ? o->ctx : m.cfg.max_seq_len;
     if (ctx > m.cfg.max_seq_len)
       log_info("warning: --ctx %lld is beyond the model's trained context of %d tokens; quality degrades past it",
