@@ -187,7 +187,7 @@ Model load_model(const std::string& path, const LoadOptions& opt) {
   {
     MappedFile f(path);
     size = f.size();
-    std::memcpy(head, f.data(), std::min<size_t>(size, sizeof head));
+    if (size > 0) std::memcpy(head, f.data(), std::min<size_t>(size, sizeof head));
   }
   if (std::memcmp(head, "GGUF", 4) == 0) return load_gguf_model(path, opt);
   // safetensors: u64 header length, then a JSON object.
