@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
+only=${2:-}  # optional: run only the targets whose name contains this
 bash scripts/build.sh fuzz
 mkdir -p build/fuzz/artifacts
 shared=../shared
@@ -11,6 +12,7 @@ status=0
 for t in build/fuzz/fuzz/fuzz_*; do
   [ -x "$t" ] || continue
   name=$(basename "$t")
+  [ -n "$only" ] && [[ $name != *$only* ]] && continue
   corpus=build/fuzz/corpus/$name
   mkdir -p "$corpus"
   seeds=()
@@ -18,6 +20,19 @@ for t in build/fuzz/fuzz/fuzz_*; do
     fuzz_gguf) [ -d $shared ] && seeds=($shared/tokenizers/ggml-vocab-llama-spm.gguf) ;;
     fuzz_llama2c) [ -d $shared ] && seeds=() ;;
     fuzz_tokenizer) [ -d $shared ] && seeds=($shared/models/tinystories-279k/tok512.bin $shared/models/babyllama-936k/tok105.model) ;;
+    fuzz_lmpress)
+      # A small quantized model (2-bit, every tensor) made with the fuzz build's own tool.
+      if [ -x build/fuzz/lmpress ] && [ ! -f build/fuzz/seeds/tiny-w2.lmp ]; then
+        mkdir -p build/fuzz/seeds
+        build/fuzz/lmpress synth --shape tiny --dtype f32 -o build/fuzz/seeds/tiny.gguf --force -q &&
+          build/fuzz/lmpress quantize -m build/fuzz/seeds/tiny.gguf -r "rtn:w2g32" -o build/fuzz/seeds/tiny-w2.lmp --force -q >/dev/null || true
+      fi
+      seeds=(build/fuzz/seeds/tiny-w2.lmp) ;;
+    fuzz_recipe)
+      mkdir -p build/fuzz/seeds
+      printf '%s' 'gptq:w4g32,act_order,damp=0.01;token_embd.weight=rtn:w8g32;blk.*.ffn_down.weight=gptq:w3g128a,static_groups' >build/fuzz/seeds/recipe1.txt
+      printf '%s' '{"default": "rtn:w4g64,clip", "overrides": [{"pattern": "output.weight", "rule": "keep"}]}' >build/fuzz/seeds/recipe2.json
+      seeds=(build/fuzz/seeds/recipe1.txt build/fuzz/seeds/recipe2.json docs/recipes.md) ;;
   esac
   for s in "${seeds[@]}"; do [ -f "$s" ] && cp -f "$s" "$corpus/" || true; done
   echo "fuzz: $name for ${secs}s"

@@ -76,16 +76,31 @@ class MappedFile {
   size_t size_ = 0;
 };
 
-std::string read_text_file(const std::string& path);
+// Reads a whole text file. Refuses directories and devices, and anything larger than max_bytes
+// (default 1 GiB) with an Error naming the path.
+std::string read_text_file(const std::string& path, size_t max_bytes = size_t(1) << 30);
 bool file_exists(const std::string& path);
 bool is_directory(const std::string& path);
 size_t file_size(const std::string& path);
 
-// Atomic output: write to "<path>.tmp.<pid>", fsync, rename onto path on commit(); the temporary
-// is removed if the object is destroyed without commit() (error paths lose nothing).
+// ---- outputs: safe by default -----------------------------------------------------------------
+// Rules for every output path (docs/safety.md):
+//  - a path that exists and is not a regular file (file outputs) or not a directory written by
+//    lmpress (directory outputs, recognised by the marker file kOutputDirMarker) is refused,
+//    whatever `overwrite` says; lmpress never renames over a device, FIFO, socket or symlink;
+//  - an existing output is replaced only when `overwrite` is true (the CLI's --force).
+enum class OutputKind { File, Directory };
+inline constexpr const char* kOutputDirMarker = ".lmpress-output";
+// Throws Error("path: ...") when the rules above forbid writing `path`.
+void check_output_path(const std::string& path, OutputKind kind, bool overwrite);
+
+// Atomic output: write to a fresh temporary beside path, fsync, rename onto path on commit(); the
+// temporary is removed if the object is destroyed without commit() (error paths lose nothing).
+// The output rules are checked when the object is created and again at commit (with
+// overwrite=false the rename itself refuses to replace a file created meanwhile).
 class AtomicFile {
  public:
-  explicit AtomicFile(const std::string& path);
+  explicit AtomicFile(const std::string& path, bool overwrite = true);
   ~AtomicFile();
   void write(const void* data, size_t n);
   void write(std::string_view s) { write(s.data(), s.size()); }
@@ -100,28 +115,33 @@ class AtomicFile {
   std::string path_, tmp_;
   int fd_ = -1;
   size_t written_ = 0;
-  bool committed_ = false;
+  bool committed_ = false, overwrite_ = true;
   std::vector<uint8_t> buf_;
   void flush();
 };
 
-// Atomic directory output: build in "<dir>.tmp.<pid>" and rename on commit().
+// Atomic directory output: build in a fresh temporary directory beside `dir` (holding the marker
+// file kOutputDirMarker) and rename on commit(). An existing lmpress-written directory is replaced
+// only with overwrite=true; any other existing path is refused.
 class AtomicDir {
  public:
-  explicit AtomicDir(const std::string& dir);
+  explicit AtomicDir(const std::string& dir, bool overwrite = true);
   ~AtomicDir();
   const std::string& tmp_path() const { return tmp_; }
   void commit();
 
  private:
   std::string dir_, tmp_;
-  bool committed_ = false;
+  bool committed_ = false, overwrite_ = true;
 };
 
 // ---- threads --------------------------------------------------------------------------------
 // Fixed pool; parallel_for splits [0, n) into contiguous chunks, one per worker (caller included).
 class ThreadPool {
  public:
+  static constexpr int kMaxThreads = 1024;
+  // n_threads <= 0: default_threads(). Throws Error (never terminates) when n_threads exceeds
+  // kMaxThreads or the threads cannot be started (memory or process limits).
   explicit ThreadPool(int n_threads);
   ~ThreadPool();
   int size() const { return n_threads_; }
@@ -137,8 +157,10 @@ class ThreadPool {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int n_threads_;
+  void shutdown();
 };
-int default_threads();
+int default_threads();   // LMPRESS_THREADS, else hardware_threads()
+int hardware_threads();  // logical CPUs (at least 1, at most ThreadPool::kMaxThreads)
 
 // OpenBLAS threading is off (1 thread) by default: parallel work runs on our pools, and two
 // thread pools spinning on two cores oversubscribe the machine. A large BLAS call (factorisation,
@@ -156,7 +178,9 @@ LogLevel log_level();
 void log_info(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
-// Single-line progress on stderr (only when stderr is a terminal or LMPRESS_PROGRESS=1).
+// Progress on stderr: a single updating line when stderr is a terminal; plain lines (at most one
+// every 10 s, none for runs shorter than that) when it is not. LMPRESS_PROGRESS=0 turns it off,
+// =1 forces the terminal style; -q (LogLevel::Quiet) turns it off.
 class Progress {
  public:
   Progress(std::string label, int64_t total);
@@ -167,8 +191,8 @@ class Progress {
  private:
   std::string label_;
   int64_t total_;
-  double t0_;
-  bool enabled_, done_ = false;
+  double t0_, last_ = 0;
+  bool enabled_, tty_ = false, done_ = false, printed_ = false;
 };
 
 double now_seconds();
@@ -186,6 +210,9 @@ class AnonPeakSampler {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+// Memory this process can still allocate: the least of MemAvailable (/proc/meminfo), the cgroup
+// limit minus its usage, and RLIMIT_AS / RLIMIT_DATA minus what is mapped; SIZE_MAX if unknown.
+size_t available_memory_bytes();
 
 // ---- CPU features ---------------------------------------------------------------------------
 enum class SimdLevel : int { Scalar = 0, AVX2 = 1, AVX512 = 2 };

@@ -85,14 +85,20 @@ struct SafetensorsWriteTensor {
   size_t nbytes;
 };
 // Writes atomically (temporary + rename). Tensors are written in the order given.
+// overwrite=false refuses an existing path; any existing non-regular path is always refused.
 void write_safetensors(const std::string& path, const std::vector<SafetensorsWriteTensor>& ts,
-                       const std::map<std::string, std::string>& metadata);
+                       const std::map<std::string, std::string>& metadata, bool overwrite = true);
 
 // ---- model loading ------------------------------------------------------------------------------
 struct LoadOptions {
   std::string tokenizer_path;  // override; otherwise found beside the model
   bool require_tokenizer = true;
+  bool check_tensors = true;   // check_tensors_finite() after loading (CLI: --no-check skips it)
 };
+
+// Fails (Error naming the model file, the tensor and the index) when a weight, bias, norm or a
+// packed tensor's scale is NaN or infinite.
+void check_tensors_finite(const Model& m);
 
 // Detects the format: directory with config.json (Hugging Face), GGUF magic, lmpress container,
 // otherwise a llama2.c checkpoint. Throws Error naming the file on any problem.
@@ -109,11 +115,14 @@ void parse_llama2c_buffer(const uint8_t* data, size_t n, const std::string& name
 Vocab vocab_from_gguf(const GgufFile& g, const std::string& name);
 
 // ---- model writing ------------------------------------------------------------------------------
+// Every writer is atomic and follows the output rules of core.h (check_output_path): an existing
+// output is replaced only with overwrite=true (the CLI's --force), and only when it is a regular
+// file (file outputs) or a directory written by lmpress (write_hf_model).
 // Hugging Face directory: config.json, model.safetensors, tokenizer.model or tokenizer.json,
 // tokenizer_config.json, generation_config.json. q/k rows are permuted to the HF convention.
-void write_hf_model(const Model& m, const std::string& dir, DType dtype);
+void write_hf_model(const Model& m, const std::string& dir, DType dtype, bool overwrite = true);
 // GGUF v3 with llama architecture metadata and the tokenizer; q/k rows in GGUF convention.
-void write_gguf_model(const Model& m, const std::string& path, DType dtype);
+void write_gguf_model(const Model& m, const std::string& path, DType dtype, bool overwrite = true);
 
 }  // namespace lmpress
 
@@ -122,7 +131,7 @@ namespace lmpress {
 // A safetensors file whose __metadata__ carries format=lmpress, a version, the model config, the
 // per-tensor packed formats, the recipe; packed tensors are U8 byte arrays, the vocabulary is a
 // U8 tensor holding JSON. Written atomically.
-void write_lmpress_model(const Model& m, const std::string& path);
+void write_lmpress_model(const Model& m, const std::string& path, bool overwrite = true);
 Model load_lmpress_model(const std::string& path, const LoadOptions& opt);
 // Streaming output of a quantization: the layout of every tensor is planned up front
 // (plan_quantization), the header and vocabulary are written at once, and put() writes each
@@ -130,8 +139,9 @@ Model load_lmpress_model(const std::string& path, const LoadOptions& opt);
 // temporary into place; an error or a destroyed writer leaves no output.
 class LmpressStreamWriter : public TensorSink {
  public:
+  // overwrite = false: an existing output is refused (the CLI's --force sets it).
   LmpressStreamWriter(const std::string& path, const Model& src, const std::vector<PlannedTensor>& plan,
-                      const std::map<std::string, std::string>& metadata);
+                      const std::map<std::string, std::string>& metadata, bool overwrite = true);
   ~LmpressStreamWriter() override;
   void put(const Tensor& t) override;
   void commit();
@@ -140,6 +150,9 @@ class LmpressStreamWriter : public TensorSink {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+// The same checks on a plain buffer (fuzzing); tensors point into `data`, which must outlive the
+// model; name used in messages.
+Model parse_lmpress_buffer(const uint8_t* data, size_t n, const std::string& name, const LoadOptions& opt);
 // True when the file looks like a safetensors file with lmpress metadata.
 bool is_lmpress_file(const std::string& path);
 }  // namespace lmpress

@@ -144,6 +144,10 @@ std::string arch_tensor_name(const ArchTensor& t, int layer);
 // Hugging Face name: "model.embed_tokens.weight", "model.layers.3.self_attn.q_proj.weight".
 std::string arch_hf_name(const ArchTensor& t, int layer);
 bool arch_per_layer(const ArchTensor& t);
+// The one configuration check every loader applies (and Model::validate): known architecture,
+// positive and bounded sizes, heads that divide, finite positive norm epsilon (< 1) and RoPE
+// theta, a usable context length, sane RoPE scaling. Throws Error("<where>: ...") naming the field.
+void validate_config(const ModelConfig& c, const std::string& where);
 
 // Canonical (GGUF-style) tensor names.
 std::string tensor_name_layer(int layer, const char* what);  // "blk.{L}.{what}.weight"

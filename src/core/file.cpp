@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -16,7 +18,8 @@ namespace lmpress {
 namespace fs = std::filesystem;
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
@@ -27,6 +30,10 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   if (S_ISDIR(st.st_mode)) {
     ::close(fd);
     fail(path, "is a directory, expected a file");
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail(path, "is not a regular file (a device, FIFO or socket), expected a model file");
   }
   size_ = size_t(st.st_size);
   if (size_ > 0) {
@@ -45,13 +52,36 @@ MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
-std::string read_text_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail(path, std::string("cannot open: ") + std::strerror(errno));
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) fail(path, "read error");
-  return ss.str();
+std::string read_text_file(const std::string& path, size_t max_bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) fail(path, std::string("cannot stat: ") + std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) fail(path, "is a directory, expected a text file");
+  if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) || S_ISSOCK(st.st_mode))
+    fail(path, "is a device or socket, expected a text file");
+  if (S_ISREG(st.st_mode) && uint64_t(st.st_size) > max_bytes)
+    fail(path, "text file is " + std::to_string(uint64_t(st.st_size)) + " bytes, more than the limit of " +
+                   std::to_string(max_bytes) + " bytes");
+  std::string out;
+  if (S_ISREG(st.st_mode)) out.reserve(size_t(st.st_size));
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      fail(path, std::string("read error: ") + std::strerror(errno));
+    }
+    if (r == 0) break;
+    if (out.size() + size_t(r) > max_bytes)
+      fail(path, "input is more than the limit of " + std::to_string(max_bytes) + " bytes");
+    out.append(buf, size_t(r));
+  }
+  return out;
 }
 
 bool file_exists(const std::string& path) {
@@ -69,12 +99,82 @@ size_t file_size(const std::string& path) {
   return size_t(s);
 }
 
-static std::string tmp_name(const std::string& path) {
-  return path + ".tmp." + std::to_string(::getpid());
+namespace {
+
+// A temporary name beside path: "<path>.tmp.<pid>.<n>", unique within the process.
+std::string tmp_name(const std::string& path) {
+  static std::atomic<unsigned> counter{0};
+  return path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
 }
 
-AtomicFile::AtomicFile(const std::string& path) : path_(path), tmp_(tmp_name(path)) {
-  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+const char* kind_of(mode_t m) {
+  if (S_ISDIR(m)) return "a directory";
+  if (S_ISLNK(m)) return "a symbolic link";
+  if (S_ISCHR(m)) return "a character device";
+  if (S_ISBLK(m)) return "a block device";
+  if (S_ISFIFO(m)) return "a FIFO";
+  if (S_ISSOCK(m)) return "a socket";
+  return "not a regular file";
+}
+
+// "out/" -> "out" (a directory output named with a trailing slash).
+std::string strip_slashes(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  return p;
+}
+
+bool is_lmpress_dir(const std::string& dir) {
+  struct stat st {};
+  return ::lstat((dir + "/" + kOutputDirMarker).c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// rename() that never replaces an existing path (renameat2 RENAME_NOREPLACE; link+unlink for
+// files where the file system lacks it). Returns 0 or an errno value.
+int rename_noreplace(const std::string& from, const std::string& to, bool is_dir) {
+#ifdef RENAME_NOREPLACE
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS) return errno;
+#endif
+  if (is_dir) {
+    struct stat st {};
+    if (::lstat(to.c_str(), &st) == 0) return EEXIST;
+    return ::rename(from.c_str(), to.c_str()) == 0 ? 0 : errno;
+  }
+  if (::link(from.c_str(), to.c_str()) != 0) return errno;
+  ::unlink(from.c_str());
+  return 0;
+}
+
+}  // namespace
+
+void check_output_path(const std::string& path_in, OutputKind kind, bool overwrite) {
+  if (path_in.empty()) fail("output", "empty output path");
+  const std::string path = kind == OutputKind::Directory ? strip_slashes(path_in) : path_in;
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return;
+    fail(path, std::string("cannot check output path: ") + std::strerror(errno));
+  }
+  if (kind == OutputKind::File) {
+    if (!S_ISREG(st.st_mode))
+      fail(path, std::string("output path exists and is ") + kind_of(st.st_mode) +
+                     "; refusing to replace it (choose another output path)");
+  } else {
+    if (!S_ISDIR(st.st_mode))
+      fail(path, std::string("output directory path exists and is ") +
+                     (S_ISREG(st.st_mode) ? "a regular file" : kind_of(st.st_mode)) +
+                     "; refusing to replace it (choose another output path)");
+    if (!is_lmpress_dir(path))
+      fail(path, std::string("output directory exists and was not written by lmpress (no ") +
+                     kOutputDirMarker + " marker); refusing to replace it (choose another output path)");
+  }
+  if (!overwrite) fail(path, "output exists; pass --force to overwrite it");
+}
+
+AtomicFile::AtomicFile(const std::string& path, bool overwrite)
+    : path_(path), tmp_(tmp_name(path)), overwrite_(overwrite) {
+  check_output_path(path, OutputKind::File, overwrite);
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd_ < 0) fail(path, std::string("cannot create output: ") + std::strerror(errno));
   buf_.reserve(1 << 20);
 }
@@ -101,7 +201,6 @@ void AtomicFile::write(const void* data, size_t n) {
   const uint8_t* p = static_cast<const uint8_t*>(data);
   if (n >= (1u << 20)) {
     flush();
-    buf_.assign(p, p + 0);
     size_t off = 0;
     while (off < n) {
       ssize_t w = ::write(fd_, p + off, n - off);
@@ -142,16 +241,35 @@ void AtomicFile::commit() {
   if (::fsync(fd_) != 0) fail(path_, std::string("fsync failed: ") + std::strerror(errno));
   ::close(fd_);
   fd_ = -1;
-  if (::rename(tmp_.c_str(), path_.c_str()) != 0)
-    fail(path_, std::string("cannot rename temporary file into place: ") + std::strerror(errno));
+  // Checked again: the path may have appeared (or changed kind) while the output was written.
+  check_output_path(path_, OutputKind::File, overwrite_);
+  if (overwrite_) {
+    if (::rename(tmp_.c_str(), path_.c_str()) != 0)
+      fail(path_, std::string("cannot rename temporary file into place: ") + std::strerror(errno));
+  } else if (int e = rename_noreplace(tmp_, path_, false); e != 0) {
+    fail(path_, e == EEXIST ? std::string("output appeared while writing; pass --force to overwrite it")
+                            : std::string("cannot rename temporary file into place: ") + std::strerror(e));
+  }
   committed_ = true;
 }
 
-AtomicDir::AtomicDir(const std::string& dir) : dir_(dir), tmp_(tmp_name(dir)) {
-  std::error_code ec;
-  fs::remove_all(tmp_, ec);
-  if (!fs::create_directories(tmp_, ec) || ec)
-    fail(dir, "cannot create temporary output directory " + tmp_ + ": " + ec.message());
+AtomicDir::AtomicDir(const std::string& dir, bool overwrite)
+    : dir_(strip_slashes(dir)), tmp_(tmp_name(dir_)), overwrite_(overwrite) {
+  check_output_path(dir_, OutputKind::Directory, overwrite);
+  if (dir_ == "/" || dir_ == "." || dir_ == "..") fail(dir, "is not a usable output directory name");
+  if (::mkdir(tmp_.c_str(), 0755) != 0)
+    fail(dir, "cannot create temporary output directory " + tmp_ + ": " + std::strerror(errno));
+  const std::string marker = tmp_ + "/" + kOutputDirMarker;
+  const int fd = ::open(marker.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    const int e = errno;
+    ::rmdir(tmp_.c_str());
+    fail(dir, "cannot create " + marker + ": " + std::strerror(e));
+  }
+  static const char kText[] = "written by lmpress; lmpress replaces this directory only with --force\n";
+  const ssize_t w = ::write(fd, kText, sizeof kText - 1);
+  (void)w;
+  ::close(fd);
 }
 
 AtomicDir::~AtomicDir() {
@@ -162,21 +280,23 @@ AtomicDir::~AtomicDir() {
 }
 
 void AtomicDir::commit() {
-  std::error_code ec;
-  if (fs::exists(dir_, ec)) {
-    // Replace an existing output directory: move it aside first so a failure loses nothing.
-    const std::string old = dir_ + ".old." + std::to_string(::getpid());
+  check_output_path(dir_, OutputKind::Directory, overwrite_);
+  struct stat st {};
+  if (::lstat(dir_.c_str(), &st) == 0) {
+    // Replace an lmpress-written directory (checked above): move it aside first so a failure
+    // loses nothing, then delete it.
+    const std::string old = tmp_name(dir_ + ".old");
+    std::error_code ec;
     fs::rename(dir_, old, ec);
     if (ec) fail(dir_, "cannot replace existing directory: " + ec.message());
-    fs::rename(tmp_, dir_, ec);
-    if (ec) {
-      fs::rename(old, dir_);
-      fail(dir_, "cannot move output into place: " + ec.message());
+    if (int e = rename_noreplace(tmp_, dir_, true); e != 0) {
+      fs::rename(old, dir_, ec);
+      fail(dir_, std::string("cannot move output into place: ") + std::strerror(e));
     }
     fs::remove_all(old, ec);
-  } else {
-    fs::rename(tmp_, dir_, ec);
-    if (ec) fail(dir_, "cannot move output into place: " + ec.message());
+  } else if (int e = rename_noreplace(tmp_, dir_, true); e != 0) {
+    fail(dir_, e == EEXIST ? std::string("output appeared while writing; pass --force to overwrite it")
+                           : std::string("cannot move output into place: ") + std::strerror(e));
   }
   committed_ = true;
 }

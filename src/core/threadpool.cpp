@@ -1,7 +1,9 @@
 // Fixed-size thread pool. Workers wait on a generation counter: they spin briefly (decode issues
 // ~150 parallel regions per token, so wake-up latency matters) and then sleep with
 // std::atomic::wait (futex), so an idle pool costs no CPU.
+#include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <thread>
 
 #include "lmpress/core.h"
@@ -42,17 +44,35 @@ struct ThreadPool::Impl {
 
 ThreadPool::ThreadPool(int n_threads) : impl_(std::make_unique<Impl>()) {
   if (n_threads <= 0) n_threads = default_threads();
+  if (n_threads > kMaxThreads)
+    fail("threads", std::to_string(n_threads) + " worker threads requested, at most " +
+                        std::to_string(kMaxThreads) + " are supported");
   n_threads_ = n_threads;
   impl_->n = n_threads;
-  for (int i = 1; i < n_threads; ++i) impl_->threads.emplace_back([this, i] { impl_->worker(i); });
+  try {
+    impl_->threads.reserve(size_t(n_threads));
+    for (int i = 1; i < n_threads; ++i) impl_->threads.emplace_back([this, i] { impl_->worker(i); });
+  } catch (const std::exception& e) {
+    // Out of memory or a thread limit: stop the workers already started (a std::thread destroyed
+    // while joinable would terminate the process) and report it as an error.
+    const size_t started = impl_->threads.size();
+    shutdown();
+    fail("threads", "cannot start " + std::to_string(n_threads) + " worker threads (" +
+                        std::to_string(started + 1) + " started): " + e.what() +
+                        "; use fewer with -t");
+  }
 }
 
-ThreadPool::~ThreadPool() {
+void ThreadPool::shutdown() {
   impl_->stop.store(true, std::memory_order_release);
   impl_->generation.fetch_add(1, std::memory_order_acq_rel);
   impl_->generation.notify_all();
-  for (auto& t : impl_->threads) t.join();
+  for (auto& t : impl_->threads)
+    if (t.joinable()) t.join();
+  impl_->threads.clear();
 }
+
+ThreadPool::~ThreadPool() { shutdown(); }
 
 void ThreadPool::run(const std::function<void(int, int)>& fn) {
   if (n_threads_ == 1) {
@@ -108,13 +128,17 @@ void ThreadPool::parallel_for_dynamic(int64_t n, int64_t grain, const std::funct
   });
 }
 
+int hardware_threads() {
+  const unsigned hc = std::thread::hardware_concurrency();
+  return hc ? int(std::min<unsigned>(hc, unsigned(ThreadPool::kMaxThreads))) : 1;
+}
+
 int default_threads() {
   if (const char* e = std::getenv("LMPRESS_THREADS")) {
-    int v = std::atoi(e);
-    if (v > 0) return v;
+    const long v = std::strtol(e, nullptr, 10);
+    if (v > 0) return int(std::min<long>(v, ThreadPool::kMaxThreads));
   }
-  unsigned hc = std::thread::hardware_concurrency();
-  return hc ? int(hc) : 1;
+  return hardware_threads();
 }
 
 }  // namespace lmpress

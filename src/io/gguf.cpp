@@ -165,6 +165,18 @@ void read_value(Reader& r, GgufValue& v, const std::string& key) {
   }
 }
 
+// ggml's tensor type names (ggml.h enum ggml_type), for messages.
+std::string ggml_type_name(uint32_t t) {
+  static const char* const kNames[] = {
+      "F32", "F16", "Q4_0", "Q4_1", "type 4 (removed Q4_2)", "type 5 (removed Q4_3)", "Q5_0",
+      "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS",
+      "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64",
+      "IQ1_M", "BF16", "type 31 (removed Q4_0_4_4)", "type 32 (removed Q4_0_4_8)",
+      "type 33 (removed Q4_0_8_8)", "TQ1_0", "TQ2_0"};
+  if (t < sizeof kNames / sizeof kNames[0]) return kNames[t];
+  return "unknown type " + std::to_string(t);
+}
+
 size_t ggml_type_size(uint32_t t) {
   switch (t) {
     case kGgmlF32: return 4;
@@ -247,8 +259,8 @@ void parse_gguf_buffer(const uint8_t* data, size_t n, const std::string& name, G
     t.ggml_type = r.get<uint32_t>("tensor type");
     t.offset = r.get<uint64_t>("tensor offset");
     if (ggml_type_size(t.ggml_type) == 0)
-      fail(name, "tensor '" + t.name + "' has unsupported tensor type " +
-                     std::to_string(t.ggml_type) + " (supported: 0 F32, 1 F16, 30 BF16)");
+      fail(name, "tensor '" + t.name + "' has unsupported tensor type " + ggml_type_name(t.ggml_type) + " (" +
+                     std::to_string(t.ggml_type) + "); supported: F32, F16, BF16 (use an F32/F16/BF16 GGUF and quantize it with lmpress)");
     if (!seen.insert(t.name).second) fail(name, "tensor '" + t.name + "' appears twice");
     out.tensors.push_back(std::move(t));
   }
@@ -494,15 +506,16 @@ Model load_gguf_model(const std::string& path, const LoadOptions& opt) {
   // Tokenizer: explicit override, else the embedded vocabulary.
   if (!opt.tokenizer_path.empty()) {
     Vocab v = load_vocab_file(opt.tokenizer_path, c.vocab_size);
-    check_vocab_fits(v, c, opt.tokenizer_path);
+    check_vocab_fits(v, c, opt.tokenizer_path, true);
     m.tokenizer = std::make_unique<Tokenizer>(std::move(v));
   } else if (g.find("tokenizer.ggml.tokens")) {
     Vocab v = vocab_from_gguf(g, path);
-    check_vocab_fits(v, c, path);
+    check_vocab_fits(v, c, path, false);
     m.tokenizer = std::make_unique<Tokenizer>(std::move(v));
   } else if (opt.require_tokenizer) {
     fail(path, "no tokenizer in the file (tokenizer.ggml.* metadata missing); pass --tokenizer");
   }
+  if (opt.check_tensors) check_tensors_finite(m);
   return m;
 }
 

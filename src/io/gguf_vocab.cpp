@@ -32,13 +32,22 @@ bool is_unsigned(GgufType t) {
 }
 
 // Special token id: absent, negative or >= n (llama.cpp writes 0xFFFFFFFF for "none") -> -1.
-int32_t special_id(const GgufFile& g, const char* key, size_t n, const std::string& name) {
+// A special token id: -1 when absent (or negative: "none"); an id beyond the vocabulary is an
+// error when `strict` (bos, eos, unk: used by the tokenizer), otherwise ignored (padding).
+int32_t special_id(const GgufFile& g, const char* key, size_t n, const std::string& name, bool strict = true) {
   const GgufValue* v = g.find(key);
   if (!v) return -1;
   if (!is_int_type(v->type) || v->type == GgufType::BOOL)
     fail(name, std::string(key) + " is not an integer");
-  if (is_unsigned(v->type)) return v->u < n ? int32_t(v->u) : -1;
-  return v->i >= 0 && uint64_t(v->i) < n ? int32_t(v->i) : -1;
+  if (!is_unsigned(v->type) && v->i < 0) return -1;
+  const uint64_t id = is_unsigned(v->type) ? v->u : uint64_t(v->i);
+  if (id < n) return int32_t(id);
+  if (strict)
+    fail(name, std::string(key) + " = " + std::to_string(id) + " is outside the vocabulary of " +
+                   std::to_string(n) + " tokens");
+  log_debug("%s: ignoring %s = %llu (outside the vocabulary of %zu tokens)", name.c_str(), key,
+            (unsigned long long)id, n);
+  return -1;
 }
 
 bool get_bool(const GgufFile& g, const char* key, bool def, const std::string& name) {
@@ -131,7 +140,7 @@ Vocab vocab_from_gguf(const GgufFile& g, const std::string& name) {
   v.bos_id = special_id(g, "tokenizer.ggml.bos_token_id", n, name);
   v.eos_id = special_id(g, "tokenizer.ggml.eos_token_id", n, name);
   v.unk_id = special_id(g, "tokenizer.ggml.unknown_token_id", n, name);
-  v.pad_id = special_id(g, "tokenizer.ggml.padding_token_id", n, name);
+  v.pad_id = special_id(g, "tokenizer.ggml.padding_token_id", n, name, false);
 
   if (const GgufValue* pre = g.find("tokenizer.ggml.pre")) {
     if (pre->type != GgufType::STRING) fail(name, "tokenizer.ggml.pre is not a string");

@@ -148,7 +148,7 @@ void write_vocab(Header& h, const Vocab& v0, int32_t model_vocab) {
 
 }  // namespace
 
-void write_gguf_model(const Model& m, const std::string& path, DType dtype) {
+void write_gguf_model(const Model& m, const std::string& path, DType dtype, bool overwrite) {
   if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
     fail(path, std::string("GGUF output type ") + dtype_name(dtype) +
                    " is not supported (use f32, f16 or bf16)");
@@ -220,7 +220,7 @@ void write_gguf_model(const Model& m, const std::string& path, DType dtype) {
     offset += (o.nbytes + kAlign - 1) / kAlign * kAlign;
   }
 
-  AtomicFile f(path);
+  AtomicFile f(path, overwrite);
   f.write("GGUF", 4);
   const uint32_t version = 3;
   f.write(&version, 4);

@@ -77,7 +77,7 @@ json parse_json(std::string_view text, const std::string& name) {
   try {
     return json::parse(text.begin(), text.end());
   } catch (const json::exception& e) {
-    fail(name, std::string("malformed JSON: ") + e.what());
+    fail(name, std::string("malformed JSON: ") + io_detail::json_error_text(e));
   }
 }
 
@@ -244,7 +244,7 @@ ModelConfig parse_hf_config(const std::string& json_text, const std::string& nam
   try {
     return parse_hf_config_json(parse_json(json_text, name), name);
   } catch (const json::exception& e) {
-    fail(name, std::string("invalid config: ") + e.what());
+    fail(name, std::string("invalid config: ") + io_detail::json_error_text(e));
   }
 }
 
@@ -255,7 +255,7 @@ Model load_hf_model(const std::string& dir, const LoadOptions& opt) {
   try {
     m.cfg = parse_hf_config_json(config, cfg_path);
   } catch (const json::exception& e) {
-    fail(cfg_path, std::string("invalid config: ") + e.what());
+    fail(cfg_path, std::string("invalid config: ") + io_detail::json_error_text(e));
   }
   const ModelConfig& c = m.cfg;
 
@@ -327,6 +327,7 @@ Model load_hf_model(const std::string& dir, const LoadOptions& opt) {
   m.path = dir;
   m.format = "hf";
   m.validate();
+  if (opt.check_tensors) check_tensors_finite(m);
 
   // Tokenizer: override, tokenizer.model (SentencePiece), tokenizer.json.
   std::string tok = opt.tokenizer_path;
@@ -340,18 +341,18 @@ Model load_hf_model(const std::string& dir, const LoadOptions& opt) {
   }
   Vocab v = load_vocab_file(tok, c.vocab_size);
   if (opt.tokenizer_path.empty()) apply_special_tokens(v, config, dir);
-  check_vocab_fits(v, c, tok);
+  check_vocab_fits(v, c, tok, !opt.tokenizer_path.empty());
   m.tokenizer = std::make_unique<Tokenizer>(std::move(v));
   return m;
 }
 
-void write_hf_model(const Model& m, const std::string& dir, DType dtype) {
+void write_hf_model(const Model& m, const std::string& dir, DType dtype, bool overwrite) {
   if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
     fail(dir, std::string("Hugging Face output type ") + dtype_name(dtype) +
                   " is not supported (use f32, f16 or bf16)");
   m.validate();
   const ModelConfig& c = m.cfg;
-  AtomicDir out(dir);
+  AtomicDir out(dir, overwrite);
   const std::string tmp = out.tmp_path();
 
   // Weights. HF q/k rows rotate halves: permute interleaved models per head.

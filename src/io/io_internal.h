@@ -33,8 +33,13 @@ Tensor small_to_f32(const Tensor& t);
 // anything else as a llama2.c tokenizer.bin.
 Vocab load_vocab_file(const std::string& path, int32_t expected_vocab);
 
-// Fails when the tokenizer cannot index the model's embedding rows.
-void check_vocab_fits(const Vocab& v, const ModelConfig& c, const std::string& where);
+// Fails when the tokenizer does not match the model's embedding rows: more tokens than rows, or
+// fewer by more than padding (a model's own tokenizer may be padded up to 1/8 of the rows, e.g.
+// Qwen2's 151665 tokens for 151936 rows; a foreign --tokenizer at most 1/64 or 128 rows).
+void check_vocab_fits(const Vocab& v, const ModelConfig& c, const std::string& where, bool foreign);
+
+// A JSON library error without its "[json.exception.type_error.302] " prefix.
+std::string json_error_text(const std::exception& e);
 
 // Shortest decimal text that reads back as the same float ("1e-05", not 9.99999974e-06).
 double clean_float(float f);
@@ -58,7 +63,7 @@ std::string safetensors_header(const std::string& path, const std::vector<Safete
                                const std::map<std::string, std::string>& metadata);
 void write_safetensors_lazy(const std::string& path, const std::vector<SafetensorsWriteTensor>& specs,
                             const std::map<std::string, std::string>& metadata,
-                            const std::function<Tensor(size_t)>& produce);
+                            const std::function<Tensor(size_t)>& produce, bool overwrite = true);
 
 // "[64, 32]"
 std::string shape_str(const std::vector<int64_t>& s);

@@ -186,6 +186,7 @@ Model load_llama2c(const std::string& path, const LoadOptions& opt) {
   m.file_bytes = file->size();
   m.files.push_back(file);
   m.validate();
+  if (opt.check_tensors) check_tensors_finite(m);
 
   std::string tok = opt.tokenizer_path, looked;
   if (tok.empty()) tok = find_tokenizer(path, c.vocab_size, looked);
@@ -196,7 +197,7 @@ Model load_llama2c(const std::string& path, const LoadOptions& opt) {
     return m;
   }
   Vocab v = load_vocab_file(tok, c.vocab_size);
-  check_vocab_fits(v, c, tok);
+  check_vocab_fits(v, c, tok, !opt.tokenizer_path.empty());
   m.tokenizer = std::make_unique<Tokenizer>(std::move(v));
   return m;
 }

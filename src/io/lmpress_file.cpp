@@ -106,7 +106,7 @@ Vocab vocab_from_json(const json& j, const std::string& source) {
 }
 }  // namespace
 
-void write_lmpress_model(const Model& m, const std::string& path) {
+void write_lmpress_model(const Model& m, const std::string& path, bool overwrite) {
   std::vector<SafetensorsWriteTensor> ts;
   json qinfo = json::object();
   for (const Tensor* t : m.weight_tensors()) {
@@ -129,7 +129,7 @@ void write_lmpress_model(const Model& m, const std::string& path) {
                                              {"lmpress.config", config_json(m.cfg).dump()},
                                              {"lmpress.tensors", qinfo.dump()}};
   for (const auto& [k, v] : m.metadata) meta["lmpress." + k] = v;
-  write_safetensors(path, ts, meta);
+  write_safetensors(path, ts, meta, overwrite);
 }
 
 // ---- streaming writer ------------------------------------------------------------------------------
@@ -139,13 +139,13 @@ struct LmpressStreamWriter::Impl {
   uint64_t data_start = 0;
   std::map<std::string, std::pair<uint64_t, PlannedTensor>> where;  // name -> (offset, plan)
   std::set<std::string> written;
-  explicit Impl(const std::string& p) : path(p), file(p) {}
+  Impl(const std::string& p, bool overwrite) : path(p), file(p, overwrite) {}
 };
 
 LmpressStreamWriter::LmpressStreamWriter(const std::string& path, const Model& src,
                                          const std::vector<PlannedTensor>& plan,
-                                         const std::map<std::string, std::string>& metadata)
-    : impl_(std::make_unique<Impl>(path)) {
+                                         const std::map<std::string, std::string>& metadata, bool overwrite)
+    : impl_(std::make_unique<Impl>(path, overwrite)) {
   std::vector<SafetensorsWriteTensor> ts;
   json qinfo = json::object();
   uint64_t off = 0;
@@ -208,8 +208,22 @@ bool is_lmpress_file(const std::string& path) {
   return head.find("\"lmpress.version\"") != std::string_view::npos;
 }
 
+namespace {
+Model load_lmpress_from(SafetensorsFile st, const std::string& path, const LoadOptions& opt);
+}  // namespace
+
 Model load_lmpress_model(const std::string& path, const LoadOptions& opt) {
-  SafetensorsFile st = read_safetensors(path);
+  return load_lmpress_from(read_safetensors(path), path, opt);
+}
+
+Model parse_lmpress_buffer(const uint8_t* data, size_t n, const std::string& name, const LoadOptions& opt) {
+  SafetensorsFile st;
+  parse_safetensors_buffer(data, n, name, st);
+  return load_lmpress_from(std::move(st), name, opt);
+}
+
+namespace {
+Model load_lmpress_from(SafetensorsFile st, const std::string& path, const LoadOptions& opt) {
   auto mi = st.metadata.find("format");
   if (mi == st.metadata.end() || mi->second != "lmpress") fail(path, "safetensors file without lmpress metadata");
   auto vi = st.metadata.find("lmpress.version");
@@ -219,25 +233,31 @@ Model load_lmpress_model(const std::string& path, const LoadOptions& opt) {
   Model m;
   m.path = path;
   m.format = "lmpress";
-  m.file_bytes = st.file->size();
-  m.files.push_back(st.file);
+  if (st.file) {
+    m.file_bytes = st.file->size();
+    m.files.push_back(st.file);
+  }
   json qinfo;
   try {
     m.cfg = config_from_json(json::parse(st.metadata.at("lmpress.config")));
     qinfo = json::parse(st.metadata.at("lmpress.tensors"));
+    if (!qinfo.is_object()) throw std::runtime_error("lmpress.tensors is not a JSON object");
   } catch (const std::exception& e) {
-    fail(path, std::string("bad lmpress metadata: ") + e.what());
+    fail(path, std::string("bad lmpress metadata: ") + io_detail::json_error_text(e));
   }
+  validate_config(m.cfg, path);
   for (const auto& [k, v] : st.metadata)
     if (k.rfind("lmpress.", 0) == 0 && k != "lmpress.config" && k != "lmpress.tensors" && k != "lmpress.version")
       m.metadata[k.substr(8)] = v;
 
+  std::set<std::string> used;
   auto get = [&](const std::string& name, bool required) -> Tensor {
     const SafetensorsTensor* s = st.find(name);
     if (!s) {
       if (required) fail(path, "missing tensor " + name);
       return Tensor{};
     }
+    used.insert(name);
     Tensor t;
     t.name = name;
     t.data = s->data;
@@ -252,7 +272,7 @@ Model load_lmpress_model(const std::string& path, const LoadOptions& opt) {
       } catch (const Error& e) {
         fail(path, "tensor " + name + ": " + e.what());
       } catch (const std::exception& e) {
-        fail(path, "tensor " + name + ": bad format entry: " + e.what());
+        fail(path, "tensor " + name + ": bad format entry: " + io_detail::json_error_text(e));
       }
       if (t.shape.size() != 2 || t.shape[0] <= 0 || t.shape[1] <= 0)
         fail(path, "tensor " + name + ": packed shape must be [rows, cols]");
@@ -286,6 +306,14 @@ Model load_lmpress_model(const std::string& path, const LoadOptions& opt) {
     for (int l = 0; l < c.n_layers; ++l) m.layers[size_t(l)].*(at.member) = get(arch_tensor_name(at, l), true);
   }
   if (c.tied_embeddings) m.output = m.tok_embd;
+  used.insert("lmpress.vocab");
+  for (const SafetensorsTensor& t : st.tensors)
+    if (!used.count(t.name))
+      fail(path, "unexpected tensor " + t.name + " (not part of the model its lmpress.config describes: " +
+                     std::to_string(c.n_layers) + " layers" + (c.tied_embeddings ? ", tied output" : "") +
+                     (c.attn_bias ? ", q/k/v biases" : "") + ")");
+  for (const auto& [name, _] : qinfo.items())
+    if (!used.count(name)) fail(path, "lmpress.tensors describes " + name + ", which the file does not hold");
   if (const SafetensorsTensor* v = st.find("lmpress.vocab")) {
     try {
       Vocab voc = vocab_from_json(json::parse(std::string_view(reinterpret_cast<const char*>(v->data), v->nbytes)), path);
@@ -293,12 +321,22 @@ Model load_lmpress_model(const std::string& path, const LoadOptions& opt) {
     } catch (const Error&) {
       throw;
     } catch (const std::exception& e) {
-      fail(path, std::string("bad embedded vocabulary: ") + e.what());
+      fail(path, std::string("bad embedded vocabulary: ") + io_detail::json_error_text(e));
     }
   }
-  if (!m.tokenizer && opt.require_tokenizer) fail(path, "no tokenizer embedded in the lmpress file");
   m.validate();
+  if (!opt.tokenizer_path.empty()) {
+    Vocab v = io_detail::load_vocab_file(opt.tokenizer_path, c.vocab_size);
+    io_detail::check_vocab_fits(v, c, opt.tokenizer_path, true);
+    m.tokenizer = std::make_unique<Tokenizer>(std::move(v));
+  } else if (m.tokenizer) {
+    io_detail::check_vocab_fits(m.tokenizer->vocab(), c, path, false);
+  } else if (opt.require_tokenizer) {
+    fail(path, "no tokenizer embedded in the lmpress file; pass --tokenizer");
+  }
+  if (opt.check_tensors) check_tensors_finite(m);
   return m;
 }
+}  // namespace
 
 }  // namespace lmpress

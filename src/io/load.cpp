@@ -1,54 +1,21 @@
 // Format detection (load_model) and helpers shared by the model-file parsers.
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
 #include "io/io_internal.h"
+#include "lmpress/formats.h"
 #include "lmpress/io.h"
 
 namespace lmpress {
 
 namespace io_detail {
 
-void check_config(const ModelConfig& c, const std::string& where) {
-  auto need = [&](int64_t v, const char* name, int64_t max) {
-    if (v <= 0 || v > max)
-      fail(where, std::string(name) + " is " + std::to_string(v) + ", expected 1.." +
-                      std::to_string(max));
-  };
-  need(c.dim, "dim (hidden size)", kMaxDim);
-  need(c.hidden_dim, "hidden_dim (feed-forward size)", kMaxDim);
-  need(c.n_layers, "n_layers", kMaxLayers);
-  need(c.n_heads, "n_heads", 1 << 14);
-  need(c.n_kv_heads, "n_kv_heads", 1 << 14);
-  need(c.head_dim, "head_dim", 1 << 14);
-  need(c.vocab_size, "vocab_size", kMaxDim * 4);
-  need(c.max_seq_len, "context length", kMaxDim * 16);
-  if (c.n_heads % c.n_kv_heads != 0)
-    fail(where, "n_kv_heads " + std::to_string(c.n_kv_heads) + " does not divide n_heads " +
-                    std::to_string(c.n_heads));
-  if (c.head_dim % 2 != 0)
-    fail(where, "head size " + std::to_string(c.head_dim) + " is odd (RoPE needs pairs)");
-  if (int64_t(c.n_heads) * c.head_dim > kMaxDim)
-    fail(where, "n_heads * head_dim = " + std::to_string(int64_t(c.n_heads) * c.head_dim) +
-                    " is too large");
-  if (!(c.norm_eps > 0.0f) || !(c.norm_eps < 1.0f))
-    fail(where, "RMS norm epsilon " + std::to_string(c.norm_eps) + " is not in (0, 1)");
-  if (!(c.rope_theta > 0.0f) || !std::isfinite(c.rope_theta))
-    fail(where, "RoPE theta " + std::to_string(c.rope_theta) + " is not a positive number");
-  const RopeScaling& s = c.rope_scaling;
-  if (!s.type.empty()) {
-    if (!(s.factor > 0.0f) || !std::isfinite(s.factor))
-      fail(where, "rope scaling factor " + std::to_string(s.factor) + " is not positive");
-    if (s.type == "llama3" &&
-        (!(s.high_freq_factor > s.low_freq_factor) || !(s.low_freq_factor > 0.0f) ||
-         !std::isfinite(s.high_freq_factor) || s.original_max_position <= 0))
-      fail(where, "llama3 rope scaling needs high_freq_factor > low_freq_factor > 0 and a "
-                  "positive original_max_position_embeddings");
-  }
-}
+void check_config(const ModelConfig& c, const std::string& where) { validate_config(c, where); }
 
 Tensor view_tensor(std::string name, DType dt, std::vector<int64_t> shape, const void* data,
                    size_t nbytes) {
@@ -86,12 +53,30 @@ Vocab load_vocab_file(const std::string& path, int32_t expected_vocab) {
   return load_vocab_llama2c(path, expected_vocab);
 }
 
-void check_vocab_fits(const Vocab& v, const ModelConfig& c, const std::string& where) {
+void check_vocab_fits(const Vocab& v, const ModelConfig& c, const std::string& where, bool foreign) {
   if (v.tokens.empty()) fail(where, "tokenizer has no tokens");
-  if (int64_t(v.tokens.size()) > c.vocab_size)
-    fail(where, "tokenizer has " + std::to_string(v.tokens.size()) +
-                    " tokens but the model's vocabulary (embedding rows) is " +
-                    std::to_string(c.vocab_size) + "; wrong tokenizer?");
+  const int64_t n = int64_t(v.tokens.size()), rows = c.vocab_size;
+  if (n > rows)
+    fail(where, "tokenizer has " + std::to_string(n) + " tokens but the model's embedding has only " +
+                    std::to_string(rows) + " rows; wrong tokenizer?");
+  const int64_t max_pad = foreign ? std::max<int64_t>(rows / 64, 128) : std::max<int64_t>(rows / 8, 128);
+  if (rows - n > max_pad)
+    fail(where, "tokenizer has " + std::to_string(n) + " tokens but the model's embedding has " +
+                    std::to_string(rows) + " rows (more than " + std::to_string(max_pad) +
+                    " rows of padding); wrong tokenizer?");
+  for (int32_t id : {v.bos_id, v.eos_id, v.unk_id, v.pad_id})
+    if (id < -1 || id >= n)
+      fail(where, "special token id " + std::to_string(id) + " is outside the vocabulary of " +
+                      std::to_string(n) + " tokens");
+}
+
+std::string json_error_text(const std::exception& e) {
+  std::string s = e.what();
+  if (s.rfind("[json.exception.", 0) == 0) {
+    const size_t close = s.find("] ");
+    if (close != std::string::npos) s = s.substr(close + 2);
+  }
+  return s;
 }
 
 double clean_float(float f) {
@@ -133,19 +118,75 @@ std::string shape_str(const std::vector<int64_t>& s) {
 
 }  // namespace io_detail
 
+namespace {
+// Index of the first non-finite element of n values (exponent bits all ones), or -1.
+int64_t first_nonfinite(const uint8_t* p, int64_t n, DType dt) {
+  if (dt == DType::F32) {
+    for (int64_t i = 0; i < n; ++i) {
+      uint32_t u;
+      std::memcpy(&u, p + 4 * i, 4);
+      if ((u & 0x7f800000u) == 0x7f800000u) return i;
+    }
+  } else if (dt == DType::F16 || dt == DType::BF16) {
+    const uint16_t mask = dt == DType::F16 ? 0x7c00 : 0x7f80;
+    for (int64_t i = 0; i < n; ++i) {
+      uint16_t h;
+      std::memcpy(&h, p + 2 * i, 2);
+      if ((h & mask) == mask) return i;
+    }
+  }
+  return -1;
+}
+}  // namespace
+
+void check_tensors_finite(const Model& m) {
+  for (const Tensor* t : m.weight_tensors()) {
+    if (t->data == nullptr) continue;
+    const uint8_t* p = static_cast<const uint8_t*>(t->data);
+    if (t->dtype == DType::Q) {
+      const PackedGeometry g = packed_geometry(format_spec(t->format), t->rows(), t->cols());
+      if (g.total_bytes != int64_t(t->nbytes)) continue;  // validate_packed reports it
+      const int64_t i = first_nonfinite(p + g.q_bytes, g.scale_bytes / 2, DType::F16);
+      if (i >= 0)
+        fail(m.path, "tensor " + t->name + ": scale " + std::to_string(i) + " (row " +
+                         std::to_string(i / std::max<int64_t>(1, g.groups_per_row)) +
+                         ") is NaN or infinite; the file is corrupt (--no-check skips this check)");
+      continue;
+    }
+    const size_t es = dtype_size(t->dtype);
+    if (es == 0 || t->nbytes != size_t(t->numel()) * es) continue;  // validate() reports it
+    const int64_t i = first_nonfinite(p, t->numel(), t->dtype);
+    if (i >= 0)
+      fail(m.path, "tensor " + t->name + ": element " + std::to_string(i) +
+                       " is NaN or infinite; the file is corrupt (--no-check skips this check)");
+  }
+}
+
 Model load_model(const std::string& path, const LoadOptions& opt) {
   if (is_directory(path)) {
     if (file_exists(path + "/config.json")) return load_hf_model(path, opt);
     fail(path, "is a directory without config.json (expected a Hugging Face model directory)");
   }
   if (!file_exists(path)) fail(path, "no such file or directory");
-  uint8_t magic[4] = {0, 0, 0, 0};
+  uint8_t head[9] = {};
+  size_t size = 0;
   {
     MappedFile f(path);
-    if (f.size() >= 4) std::memcpy(magic, f.data(), 4);
+    size = f.size();
+    if (size > 0) std::memcpy(head, f.data(), std::min<size_t>(size, sizeof head));
   }
-  if (std::memcmp(magic, "GGUF", 4) == 0) return load_gguf_model(path, opt);
-  if (is_lmpress_file(path)) return load_lmpress_model(path, opt);
+  if (std::memcmp(head, "GGUF", 4) == 0) return load_gguf_model(path, opt);
+  // safetensors: u64 header length, then a JSON object.
+  uint64_t hl = 0;
+  std::memcpy(&hl, head, 8);
+  if (size >= 9 && head[8] == '{' && hl >= 2 && hl < (uint64_t(1) << 32)) {
+    if (hl > size - 8)
+      fail(path, "truncated safetensors/lmpress file: its header alone needs " + std::to_string(hl + 8) +
+                     " bytes, the file has " + std::to_string(size));
+    if (is_lmpress_file(path)) return load_lmpress_model(path, opt);
+    fail(path, "a safetensors file without lmpress metadata; to load a Hugging Face model pass its "
+               "directory (with config.json)");
+  }
   return load_llama2c(path, opt);
 }
 

@@ -60,7 +60,7 @@ void parse_safetensors_buffer(const uint8_t* data, size_t n, const std::string& 
   try {
     h = json::parse(data + 8, data + 8 + hlen);
   } catch (const json::exception& e) {
-    fail(name, std::string("safetensors header is not valid JSON: ") + e.what());
+    fail(name, std::string("safetensors header is not valid JSON: ") + io_detail::json_error_text(e));
   }
   if (!h.is_object()) fail(name, "safetensors header is not a JSON object");
 
@@ -183,9 +183,9 @@ std::string io_detail::safetensors_header(const std::string& path, const std::ve
 void io_detail::write_safetensors_lazy(const std::string& path,
                                        const std::vector<SafetensorsWriteTensor>& specs,
                                        const std::map<std::string, std::string>& metadata,
-                                       const std::function<Tensor(size_t)>& produce) {
+                                       const std::function<Tensor(size_t)>& produce, bool overwrite) {
   const std::string head = safetensors_header(path, specs, metadata);
-  AtomicFile f(path);
+  AtomicFile f(path, overwrite);
   f.write(head);
   for (size_t i = 0; i < specs.size(); ++i) {
     if (specs[i].nbytes == 0) continue;
@@ -199,13 +199,13 @@ void io_detail::write_safetensors_lazy(const std::string& path,
 }
 
 void write_safetensors(const std::string& path, const std::vector<SafetensorsWriteTensor>& ts,
-                       const std::map<std::string, std::string>& metadata) {
+                       const std::map<std::string, std::string>& metadata, bool overwrite) {
   for (const auto& t : ts)
     if (t.data == nullptr && t.nbytes != 0)
       fail(path, "cannot write tensor '" + t.name + "': no data");
   write_safetensors_lazy(path, ts, metadata, [&](size_t i) {
     return view_tensor(ts[i].name, DType::F32, ts[i].shape, ts[i].data, ts[i].nbytes);
-  });
+  }, overwrite);
 }
 
 }  // namespace lmpress

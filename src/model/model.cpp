@@ -1,6 +1,8 @@
 // Model description helpers: owned tensors, dtype conversion, RoPE row permutation, canonical
 // tensor order and shape validation against the configuration.
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -22,7 +24,63 @@ std::string shape_text(const std::vector<int64_t>& s) {
 
 bool is_dense(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 
+// Largest dimension accepted from any file (dim, hidden, vocab, heads, context length).
+constexpr int64_t kMaxDim = int64_t(1) << 20;
+constexpr int64_t kMaxLayers = 4096;
+
+// A float for messages: short ("1e+300", "nan"), never hundreds of digits.
+std::string num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
 }  // namespace
+
+void validate_config(const ModelConfig& c, const std::string& where) {
+  if (c.arch != "llama" && c.arch != "mistral" && c.arch != "qwen2")
+    fail(where, "unknown architecture '" + c.arch + "' (supported: llama, mistral, qwen2)");
+  auto need = [&](int64_t v, const char* name, int64_t max) {
+    if (v <= 0 || v > max)
+      fail(where, std::string(name) + " is " + std::to_string(v) + ", expected 1.." +
+                      std::to_string(max));
+  };
+  need(c.dim, "dim (hidden size)", kMaxDim);
+  need(c.hidden_dim, "hidden_dim (feed-forward size)", kMaxDim);
+  need(c.n_layers, "n_layers", kMaxLayers);
+  need(c.n_heads, "n_heads", 1 << 14);
+  need(c.n_kv_heads, "n_kv_heads", 1 << 14);
+  need(c.head_dim, "head_dim", 1 << 14);
+  need(c.vocab_size, "vocab_size", kMaxDim * 4);
+  need(c.max_seq_len, "context length", kMaxDim * 16);
+  if (c.n_heads % c.n_kv_heads != 0)
+    fail(where, "n_kv_heads " + std::to_string(c.n_kv_heads) + " does not divide n_heads " +
+                    std::to_string(c.n_heads));
+  if (c.head_dim % 2 != 0)
+    fail(where, "head size " + std::to_string(c.head_dim) + " is odd (RoPE needs pairs)");
+  if (int64_t(c.n_heads) * c.head_dim > kMaxDim)
+    fail(where, "n_heads * head_dim = " + std::to_string(int64_t(c.n_heads) * c.head_dim) +
+                    " is too large");
+  if (!(c.norm_eps > 0.0f) || !(c.norm_eps < 1.0f))
+    fail(where, "RMS norm epsilon " + num(c.norm_eps) + " is not in (0, 1)");
+  if (!(c.rope_theta > 0.0f) || !std::isfinite(c.rope_theta))
+    fail(where, "RoPE theta " + num(c.rope_theta) + " is not a positive number");
+  const RopeScaling& s = c.rope_scaling;
+  if (!s.type.empty() && s.type != "llama3" && s.type != "linear")
+    fail(where, "rope scaling type '" + s.type + "' is not supported (supported: llama3, linear)");
+  if (!s.type.empty()) {
+    if (!(s.factor > 0.0f) || !std::isfinite(s.factor))
+      fail(where, "rope scaling factor " + num(s.factor) + " is not positive");
+    if (s.type == "llama3" &&
+        (!(s.high_freq_factor > s.low_freq_factor) || !(s.low_freq_factor > 0.0f) ||
+         !std::isfinite(s.high_freq_factor) || s.original_max_position <= 0 ||
+         s.original_max_position > kMaxDim * 16))
+      fail(where, "llama3 rope scaling needs high_freq_factor > low_freq_factor > 0 and a "
+                  "positive original_max_position_embeddings");
+  }
+}
+
+
 
 int64_t Tensor::numel() const {
   if (shape.empty()) return 0;
@@ -171,6 +229,7 @@ int64_t Model::n_params() const {
 
 void Model::validate() const {
   const ModelConfig& c = cfg;
+  validate_config(c, path);
   auto bad_cfg = [&](const std::string& what) { fail(path, "invalid model configuration: " + what); };
   if (c.dim <= 0 || c.hidden_dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 ||
       c.head_dim <= 0 || c.vocab_size <= 0)

@@ -12,14 +12,22 @@ void add_bench(CLI::App& app) {
   };
   auto o = std::make_shared<Opt>();
   add_common(sub, o->c);
-  sub->add_option("-p,--n-prompt", o->b.n_prompt, "Prompt tokens (prefill)")->check(CLI::PositiveNumber);
-  sub->add_option("-n,--n-gen", o->b.n_gen, "Generated tokens (decode)")->check(CLI::NonNegativeNumber);
-  sub->add_option("-r,--reps", o->b.reps, "Repetitions")->check(CLI::PositiveNumber);
+  sub->add_option("-p,--n-prompt", o->b.n_prompt, "Prompt tokens (prefill); prompt + generated tokens must fit the model's context")
+      ->check(int_between(1, 1 << 24));
+  sub->add_option("-n,--n-gen", o->b.n_gen, "Generated tokens (decode)")->check(int_between(0, 1 << 24));
+  sub->add_option("-r,--reps", o->b.reps, "Repetitions")->check(int_between(1, 1000));
   sub->callback([o] {
+    o->b.n_threads = threads(o->c);
     const double t0 = now_seconds();
     Model m = load(o->c, false);
     const double load_s = now_seconds() - t0;
-    o->b.n_threads = o->c.threads > 0 ? o->c.threads : default_threads();
+    const int64_t total = int64_t(o->b.n_prompt) + o->b.n_gen;
+    if (total > m.cfg.max_seq_len)
+      fail(m.path, "-p " + std::to_string(o->b.n_prompt) + " + -n " + std::to_string(o->b.n_gen) + " = " +
+                       std::to_string(total) + " tokens exceed the model's context of " +
+                       std::to_string(m.cfg.max_seq_len) + " tokens; lower -p or -n");
+    check_memory(engine_bytes(m.cfg, total + 1, o->b.n_prompt, false), m.path,
+                 "bench -p " + std::to_string(o->b.n_prompt), "lower -p or -n");
     const BenchResult r = bench(m, o->b);
     const std::string simd = simd_level_name(active_simd_level());
     if (o->c.json) {
@@ -28,7 +36,7 @@ void add_bench(CLI::App& app) {
                   {"prefill_tps", r.prefill_tps}, {"prefill_tps_sd", r.prefill_tps_sd},
                   {"decode_tps", r.decode_tps}, {"decode_tps_sd", r.decode_tps_sd},
                   {"prefill_runs", r.prefill_runs}, {"decode_runs", r.decode_runs},
-                  {"decode_weight_gbps", r.decode_gbps}, {"weight_bytes", r.weight_bytes},
+                  {"decode_weight_gbps", r.decode_gbps}, {"weight_bytes", uint64_t(r.weight_bytes)},
                   {"peak_rss_mb", r.peak_rss_mb}, {"load_seconds", load_s}, {"simd", simd},
                   {"cpu", cpu_feature_string()}, {"blas", blas_info()}});
       return;
@@ -51,17 +59,23 @@ void add_synth(CLI::App& app) {
   struct Opt {
     std::string shape = "tinyllama-1.1b", dtype = "f16", out;
     uint64_t seed = 1;
+    bool force = false;
   };
   auto o = std::make_shared<Opt>();
-  sub->add_option("--shape", o->shape, "tinyllama-1.1b | llama-3.2-1b | llama-7b | tiny");
+  sub->add_option("--shape", o->shape,
+                  "tinyllama-1.1b (1.10 B params: 2.2 GB at f16, 4.4 GB at f32) | llama-3.2-1b (1.24 B: "
+                  "2.5 GB at f16) | llama-7b (6.74 B: 13.5 GB at f16) | tiny (test model, 0.1 M)");
   sub->add_option("--dtype", o->dtype, "f32 | f16 | bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}));
   sub->add_option("--seed", o->seed, "Random seed");
   sub->add_option("-o,--out", o->out, "Output .gguf file")->required();
+  add_force(sub, o->force);
+  add_log_flags(sub);
   sub->callback([o] {
     const DType dt = o->dtype == "f32" ? DType::F32 : o->dtype == "f16" ? DType::F16 : DType::BF16;
+    check_output_path(o->out, OutputKind::File, o->force);
     const double t0 = now_seconds();
     Model m = synth_model(o->shape, dt, o->seed);
-    write_gguf_model(m, o->out, dt);
+    write_gguf_model(m, o->out, dt, o->force);
     log_info("wrote %s (%s, %lld params, %s) in %.1f s", o->out.c_str(), o->shape.c_str(),
              (long long)m.n_params(), human_bytes(double(file_size(o->out))).c_str(), now_seconds() - t0);
   });
@@ -72,6 +86,7 @@ void add_convert(CLI::App& app) {
   struct Opt {
     Common c;
     std::string out, to, dtype = "f32";
+    bool force = false;
   };
   auto o = std::make_shared<Opt>();
   add_common(sub, o->c);
@@ -79,15 +94,17 @@ void add_convert(CLI::App& app) {
   sub->add_option("--to", o->to, "hf | gguf (default: from --out: *.gguf -> gguf, else hf)")
       ->check(CLI::IsMember({"hf", "gguf"}));
   sub->add_option("--dtype", o->dtype, "f32 | f16 | bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}));
+  add_force(sub, o->force);
   sub->callback([o] {
-    Model m = load(o->c);
     std::string to = o->to;
     if (to.empty()) to = o->out.size() > 5 && o->out.substr(o->out.size() - 5) == ".gguf" ? "gguf" : "hf";
+    check_output_path(o->out, to == "hf" ? OutputKind::Directory : OutputKind::File, o->force);
+    Model m = load(o->c);
     const DType dt = o->dtype == "f32" ? DType::F32 : o->dtype == "f16" ? DType::F16 : DType::BF16;
     if (to == "hf")
-      write_hf_model(m, o->out, dt);
+      write_hf_model(m, o->out, dt, o->force);
     else
-      write_gguf_model(m, o->out, dt);
+      write_gguf_model(m, o->out, dt, o->force);
     if (o->c.json)
       print_json({{"model", m.path}, {"out", o->out}, {"format", to}, {"dtype", o->dtype}});
     else

@@ -2,6 +2,7 @@
 #include <map>
 
 #include "common.h"
+#include "lmpress/formats.h"
 
 namespace lmpress::cli {
 
@@ -18,15 +19,20 @@ void add_inspect(CLI::App& app) {
     Model m = load(o->c, false);
     const auto& c = m.cfg;
     const int64_t params = m.n_params();
-    double weight_bytes = 0;
+    uint64_t weight_bytes = 0;
     std::map<std::string, int64_t> dtypes;
     nlohmann::json tl = nlohmann::json::array();
+    // A tensor's type: the dtype, or the packed format's name ("w4g32") for quantized tensors.
+    auto type_of = [](const Tensor* t) -> std::string {
+      if (t->dtype != DType::Q) return dtype_name(t->dtype);
+      return format_id_valid(t->format) ? format_name(format_spec(t->format)) : "q?";
+    };
     for (const Tensor* t : m.weight_tensors()) {
-      weight_bytes += double(t->nbytes);
-      dtypes[dtype_name(t->dtype)] += t->numel();
-      tl.push_back({{"name", t->name}, {"shape", t->shape}, {"dtype", dtype_name(t->dtype)}, {"bytes", t->nbytes}});
+      weight_bytes += t->nbytes;
+      dtypes[type_of(t)] += t->numel();
+      tl.push_back({{"name", t->name}, {"shape", t->shape}, {"dtype", type_of(t)}, {"bytes", t->nbytes}});
     }
-    const double bpw = params ? 8.0 * weight_bytes / double(params) : 0.0;
+    const double bpw = params ? 8.0 * double(weight_bytes) / double(params) : 0.0;
     nlohmann::json j = {
         {"path", m.path}, {"format", m.format}, {"arch", c.arch}, {"dim", c.dim},
         {"hidden_dim", c.hidden_dim}, {"n_layers", c.n_layers}, {"n_heads", c.n_heads},
@@ -55,8 +61,8 @@ void add_inspect(CLI::App& app) {
                 c.rope_scaling.type.empty() ? "" : (", scaling " + c.rope_scaling.type).c_str(), c.norm_eps,
                 c.tied_embeddings ? "tied" : "untied", c.attn_bias ? ", q/k/v bias" : "");
     std::printf("  params %lld, weights %s, file %s, %.3f bits per weight\n", (long long)params,
-                human_bytes(weight_bytes).c_str(), human_bytes(double(m.file_bytes)).c_str(), bpw);
-    for (auto& [k, v] : dtypes) std::printf("  dtype %-5s %lld weights\n", k.c_str(), (long long)v);
+                human_bytes(double(weight_bytes)).c_str(), human_bytes(double(m.file_bytes)).c_str(), bpw);
+    for (auto& [k, v] : dtypes) std::printf("  dtype %-6s %lld weights\n", k.c_str(), (long long)v);
     if (m.tokenizer)
       std::printf("  tokenizer %s, %d tokens (%s)\n", m.tokenizer->vocab().kind == VocabKind::SPM ? "spm" : "bpe",
                   m.tokenizer->n_vocab(), m.tokenizer->vocab().source.c_str());
@@ -64,7 +70,7 @@ void add_inspect(CLI::App& app) {
       for (const Tensor* t : m.weight_tensors()) {
         std::string sh;
         for (auto s : t->shape) sh += (sh.empty() ? "" : " x ") + std::to_string(s);
-        std::printf("  %-32s %-6s [%s]\n", t->name.c_str(), dtype_name(t->dtype), sh.c_str());
+        std::printf("  %-32s %-7s [%s]\n", t->name.c_str(), type_of(t).c_str(), sh.c_str());
       }
   });
 }

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_set>
 
+#include "io/io_internal.h"
 #include "io/tokenizer/tokenizer_internal.h"
 
 namespace lmpress {
@@ -98,7 +99,7 @@ Vocab parse_vocab_hf_json(std::string_view text, const std::string& name) {
   try {
     root = json::parse(text.begin(), text.end());
   } catch (const json::exception& e) {
-    fail(name, std::string("invalid JSON: ") + e.what());
+    fail(name, std::string("invalid JSON: ") + io_detail::json_error_text(e));
   }
   try {
     if (!root.is_object()) fail(name, "not a tokenizer.json: top level is not an object");
@@ -313,7 +314,7 @@ Vocab parse_vocab_hf_json(std::string_view text, const std::string& name) {
     tok::validate_vocab(v);
     return v;
   } catch (const json::exception& e) {
-    fail(name, std::string("unexpected tokenizer.json content: ") + e.what());
+    fail(name, std::string("unexpected tokenizer.json content: ") + io_detail::json_error_text(e));
   }
 }
 
