@@ -159,6 +159,9 @@ class ThreadPool {
   int n_threads_;
   void shutdown();
 };
+// parallel_for whose fn may throw: every worker finishes its range, then the first exception is
+// rethrown on the calling thread (an exception must not escape a pool worker).
+void parallel_for_checked(ThreadPool& pool, int64_t n, const std::function<void(int, int64_t, int64_t)>& fn);
 int default_threads();   // LMPRESS_THREADS, else hardware_threads()
 int hardware_threads();  // logical CPUs (at least 1, at most ThreadPool::kMaxThreads)
 

@@ -139,7 +139,7 @@ void awq_transform(StepContext& ctx) {
       const auto grid = make_grid(R.r->spec);
       if (!grid->has_range()) continue;
       const int64_t rows = R.t->rows(), g = grid->group_len(n), G = (n + g - 1) / g;
-      ctx.pool->parallel_for(rows, [&](int, int64_t r0, int64_t r1) {
+      parallel_for_checked(*ctx.pool, rows, [&](int, int64_t r0, int64_t r1) {
         std::vector<float> cw(static_cast<size_t>(g));
         std::vector<double> dv(static_cast<size_t>(g));
         for (int64_t r = r0; r < r1; ++r)

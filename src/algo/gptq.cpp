@@ -50,17 +50,7 @@ void for_rows(ThreadPool& pool, int64_t rows, bool serial, const Fn& fn) {
     fn(int64_t(0), rows);
     return;
   }
-  std::exception_ptr first;
-  std::mutex mu;
-  pool.parallel_for(rows, [&](int, int64_t r0, int64_t r1) {
-    try {
-      fn(r0, r1);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(mu);
-      if (!first) first = std::current_exception();
-    }
-  });
-  if (first) std::rethrow_exception(first);
+  parallel_for_checked(pool, rows, [&](int, int64_t r0, int64_t r1) { fn(r0, r1); });
 }
 
 }  // namespace

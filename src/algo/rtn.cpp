@@ -120,17 +120,7 @@ QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const Q
   const int64_t work = rows * cols * (clip_search ? kClipSteps : mse_search ? 80 : grid->row_table() ? 50 : 1);
   if (work >= (int64_t(1) << 22) && default_threads() > 1 && rows > 1) {
     ThreadPool pool(default_threads());
-    std::exception_ptr first;  // params may throw; a pool worker must not
-    std::mutex mu;
-    pool.parallel_for(rows, [&](int, int64_t r0, int64_t r1) {
-      try {
-        body(r0, r1);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(mu);
-        if (!first) first = std::current_exception();
-      }
-    });
-    if (first) std::rethrow_exception(first);
+    parallel_for_checked(pool, rows, [&](int, int64_t r0, int64_t r1) { body(r0, r1); });  // params may throw
   } else {
     body(0, rows);
   }

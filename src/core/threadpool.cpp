@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <exception>
+#include <mutex>
 #include <thread>
 
 #include "lmpress/core.h"
@@ -139,6 +141,20 @@ int default_threads() {
     if (v > 0) return int(std::min<long>(v, ThreadPool::kMaxThreads));
   }
   return hardware_threads();
+}
+
+void parallel_for_checked(ThreadPool& pool, int64_t n, const std::function<void(int, int64_t, int64_t)>& fn) {
+  std::exception_ptr first;
+  std::mutex mu;
+  pool.parallel_for(n, [&](int ti, int64_t b, int64_t e) {
+    try {
+      fn(ti, b, e);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!first) first = std::current_exception();
+    }
+  });
+  if (first) std::rethrow_exception(first);
 }
 
 }  // namespace lmpress
