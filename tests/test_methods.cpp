@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <random>
 
 #include "algo/pipeline_internal.h"
@@ -66,6 +67,32 @@ TEST(Methods, RegistryAndChains) {
   expect_recipe_error("awq+gptq:w4g32,grid=0", "grid");
   expect_recipe_error("spqr:w3g16", "unknown method");
   expect_recipe_error("gptq:w4g32;blk.*.ffn_down=gptq:nf5g32", "nf5g32");
+}
+
+TEST(Methods, RecipeFileUnknownKeysAreErrors) {
+  const std::string path = tmp("recipe.json");
+  auto expect = [&](const std::string& json, const std::string& needle) {
+    {
+      std::ofstream f(path);
+      f << json;
+    }
+    try {
+      load_recipe_file(path);
+      ADD_FAILURE() << "accepted " << json;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+    }
+  };
+  expect(R"({"default": "gptq:w4g32", "overides": []})", "overides");
+  expect(R"({"default": "gptq:w4g32", "overrides": [{"pattern": "blk.0.*", "rule": "rtn:w8g32", "prio": 1}]})", "prio");
+  expect(R"({"default": "rtn:w4g32,damp=0.1"})", "it is an option of gptq");
+  {
+    std::ofstream f(path);
+    f << R"({"default": "awq+gptq:w4g128", "overrides": [{"pattern": "token_embd.weight", "rule": "gptq:w8g32"}]})";
+  }
+  EXPECT_EQ(load_recipe_file(path).text, "awq+gptq:w4g128;token_embd.weight=gptq:w8g32");
+  std::remove(path.c_str());
 }
 
 TEST(Methods, OverrideMatchingNoTensorIsAnError) {

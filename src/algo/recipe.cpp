@@ -147,6 +147,10 @@ Recipe load_recipe_file(const std::string& path) {
   }
   if (!j.is_object() || !j.contains("default") || !j["default"].is_string())
     fail(path, "recipe file needs a string \"default\" rule, e.g. {\"default\": \"gptq:w4g32\"}");
+  // An unknown key is an error, not ignored (a misspelt "overides" would drop every override).
+  for (const auto& [key, val] : j.items())
+    if (key != "default" && key != "overrides")
+      fail(path, "unknown key \"" + key + "\" in the recipe file (keys: \"default\", \"overrides\")");
   std::string text = j["default"].get<std::string>();
   if (j.contains("overrides")) {
     if (!j["overrides"].is_array()) fail(path, "\"overrides\" must be an array");
@@ -154,6 +158,9 @@ Recipe load_recipe_file(const std::string& path) {
       if (!o.is_object() || !o.contains("pattern") || !o.contains("rule") || !o["pattern"].is_string() ||
           !o["rule"].is_string())
         fail(path, "each override needs string \"pattern\" and \"rule\"");
+      for (const auto& [key, val] : o.items())
+        if (key != "pattern" && key != "rule")
+          fail(path, "unknown key \"" + key + "\" in an override (keys: \"pattern\", \"rule\")");
       text += ";" + o["pattern"].get<std::string>() + "=" + o["rule"].get<std::string>();
     }
   }
