@@ -8,6 +8,7 @@ file(WRITE ${TMPD}/garbage.bin "this is not a model file at all, just some text 
 file(WRITE ${TMPD}/empty.bin "")
 file(WRITE ${TMPD}/text.txt "Once upon a time there was a cat.")
 file(WRITE ${TMPD}/bad-recipe.json "{\"default\": 42}")
+file(WRITE ${TMPD}/typo-recipe.json "{\"default\": \"rtn:w4g32\", \"overrides\": [{\"pattern\": \"*.ffn_down\", \"rule\": \"rtn:w8g32\"}]}")
 
 function(lmp_cli_error name regex)
   add_test(NAME cli.${name} COMMAND ${EXPECT} "${regex}" ${ARGN})
@@ -43,6 +44,11 @@ if(EXISTS ${SH}/models/babyllama-936k/model.bin)
   set_tests_properties(cli.generate_context_full PROPERTIES PASS_REGULAR_EXPRESSION "context full: 32 tokens")
   add_test(NAME cli.quantize_rtn_no_calib_na COMMAND ${LMP} quantize -m ${T} -r rtn:w4g32 -o ${TMPD}/rtn-na.lmp --force)
   set_tests_properties(cli.quantize_rtn_no_calib_na PROPERTIES PASS_REGULAR_EXPRESSION "\\| n/a \\|" FAIL_REGULAR_EXPRESSION "\\| 0\\.00000 \\|")
+  # recipes: an override that matches nothing, an option of another method, a method that needs calibration
+  lmp_cli_error(recipe_override_matches_nothing "override pattern '\\*\\.ffn_down' matches no tensor"
+                ${LMP} quantize -m ${T} --recipe-file ${TMPD}/typo-recipe.json -o ${TMPD}/never-written.lmp)
+  lmp_cli_error(recipe_option_of_another_method "damp=0.1.*option of gptq" ${LMP} quantize -m ${T} -r "rtn:w4g32,damp=0.1" -o ${TMPD}/never-written.lmp)
+  lmp_cli_error(recipe_needs_calibration "need calibration data" ${LMP} quantize -m ${T} -r "awq+gptq:w4g128" -o ${TMPD}/never-written.lmp)
   lmp_cli_error(missing_tokenizer "tokenizer" ${LMP} generate -m ${SH}/models/babyllama-936k/model.bin --tokenizer ${TMPD}/nonexistent.model -p hi)
   add_test(NAME cli.inspect_json COMMAND ${LMP} inspect -m ${SH}/models/babyllama-936k/model.bin --json)
   set_tests_properties(cli.inspect_json PROPERTIES PASS_REGULAR_EXPRESSION "\"params\": 936448")

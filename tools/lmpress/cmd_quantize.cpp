@@ -70,8 +70,6 @@ void add_quantize(CLI::App& app) {
                  human_seconds(3.0 * tokens / tps).c_str());
       }
     }
-    log_info("quantizing %s with '%s'%s", m.path.c_str(), qo.recipe.text.c_str(),
-             o->calib.empty() ? "" : (", calibration " + o->calib).c_str());
     // Streaming output: every tensor goes to the file as soon as it is final (the layout is planned
     // up front), so memory holds one block's work, not the model.
     std::map<std::string, std::string> meta = m.metadata;
@@ -81,6 +79,8 @@ void add_quantize(CLI::App& app) {
         o->calib + " nsamples=" + std::to_string(o->nsamples) + " seqlen=" + std::to_string(o->seqlen) +
         " seed=" + std::to_string(o->seed);
     LmpressStreamWriter writer(o->out, m, plan_quantization(m, qo.recipe), meta, o->force);
+    log_info("quantizing %s with '%s'%s", m.path.c_str(), qo.recipe.text.c_str(),
+             o->calib.empty() ? "" : (", calibration " + o->calib).c_str());
     qo.sink = &writer;
     QuantizeReport rep;
     quantize_model(m, qo, &rep);
