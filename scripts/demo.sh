@@ -25,7 +25,7 @@ out=build/demo; mkdir -p $out
 q=$out/$(basename "${model%.*}")-w4.lmp
 echo "== inspect"; $bin inspect -m "$model"
 echo "== quantize ($recipe)"
-$bin quantize -m "$model" --recipe "$recipe" --calib "$calib" -o "$q" -t "$threads" | tail -n 1
+$bin quantize -m "$model" --recipe "$recipe" --calib "$calib" -o "$q" -t "$threads" --force | tail -n 1
 echo "== generate (quantized)"; $bin generate -m "$q" -p "Once upon a time" -n 60 -t "$threads"
 jnum() { grep -o "\"$1\": *[-0-9.e+]*" | head -n 1 | sed 's/.*: *//'; }
 base_ppl_json=$($bin perplexity -m "$model" -f "$text" --ctx 128 -t "$threads" --json)

@@ -15,11 +15,7 @@ bool valid(const QuantSpec& s) {
 }
 std::string name_of(const QuantSpec& s) { return "fp8" + fmt::group_suffix(s.group); }
 bool parse(const std::string& n, QuantSpec* out) {
-  if (n.rfind("fp8", 0) != 0) return false;
-  QuantSpec s{8, 0, true, FormatFamily::FP8};
-  if (!fmt::parse_group_suffix(n.substr(3), &s.group)) return false;
-  *out = s;
-  return true;
+  return fmt::parse_prefixed(n, "fp8", QuantSpec{8, 0, true, FormatFamily::FP8}, out);
 }
 void list(std::vector<QuantSpec>& v) {
   for (int g : {16, 32, 64, 128, 0}) v.push_back(QuantSpec{8, g, true, FormatFamily::FP8});
@@ -31,9 +27,6 @@ void pack(const QuantizedMatrix& qm, const PackedGeometry& g, uint8_t* out, cons
     for (int64_t c = 0; c < g.cols; ++c)
       if ((qm.q[size_t(r * g.cols + c)] & 0x7f) == 0x7f)
         fail(where, "fp8 NaN code at row " + std::to_string(r) + ", column " + std::to_string(c));
-}
-void unpack_params(const uint8_t* data, const PackedGeometry& g, const QuantSpec&, QuantizedMatrix& qm) {
-  fmt::unpack_f16_scales(data, g, qm);
 }
 void check(const uint8_t* data, const PackedGeometry& g, const QuantSpec&, const std::string& where) {
   fmt::check_f16_scales(data, g, where);
@@ -65,14 +58,8 @@ class FP8Grid final : public Grid {
     for (size_t i = 0; i + 1 < mag_.size(); ++i) mid_.push_back(0.5f * (mag_[i] + mag_[i + 1]));
   }
   GroupParams params(const float* w, int64_t n, float clip, const double*) const override {
-    float amax = 0.f;
-    for (int64_t i = 0; i < n; ++i) {
-      if (!std::isfinite(w[i])) fail("", "cannot quantize a non-finite weight (index " + std::to_string(i) + " of a group)");
-      amax = std::fmax(amax, std::fabs(w[i]));
-    }
     GroupParams p;
-    if (amax * clip > 0.f) p.scale = round_scale_f16(amax * clip / 448.f);
-    if (!std::isfinite(p.scale)) fail("", "weight range too large for an f16 scale (max |w| = " + std::to_string(amax) + ")");
+    p.scale = fmt::absmax_scale_f16(fmt::group_absmax(w, n), clip, 448.f);
     return p;
   }
   int32_t quantize(float w, const GroupParams& p) const override {
@@ -91,7 +78,7 @@ std::unique_ptr<Grid> grid(const QuantSpec& s) { return std::make_unique<FP8Grid
 
 const FormatTraits fp8_format = {
     FormatFamily::FP8, "fp8", "E4M3 values times an f16 scale per row or group (scale = absmax / 448)",
-    ActKind::F32, nullptr, valid, name_of, parse, list, geometry, pack, unpack_params, check, view, grid,
+    ActKind::F32, nullptr, valid, name_of, parse, list, geometry, pack, fmt::unpack_f16_params, check, view, grid,
     {&kern::fp8_kernels_scalar, &kern::fp8_kernels_avx2, &kern::fp8_kernels_avx512},
 };
 

@@ -64,12 +64,7 @@ class MXFP4Grid final : public fmt::TableGrid {
  public:
   explicit MXFP4Grid(const QuantSpec& s) : TableGrid(s, fmt::kE2M1x2) {}
   GroupParams params(const float* w, int64_t n, float clip, const double*) const override {
-    float amax = 0.f;
-    for (int64_t i = 0; i < n; ++i) {
-      if (!std::isfinite(w[i])) fail("", "cannot quantize a non-finite weight (index " + std::to_string(i) + " of a group)");
-      amax = std::fmax(amax, std::fabs(w[i]));
-    }
-    amax *= clip;
+    const float amax = fmt::group_absmax(w, n) * clip;
     GroupParams p;
     p.table = fmt::kE2M1x2;
     int X = -125;  // all-zero (or tiny) group: the smallest stored scale

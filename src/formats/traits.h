@@ -68,6 +68,16 @@ void pack_f16_scales(const QuantizedMatrix& qm, const PackedGeometry& g, uint8_t
 void unpack_f16_scales(const uint8_t* data, const PackedGeometry& g, QuantizedMatrix& qm);
 void check_f16_scales(const uint8_t* data, const PackedGeometry& g, const std::string& where);
 std::string shape_str(int64_t rows, int64_t cols);
+// The same with the traits' signatures, for families whose only params are f16 scales (nf4, fp4).
+void unpack_f16_params(const uint8_t* data, const PackedGeometry& g, const QuantSpec& s, QuantizedMatrix& qm);
+void check_f16_params(const uint8_t* data, const PackedGeometry& g, const QuantSpec& s, const std::string& where);
+// Names PREFIX + group suffix ("nf4g64", "fp8row"): the spec is `proto` with the parsed group.
+bool parse_prefixed(const std::string& name, const char* prefix, const QuantSpec& proto, QuantSpec* out);
+// max |w| of a group; throws Error on a non-finite weight.
+float group_absmax(const float* w, int64_t n);
+// f16 scale (rounded up) mapping the largest grid value `vmax` onto absmax * clip (1 for an all-zero
+// group); throws Error when it exceeds the f16 range.
+float absmax_scale_f16(float amax, float clip, float vmax);
 
 // Table families (nf4, fp4, mxfp4, lut): codes in the int family's 3/4-bit block layouts, then
 // per-group scales of scale_size bytes [rows][groups], then (row_table) int8 tables [rows][2^bits].
@@ -91,6 +101,20 @@ class TableGrid : public Grid {
   std::vector<float> sorted_;     // fixed table: distinct values ascending
   std::vector<int32_t> code_of_;  // code of sorted_[i]
   std::vector<float> mid_;        // midpoints between consecutive sorted_ values
+};
+// A fixed int8 table with an f16 absmax scale per group (nf4, fp4): scale = absmax / vmax.
+class AbsmaxTableGrid : public TableGrid {
+ public:
+  AbsmaxTableGrid(const QuantSpec& s, const int8_t* table, float vmax) : TableGrid(s, table), vmax_(vmax) {}
+  GroupParams params(const float* w, int64_t n, float clip, const double*) const override {
+    GroupParams p;
+    p.table = table_;
+    p.scale = absmax_scale_f16(group_absmax(w, n), clip, vmax_);
+    return p;
+  }
+
+ private:
+  float vmax_;
 };
 }  // namespace fmt
 
