@@ -36,17 +36,8 @@ void check(const uint8_t* data, const PackedGeometry& g, const QuantSpec&, const
         fail(where, "fp8 NaN code at row " + std::to_string(r) + ", column " + std::to_string(c));
 }
 kern::QWeights view(const uint8_t* base, const QuantSpec& s, const PackedGeometry& g) {
-  kern::QWeights w;
-  w.q = base;
+  kern::QWeights w = fmt::block_view(base, s, g);
   w.scales = reinterpret_cast<const uint16_t*>(base + g.q_bytes);
-  w.rows = g.rows;
-  w.cols = g.cols;
-  w.nb = g.blocks_per_row;
-  w.row_bytes = g.row_bytes;
-  w.groups = g.groups_per_row;
-  w.group = g.group;
-  w.bits = 8;
-  w.zero_sym = 0;
   return w;
 }
 

@@ -100,17 +100,9 @@ void check(const uint8_t*, const PackedGeometry&, const QuantSpec&, const std::s
 }
 
 kern::QWeights view(const uint8_t* base, const QuantSpec& s, const PackedGeometry& g) {
-  kern::QWeights w;
-  w.q = base;
+  kern::QWeights w = fmt::block_view(base, s, g);
   w.scales = reinterpret_cast<const uint16_t*>(base + g.q_bytes);
   w.zeros = s.sym ? nullptr : base + g.q_bytes + g.scale_bytes;
-  w.rows = g.rows;
-  w.cols = g.cols;
-  w.nb = g.blocks_per_row;
-  w.row_bytes = g.row_bytes;
-  w.groups = g.groups_per_row;
-  w.group = g.group;
-  w.bits = s.bits;
   w.zero_sym = 1 << (s.bits - 1);
   return w;
 }

@@ -14,13 +14,9 @@ PackedGeometry table_geometry(const QuantSpec& s, int64_t rows, int64_t cols, in
   return g;
 }
 
-kern::QWeights table_view(const uint8_t* base, const QuantSpec& s, const PackedGeometry& g, const int8_t* fixed_table) {
+kern::QWeights block_view(const uint8_t* base, const QuantSpec& s, const PackedGeometry& g) {
   kern::QWeights w;
   w.q = base;
-  if (g.scale_size == 2)
-    w.scales = reinterpret_cast<const uint16_t*>(base + g.q_bytes);
-  else
-    w.e8m0 = base + g.q_bytes;
   w.rows = g.rows;
   w.cols = g.cols;
   w.nb = g.blocks_per_row;
@@ -29,6 +25,15 @@ kern::QWeights table_view(const uint8_t* base, const QuantSpec& s, const PackedG
   w.group = g.group;
   w.bits = s.bits;
   w.zero_sym = 0;
+  return w;
+}
+
+kern::QWeights table_view(const uint8_t* base, const QuantSpec& s, const PackedGeometry& g, const int8_t* fixed_table) {
+  kern::QWeights w = block_view(base, s, g);
+  if (g.scale_size == 2)
+    w.scales = reinterpret_cast<const uint16_t*>(base + g.q_bytes);
+  else
+    w.e8m0 = base + g.q_bytes;
   if (fixed_table) {
     w.lut = fixed_table;
     w.lut_stride = 0;

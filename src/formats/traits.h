@@ -82,6 +82,9 @@ float absmax_scale_f16(float amax, float clip, float vmax);
 // Table families (nf4, fp4, mxfp4, lut): codes in the int family's 3/4-bit block layouts, then
 // per-group scales of scale_size bytes [rows][groups], then (row_table) int8 tables [rows][2^bits].
 PackedGeometry table_geometry(const QuantSpec& s, int64_t rows, int64_t cols, int scale_size, bool row_table);
+// The kernel view's fields every family shares (codes, shape, blocks, groups, bits); scales and side
+// payloads are the family's.
+kern::QWeights block_view(const uint8_t* base, const QuantSpec& s, const PackedGeometry& g);
 // Kernel view; `fixed_table`: the family's table (null: per-row tables in the packed bytes).
 kern::QWeights table_view(const uint8_t* base, const QuantSpec& s, const PackedGeometry& g, const int8_t* fixed_table);
 // The table kernels per level, for a family row's `kernels`.
