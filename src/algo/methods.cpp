@@ -82,11 +82,9 @@ void gptq_check(const TensorRule& r) {
 }
 QuantizedMatrix gptq_round(const RoundArgs& a) {
   if (!a.H) fail("gptq", "gptq needs calibration data (--calib FILE)");
-  // Per-row tables (lut) are fitted before the sweep; like SqueezeLLM's, weighted by diag(H).
-  std::vector<double> fit;
-  if (make_grid(a.rule->spec)->row_table()) fit = diag_of(*a.H, a.cols);
-  return quantize_gptq(a.w, a.rows, a.cols, a.rule->spec, *a.H, a.rule->gptq, *a.pool,
-                       fit.empty() ? nullptr : fit.data());
+  // Per-row tables (lut) are fitted before the sweep by unweighted k-means: on wiki5m the
+  // diag(H)-weighted fit measured slightly worse under GPTQ (KLD 0.0238 vs 0.0233 at lut3).
+  return quantize_gptq(a.w, a.rows, a.cols, a.rule->spec, *a.H, a.rule->gptq, *a.pool);
 }
 
 // ---- squeezellm ----
