@@ -22,13 +22,7 @@ using namespace lmpress;
 
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed, float sigma = 1.f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.f, sigma);
-  std::vector<float> v(n);
-  for (auto& x : v) x = nd(rng);
-  return v;
-}
+using test::randn;
 
 const uint8_t* bytes_of(const Tensor& t) { return static_cast<const uint8_t*>(t.data); }
 

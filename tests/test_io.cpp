@@ -23,21 +23,7 @@ namespace fs = std::filesystem;
 namespace {
 
 // A fresh directory removed at scope exit.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = test::tmp_dir() + "/lmpress_io_" + std::to_string(::getpid()) + "_" +
-           std::to_string(counter++);
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& f) const { return path + "/" + f; }
-};
+using test::TempDir;
 
 std::vector<uint8_t> read_bytes(const std::string& path) {
   std::ifstream f(path, std::ios::binary);

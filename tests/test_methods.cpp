@@ -19,13 +19,7 @@
 using namespace lmpress;
 
 namespace {
-std::vector<float> randn(size_t n, uint32_t seed, float sigma = 1.f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.f, sigma);
-  std::vector<float> v(n);
-  for (auto& x : v) x = nd(rng);
-  return v;
-}
+using test::randn;
 std::string tmp(const std::string& n) { return test::tmp_dir() + "/lmpress_m_" + std::to_string(::getpid()) + "_" + n; }
 
 void expect_recipe_error(const std::string& text, const std::string& needle) {

@@ -17,21 +17,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = test::tmp_dir() + "/lmpress_load_" + std::to_string(::getpid()) + "_" +
-           std::to_string(counter++);
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& f) const { return path + "/" + f; }
-};
+using test::TempDir;
 
 struct SharedModel {
   const char* dir;

@@ -2,7 +2,13 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "lmpress/core.h"
 
@@ -25,6 +31,33 @@ inline std::string shared(const std::string& rel) { return shared_dir() + "/" + 
 inline std::string tmp_dir() {
   const char* t = std::getenv("TMPDIR");
   return t ? t : "/tmp";
+}
+
+// A fresh directory under tmp_dir(), removed at scope exit; dir / "name" is a path inside it.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    static std::atomic<int> counter{0};
+    path = tmp_dir() + "/lmpress_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string operator/(const std::string& f) const { return path + "/" + f; }
+};
+
+// n normal(0, sigma) floats from a fixed seed.
+inline std::vector<float> randn(size_t n, uint32_t seed, float sigma = 1.f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, sigma);
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
 }
 
 }  // namespace lmpress::test
