@@ -60,6 +60,10 @@ TEST(Methods, RegistryAndChains) {
   expect_recipe_error("gptq:lut4,mse", "no range");
   expect_recipe_error("awq+gptq:w4g32,grid=0", "grid");
   expect_recipe_error("spqr:w3g16", "unknown method");
+  expect_recipe_error(":w4g32", "missing method");  // (found by fuzz_recipe: an empty chain)
+  expect_recipe_error(" :w4g32", "missing method");
+  expect_recipe_error("+:w4g32", "empty method name");
+  expect_recipe_error("gptq:w4g32;x=:w4g32", "missing method");
   expect_recipe_error("gptq:w4g32;blk.*.ffn_down=gptq:nf5g32", "nf5g32");
 }
 

@@ -55,6 +55,7 @@ TensorRule parse_rule(const std::string& text) {
   const size_t colon = s.find(':');
   if (colon == std::string::npos) bad("missing ':'");
   r.method = s.substr(0, colon);
+  if (trim(r.method).empty()) bad("missing method before ':'");
   // The chain: registry methods, transforms first, at most one rounding method (last; rtn if none).
   for (const std::string& m : split(r.method, '+')) {
     if (m.empty()) bad("empty method name in '" + r.method + "'");
@@ -69,6 +70,7 @@ TensorRule parse_rule(const std::string& text) {
       bad("'" + r.chain.back() + "' rounds the weights, so it must come last in the chain");
     r.chain.push_back(mi->name);
   }
+  if (r.chain.empty()) bad("missing method before ':'");
   if (!find_method(r.chain.back()).rounds) r.chain.push_back("rtn");
   auto parts = split(s.substr(colon + 1), ',');
   if (parts.empty() || parts[0].empty()) bad("missing format");
