@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "kernels/qkernels.h"
+#include "kernels/x86_math.h"
 
 namespace lmpress::kern {
 namespace {
@@ -37,13 +38,6 @@ constexpr int32_t code_offset() {
   return (BITS == 8 && !kVnni) ? 128 : 0;
 }
 
-inline float hsum(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
 
 inline uint32_t load_u32(const uint8_t* p) {
   uint32_t v;

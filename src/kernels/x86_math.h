@@ -1,10 +1,19 @@
-// Vector math shared by the x86 dense kernel TUs (x86_avx2/dense.cpp, x86_avx512/dense.cpp), each
-// compiling its own copy with its own flags (anonymous namespace).
+// Vector math shared by the x86 kernel TUs (dense, quantized and table kernels of x86_avx2/ and
+// x86_avx512/), each compiling its own copy with its own flags (anonymous namespace).
 #pragma once
 #include <immintrin.h>
 
 namespace lmpress::kern {
 namespace {
+
+// Sum of the 8 lanes.
+inline float hsum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
 
 // exp(x) for 8 floats, relative error below ~2e-7 on [-87, 88]: x = n ln2 + r with |r| <= ln2/2
 // (ln2 split in two parts so n ln2 is exact to ~1e-11), exp(r) by its Taylor polynomial of

@@ -19,13 +19,7 @@ struct V8 {
   static R add(R a, R b) { return _mm256_add_ps(a, b); }
   static R set1(float a) { return _mm256_set1_ps(a); }
   static void store(float* p, R v) { _mm256_storeu_ps(p, v); }
-  static float hsum(R v) {
-    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-    lo = _mm_add_ps(lo, hi);
-    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-    return _mm_cvtss_f32(lo);
-  }
+  static float hsum(R v) { return kern::hsum(v); }
 };
 using K = dense_x86::Kernels<V8>;
 
