@@ -133,11 +133,23 @@ struct ArchTensor {
   std::vector<int64_t> (*shape)(const ModelConfig&);
   bool (*present)(const ModelConfig&);  // biases only with attn_bias, output only untied
 };
+// A named activation read by linear layers of a block, and where a per-channel scale of it folds
+// (transforms): into the RMSNorm producing it, or into the rows of the linear layer whose outputs
+// are its channels (v for the attention output without GQA, up for silu(gate) * up).
+struct ArchInput {
+  const char* name;           // "attn_in", "attn_out_in", "ffn_in", "ffn_down_in"
+  const char* norm;           // key of the producing RMSNorm, or null
+  const char* producer;       // key of the producing linear layer, or null
+  const char* producer_bias;  // key of its bias, or null
+};
 struct ArchInfo {
   const char* name;
   const char* summary;
   std::vector<ArchTensor> tensors;  // canonical order: globals first/last as in GGUF files
+  std::vector<ArchInput> inputs;    // the block's linear-layer inputs in true-sequential order
 };
+// The row of `key` ("attn_q", "output_norm"); throws Error when the architecture has none.
+const ArchTensor& arch_tensor(const ArchInfo& a, const std::string& key);
 const ArchInfo& arch_info(const std::string& arch);  // throws Error for unknown architectures
 // Canonical name of a table row: "token_embd.weight", "blk.3.attn_q.weight", "blk.3.attn_q.bias".
 std::string arch_tensor_name(const ArchTensor& t, int layer);

@@ -49,16 +49,21 @@ struct Step {
   Tensor LayerWeights::*producer;  // linear whose rows are the input channels, or null
   Tensor LayerWeights::*producer_bias;
 };
-const std::vector<Step>& steps() {
-  static const std::vector<Step> s = {
-      {"attn_in", {&LayerWeights::wq, &LayerWeights::wk, &LayerWeights::wv}, &LayerWeights::attn_norm, nullptr, nullptr},
-      // o reads the attention output, whose channels are v's rows only without GQA (checked at use)
-      {"attn_out_in", {&LayerWeights::wo}, nullptr, &LayerWeights::wv, &LayerWeights::bv},
-      {"ffn_in", {&LayerWeights::w_gate, &LayerWeights::w_up}, &LayerWeights::ffn_norm, nullptr, nullptr},
-      // down reads silu(gate) * up: linear in up's rows
-      {"ffn_down_in", {&LayerWeights::w_down}, nullptr, &LayerWeights::w_up, nullptr},
+// From the architecture table: its inputs in order, each with the per-layer linear rows reading it.
+std::vector<Step> steps_of(const ArchInfo& ai) {
+  std::vector<Step> out;
+  auto member = [&](const char* key) -> Tensor LayerWeights::* {
+    return key ? arch_tensor(ai, key).member : nullptr;
   };
-  return s;
+  for (const ArchInput& in : ai.inputs) {
+    Step s{in.name, {}, member(in.norm), member(in.producer), member(in.producer_bias)};
+    for (const ArchTensor& at : ai.tensors)
+      if (at.role == TensorRole::Linear && arch_per_layer(at) && at.input && std::string(at.input) == in.name)
+        s.tensors.push_back(at.member);
+    LMP_ASSERT(!s.tensors.empty());
+    out.push_back(std::move(s));
+  }
+  return out;
 }
 
 struct Rounded {
@@ -250,7 +255,7 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
     }
     rep.calib_seconds = now_seconds() - tc0;
     const int64_t rows_expected = int64_t(windows.size()) * seqlen;
-    const auto& S = steps();
+    const std::vector<Step> S = steps_of(arch_info(c.arch));
 
     // Captures the statistics `kinds[si]` of the inputs of steps `which` of block l, running the
     // block (as it is now) over every calibration window.

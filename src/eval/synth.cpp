@@ -104,28 +104,26 @@ Model synth_model(const std::string& shape, DType dt, uint64_t seed) {
 
   ThreadPool pool(default_threads());
   Rng rng{seed * 0x9E3779B97F4A7C15ull + 1};
-  const int64_t d = c.dim, hd = c.head_dim, kv = int64_t(c.n_kv_heads) * hd;
-  const float s_in = 1.0f / std::sqrt(float(d)), s_h = 1.0f / std::sqrt(float(c.hidden_dim));
-  m.tok_embd = random_tensor("token_embd.weight", {c.vocab_size, d}, dt, 1.0f, rng, pool);
-  for (int l = 0; l < c.n_layers; ++l) {
-    LayerWeights L;
-    L.attn_norm = ones(tensor_name_layer(l, "attn_norm"), d);
-    L.ffn_norm = ones(tensor_name_layer(l, "ffn_norm"), d);
-    L.wq = random_tensor(tensor_name_layer(l, "attn_q"), {c.n_heads * hd, d}, dt, s_in, rng, pool);
-    L.wk = random_tensor(tensor_name_layer(l, "attn_k"), {kv, d}, dt, s_in, rng, pool);
-    L.wv = random_tensor(tensor_name_layer(l, "attn_v"), {kv, d}, dt, s_in, rng, pool);
-    L.wo = random_tensor(tensor_name_layer(l, "attn_output"), {d, c.n_heads * hd}, dt, s_in, rng, pool);
-    L.w_gate = random_tensor(tensor_name_layer(l, "ffn_gate"), {c.hidden_dim, d}, dt, s_in, rng, pool);
-    L.w_up = random_tensor(tensor_name_layer(l, "ffn_up"), {c.hidden_dim, d}, dt, s_in, rng, pool);
-    L.w_down = random_tensor(tensor_name_layer(l, "ffn_down"), {d, c.hidden_dim}, dt, s_h, rng, pool);
-    m.layers.push_back(std::move(L));
-  }
-  m.out_norm = ones("output_norm.weight", d);
-  if (c.tied_embeddings) {
-    m.output = m.tok_embd;
-  } else {
-    m.output = random_tensor("output.weight", {c.vocab_size, d}, dt, s_in, rng, pool);
-  }
+  // Every tensor of the architecture table, layer by layer: norms are ones, matrices random with
+  // standard deviation 1/sqrt(columns) (the embedding 1).
+  const ArchInfo& ai = arch_info(c.arch);
+  auto make = [&](const ArchTensor& at, int layer) {
+    const std::vector<int64_t> sh = at.shape(c);
+    const std::string name = arch_tensor_name(at, layer);
+    if (at.role == TensorRole::Norm) return ones(name, sh[0]);
+    LMP_ASSERT(at.role != TensorRole::Bias && sh.size() == 2);
+    const float sd = at.role == TensorRole::Embedding ? 1.0f : 1.0f / std::sqrt(float(sh[1]));
+    return random_tensor(name, sh, dt, sd, rng, pool);
+  };
+  for (const ArchTensor& at : ai.tensors)
+    if (!arch_per_layer(at) && at.role == TensorRole::Embedding) m.*at.global = make(at, 0);
+  m.layers.resize(size_t(c.n_layers));
+  for (int l = 0; l < c.n_layers; ++l)
+    for (const ArchTensor& at : ai.tensors)
+      if (arch_per_layer(at) && at.present(c)) m.layers[size_t(l)].*at.member = make(at, l);
+  for (const ArchTensor& at : ai.tensors)
+    if (!arch_per_layer(at) && at.role != TensorRole::Embedding && at.present(c)) m.*at.global = make(at, 0);
+  if (c.tied_embeddings) m.output = m.tok_embd;
 
   // Vocabulary: <unk> <s> </s>, 256 byte tokens, then distinct printable pieces.
   Vocab v;

@@ -457,29 +457,24 @@ Model load_gguf_model(const std::string& path, const LoadOptions& opt) {
     return r.shape.size() == 1 ? small_to_f32(r) : r;
   };
 
-  m.tok_embd = tensor("token_embd.weight", true);
-  bool any_bias = false;
+  // Every tensor of the architecture table: biases and the classifier are optional (their
+  // presence decides attn_bias / tied embeddings), everything else is required.
+  const ArchInfo& ai = arch_info(arch);
   m.layers.resize(size_t(c.n_layers));
-  for (int i = 0; i < c.n_layers; ++i) {
-    LayerWeights& l = m.layers[size_t(i)];
-    const std::string b = "blk." + std::to_string(i) + ".";
-    l.attn_norm = tensor(b + "attn_norm.weight", true);
-    l.wq = tensor(b + "attn_q.weight", true);
-    l.wk = tensor(b + "attn_k.weight", true);
-    l.wv = tensor(b + "attn_v.weight", true);
-    l.bq = tensor(b + "attn_q.bias", false);
-    l.bk = tensor(b + "attn_k.bias", false);
-    l.bv = tensor(b + "attn_v.bias", false);
-    any_bias = any_bias || !l.bq.empty() || !l.bk.empty() || !l.bv.empty();
-    l.wo = tensor(b + "attn_output.weight", true);
-    l.ffn_norm = tensor(b + "ffn_norm.weight", true);
-    l.w_gate = tensor(b + "ffn_gate.weight", true);
-    l.w_up = tensor(b + "ffn_up.weight", true);
-    l.w_down = tensor(b + "ffn_down.weight", true);
+  bool any_bias = false;
+  for (const ArchTensor& at : ai.tensors) {
+    const bool required = at.role != TensorRole::Bias && at.role != TensorRole::Classifier;
+    if (!arch_per_layer(at)) {
+      m.*at.global = tensor(arch_tensor_name(at, 0), required);
+      continue;
+    }
+    for (int i = 0; i < c.n_layers; ++i) {
+      Tensor& dst = m.layers[size_t(i)].*at.member;
+      dst = tensor(arch_tensor_name(at, i), required);
+      if (at.role == TensorRole::Bias && !dst.empty()) any_bias = true;
+    }
   }
   c.attn_bias = any_bias;
-  m.out_norm = tensor("output_norm.weight", true);
-  m.output = tensor("output.weight", false);
   // llama.cpp's llama2.c converter writes a copy of the embedding as output.weight; byte-equal
   // copies are treated as tied so the model is not counted (or compressed) twice.
   if (m.output.empty() ||

@@ -143,8 +143,7 @@ Model load_llama2c(const std::string& path, const LoadOptions& opt) {
   const Layout lay = layout_of(c);
 
   const float* p = reinterpret_cast<const float*>(file->data() + kHeaderBytes);
-  const int64_t dim = c.dim, hidden = c.hidden_dim, L = c.n_layers,
-                kv_dim = int64_t(c.n_kv_heads) * c.head_dim, vocab = c.vocab_size;
+  const int64_t L = c.n_layers;
   // Takes the next `count` floats as a tensor view.
   auto take = [&](std::string name, std::vector<int64_t> shape) {
     int64_t count = 1;
@@ -153,31 +152,24 @@ Model load_llama2c(const std::string& path, const LoadOptions& opt) {
     p += count;
     return t;
   };
-  // Stacked per-layer arrays: [L, rows, cols] -> one view per layer.
-  auto take_layers = [&](const char* what, int64_t rows, int64_t cols, Tensor LayerWeights::*field) {
-    for (int64_t i = 0; i < L; ++i) {
-      std::vector<int64_t> shape = cols ? std::vector<int64_t>{rows, cols} : std::vector<int64_t>{rows};
-      m.layers[size_t(i)].*field = take(tensor_name_layer(int(i), what), std::move(shape));
-    }
-  };
+  // The file's order of the stacked per-layer arrays ([L, shape] each, one view per layer); names
+  // and shapes come from the architecture table.
+  const ArchInfo& ai = arch_info(c.arch);
+  auto row = [&](const char* key) -> const ArchTensor& { return arch_tensor(ai, key); };
   m.layers.resize(size_t(L));
-  m.tok_embd = take("token_embd.weight", {vocab, dim});
-  take_layers("attn_norm", dim, 0, &LayerWeights::attn_norm);
-  take_layers("attn_q", dim, dim, &LayerWeights::wq);
-  take_layers("attn_k", kv_dim, dim, &LayerWeights::wk);
-  take_layers("attn_v", kv_dim, dim, &LayerWeights::wv);
-  take_layers("attn_output", dim, dim, &LayerWeights::wo);
-  take_layers("ffn_norm", dim, 0, &LayerWeights::ffn_norm);
-  take_layers("ffn_gate", hidden, dim, &LayerWeights::w_gate);
-  take_layers("ffn_down", dim, hidden, &LayerWeights::w_down);
-  take_layers("ffn_up", hidden, dim, &LayerWeights::w_up);
-  m.out_norm = take("output_norm.weight", {dim});
+  m.tok_embd = take(arch_tensor_name(row("token_embd"), 0), row("token_embd").shape(c));
+  for (const char* key : {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate",
+                          "ffn_down", "ffn_up"}) {
+    const ArchTensor& at = row(key);
+    for (int64_t i = 0; i < L; ++i) m.layers[size_t(i)].*at.member = take(arch_tensor_name(at, int(i)), at.shape(c));
+  }
+  m.out_norm = take(arch_tensor_name(row("output_norm"), 0), row("output_norm").shape(c));
   const bool has_rope = file->size() == kHeaderBytes + 4 * lay.with_rope();
   if (has_rope) p += lay.rope;
   if (c.tied_embeddings) {
     m.output = m.tok_embd;
   } else {
-    m.output = take("output.weight", {vocab, dim});
+    m.output = take(arch_tensor_name(row("output"), 0), row("output").shape(c));
   }
   LMP_ASSERT(reinterpret_cast<const uint8_t*>(p) == file->data() + file->size());
 

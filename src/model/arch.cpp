@@ -51,17 +51,34 @@ std::vector<ArchTensor> llama_block() {
   };
 }
 
+std::vector<ArchInput> llama_inputs() {
+  return {
+      {"attn_in", "attn_norm", nullptr, nullptr},
+      // o reads the attention output, whose channels are v's rows only without GQA (checked at use)
+      {"attn_out_in", nullptr, "attn_v", "attn_v.bias"},
+      {"ffn_in", "ffn_norm", nullptr, nullptr},
+      // down reads silu(gate) * up: linear in up's rows
+      {"ffn_down_in", nullptr, "ffn_up", nullptr},
+  };
+}
+
 }  // namespace
 
 const ArchInfo& arch_info(const std::string& arch) {
   static const std::vector<ArchInfo> kArchs = {
-      {"llama", "Llama: RMSNorm, RoPE, GQA attention, SwiGLU FFN", llama_block()},
-      {"mistral", "Mistral: the Llama block with a sliding attention window", llama_block()},
-      {"qwen2", "Qwen2: the Llama block with q/k/v biases", llama_block()},
+      {"llama", "Llama: RMSNorm, RoPE, GQA attention, SwiGLU FFN", llama_block(), llama_inputs()},
+      {"mistral", "Mistral: the Llama block with a sliding attention window", llama_block(), llama_inputs()},
+      {"qwen2", "Qwen2: the Llama block with q/k/v biases", llama_block(), llama_inputs()},
   };
   for (const auto& a : kArchs)
     if (arch == a.name) return a;
   fail("", "unknown architecture '" + arch + "' (llama, mistral, qwen2)");
+}
+
+const ArchTensor& arch_tensor(const ArchInfo& a, const std::string& key) {
+  for (const ArchTensor& t : a.tensors)
+    if (key == t.key) return t;
+  fail("", std::string("architecture ") + a.name + " has no tensor '" + key + "'");
 }
 
 bool arch_per_layer(const ArchTensor& t) { return t.member != nullptr; }
