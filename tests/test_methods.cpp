@@ -7,9 +7,11 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <numeric>
 #include <random>
 
 #include "algo/pipeline_internal.h"
+#include "formats/traits.h"
 #include "lmpress/compress.h"
 #include "lmpress/engine.h"
 #include "lmpress/eval.h"
@@ -56,6 +58,11 @@ TEST(Methods, RegistryAndChains) {
   expect_recipe_error("gptq+awq:w4g32", "must come last");
   expect_recipe_error("awq+awq:w4g32", "twice");
   expect_recipe_error("squeezellm:w4g32", "lut3 or lut4");
+  // squeezellm may precede gptq only (it then fits the tables gptq rounds onto).
+  EXPECT_EQ(parse_rule("squeezellm+gptq:lut3,act_order").chain, (std::vector<std::string>{"squeezellm", "gptq"}));
+  expect_recipe_error("squeezellm+rtn:lut3", "right before gptq");
+  expect_recipe_error("gptq+squeezellm:lut3", "must come last");
+  expect_recipe_error("squeezellm+gptq:w3g64", "lut3 or lut4");
   expect_recipe_error("rtn:lut4,clip", "no range");
   expect_recipe_error("gptq:lut4,mse", "no range");
   expect_recipe_error("awq+gptq:w4g32,grid=0", "grid");
@@ -314,6 +321,52 @@ TEST(Methods, SqueezeLlmWeightedKmeans) {
   EXPECT_LT(werr(fitted), werr(plain) * 0.9);
 }
 
+// Weighted SSE of `x` against the nearest of `c`.
+static double kmeans_objective(const std::vector<float>& x, const std::vector<double>& wt, const std::vector<double>& c) {
+  double e = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    double best = INFINITY;
+    for (double v : c) best = std::min(best, (x[i] - v) * (x[i] - v));
+    e += wt[i] * best;
+  }
+  return e;
+}
+
+TEST(Methods, SqueezeLlmKmeansIsExact) {
+  // The table fit against a plain O(k n^2) dynamic programme over the sorted values (double
+  // precision, every split tried): equal optimum, with and without weights, with ties.
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 40; ++trial) {
+    const int n = 20 + trial * 3, k = trial % 2 ? 8 : 16;
+    std::vector<float> x(static_cast<size_t>(n));
+    std::vector<double> wt(static_cast<size_t>(n));
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::uniform_real_distribution<double> ud(0.1, 3.0);
+    for (int i = 0; i < n; ++i) x[size_t(i)] = trial % 3 ? nd(rng) : std::round(nd(rng) * 3.f) / 3.f;  // ties too
+    for (int i = 0; i < n; ++i) wt[size_t(i)] = trial % 4 ? ud(rng) : 1.0;
+    std::vector<size_t> o(static_cast<size_t>(n));
+    std::iota(o.begin(), o.end(), size_t(0));
+    std::sort(o.begin(), o.end(), [&](size_t a, size_t b) { return x[a] < x[b]; });
+    auto run_cost = [&](int i, int j) {  // sorted positions [i, j)
+      double W = 0, S = 0;
+      for (int t = i; t < j; ++t) W += wt[o[size_t(t)]], S += wt[o[size_t(t)]] * x[o[size_t(t)]];
+      double e = 0;
+      for (int t = i; t < j; ++t) e += wt[o[size_t(t)]] * std::pow(x[o[size_t(t)]] - S / W, 2);
+      return e;
+    };
+    const int K = std::min(k, n);
+    std::vector<std::vector<double>> D(size_t(K) + 1, std::vector<double>(size_t(n) + 1, INFINITY));
+    D[0][0] = 0;
+    for (int m = 1; m <= K; ++m)
+      for (int j = m; j <= n; ++j)
+        for (int i = m - 1; i < j; ++i) D[size_t(m)][size_t(j)] = std::min(D[size_t(m)][size_t(j)], D[size_t(m - 1)][size_t(i)] + run_cost(i, j));
+    const auto c = fmt::weighted_kmeans_1d(x.data(), n, trial % 4 ? wt.data() : nullptr, k);
+    ASSERT_EQ(c.size(), size_t(k));
+    ASSERT_TRUE(std::is_sorted(c.begin(), c.end()));
+    EXPECT_NEAR(kmeans_objective(x, wt, c), D[size_t(K)][size_t(n)], 1e-9 * (1 + D[size_t(K)][size_t(n)])) << "trial " << trial;
+  }
+}
+
 TEST(Methods, StreamingOutputEqualsInMemoryWriter) {
   LMP_REQUIRE_SHARED("models/tinystories-279k/model.bin");
   LMP_REQUIRE_SHARED("data/tinystories/calib.txt");
@@ -406,4 +459,9 @@ TEST(Methods, AwqGptqRunsEndToEndAndBeatsRtnOnTinystories) {
   std::printf("[ methods  ] tinystories w3g64 KLD: rtn %.4f, awq %.4f, awq+gptq %.4f\n", rtn, awq, awq_gptq);
   EXPECT_LT(awq, rtn);
   EXPECT_LT(awq_gptq, awq);
+  // SqueezeLLM's tables with GPTQ rounding beat rounding to nearest onto the same tables.
+  const double sq = kld("squeezellm:lut3;token_embd.weight=rtn:w8g32");
+  const double sq_gptq = kld("squeezellm+gptq:lut3;token_embd.weight=rtn:w8g32");
+  std::printf("[ methods  ] tinystories lut3 KLD: squeezellm %.4f, squeezellm+gptq %.4f\n", sq, sq_gptq);
+  EXPECT_LT(sq_gptq, sq);
 }

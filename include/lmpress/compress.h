@@ -183,6 +183,9 @@ struct MethodInfo {
   const char* name;
   const char* summary;
   bool rounds;                 // rounding method (else transform)
+  // A rounding method that may also come right before `gptq` in a chain: then it only fits the
+  // grid (its sensitivity-weighted per-row tables) and gptq rounds onto it (squeezellm+gptq).
+  bool fits_grid;
   uint32_t stats;              // StatKind it needs
   const char* options;         // the options it accepts, for messages: "act_order, damp=F, ..."
   // Applies option key[=val] to the rule; false if the method does not take that key.

@@ -35,6 +35,14 @@ std::vector<double> diag_of(const std::vector<double>& H, int64_t n) {
   return d;
 }
 
+// Sensitivity: SqueezeLLM weighs k-means by the Fisher information; lmpress has no backward
+// pass yet, so by the activation second moment diag(H) (docs/methods.md, deviation).
+std::vector<double> sensitivity(const RoundArgs& a) {
+  if (a.stats && !a.stats->diag.empty()) return a.stats->diag;
+  if (a.H) return diag_of(*a.H, a.cols);
+  fail("squeezellm", "squeezellm needs calibration data (--calib FILE)");
+}
+
 // ---- rtn ----
 bool rtn_option(TensorRule& r, const std::string& k, const std::string& v) {
   if (k == "clip" && v.empty()) return r.clip = true;
@@ -82,9 +90,12 @@ void gptq_check(const TensorRule& r) {
 }
 QuantizedMatrix gptq_round(const RoundArgs& a) {
   if (!a.H) fail("gptq", "gptq needs calibration data (--calib FILE)");
-  // Per-row tables (lut) are fitted before the sweep by unweighted k-means: on wiki5m the
-  // diag(H)-weighted fit measured slightly worse under GPTQ (KLD 0.0238 vs 0.0233 at lut3).
-  return quantize_gptq(a.w, a.rows, a.cols, a.rule->spec, *a.H, a.rule->gptq, *a.pool);
+  // Per-row tables (lut) are fitted before the sweep by k-means over the original row: unweighted,
+  // or weighted by squeezellm's sensitivity in the chain squeezellm+gptq.
+  std::vector<double> imp;
+  for (const std::string& m : a.rule->chain)
+    if (m != "gptq" && find_method(m).fits_grid) imp = sensitivity(a);
+  return quantize_gptq(a.w, a.rows, a.cols, a.rule->spec, *a.H, a.rule->gptq, *a.pool, imp.empty() ? nullptr : imp.data());
 }
 
 // ---- squeezellm ----
@@ -94,15 +105,7 @@ void squeezellm_check(const TensorRule& r) {
     fail("recipe", "squeezellm quantizes onto per-row tables: use the format lut3 or lut4, not " + format_name(r.spec));
 }
 QuantizedMatrix squeezellm_round(const RoundArgs& a) {
-  // Sensitivity: SqueezeLLM weighs k-means by the Fisher information; lmpress has no backward
-  // pass yet, so by the activation second moment diag(H) (docs/methods.md, deviation).
-  std::vector<double> imp;
-  if (a.stats && !a.stats->diag.empty())
-    imp = a.stats->diag;
-  else if (a.H)
-    imp = diag_of(*a.H, a.cols);
-  else
-    fail("squeezellm", "squeezellm needs calibration data (--calib FILE)");
+  const std::vector<double> imp = sensitivity(a);
   return quantize_rtn(a.w, a.rows, a.cols, a.rule->spec, false, nullptr, false, imp.data());
 }
 
@@ -123,14 +126,14 @@ bool awq_option(TensorRule& r, const std::string& k, const std::string& v) {
 void nothing_to_check(const TensorRule&) {}
 
 const std::vector<MethodInfo> kMethods = {
-    {"rtn", "round to nearest on the format's grid (optional clip / mse range searches)", true, 0, "clip, mse",
+    {"rtn", "round to nearest on the format's grid (optional clip / mse range searches)", true, false, 0, "clip, mse",
      rtn_option, rtn_check, rtn_round, nullptr},
-    {"gptq", "GPTQ: Hessian-aware rounding with error feedback (Frantar et al. 2023)", true, kStatHessian,
+    {"gptq", "GPTQ: Hessian-aware rounding with error feedback (Frantar et al. 2023)", true, false, kStatHessian,
      "act_order, static_groups, mse, damp=F, block=N, emb=F", gptq_option, gptq_check, gptq_round, nullptr},
-    {"squeezellm", "SqueezeLLM: sensitivity-weighted k-means per row onto lut3/lut4 (Kim et al. 2024)", true,
-     kStatDiag, "(none)", no_option, squeezellm_check, squeezellm_round, nullptr},
+    {"squeezellm", "SqueezeLLM: sensitivity-weighted k-means per row onto lut3/lut4 (Kim et al. 2024); squeezellm+gptq: its tables, GPTQ rounding", true,
+     true, kStatDiag, "(none)", no_option, squeezellm_check, squeezellm_round, nullptr},
     {"awq", "AWQ: activation-aware per-channel scales folded into the producer, and clipping (Lin et al. 2024)",
-     false, kStatMeanAbs | kStatSamples | kStatHessian, "grid=N, noclip", awq_option, nothing_to_check, nullptr,
+     false, false, kStatMeanAbs | kStatSamples | kStatHessian, "grid=N, noclip", awq_option, nothing_to_check, nullptr,
      awq_transform},
 };
 

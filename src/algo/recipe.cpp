@@ -66,8 +66,10 @@ TensorRule parse_rule(const std::string& text) {
       bad(e.what());
     }
     if (r.has(m)) bad("method '" + m + "' appears twice");
-    if (!r.chain.empty() && find_method(r.chain.back()).rounds)
-      bad("'" + r.chain.back() + "' rounds the weights, so it must come last in the chain");
+    if (!r.chain.empty() && find_method(r.chain.back()).rounds &&
+        !(find_method(r.chain.back()).fits_grid && m == "gptq"))
+      bad("'" + r.chain.back() + "' rounds the weights, so it must come last in the chain" +
+          (find_method(r.chain.back()).fits_grid ? " (or right before gptq, which then rounds onto its grid)" : ""));
     r.chain.push_back(mi->name);
   }
   if (r.chain.empty()) bad("missing method before ':'");

@@ -12,6 +12,79 @@
 
 namespace lmpress {
 
+namespace fmt {
+// Weighted 1-D k-means over a row, solved exactly (the paper's objective, min sum_i imp_i (w_i - c)^2
+// over tables of k values; SqueezeLLM's reference runs Lloyd from a k-means++ start, a local
+// optimum). With the values sorted every cluster of an optimum is a contiguous run, so
+//   D_m(j) = min_i D_{m-1}(i) + cost(i, j)   (the first j values in m clusters; cost of run [i, j)
+// from prefix sums of imp, imp*x, imp*x^2), and the best split i is non-decreasing in j (the cost
+// satisfies the concave Monge condition; Gronlund et al. 2017, "Fast exact k-means, k-medians and
+// Bregman divergence clustering in 1D"), so each layer is a divide-and-conquer over j:
+// O(k n log n). Runs of equal values and k > n give empty or zero-cost clusters (centroids repeat).
+std::vector<double> weighted_kmeans_1d(const float* w, int64_t n, const double* imp, int k) {
+  std::vector<int64_t> idx(static_cast<size_t>(n));
+  std::iota(idx.begin(), idx.end(), int64_t(0));
+  std::sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return w[a] < w[b]; });
+  const size_t N = size_t(n);
+  std::vector<double> x(N), cw(N + 1, 0.0), cwx(N + 1, 0.0), cwxx(N + 1, 0.0);
+  double mean = 0, wsum = 0;
+  for (size_t i = 0; i < N; ++i) {
+    x[i] = w[idx[i]];
+    // a zero importance would drop the weight from the fit entirely; keep a floor
+    const double iw = imp ? std::max(imp[idx[i]], 1e-12) : 1.0;
+    cw[i + 1] = cw[i] + iw;
+    mean += iw * x[i];
+    wsum += iw;
+  }
+  mean /= wsum;  // centred values keep the prefix sums of x^2 well conditioned
+  for (size_t i = 0; i < N; ++i) {
+    const double iw = cw[i + 1] - cw[i], xc = x[i] - mean;
+    cwx[i + 1] = cwx[i] + iw * xc;
+    cwxx[i + 1] = cwxx[i] + iw * xc * xc;
+  }
+  auto cost = [&](size_t i, size_t j) {  // run [i, j), j > i
+    const double W = cw[j] - cw[i], S = cwx[j] - cwx[i];
+    return std::max(0.0, cwxx[j] - cwxx[i] - S * S / W);
+  };
+  const int K = int(std::min<int64_t>(k, n));
+  std::vector<double> prev(N + 1), cur(N + 1);
+  std::vector<std::vector<uint32_t>> arg(size_t(K), std::vector<uint32_t>(N + 1, 0));
+  for (size_t j = 1; j <= N; ++j) prev[j] = cost(0, j);
+  for (int m = 2; m <= K; ++m) {
+    std::vector<uint32_t>& am = arg[size_t(m - 1)];
+    // Fills cur[j] for j in [jlo, jhi] knowing the best split lies in [olo, ohi].
+    auto solve = [&](auto&& self, size_t jlo, size_t jhi, size_t olo, size_t ohi) -> void {
+      if (jlo > jhi) return;
+      const size_t j = (jlo + jhi) / 2;
+      double best = INFINITY;
+      size_t bi = std::max(olo, size_t(m - 1));
+      for (size_t i = std::max(olo, size_t(m - 1)); i <= std::min(ohi, j - 1); ++i) {
+        const double v = prev[i] + cost(i, j);
+        if (v < best) best = v, bi = i;
+      }
+      cur[j] = best;
+      am[j] = uint32_t(bi);
+      if (j > jlo) self(self, jlo, j - 1, olo, bi);
+      self(self, j + 1, jhi, bi, ohi);
+    };
+    solve(solve, size_t(m), N, size_t(m - 1), N - 1);
+    std::swap(prev, cur);
+  }
+  // Walk the splits back; centroid = weighted mean of its run.
+  std::vector<double> c;
+  size_t j = N;
+  for (int m = K; m >= 1; --m) {
+    const size_t i = m == 1 ? 0 : arg[size_t(m - 1)][j];
+    c.push_back(mean + (cwx[j] - cwx[i]) / (cw[j] - cw[i]));
+    j = i;
+  }
+  while (int(c.size()) < k) c.push_back(c.back());
+  std::sort(c.begin(), c.end());
+  return c;
+}
+
+}  // namespace fmt
+
 namespace {
 
 bool valid(const QuantSpec& s) {
@@ -59,52 +132,6 @@ kern::QWeights view(const uint8_t* base, const QuantSpec& s, const PackedGeometr
   return fmt::table_view(base, s, g, nullptr);
 }
 
-// Weighted 1-D k-means (Lloyd) over a row, exact per iteration: with the values sorted, every
-// cluster is a contiguous run between midpoints of consecutive centroids, summed by prefix sums.
-// Initial centroids: the weighted quantiles (i + 1/2) / k (deterministic; SqueezeLLM's reference
-// uses scikit-learn's k-means++ initialisation).
-std::vector<double> kmeans_1d(const float* w, int64_t n, const double* imp, int k) {
-  std::vector<int64_t> idx(static_cast<size_t>(n));
-  std::iota(idx.begin(), idx.end(), int64_t(0));
-  std::sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return w[a] < w[b]; });
-  std::vector<double> x(static_cast<size_t>(n)), cw(static_cast<size_t>(n) + 1, 0.0), cwx(static_cast<size_t>(n) + 1, 0.0);
-  for (int64_t i = 0; i < n; ++i) {
-    x[size_t(i)] = w[idx[size_t(i)]];
-    // a zero importance would drop the weight from the fit entirely; keep a floor
-    const double iw = imp ? std::max(imp[idx[size_t(i)]], 1e-12) : 1.0;
-    cw[size_t(i) + 1] = cw[size_t(i)] + iw;
-    cwx[size_t(i) + 1] = cwx[size_t(i)] + iw * x[size_t(i)];
-  }
-  const double total = cw[size_t(n)];
-  std::vector<double> c(static_cast<size_t>(k));
-  for (int j = 0; j < k; ++j) {
-    const double target = total * (j + 0.5) / k;
-    const size_t i = size_t(std::lower_bound(cw.begin() + 1, cw.end(), target) - (cw.begin() + 1));
-    c[size_t(j)] = x[std::min(i, size_t(n - 1))];
-  }
-  std::vector<int64_t> bound(static_cast<size_t>(k) + 1);
-  for (int it = 0; it < 50; ++it) {
-    std::sort(c.begin(), c.end());
-    bound[0] = 0;
-    bound[size_t(k)] = n;
-    for (int j = 1; j < k; ++j) {
-      const double mid = 0.5 * (c[size_t(j - 1)] + c[size_t(j)]);
-      bound[size_t(j)] = std::upper_bound(x.begin(), x.end(), mid) - x.begin();
-    }
-    bool changed = false;
-    for (int j = 0; j < k; ++j) {
-      const int64_t a = bound[size_t(j)], b = bound[size_t(j) + 1];
-      if (b <= a) continue;  // empty cluster keeps its centroid
-      const double nc = (cwx[size_t(b)] - cwx[size_t(a)]) / (cw[size_t(b)] - cw[size_t(a)]);
-      changed = changed || nc != c[size_t(j)];
-      c[size_t(j)] = nc;
-    }
-    if (!changed) break;
-  }
-  std::sort(c.begin(), c.end());
-  return c;
-}
-
 class LutGrid final : public fmt::TableGrid {
  public:
   explicit LutGrid(const QuantSpec& s) : TableGrid(s, nullptr) {}
@@ -114,7 +141,7 @@ class LutGrid final : public fmt::TableGrid {
     for (int64_t i = 0; i < n; ++i)
       if (!std::isfinite(w[i])) fail("", "cannot quantize a non-finite weight (column " + std::to_string(i) + ")");
     const int k = n_codes();
-    const std::vector<double> c = kmeans_1d(w, n, imp, k);
+    const std::vector<double> c = fmt::weighted_kmeans_1d(w, n, imp, k);
     double amax = 0;
     for (double v : c) amax = std::max(amax, std::fabs(v));
     GroupParams p;

@@ -90,6 +90,10 @@ kern::QWeights table_view(const uint8_t* base, const QuantSpec& s, const PackedG
 // The table kernels per level, for a family row's `kernels`.
 #define LMP_TABLE_KERNELS {&kern::table_kernels_scalar, &kern::table_kernels_avx2, &kern::table_kernels_avx512}
 
+// The k centroids (ascending) minimising sum_i imp_i (w_i - nearest centroid)^2 over a row, exactly
+// (imp null: unweighted); lut.cpp. SqueezeLLM's table fit.
+std::vector<double> weighted_kmeans_1d(const float* w, int64_t n, const double* imp, int k);
+
 // A grid whose values are scale * T[q] for an int8 table T (nf4, fp4, mxfp4, lut): nearest code by
 // binary search over the sorted table values (ties to the lower value).
 class TableGrid : public Grid {
