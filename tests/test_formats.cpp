@@ -143,8 +143,26 @@ TEST(Formats, IdsAndNames) {
   EXPECT_EQ(format_id({4, 32, true}), 4u | 2u << 8 | 1u << 16);
   for (const char* bad : {"", "w", "w4", "w7g32", "w4g48", "w4g32b", "q4g32", "w4rowx", "w10g32", "w4g"})
     EXPECT_THROW(parse_format_name(bad), Error) << bad;
-  for (uint32_t id : {0u, 4u, 4u | 6u << 8, 7u | 2u << 8, 4u | 2u << 8 | 2u << 16, 0xffffffffu})
+  for (uint32_t id : {0u, 4u, 4u | 6u << 8, 7u | 2u << 8, 4u | 2u << 8 | 0x3fu << 24, 0xffffffffu})
     EXPECT_FALSE(format_id_valid(id)) << id;
+  // Sparse outliers: any family, "+s<percent>" in 0.01 steps, stored in the id's bits 17..23.
+  const QuantSpec sp = parse_format_name("lut3+s0.45");
+  EXPECT_EQ(sp.family, FormatFamily::Lut);
+  EXPECT_EQ(sp.sparse, 45);
+  EXPECT_EQ(format_name(sp), "lut3+s0.45");
+  EXPECT_EQ(format_spec(format_id(sp)), sp);
+  EXPECT_EQ(format_id(parse_format_name("w4g32a+s1.27")), 4u | 2u << 8 | 127u << 17);
+  EXPECT_EQ(format_name(parse_format_name("w3g64+s0.1")), "w3g64+s0.10");
+  for (const char* bad : {"lut3+s", "lut3+s0", "lut3+s1.28", "lut3+s0.005", "lut3+sx", "lut3+s0.45x", "lut5+s0.1"})
+    EXPECT_THROW(parse_format_name(bad), Error) << bad;
+  // Geometry: the family's bytes, 4-byte aligned, then 4 + 2 bytes per outlier.
+  {
+    const auto dense = packed_geometry(parse_format_name("lut3"), 10, 100);
+    const auto g = packed_geometry(sp, 10, 100);
+    EXPECT_EQ(g.sparse_nnz, 4);  // floor(1000 * 0.45%)
+    EXPECT_EQ(g.sparse_offset, (dense.total_bytes + 3) / 4 * 4);
+    EXPECT_EQ(g.total_bytes, g.sparse_offset + 24);
+  }
   EXPECT_THROW(format_spec(7u | 2u << 8), Error);
   EXPECT_THROW(format_id({7, 32, true}), Error);
   EXPECT_THROW(format_id({4, 48, true}), Error);
@@ -623,6 +641,97 @@ TEST_P(QuantKernels, MatmulParityAllFormats) {
     }
   }
   EXPECT_EQ(cases, int(all_formats().size()) * 11 * 3 * 4);
+}
+
+// Sparse outliers (+s): pack / unpack, reference dequantization, the fused add of every matmul path
+// (decode, multi-token decode, prefill; every family kind), row lookups, and corrupt parts.
+TEST_P(QuantKernels, SparseOutliers) {
+  ThreadPool pool(2);
+  ScopedSimdLevel sl(GetParam());
+  for (const char* name : {"w4g32+s0.50", "lut3+s0.45", "nf4g64+s1.00", "fp8row+s0.30", "w3g16a+s0.05"}) {
+    const QuantSpec full = parse_format_name(name);
+    QuantSpec dense = full;
+    dense.sparse = 0;
+    const int64_t rows = 37, cols = 300;
+    auto w = randn(size_t(rows * cols), 31);
+    QuantizedMatrix qm = quantize_rtn_ref(w.data(), rows, cols, dense);
+    const Tensor td = pack_tensor("w", qm);
+    qm.spec = full;
+    const int64_t nnz = sparse_count(full, rows, cols);
+    std::mt19937 rng(5);
+    std::set<uint32_t> pos;
+    while (int64_t(pos.size()) < nnz) pos.insert(uint32_t(rng() % uint32_t(rows * cols)));
+    qm.sp_idx.assign(pos.begin(), pos.end());
+    for (int64_t k = 0; k < nnz; ++k) qm.sp_val.push_back(f16_to_f32(f32_to_f16(float(k % 7) - 3.5f)));
+    const Tensor t = pack_tensor("w", qm);
+    ASSERT_EQ(int64_t(t.nbytes), packed_geometry(full, rows, cols).total_bytes);
+    const QuantizedMatrix back = unpack_tensor(t);
+    EXPECT_EQ(back.sp_idx, qm.sp_idx) << name;
+    EXPECT_EQ(back.sp_val, qm.sp_val) << name;
+    const auto wd = dequantize_ref(t), wdd = dequantize_ref(td), wm = dequantize_matrix(qm);
+    ASSERT_EQ(wd, wm) << name;
+    std::vector<double> sp(size_t(rows * cols), 0.0);
+    for (int64_t k = 0; k < nnz; ++k) sp[qm.sp_idx[size_t(k)]] = qm.sp_val[size_t(k)];
+    for (int64_t i = 0; i < rows * cols; ++i) ASSERT_EQ(wd[size_t(i)], wdd[size_t(i)] + float(sp[size_t(i)])) << name;
+    std::vector<float> row(static_cast<size_t>(cols));
+    for (int64_t r = 0; r < rows; r += 6) {
+      quant_row(t, r, row.data());
+      for (int64_t c = 0; c < cols; ++c) ASSERT_NEAR(row[size_t(c)], wd[size_t(r * cols + c)], 1e-6) << name;
+    }
+    for (int64_t n : {1, 3, 40}) {
+      auto x = randn(size_t(n * cols), 32);
+      std::vector<float> y(size_t(n * rows)), yd(size_t(n * rows)), ys(size_t(n * rows));
+      matmul(t, x.data(), n, y.data(), pool);
+      matmul(td, x.data(), n, yd.data(), pool);
+      quant_matmul_dequant_sgemm(t, x.data(), n, ys.data(), pool);
+      for (int64_t tk = 0; tk < n; ++tk)
+        for (int64_t r = 0; r < rows; ++r) {
+          double add = 0, e = 0, m = 0;
+          for (int64_t c = 0; c < cols; ++c) {
+            add += sp[size_t(r * cols + c)] * x[size_t(tk * cols + c)];
+            e += double(wd[size_t(r * cols + c)]) * x[size_t(tk * cols + c)];
+            m += std::fabs(double(wd[size_t(r * cols + c)]) * x[size_t(tk * cols + c)]);
+          }
+          const size_t i = size_t(tk * rows + r);
+          // the fused add is exactly the outliers' f32 product on top of the dense kernel's
+          ASSERT_NEAR(y[i] - yd[i], add, 1e-4 * (1 + std::fabs(add))) << name << " n=" << n;
+          ASSERT_NEAR(ys[i], e, 3e-5 * m) << name;
+          ASSERT_NEAR(y[i], e, 0.02 * m) << name;
+        }
+    }
+  }
+  // Corrupt sparse parts are refused at load with a message naming them.
+  const QuantSpec full = parse_format_name("w4g32+s1.00");
+  QuantSpec dense = full;
+  dense.sparse = 0;
+  auto w = randn(size_t(8 * 64), 3);
+  QuantizedMatrix qm = quantize_rtn_ref(w.data(), 8, 64, dense);
+  qm.spec = full;
+  for (uint32_t k = 0; k < 5; ++k) qm.sp_idx.push_back(k * 100), qm.sp_val.push_back(0.5f);
+  const Tensor good = pack_tensor("w", qm);
+  EXPECT_NO_THROW(validate_packed(good, "f"));
+  const auto g = packed_geometry(full, 8, 64);
+  auto corrupt = [&](auto edit, const char* needle) {
+    std::vector<uint8_t> b(static_cast<const uint8_t*>(good.data), static_cast<const uint8_t*>(good.data) + good.nbytes);
+    edit(b.data());
+    const Tensor bad = make_owned_tensor("w", DType::Q, {8, 64}, std::move(b), good.format);
+    try {
+      validate_packed(bad, "f");
+      ADD_FAILURE() << "accepted: " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  corrupt([&](uint8_t* d) { reinterpret_cast<uint32_t*>(d + g.sparse_offset)[2] = 50; }, "not ascending");
+  corrupt([&](uint8_t* d) { reinterpret_cast<uint32_t*>(d + g.sparse_offset)[4] = 512; }, "beyond");
+  corrupt([&](uint8_t* d) { reinterpret_cast<uint16_t*>(d + g.sparse_offset + 4 * g.sparse_nnz)[1] = 0x7c00; }, "non-finite");
+  // and at pack time: wrong count, unsorted positions
+  QuantizedMatrix q2 = qm;
+  q2.sp_idx.pop_back();
+  EXPECT_THROW(pack_tensor("w", q2), Error);
+  q2 = qm;
+  std::swap(q2.sp_idx[0], q2.sp_idx[1]);
+  EXPECT_THROW(pack_tensor("w", q2), Error);
 }
 
 // Token chunking, row tiles and thread splits on a bigger prefill; also the dequantize + sgemm

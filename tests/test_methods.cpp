@@ -464,4 +464,12 @@ TEST(Methods, AwqGptqRunsEndToEndAndBeatsRtnOnTinystories) {
   const double sq_gptq = kld("squeezellm+gptq:lut3;token_embd.weight=rtn:w8g32");
   std::printf("[ methods  ] tinystories lut3 KLD: squeezellm %.4f, squeezellm+gptq %.4f\n", sq, sq_gptq);
   EXPECT_LT(sq_gptq, sq);
+  // Dense-and-sparse: 1% outliers kept apart lower the error of the same dense format.
+  const double gptq = kld("gptq:w3g64;token_embd.weight=rtn:w8g32");
+  const double gptq_sp = kld("gptq:w3g64+s1.00;token_embd.weight=rtn:w8g32");
+  const double sq_sp = kld("squeezellm+gptq:lut3+s1.00;token_embd.weight=rtn:w8g32");
+  std::printf("[ methods  ] tinystories sparse 1%% KLD: gptq w3g64 %.4f -> %.4f, squeezellm+gptq lut3 %.4f -> %.4f\n",
+              gptq, gptq_sp, sq_gptq, sq_sp);
+  EXPECT_LT(gptq_sp, gptq);
+  EXPECT_LT(sq_sp, sq_gptq);
 }

@@ -113,10 +113,13 @@ GroupParams search_params(const Grid& grid, const float* w, int64_t n, ParamSear
                           const double* fit_imp);
 }  // namespace detail
 // GPTQ (Frantar et al. 2023) on W [rows, cols] with H [cols, cols] (double, not modified).
-// Any format (its grid); fit_imp as for quantize_rtn.
+// Any format (its grid); fit_imp as for quantize_rtn. keep (may be null) [rows, cols]: weights
+// kept exactly (sparse outliers, SpQR-style): left out of the group ranges, no rounding error in
+// the sweep; their final (error-updated) values go to kept [rows, cols].
 QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
                               const std::vector<double>& H, const GptqOptions& o, ThreadPool& pool,
-                              const double* fit_imp = nullptr);
+                              const double* fit_imp = nullptr, const uint8_t* keep = nullptr,
+                              float* kept = nullptr);
 // Hessian for a matrix that is both the token embedding and the classifier (tied): the
 // classifier's input Hessian plus the embedding role's, an identity scaled so that emb = 1 gives
 // both roles the same trace: H_cls + emb * mean(diag H_cls) * I (docs/methods.md).
@@ -177,6 +180,12 @@ struct RoundArgs {
   const InputStats* stats = nullptr;      // of the tensor's input (null without calibration)
   const std::vector<double>* H = nullptr; // the Hessian to use (tied embedding: adjusted)
   ThreadPool* pool = nullptr;
+  // Sparse outliers (formats with +s): the positions kept apart ([rows, cols], 1 = outlier) and
+  // where a method that adjusts weights (gptq) writes their final values; w holds the outliers
+  // zeroed (dense_w) for methods that only round, the original weights in orig_w.
+  const uint8_t* keep = nullptr;
+  float* kept = nullptr;
+  const float* orig_w = nullptr;
 };
 struct StepContext;  // pipeline.cpp: a group of tensors sharing one input, and the model
 struct MethodInfo {

@@ -31,11 +31,16 @@ struct QuantSpec {
   int group = 32;      // 16, 32, 64, 128, or 0 = whole row (per-channel)
   bool sym = true;     // int only (every other family is symmetric)
   FormatFamily family = FormatFamily::Int;
+  // Sparse outliers (any family): this many hundredths of a percent of the weights (0..127, i.e.
+  // up to 1.27%) are kept apart as f16 corrections with their positions; name suffix "+s0.45".
+  int sparse = 0;
   bool operator==(const QuantSpec&) const = default;
 };
+// Number of sparse outliers of a [rows, cols] tensor: floor(rows * cols * sparse / 10000).
+int64_t sparse_count(const QuantSpec& s, int64_t rows, int64_t cols);
 
-// Format id encoding: bits | group_code << 8 | sym << 16 | family << 24 (group_code: 16->1 32->2
-// 64->3 128->4 row->5). The int family's ids are those of lmpress files before families existed.
+// Format id encoding: bits | group_code << 8 | sym << 16 | sparse << 17 | family << 24
+// (group_code: 16->1 32->2 64->3 128->4 row->5). The int family's ids are those of lmpress files before families existed.
 uint32_t format_id(const QuantSpec& s);
 QuantSpec format_spec(uint32_t id);             // throws Error for unknown ids
 bool format_id_valid(uint32_t id);
@@ -62,6 +67,10 @@ struct PackedGeometry {
   int64_t q_bytes = 0, scale_bytes = 0, zero_bytes = 0, total_bytes = 0;
   int64_t table_bytes = 0;     // lut: per-row int8 tables [rows][2^bits]
   int scale_size = 2;          // bytes per group scale: 2 (f16) or 1 (mxfp4's E8M0)
+  // Sparse outliers (spec.sparse > 0), after the family's bytes at a 4-byte aligned offset:
+  // u32 positions r * cols + c [nnz], strictly ascending, then f16 values [nnz]; a weight is its
+  // dense value plus its sparse value.
+  int64_t sparse_offset = 0, sparse_nnz = 0;
 };
 PackedGeometry packed_geometry(const QuantSpec& s, int64_t rows, int64_t cols);
 // Exact bits per weight of a packed tensor (scales and zeros included).
@@ -101,6 +110,8 @@ struct QuantizedMatrix {
   std::vector<float> scales;       // [rows][groups], representable in the stored scale type
   std::vector<int32_t> zeros;      // [rows][groups] (int family; 0 elsewhere)
   std::vector<int8_t> table;       // lut family: [rows][2^bits], ascending per row
+  std::vector<uint32_t> sp_idx;    // sparse outliers (spec.sparse): positions r * cols + c, ascending
+  std::vector<float> sp_val;       //   and their f16-representable values, added to the dense value
   // Sizes every array for spec/rows/cols (codes 0, scales 1, zeros 0, tables 0).
   void init(const QuantSpec& s, int64_t rows, int64_t cols);
   // Params of (row, group) as the grid uses them / stores them (table families: the table too).

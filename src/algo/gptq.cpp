@@ -100,8 +100,9 @@ void inverse_cholesky_upper(std::vector<double>& r, int64_t n, float* u) {
 
 QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
                               const std::vector<double>& H, const GptqOptions& o,
-                              ThreadPool& pool, const double* fit_imp) {
+                              ThreadPool& pool, const double* fit_imp, const uint8_t* keep, float* kept) {
   const char* who = "gptq";
+  if (keep && !kept) fail(who, "kept positions need an output for their values");
   check_spec(s, who);
   if (rows <= 0 || cols <= 0 || w == nullptr)
     fail(who, "empty weight matrix [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
@@ -163,7 +164,8 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
     for_rows(pool, rows, rows * n < (int64_t(1) << 16), [&](int64_t r0, int64_t r1) {
       std::vector<float> row(n);
       for (int64_t r = r0; r < r1; ++r) {
-        for (int64_t j = 0; j < n; ++j) row[size_t(j)] = dead[size_t(j)] ? 0.f : w[r * n + j];
+        for (int64_t j = 0; j < n; ++j)
+          row[size_t(j)] = dead[size_t(j)] || (keep && keep[r * n + j]) ? 0.f : w[r * n + j];
         for (int64_t gi = 0; gi < ngroups; ++gi) {
           const int64_t c0 = gi * g, len = std::min(g, n - c0);
           out.set_params(r, gi, stored_params(grid, row.data() + c0, len, o.mse, fit_imp ? fit_imp + c0 : nullptr));
@@ -225,6 +227,9 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
                 for (int64_t k = i1; k < i; ++k) v -= er[k - i1] * uf[size_t(k * n + j)];
                 tmp[size_t(j - i)] = v;
               }
+              if (keep)  // kept weights stay out of the group's range
+                for (int64_t j = i; j < e; ++j)
+                  if (keep[r * n + perm[size_t(j)]]) tmp[size_t(j - i)] = 0.f;
               out.set_params(r, gi, stored_params(grid, tmp.data(), e - i, o.mse, fit_imp ? fit_imp + i : nullptr));
               p_gi = -1;
             }
@@ -237,7 +242,11 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
           }
           const int32_t code = grid.quantize(wr[i], p);
           qr[perm[size_t(i)]] = uint8_t(code);
-          const float qv = grid.dequantize(code, p);
+          float qv = grid.dequantize(code, p);
+          if (keep && keep[r * n + perm[size_t(i)]]) {  // kept exactly (sparse outlier): no error
+            kept[r * n + perm[size_t(i)]] = wr[i];
+            qv = wr[i];
+          }
           const float* ui = uf.data() + i * n;
           const float e = (wr[i] - qv) / ui[i];
           for (int64_t j = i + 1; j < i2; ++j) wr[j] -= e * ui[j];

@@ -95,7 +95,9 @@ QuantizedMatrix gptq_round(const RoundArgs& a) {
   std::vector<double> imp;
   for (const std::string& m : a.rule->chain)
     if (m != "gptq" && find_method(m).fits_grid) imp = sensitivity(a);
-  return quantize_gptq(a.w, a.rows, a.cols, a.rule->spec, *a.H, a.rule->gptq, *a.pool, imp.empty() ? nullptr : imp.data());
+  // Sparse outliers: GPTQ sees the original weights and keeps the outliers exact in its sweep.
+  return quantize_gptq(a.keep ? a.orig_w : a.w, a.rows, a.cols, a.rule->spec, *a.H, a.rule->gptq, *a.pool,
+                       imp.empty() ? nullptr : imp.data(), a.keep, a.kept);
 }
 
 // ---- squeezellm ----

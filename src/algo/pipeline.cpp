@@ -12,8 +12,11 @@
 // the model: finished tensors leave as they are done.
 #include "algo/pipeline_internal.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <map>
+#include <numeric>
 #include <set>
 
 #include "lmpress/engine.h"
@@ -71,6 +74,58 @@ struct Rounded {
   LayerReport rep;
 };
 
+// Dense-and-sparse (formats with +s): the sparse_count(spec) weights of largest |w_ij| * sqrt(H_jj)
+// (magnitude times the input's RMS: the output change their removal causes; plain magnitude
+// without calibration) are kept apart. The rounding method quantizes the dense part on the
+// format without +s with those weights out of the ranges (zeroed; gptq also keeps them exact in
+// its sweep, so its error feedback accounts for them), then each outlier's f16 value is what
+// its weight needs on top of its dense code.
+QuantizedMatrix round_with_outliers(const RoundArgs& args, const std::vector<float>& w) {
+  const int64_t rows = args.rows, cols = args.cols, N = rows * cols;
+  const QuantSpec full = args.rule->spec;
+  const int64_t nnz = sparse_count(full, rows, cols);
+  std::vector<double> colw(static_cast<size_t>(cols), 1.0);
+  if (args.H)
+    for (int64_t j = 0; j < cols; ++j) colw[size_t(j)] = std::sqrt(std::max(0.0, (*args.H)[size_t(j * cols + j)]));
+  std::vector<uint32_t> order(static_cast<size_t>(N));
+  std::iota(order.begin(), order.end(), uint32_t(0));
+  auto score = [&](uint32_t i) { return std::fabs(double(w[i])) * colw[i % size_t(cols)]; };
+  std::nth_element(order.begin(), order.begin() + nnz, order.end(), [&](uint32_t a, uint32_t b) {
+    const double sa = score(a), sb = score(b);
+    return sa != sb ? sa > sb : a < b;
+  });
+  order.resize(size_t(nnz));
+  std::sort(order.begin(), order.end());
+  std::vector<uint8_t> keep(static_cast<size_t>(N), 0);
+  std::vector<float> dense(w), kept(w);
+  for (uint32_t i : order) {
+    keep[i] = 1;
+    dense[i] = 0.f;
+  }
+  TensorRule rd = *args.rule;
+  rd.spec.sparse = 0;
+  RoundArgs a = args;
+  a.rule = &rd;
+  a.w = dense.data();
+  a.orig_w = w.data();
+  a.keep = keep.data();
+  a.kept = kept.data();
+  QuantizedMatrix qm = find_method(rd.rounding()).round(a);
+  const std::unique_ptr<Grid> grid = make_grid(rd.spec);
+  const int64_t g = qm.group_len();
+  qm.spec = full;
+  qm.sp_idx = order;
+  qm.sp_val.resize(order.size());
+  for (size_t k = 0; k < order.size(); ++k) {
+    const int64_t i = order[k], r = i / cols, c = i % cols;
+    const float dq = grid->dequantize(qm.q[size_t(i)], qm.params(r, c / g));
+    const float v = f16_to_f32(f32_to_f16(kept[size_t(i)] - dq));
+    if (!std::isfinite(v)) fail("", "sparse outlier at row " + std::to_string(r) + ", column " + std::to_string(c) + " beyond the f16 range");
+    qm.sp_val[k] = v;
+  }
+  return qm;
+}
+
 // Compresses one tensor by its rule. stats / H (may be null) describe its input.
 // `tied`: t is both the token embedding and the classifier, H the classifier's; gptq then uses
 // tied_embedding_hessian(H, emb) (docs/methods.md); the reported proxy error stays the classifier's.
@@ -104,7 +159,10 @@ Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* 
     a.pool = &pool;
     QuantizedMatrix qm;
     try {
-      qm = find_method(r.rounding()).round(a);
+      if (r.spec.sparse)
+        qm = round_with_outliers(a, w);
+      else
+        qm = find_method(r.rounding()).round(a);
     } catch (const Error& e) {
       fail(t.name, e.what());
     }

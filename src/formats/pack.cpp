@@ -3,6 +3,7 @@
 // (32-weight blocks, the bit layouts of src/kernels/generic/quant.cpp: pack_qblock /
 // unpack_qblock); each family's traits pack its params and side payloads (docs/formats.md).
 // Codes past `cols` in the last block of a row are 0.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -97,6 +98,8 @@ void QuantizedMatrix::init(const QuantSpec& s, int64_t r, int64_t c) {
   scales.assign(size_t(rows * G), 1.f);
   zeros.assign(size_t(rows * G), 0);
   table.clear();
+  sp_idx.clear();
+  sp_val.clear();
   if (s.family == FormatFamily::Lut) table.assign(size_t(rows << s.bits), 0);
 }
 
@@ -134,7 +137,63 @@ std::vector<float> dequantize_matrix(const QuantizedMatrix& qm) {
       for (int64_t c = gi * g; c < std::min(qm.cols, (gi + 1) * g); ++c)
         out[size_t(r * qm.cols + c)] = grid->dequantize(qm.q[size_t(r * qm.cols + c)], p);
     }
+  for (size_t k = 0; k < qm.sp_idx.size() && k < qm.sp_val.size(); ++k)
+    if (qm.sp_idx[k] < out.size()) out[qm.sp_idx[k]] += qm.sp_val[k];
   return out;
+}
+
+namespace {
+// The sparse outliers of a packed tensor (geometry from packed_geometry).
+const uint32_t* sparse_idx(const uint8_t* base, const PackedGeometry& g) {
+  return reinterpret_cast<const uint32_t*>(base + g.sparse_offset);
+}
+const uint16_t* sparse_val(const uint8_t* base, const PackedGeometry& g) {
+  return reinterpret_cast<const uint16_t*>(base + g.sparse_offset + 4 * g.sparse_nnz);
+}
+void pack_sparse(const QuantizedMatrix& qm, const PackedGeometry& g, uint8_t* base, const std::string& where) {
+  if (int64_t(qm.sp_idx.size()) != g.sparse_nnz || int64_t(qm.sp_val.size()) != g.sparse_nnz)
+    fail(where, "sparse outliers: " + std::to_string(qm.sp_idx.size()) + " positions and " +
+                    std::to_string(qm.sp_val.size()) + " values, " + format_name(qm.spec) + " " +
+                    shape_str(g.rows, g.cols) + " holds exactly " + std::to_string(g.sparse_nnz));
+  uint32_t* idx = reinterpret_cast<uint32_t*>(base + g.sparse_offset);
+  uint16_t* val = reinterpret_cast<uint16_t*>(base + g.sparse_offset + 4 * g.sparse_nnz);
+  for (int64_t k = 0; k < g.sparse_nnz; ++k) {
+    const uint32_t i = qm.sp_idx[size_t(k)];
+    const float v = qm.sp_val[size_t(k)];
+    if (int64_t(i) >= g.rows * g.cols || (k > 0 && i <= qm.sp_idx[size_t(k - 1)]))
+      fail(where, "sparse outlier positions must be ascending and below rows * cols (entry " + std::to_string(k) + ")");
+    const uint16_t h = f32_to_f16(v);
+    if (!std::isfinite(v) || f16_to_f32(h) != v)
+      fail(where, "sparse outlier value " + std::to_string(v) + " (entry " + std::to_string(k) +
+                      ") is not a finite f16 value");
+    idx[k] = i;
+    val[k] = h;
+  }
+}
+}  // namespace
+
+void check_sparse_part(const uint8_t* base, const PackedGeometry& g, const std::string& where) {
+  const uint32_t* idx = sparse_idx(base, g);
+  const uint16_t* val = sparse_val(base, g);
+  for (int64_t k = 0; k < g.sparse_nnz; ++k) {
+    if (int64_t(idx[k]) >= g.rows * g.cols || (k > 0 && idx[k] <= idx[k - 1]))
+      fail(where, "sparse outlier " + std::to_string(k) + ": position " + std::to_string(idx[k]) +
+                      " not ascending or beyond the " + shape_str(g.rows, g.cols) + " tensor");
+    if ((val[k] & 0x7c00) == 0x7c00)
+      fail(where, "sparse outlier " + std::to_string(k) + " has a non-finite f16 value");
+  }
+}
+
+void add_sparse_rows(const uint8_t* base, const PackedGeometry& g, int64_t r0, int64_t r1, float* out, int64_t ld) {
+  if (g.sparse_nnz == 0) return;
+  const uint32_t* idx = sparse_idx(base, g);
+  const uint16_t* val = sparse_val(base, g);
+  const uint32_t* k = std::lower_bound(idx, idx + g.sparse_nnz, uint32_t(r0 * g.cols));
+  const uint32_t* end = std::lower_bound(k, idx + g.sparse_nnz, uint32_t(r1 * g.cols));
+  for (; k < end; ++k) {
+    const int64_t r = int64_t(*k) / g.cols, c = int64_t(*k) % g.cols;
+    out[(r - r0) * ld + c] += f16_to_f32(val[k - idx]);
+  }
 }
 
 // ---- pack / unpack / validate --------------------------------------------------------------------
@@ -178,6 +237,7 @@ Tensor pack_tensor(const std::string& name, const QuantizedMatrix& qm) {
     }
   }
   format_traits(s).pack(qm, g, bytes.data(), where);
+  if (s.sparse) pack_sparse(qm, g, bytes.data(), where);
   Tensor t = make_owned_tensor(name, DType::Q, {rows, cols}, std::move(bytes), format_id(s));
   return t;
 }
@@ -215,6 +275,7 @@ std::pair<QuantSpec, PackedGeometry> check_layout(const Tensor& t, const std::st
 void validate_packed(const Tensor& t, const std::string& where) {
   const auto [s, g] = check_layout(t, where);
   format_traits(s).check(static_cast<const uint8_t*>(t.data), g, s, where.empty() ? t.name : where);
+  if (s.sparse) check_sparse_part(static_cast<const uint8_t*>(t.data), g, where.empty() ? t.name : where);
 }
 
 QuantizedMatrix unpack_tensor(const Tensor& t) {
@@ -232,6 +293,12 @@ QuantizedMatrix unpack_tensor(const Tensor& t) {
     }
   }
   format_traits(s).unpack_params(base, g, s, qm);
+  if (s.sparse) {
+    const uint32_t* idx = sparse_idx(base, g);
+    const uint16_t* val = sparse_val(base, g);
+    qm.sp_idx.assign(idx, idx + g.sparse_nnz);
+    for (int64_t k = 0; k < g.sparse_nnz; ++k) qm.sp_val.push_back(f16_to_f32(val[k]));
+  }
   return qm;
 }
 
@@ -245,6 +312,7 @@ void dequant_ref_rows(const Tensor& t, int64_t r0, int64_t r1, float* out) {
     kern::qops_scalar.dequant_rows(v, r0, r1, out, g.cols);
   else
     tr.kernels[0]->dequant_rows(v, r0, r1, out, g.cols);
+  add_sparse_rows(static_cast<const uint8_t*>(t.data), g, r0, r1, out, g.cols);
 }
 }  // namespace
 

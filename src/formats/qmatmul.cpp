@@ -99,13 +99,14 @@ kern::QActs block_acts(const kern::QWeights& w, bool int_family, const ActBuffer
 // The kernel view of a packed tensor. Tensors are validated once, when made or loaded
 // (pack_tensor, the loaders' validate_packed); here only an O(1) size check, no strings built
 // unless it fails (then validate_packed says what is wrong).
-kern::QWeights checked_view(const Tensor& W, QuantSpec* spec) {
+kern::QWeights checked_view(const Tensor& W, QuantSpec* spec, PackedGeometry* geo = nullptr) {
   if (W.dtype != DType::Q || !format_id_valid(W.format) || W.shape.size() != 2 || !W.data) validate_packed(W, W.name);
   const QuantSpec s = format_spec(W.format);
   const FormatTraits& t = format_traits(s);
-  const PackedGeometry g = t.geometry(s, W.shape[0], W.shape[1]);
+  const PackedGeometry g = fmt::with_sparse(t.geometry(s, W.shape[0], W.shape[1]), s);
   if (int64_t(W.nbytes) != g.total_bytes || W.shape[0] < 1 || W.shape[1] < 1) validate_packed(W, W.name);
   *spec = s;
+  if (geo) *geo = g;
   return t.view(static_cast<const uint8_t*>(W.data), s, g);
 }
 
@@ -113,7 +114,32 @@ kern::QWeights checked_view(const Tensor& W, QuantSpec* spec) {
 struct Prepared {
   Dispatch k;
   kern::QGemmArgs args;
+  // Sparse outliers (nnz 0: none): added to the rows / tokens a kernel call just wrote, by the
+  // same thread (the dense rows are not read twice).
+  const uint32_t* sp_idx = nullptr;
+  const uint16_t* sp_val = nullptr;
+  int64_t sp_nnz = 0, cols = 0;
+  const float* x = nullptr;  // f32 activations [n][cols]
 };
+
+// y[t][r] += sum over outliers (r, c) of rows [r0, r1): value * x[t][c], tokens [t0, t1).
+void add_sparse(const Prepared& P, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  if (P.sp_nnz == 0) return;
+  const uint32_t* end = P.sp_idx + P.sp_nnz;
+  const uint32_t* k = std::lower_bound(P.sp_idx, end, uint32_t(r0 * P.cols));
+  const uint32_t* stop = std::lower_bound(k, end, uint32_t(r1 * P.cols));
+  const int64_t ldy = P.args.ldy;
+  for (; k < stop; ++k) {
+    const int64_t r = int64_t(*k) / P.cols, c = int64_t(*k) % P.cols;
+    const float v = f16_to_f32(P.sp_val[k - P.sp_idx]);
+    for (int64_t t = t0; t < t1; ++t) P.args.y[t * ldy + r] += v * P.x[t * P.cols + c];
+  }
+}
+
+void run_gemm(const Prepared& P, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  P.k.gemm(P.args, r0, r1, t0, t1);
+  add_sparse(P, r0, r1, t0, t1);
+}
 
 }  // namespace
 
@@ -143,10 +169,19 @@ void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
     const MatmulJob& J = jobs[j];
     Prepared& P = prep[size_t(j)];
     QuantSpec s;
-    P.args.w = checked_view(*J.W, &s);
+    PackedGeometry g;
+    P.args.w = checked_view(*J.W, &s, &g);
     P.k = dispatch_of(s);
     P.args.y = J.y;
     P.args.ldy = P.args.w.rows;
+    P.sp_nnz = g.sparse_nnz;
+    if (g.sparse_nnz) {
+      const uint8_t* base = static_cast<const uint8_t*>(J.W->data);
+      P.sp_idx = reinterpret_cast<const uint32_t*>(base + g.sparse_offset);
+      P.sp_val = reinterpret_cast<const uint16_t*>(base + g.sparse_offset + 4 * g.sparse_nnz);
+      P.cols = g.cols;
+      P.x = J.x;
+    }
     if (P.k.traits->acts == ActKind::F32) {
       P.args.a.xf = J.x;
       P.args.a.n = J.n;
@@ -172,14 +207,14 @@ void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
       // Small products run on the calling thread: waking the pool costs more than ~256K MACs
       // (and much more on an oversubscribed machine).
       if (nth == 1 || rows * A.w.cols * n < (int64_t(1) << 18)) {
-        P.k.gemm(A, 0, rows, 0, n);
+        run_gemm(P, 0, rows, 0, n);
       } else if (nchunks >= nth || n < 2 * nth) {
         pool.parallel_for(nchunks, [&](int, int64_t b, int64_t e) {
-          if (b < e) P.k.gemm(A, b * chunk, std::min(rows, e * chunk), 0, n);
+          if (b < e) run_gemm(P, b * chunk, std::min(rows, e * chunk), 0, n);
         });
       } else {
         pool.parallel_for(n, [&](int, int64_t b, int64_t e) {
-          if (b < e) P.k.gemm(A, 0, rows, b, e);
+          if (b < e) run_gemm(P, 0, rows, b, e);
         });
       }
     }
@@ -203,7 +238,7 @@ void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
     for (int64_t c = c0; c < c1; ++c) {
       while (c >= fc[j + 1]) ++j;
       const int64_t r0 = (c - fc[j]) * grain;
-      pp[j].k.gemm(pp[j].args, r0, std::min(pp[j].args.w.rows, r0 + grain), 0, jobs[j].n);
+      run_gemm(pp[j], r0, std::min(pp[j].args.w.rows, r0 + grain), 0, jobs[j].n);
     }
   };
   // Small products run on the calling thread: waking the pool costs more than ~256K MACs.
@@ -222,9 +257,11 @@ void quant_matmul(const Tensor& W, const float* x, int64_t n, float* y, ThreadPo
 void quant_matmul_dequant_sgemm(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
   if (n <= 0) return;
   QuantSpec s;
-  const kern::QWeights w = checked_view(W, &s);
+  PackedGeometry g;
+  const kern::QWeights w = checked_view(W, &s, &g);
   const Dispatch K = dispatch_of(s);
   const int64_t rows = w.rows, cols = w.cols;
+  const uint8_t* base = static_cast<const uint8_t*>(W.data);
   constexpr int64_t kPanelRows = 256;
   // (a thread_local buffer must not be named inside the workers' lambda: each worker would see
   // its own, empty, instance; hence the plain pointer)
@@ -235,7 +272,10 @@ void quant_matmul_dequant_sgemm(const Tensor& W, const float* x, int64_t n, floa
   for (int64_t r0 = 0; r0 < rows; r0 += kPanelRows) {
     const int64_t nr = std::min(kPanelRows, rows - r0);
     pool.parallel_for(nr, [&](int, int64_t b, int64_t e) {
-      if (b < e) K.dequant_rows(w, r0 + b, r0 + e, panel + b * cols, cols);
+      if (b < e) {
+        K.dequant_rows(w, r0 + b, r0 + e, panel + b * cols, cols);
+        add_sparse_rows(base, g, r0 + b, r0 + e, panel + b * cols, cols);
+      }
     });
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(nr), int(cols), 1.0f, x,
                 int(cols), panel, int(cols), 0.0f, y + r0, int(rows));
@@ -246,8 +286,10 @@ void quant_row(const Tensor& t, int64_t r, float* out) {
   if (r < 0 || r >= t.rows())
     fail(t.name, "row " + std::to_string(r) + " out of range [0, " + std::to_string(t.rows()) + ")");
   QuantSpec s;
-  const kern::QWeights w = checked_view(t, &s);
+  PackedGeometry g;
+  const kern::QWeights w = checked_view(t, &s, &g);
   dispatch_of(s).dequant_rows(w, r, r + 1, out, t.cols());
+  add_sparse_rows(static_cast<const uint8_t*>(t.data), g, r, r + 1, out, t.cols());
 }
 
 }  // namespace lmpress

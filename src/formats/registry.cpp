@@ -51,14 +51,17 @@ uint32_t format_id(const QuantSpec& s) {
     fail("", "unsupported quantization format (" + spec_str(s) +
                  "): int bits must be 2, 3, 4, 5, 6 or 8 and group 16, 32, 64, 128 or 0 (whole row); "
                  "see docs/formats.md for the other families");
+  if (s.sparse < 0 || s.sparse > 127)
+    fail("", "sparse outlier fraction " + std::to_string(s.sparse) + " (in 0.01%) out of range 0..127");
   return uint32_t(s.bits) | uint32_t(fmt::group_code(s.group)) << 8 | uint32_t(s.sym ? 1 : 0) << 16 |
-         uint32_t(s.family) << 24;
+         uint32_t(s.sparse) << 17 | uint32_t(s.family) << 24;
 }
 
 namespace {
 bool decode_id(uint32_t id, QuantSpec* out) {
-  const uint32_t bits = id & 0xff, gc = (id >> 8) & 0xff, sym = (id >> 16) & 0xff, fam = id >> 24;
-  if (fam >= all_format_traits().size() || sym > 1) return false;
+  const uint32_t bits = id & 0xff, gc = (id >> 8) & 0xff, sym = (id >> 16) & 1, sparse = (id >> 17) & 0x7f,
+                 fam = id >> 24;
+  if (fam >= all_format_traits().size()) return false;
   const int g = fmt::group_of_code(int(gc));
   if (g < 0) return false;
   QuantSpec s;
@@ -67,6 +70,7 @@ bool decode_id(uint32_t id, QuantSpec* out) {
   s.sym = sym != 0;
   s.family = FormatFamily(fam);
   if (!format_traits(s).valid(s)) return false;
+  s.sparse = int(sparse);
   *out = s;
   return true;
 }
@@ -88,20 +92,52 @@ QuantSpec format_spec(uint32_t id) {
   return s;
 }
 
+int64_t sparse_count(const QuantSpec& s, int64_t rows, int64_t cols) {
+  return rows * cols * int64_t(s.sparse) / 10000;
+}
+
 std::string format_name(const QuantSpec& s) {
   format_id(s);  // validates
-  return format_traits(s).name_of(s);
+  std::string n = format_traits(s).name_of(s);
+  if (s.sparse) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "+s%d.%02d", s.sparse / 100, s.sparse % 100);
+    n += buf;
+  }
+  return n;
 }
 
 QuantSpec parse_format_name(const std::string& name) {
+  // "+sP": sparse outliers, P percent in steps of 0.01 (e.g. lut3+s0.45)
+  const size_t plus = name.find("+s");
+  int sparse = 0;
+  if (plus != std::string::npos) {
+    const std::string p = name.substr(plus + 2);
+    double v = -1;
+    size_t used = 0;
+    try {
+      v = std::stod(p, &used);
+    } catch (const std::logic_error&) {
+      used = 0;
+    }
+    const double h = v * 100.0;
+    if (p.empty() || used != p.size() || !(h >= 1 && h <= 127) || std::fabs(h - std::nearbyint(h)) > 1e-6)
+      fail("", "bad sparse outlier suffix '+s" + p + "' in '" + name +
+                   "': a percentage from 0.01 to 1.27 in steps of 0.01 (e.g. lut3+s0.45)");
+    sparse = int(std::nearbyint(h));
+  }
+  const std::string base = plus == std::string::npos ? name : name.substr(0, plus);
   for (const FormatTraits* t : all_format_traits()) {
     QuantSpec s;
-    if (t->parse(name, &s) && t->valid(s)) return s;
+    if (t->parse(base, &s) && t->valid(s)) {
+      s.sparse = sparse;
+      return s;
+    }
   }
   fail("", "bad quantization format '" + name +
                "': expected w<bits>g<group>[a] or w<bits>row[a] (bits 2,3,4,5,6,8; group "
                "16,32,64,128; e.g. w4g32, w4g128a, w8row), nf4g<group>, fp4g<group>, mxfp4, "
-               "fp8row, fp8g<group>, lut3 or lut4");
+               "fp8row, fp8g<group>, lut3 or lut4; any of them with sparse outliers +s<percent>");
 }
 
 std::vector<QuantSpec> all_formats() {
@@ -113,7 +149,9 @@ std::vector<QuantSpec> all_formats() {
 PackedGeometry packed_geometry(const QuantSpec& s, int64_t rows, int64_t cols) {
   format_id(s);
   if (rows < 0 || cols < 0) fail("", "negative tensor shape");
-  return format_traits(s).geometry(s, rows, cols);
+  if (s.sparse && rows * cols > int64_t(UINT32_MAX))
+    fail("", "sparse outliers need rows * cols < 2^32 (u32 positions), got " + fmt::shape_str(rows, cols));
+  return fmt::with_sparse(format_traits(s).geometry(s, rows, cols), s);
 }
 
 double packed_bpw(const QuantSpec& s, int64_t rows, int64_t cols) {
@@ -172,6 +210,14 @@ std::string shape_str(int64_t rows, int64_t cols) {
   s += std::to_string(cols);
   s += ']';
   return s;
+}
+
+PackedGeometry with_sparse(PackedGeometry g, const QuantSpec& s) {
+  if (!s.sparse) return g;
+  g.sparse_nnz = sparse_count(s, g.rows, g.cols);
+  g.sparse_offset = (g.total_bytes + 3) / 4 * 4;
+  g.total_bytes = g.sparse_offset + 6 * g.sparse_nnz;
+  return g;
 }
 
 PackedGeometry block_geometry(const QuantSpec& s, int64_t rows, int64_t cols, int scale_size) {
