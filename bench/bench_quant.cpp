@@ -14,6 +14,7 @@
 
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <memory>
 #include <random>
 
@@ -42,7 +43,18 @@ const Tensor& packed(const QuantSpec& s, int64_t rows, int64_t cols) {
   std::normal_distribution<float> nd(0.f, 0.02f);
   std::vector<float> w(size_t(rows * cols));
   for (auto& v : w) v = nd(rng);
-  return cache[key] = pack_tensor("w", quantize_rtn_ref(w.data(), rows, cols, s));
+  if (!s.sparse) return cache[key] = pack_tensor("w", quantize_rtn_ref(w.data(), rows, cols, s));
+  // Sparse outliers: the dense format's codes plus sparse_count(s) random positions.
+  QuantSpec dense = s;
+  dense.sparse = 0;
+  QuantizedMatrix qm = quantize_rtn_ref(w.data(), rows, cols, dense);
+  qm.spec = s;
+  std::set<uint32_t> pos;
+  const int64_t nnz = sparse_count(s, rows, cols);
+  while (int64_t(pos.size()) < nnz) pos.insert(uint32_t(rng() % uint64_t(rows * cols)));
+  qm.sp_idx.assign(pos.begin(), pos.end());
+  qm.sp_val.assign(pos.size(), 0.0625f);
+  return cache[key] = pack_tensor("w", qm);
 }
 
 std::vector<float> activations(int64_t n, int64_t cols) {
@@ -187,7 +199,7 @@ void register_all() {
     }
     // The other families next to w4g32 (the same bytes at 4.5 bpw for nf4g32 / fp4g32; lut4
     // 4.0 plus 18 bytes a row, mxfp4 4.25, fp8row 8.0): decode and prefill.
-    for (const char* f : {"nf4g32", "nf4g64", "fp4g32", "mxfp4", "lut3", "lut4", "fp8row"}) {
+    for (const char* f : {"nf4g32", "nf4g64", "fp4g32", "mxfp4", "lut3", "lut4", "fp8row", "w4g32+s0.50", "lut3+s0.45"}) {
       const QuantSpec s = parse_format_name(f);
       const std::string base = "model_decode/tinyllama-1.1b/" + format_name(s) + "/" + lname;
       benchmark::RegisterBenchmark(base.c_str(), bm_model, s, l, int64_t(1))->Unit(benchmark::kMillisecond)->UseRealTime();

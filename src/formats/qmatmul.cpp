@@ -6,6 +6,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <bit>
 #include <mutex>
 #include <vector>
 
@@ -122,17 +123,32 @@ struct Prepared {
   const float* x = nullptr;  // f32 activations [n][cols]
 };
 
-// y[t][r] += sum over outliers (r, c) of rows [r0, r1): value * x[t][c], tokens [t0, t1).
+// An f16 value (finite: checked at load) as f32: the 15 bits moved to an f32's exponent/mantissa
+// position and rescaled by 2^112 (exact for normals and subnormals).
+inline float sparse_f16(uint16_t h) {
+  const float v = std::bit_cast<float>(uint32_t(h & 0x7fff) << 13) * 0x1p112f;
+  return h & 0x8000 ? -v : v;
+}
+
+// y[t][r] += sum over outliers (r, c) of rows [r0, r1): value * x[t][c], tokens [t0, t1). Rows
+// in order, so no division: each row takes the run of positions below its end.
 void add_sparse(const Prepared& P, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   if (P.sp_nnz == 0) return;
-  const uint32_t* end = P.sp_idx + P.sp_nnz;
+  const uint32_t* const end = P.sp_idx + P.sp_nnz;
   const uint32_t* k = std::lower_bound(P.sp_idx, end, uint32_t(r0 * P.cols));
-  const uint32_t* stop = std::lower_bound(k, end, uint32_t(r1 * P.cols));
-  const int64_t ldy = P.args.ldy;
-  for (; k < stop; ++k) {
-    const int64_t r = int64_t(*k) / P.cols, c = int64_t(*k) % P.cols;
-    const float v = f16_to_f32(P.sp_val[k - P.sp_idx]);
-    for (int64_t t = t0; t < t1; ++t) P.args.y[t * ldy + r] += v * P.x[t * P.cols + c];
+  const int64_t ldy = P.args.ldy, cols = P.cols;
+  for (int64_t r = r0; r < r1 && k < end; ++r) {
+    const uint32_t base = uint32_t(r * cols), stop = uint32_t((r + 1) * cols);
+    const uint32_t* k0 = k;
+    while (k < end && *k < stop) ++k;
+    if (k == k0) continue;
+    const uint16_t* v = P.sp_val + (k0 - P.sp_idx);
+    for (int64_t t = t0; t < t1; ++t) {
+      const float* xt = P.x + t * cols;
+      float acc = 0.f;
+      for (const uint32_t* q = k0; q < k; ++q) acc += sparse_f16(v[q - k0]) * xt[*q - base];
+      P.args.y[t * ldy + r] += acc;
+    }
   }
 }
 
