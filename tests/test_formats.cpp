@@ -660,6 +660,8 @@ TEST_P(QuantKernels, SparseOutliers) {
     const int64_t nnz = sparse_count(full, rows, cols);
     std::mt19937 rng(5);
     std::set<uint32_t> pos;
+    for (int64_t c = 0; c < cols && int64_t(pos.size()) < std::min<int64_t>(nnz, 37); c += 7)
+      pos.insert(uint32_t(5 * cols + c));  // a row with a long run (several SIMD chunks)
     while (int64_t(pos.size()) < nnz) pos.insert(uint32_t(rng() % uint32_t(rows * cols)));
     qm.sp_idx.assign(pos.begin(), pos.end());
     for (int64_t k = 0; k < nnz; ++k) qm.sp_val.push_back(f16_to_f32(f32_to_f16(float(k % 7) - 3.5f)));

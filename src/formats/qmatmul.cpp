@@ -6,7 +6,6 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <bit>
 #include <mutex>
 #include <vector>
 
@@ -117,39 +116,20 @@ struct Prepared {
   kern::QGemmArgs args;
   // Sparse outliers (nnz 0: none): added to the rows / tokens a kernel call just wrote, by the
   // same thread (the dense rows are not read twice).
-  const uint32_t* sp_idx = nullptr;
-  const uint16_t* sp_val = nullptr;
-  int64_t sp_nnz = 0, cols = 0;
-  const float* x = nullptr;  // f32 activations [n][cols]
+  kern::SparseArgs sp;
+  kern::SparseAddFn sparse = nullptr;
 };
 
-// An f16 value (finite: checked at load) as f32: the 15 bits moved to an f32's exponent/mantissa
-// position and rescaled by 2^112 (exact for normals and subnormals).
-inline float sparse_f16(uint16_t h) {
-  const float v = std::bit_cast<float>(uint32_t(h & 0x7fff) << 13) * 0x1p112f;
-  return h & 0x8000 ? -v : v;
+kern::SparseAddFn sparse_kernel() {
+  switch (active_simd_level()) {
+    case SimdLevel::AVX512: return kern::sparse_add_avx512;
+    case SimdLevel::AVX2: return kern::sparse_add_avx2;
+    default: return kern::sparse_add_scalar;
+  }
 }
 
-// y[t][r] += sum over outliers (r, c) of rows [r0, r1): value * x[t][c], tokens [t0, t1). Rows
-// in order, so no division: each row takes the run of positions below its end.
 void add_sparse(const Prepared& P, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
-  if (P.sp_nnz == 0) return;
-  const uint32_t* const end = P.sp_idx + P.sp_nnz;
-  const uint32_t* k = std::lower_bound(P.sp_idx, end, uint32_t(r0 * P.cols));
-  const int64_t ldy = P.args.ldy, cols = P.cols;
-  for (int64_t r = r0; r < r1 && k < end; ++r) {
-    const uint32_t base = uint32_t(r * cols), stop = uint32_t((r + 1) * cols);
-    const uint32_t* k0 = k;
-    while (k < end && *k < stop) ++k;
-    if (k == k0) continue;
-    const uint16_t* v = P.sp_val + (k0 - P.sp_idx);
-    for (int64_t t = t0; t < t1; ++t) {
-      const float* xt = P.x + t * cols;
-      float acc = 0.f;
-      for (const uint32_t* q = k0; q < k; ++q) acc += sparse_f16(v[q - k0]) * xt[*q - base];
-      P.args.y[t * ldy + r] += acc;
-    }
-  }
+  if (P.sp.nnz) P.sparse(P.sp, r0, r1, t0, t1);
 }
 
 void run_gemm(const Prepared& P, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
@@ -190,13 +170,17 @@ void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
     P.k = dispatch_of(s);
     P.args.y = J.y;
     P.args.ldy = P.args.w.rows;
-    P.sp_nnz = g.sparse_nnz;
+    P.sp = kern::SparseArgs{};
     if (g.sparse_nnz) {
       const uint8_t* base = static_cast<const uint8_t*>(J.W->data);
-      P.sp_idx = reinterpret_cast<const uint32_t*>(base + g.sparse_offset);
-      P.sp_val = reinterpret_cast<const uint16_t*>(base + g.sparse_offset + 4 * g.sparse_nnz);
-      P.cols = g.cols;
-      P.x = J.x;
+      P.sp.idx = reinterpret_cast<const uint32_t*>(base + g.sparse_offset);
+      P.sp.val = reinterpret_cast<const uint16_t*>(base + g.sparse_offset + 4 * g.sparse_nnz);
+      P.sp.nnz = g.sparse_nnz;
+      P.sp.cols = g.cols;
+      P.sp.x = J.x;
+      P.sp.y = J.y;
+      P.sp.ldy = P.args.ldy;
+      P.sparse = sparse_kernel();
     }
     if (P.k.traits->acts == ActKind::F32) {
       P.args.a.xf = J.x;

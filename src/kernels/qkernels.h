@@ -109,6 +109,22 @@ struct FormatKernels {
 extern const FormatKernels table_kernels_scalar, table_kernels_avx2, table_kernels_avx512;
 // fp8 (E4M3 codes in 32-byte blocks, f16 scales): f32 activations (QActs::xf), float FMA.
 extern const FormatKernels fp8_kernels_scalar, fp8_kernels_avx2, fp8_kernels_avx512;
+// Sparse outliers of a packed tensor (formats with +s): y[t][r] += sum over outliers (r, c) of
+// rows [r0, r1): value * x[t][c], tokens [t0, t1). idx: ascending positions r * cols + c; val:
+// f16 values (finite). Scalar reference, AVX2 (gathers, F16C) and AVX-512 (masked gathers).
+struct SparseArgs {
+  const uint32_t* idx = nullptr;
+  const uint16_t* val = nullptr;
+  int64_t nnz = 0, cols = 0;
+  const float* x = nullptr;  // [n][cols]
+  float* y = nullptr;        // [n][ldy]
+  int64_t ldy = 0;
+};
+using SparseAddFn = void (*)(const SparseArgs& a, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
+void sparse_add_scalar(const SparseArgs& a, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
+void sparse_add_avx2(const SparseArgs& a, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
+void sparse_add_avx512(const SparseArgs& a, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
+
 // E4M3 code -> float (scalar reference; 0x7f / 0xff are NaN).
 float e4m3_to_f32(uint8_t c);
 

@@ -1,0 +1,42 @@
+// AVX2 sparse-outlier add (qkernels.h SparseArgs): per row, its run of positions (a scalar scan),
+// then 8 outliers at a time: gather x[c], F16C-convert the values, FMA; the tail through a small
+// zero-padded copy.
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "kernels/qkernels.h"
+#include "kernels/x86_math.h"
+
+namespace lmpress::kern {
+
+void sparse_add_avx2(const SparseArgs& a, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  if (a.nnz == 0) return;
+  const uint32_t* const end = a.idx + a.nnz;
+  const uint32_t* k = std::lower_bound(a.idx, end, uint32_t(r0 * a.cols));
+  for (int64_t r = r0; r < r1 && k < end; ++r) {
+    const uint32_t base = uint32_t(r * a.cols), stop = uint32_t((r + 1) * a.cols);
+    const uint32_t* k0 = k;
+    while (k < end && *k < stop) ++k;
+    const int64_t n = k - k0;
+    if (n == 0) continue;
+    const uint16_t* v = a.val + (k0 - a.idx);
+    const __m256i vbase = _mm256_set1_epi32(int(base));
+    for (int64_t t = t0; t < t1; ++t) {
+      const float* xt = a.x + t * a.cols;
+      __m256 acc = _mm256_setzero_ps();
+      int64_t j = 0;
+      for (; j + 8 <= n; j += 8) {
+        const __m256i c = _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(k0 + j)), vbase);
+        const __m256 xv = _mm256_i32gather_ps(xt, c, 4);
+        const __m256 wv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + j)));
+        acc = _mm256_fmadd_ps(wv, xv, acc);
+      }
+      float s = hsum(acc);
+      for (; j < n; ++j) s += _cvtsh_ss(v[j]) * xt[k0[j] - base];
+      a.y[t * a.ldy + r] += s;
+    }
+  }
+}
+
+}  // namespace lmpress::kern
