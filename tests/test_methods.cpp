@@ -35,7 +35,10 @@ void expect_recipe_error(const std::string& text, const std::string& needle) {
 }  // namespace
 
 TEST(Methods, RegistryAndChains) {
-  for (const char* m : {"rtn", "gptq", "squeezellm", "awq"}) EXPECT_EQ(std::string(find_method(m).name), m);
+  for (const char* m : {"rtn", "gptq", "squeezellm", "awq", "easyquant"}) EXPECT_EQ(std::string(find_method(m).name), m);
+  EXPECT_FALSE(parse_recipe("easyquant:w3g64+s0.5,steps=10").needs_calibration());
+  expect_recipe_error("easyquant:lut3", "no range");
+  expect_recipe_error("easyquant:w3g64,steps=-1", "steps");
   EXPECT_THROW(find_method("spqr"), Error);
   const TensorRule a = parse_rule("awq+gptq:w4g128,act_order,grid=10,noclip");
   EXPECT_EQ(a.chain, (std::vector<std::string>{"awq", "gptq"}));
@@ -365,6 +368,69 @@ TEST(Methods, SqueezeLlmKmeansIsExact) {
     ASSERT_TRUE(std::is_sorted(c.begin(), c.end()));
     EXPECT_NEAR(kmeans_objective(x, wt, c), D[size_t(K)][size_t(n)], 1e-9 * (1 + D[size_t(K)][size_t(n)])) << "trial " << trial;
   }
+}
+
+TEST(Methods, EasyQuantRangeOptimisation) {
+  // The loss and its straight-through gradient against a plain double implementation on the w4
+  // symmetric grid (value s * (clamp(round(w / s) + 8, 0, 15) - 8); LSQ's step-size gradient).
+  const QuantSpec s4{4, 32, true};
+  const auto grid = make_grid(s4);
+  auto w = randn(32 * 200, 9);
+  for (size_t i = 0; i < w.size(); i += 37) w[i] *= 4.f;  // some weights beyond a shrunk range
+  double sum_minmax = 0, sum_opt = 0;
+  for (int gi = 0; gi < 200; ++gi) {
+    const float* wg = w.data() + gi * 32;
+    GroupParams p = grid->params(wg, 32, 1.0f, nullptr);
+    p.scale = round_scale_f16(p.scale * 0.7f);
+    double L = 0, g = 0;
+    for (int j = 0; j < 32; ++j) {
+      const double x = double(wg[j]) / p.scale, r = std::nearbyint(x);
+      const double q = std::clamp(r + 8.0, 0.0, 15.0) - 8.0, Q = p.scale * q, d = Q - wg[j];
+      L += d * d;
+      g += 2 * d * (x < -8.0 || x > 7.0 ? q : q - x);  // LSQ: the clamp acts on w / s before rounding
+    }
+    double g2 = 0;
+    const double L2 = detail::easyquant_loss(*grid, wg, 32, p, &g2);
+    ASSERT_NEAR(L2, L, 1e-9 * (1 + L)) << gi;
+    ASSERT_NEAR(g2, g, 1e-6 * (1 + std::fabs(g))) << gi;
+    // The optimised range is never worse than min-max in the loss.
+    const GroupParams mm = grid->params(wg, 32, 1.0f, nullptr);
+    const double lm = detail::easyquant_loss(*grid, wg, 32, mm, nullptr);
+    const double lo = detail::easyquant_loss(*grid, wg, 32, detail::easyquant_params(*grid, wg, 32, 100), nullptr);
+    ASSERT_LE(lo, lm) << gi;
+    sum_minmax += lm;
+    sum_opt += lo;
+  }
+  EXPECT_LT(sum_opt, 0.9 * sum_minmax);
+}
+
+TEST(Methods, EasyQuantBeatsRtnWithoutCalibration) {
+  LMP_REQUIRE_SHARED("models/tinystories-279k/model.bin");
+  LMP_REQUIRE_SHARED("data/tinystories/eval.txt");
+  Model m = load_model(test::shared("models/tinystories-279k/model.bin"));
+  const auto toks = m.tokenizer->encode(read_text_file(test::shared("data/tinystories/eval.txt")), true);
+  auto kld = [&](const std::string& recipe) {
+    QuantizeOptions qo;
+    qo.recipe = parse_recipe(recipe);
+    EXPECT_FALSE(qo.recipe.needs_calibration()) << recipe;
+    qo.n_threads = 2;
+    qo.progress = false;
+    Model q = quantize_model(m, qo, nullptr);
+    PerplexityOptions po;
+    po.n_ctx = 128;
+    po.max_chunks = 12;
+    po.n_threads = 2;
+    po.base = &m;
+    po.progress = false;
+    return perplexity(q, toks, po).kld;
+  };
+  const double rtn = kld("rtn:w3g64;token_embd.weight=rtn:w8g32");
+  const double rtn_sp = kld("rtn:w3g64+s0.50;token_embd.weight=rtn:w8g32");
+  const double eq = kld("easyquant:w3g64+s0.50;token_embd.weight=rtn:w8g32");
+  std::printf("[ methods  ] tinystories w3g64 KLD, no calibration: rtn %.4f, rtn+s0.5 %.4f, easyquant+s0.5 %.4f\n", rtn,
+              rtn_sp, eq);
+  EXPECT_LT(eq, rtn_sp);
+  EXPECT_LT(eq, rtn);
 }
 
 TEST(Methods, StreamingOutputEqualsInMemoryWriter) {

@@ -112,6 +112,16 @@ namespace detail {
 GroupParams search_params(const Grid& grid, const float* w, int64_t n, ParamSearch search, const double* imp,
                           const double* fit_imp);
 }  // namespace detail
+// EasyQuant's range optimisation (easyquant.cpp): per group, min-max params, then `steps`
+// gradient steps on the scale against the reconstruction error (data-free).
+QuantizedMatrix quantize_easyquant(const float* w, int64_t rows, int64_t cols, const QuantSpec& s, int steps,
+                                   ThreadPool& pool);
+namespace detail {
+// Reconstruction error sum (Q(w) - w)^2 of a group under p, and (grad) its straight-through
+// derivative in p.scale; the optimised params of a group.
+double easyquant_loss(const Grid& grid, const float* w, int64_t n, const GroupParams& p, double* grad);
+GroupParams easyquant_params(const Grid& grid, const float* w, int64_t n, int steps);
+}  // namespace detail
 // GPTQ (Frantar et al. 2023) on W [rows, cols] with H [cols, cols] (double, not modified).
 // Any format (its grid); fit_imp as for quantize_rtn. keep (may be null) [rows, cols]: weights
 // kept exactly (sparse outliers, SpQR-style): left out of the group ranges, no rounding error in
@@ -159,6 +169,7 @@ struct TensorRule {
   GptqOptions gptq;
   AwqOptions awq;
   bool clip = false;
+  int easyquant_steps = 100;  // easyquant: gradient steps per group
   std::string text;  // the rule as written
   bool quantized() const { return !chain.empty(); }
   bool has(const std::string& m) const;       // the chain holds method m

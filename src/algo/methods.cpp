@@ -111,6 +111,24 @@ QuantizedMatrix squeezellm_round(const RoundArgs& a) {
   return quantize_rtn(a.w, a.rows, a.cols, a.rule->spec, false, nullptr, false, imp.data());
 }
 
+// ---- easyquant ----
+bool easyquant_option(TensorRule& r, const std::string& k, const std::string& v) {
+  if (k == "steps" && !v.empty()) {
+    double n = 0;
+    if (!parse_double(v, 0, 100000, &n) || n != std::floor(n)) bad_value(k, v, "steps must be an integer in [0, 100000]");
+    r.easyquant_steps = int(n);
+    return true;
+  }
+  return false;
+}
+void easyquant_check(const TensorRule& r) {
+  if (!make_grid(r.spec)->has_range())
+    fail("recipe", format_name(r.spec) + " has no range to optimise: easyquant does not apply");
+}
+QuantizedMatrix easyquant_round(const RoundArgs& a) {
+  return quantize_easyquant(a.w, a.rows, a.cols, a.rule->spec, a.rule->easyquant_steps, *a.pool);
+}
+
 // ---- awq ----
 bool awq_option(TensorRule& r, const std::string& k, const std::string& v) {
   if (k == "grid" && !v.empty()) {
@@ -134,6 +152,9 @@ const std::vector<MethodInfo> kMethods = {
      "act_order, static_groups, mse, damp=F, block=N, emb=F", gptq_option, gptq_check, gptq_round, nullptr},
     {"squeezellm", "SqueezeLLM: sensitivity-weighted k-means per row onto lut3/lut4 (Kim et al. 2024); squeezellm+gptq: its tables, GPTQ rounding", true,
      true, kStatDiag, "(none)", no_option, squeezellm_check, squeezellm_round, nullptr},
+    {"easyquant", "EasyQuant: data-free; outliers apart (+s), each group's range optimised by gradient descent "
+     "on the reconstruction error (Tang et al. 2023)", true, false, 0, "steps=N", easyquant_option, easyquant_check,
+     easyquant_round, nullptr},
     {"awq", "AWQ: activation-aware per-channel scales folded into the producer, and clipping (Lin et al. 2024)",
      false, false, kStatMeanAbs | kStatSamples | kStatHessian, "grid=N, noclip", awq_option, nothing_to_check, nullptr,
      awq_transform},

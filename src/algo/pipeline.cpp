@@ -84,12 +84,27 @@ QuantizedMatrix round_with_outliers(const RoundArgs& args, const std::vector<flo
   const int64_t rows = args.rows, cols = args.cols, N = rows * cols;
   const QuantSpec full = args.rule->spec;
   const int64_t nnz = sparse_count(full, rows, cols);
-  std::vector<double> colw(static_cast<size_t>(cols), 1.0);
-  if (args.H)
+  // score: |w| * sqrt(H_jj) with calibration; data-free, the weight's z-score in its row
+  // (EasyQuant's n-sigma criterion as a ranking)
+  std::vector<double> colw(static_cast<size_t>(cols), 1.0), mean(static_cast<size_t>(rows), 0.0),
+      inv_sd(static_cast<size_t>(rows), 1.0);
+  if (args.H) {
     for (int64_t j = 0; j < cols; ++j) colw[size_t(j)] = std::sqrt(std::max(0.0, (*args.H)[size_t(j * cols + j)]));
+  } else {
+    for (int64_t r = 0; r < rows; ++r) {
+      double s1 = 0, s2 = 0;
+      for (int64_t c = 0; c < cols; ++c) s1 += w[size_t(r * cols + c)], s2 += double(w[size_t(r * cols + c)]) * w[size_t(r * cols + c)];
+      mean[size_t(r)] = s1 / double(cols);
+      const double var = s2 / double(cols) - mean[size_t(r)] * mean[size_t(r)];
+      inv_sd[size_t(r)] = var > 0 ? 1.0 / std::sqrt(var) : 1.0;
+    }
+  }
   std::vector<uint32_t> order(static_cast<size_t>(N));
   std::iota(order.begin(), order.end(), uint32_t(0));
-  auto score = [&](uint32_t i) { return std::fabs(double(w[i])) * colw[i % size_t(cols)]; };
+  auto score = [&](uint32_t i) {
+    const size_t r = i / size_t(cols);
+    return std::fabs(double(w[i]) - mean[r]) * inv_sd[r] * colw[i % size_t(cols)];
+  };
   std::nth_element(order.begin(), order.begin() + nnz, order.end(), [&](uint32_t a, uint32_t b) {
     const double sa = score(a), sb = score(b);
     return sa != sb ? sa > sb : a < b;
@@ -453,7 +468,7 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
       // Untied embedding: a lookup table with no input activations, so no Hessian. GPTQ with
       // H = I is exactly RTN (tests: Gptq.DiagonalHessianIsRtn), so a gptq rule runs as rtn.
       TensorRule er = rule(m.tok_embd);
-      if (er.quantized() && er.rounding() != "rtn") {
+      if (er.quantized() && find_method(er.rounding()).stats != 0) {
         er.chain = {"rtn"};
         er.method = "rtn";
       }
