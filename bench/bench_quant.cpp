@@ -169,7 +169,8 @@ const std::pair<const char*, SimdLevel> kLevels[] = {
 void register_all() {
   std::vector<QuantSpec> decode_fmts = {{2, 32, true}, {3, 32, true}, {4, 32, true},  {5, 32, true},
                                         {6, 32, true}, {8, 32, true}, {4, 128, false}, {4, 16, true},
-                                        {4, 0, true}};
+                                        {4, 0, true}, parse_format_name("w4g32+s0.50"),
+                                        parse_format_name("w3g32+s0.50")};
   const std::pair<int64_t, int64_t> shapes[] = {{2048, 5632}, {5632, 2048}};
   for (const auto& [lname, l] : kLevels) {
     for (const auto& s : decode_fmts) {
