@@ -404,34 +404,6 @@ TEST(Methods, EasyQuantRangeOptimisation) {
   EXPECT_LT(sum_opt, 0.9 * sum_minmax);
 }
 
-TEST(Methods, EasyQuantBeatsRtnWithoutCalibration) {
-  LMP_REQUIRE_SHARED("models/tinystories-279k/model.bin");
-  LMP_REQUIRE_SHARED("data/tinystories/eval.txt");
-  Model m = load_model(test::shared("models/tinystories-279k/model.bin"));
-  const auto toks = m.tokenizer->encode(read_text_file(test::shared("data/tinystories/eval.txt")), true);
-  auto kld = [&](const std::string& recipe) {
-    QuantizeOptions qo;
-    qo.recipe = parse_recipe(recipe);
-    EXPECT_FALSE(qo.recipe.needs_calibration()) << recipe;
-    qo.n_threads = 2;
-    qo.progress = false;
-    Model q = quantize_model(m, qo, nullptr);
-    PerplexityOptions po;
-    po.n_ctx = 128;
-    po.max_chunks = 12;
-    po.n_threads = 2;
-    po.base = &m;
-    po.progress = false;
-    return perplexity(q, toks, po).kld;
-  };
-  const double rtn = kld("rtn:w3g64;token_embd.weight=rtn:w8g32");
-  const double rtn_sp = kld("rtn:w3g64+s0.50;token_embd.weight=rtn:w8g32");
-  const double eq = kld("easyquant:w3g64+s0.50;token_embd.weight=rtn:w8g32");
-  std::printf("[ methods  ] tinystories w3g64 KLD, no calibration: rtn %.4f, rtn+s0.5 %.4f, easyquant+s0.5 %.4f\n", rtn,
-              rtn_sp, eq);
-  EXPECT_LT(eq, rtn_sp);
-  EXPECT_LT(eq, rtn);
-}
 
 TEST(Methods, StreamingOutputEqualsInMemoryWriter) {
   LMP_REQUIRE_SHARED("models/tinystories-279k/model.bin");
@@ -497,28 +469,31 @@ TEST(Methods, EngineReadsNormsThroughTheModel) {
   EXPECT_GT(diff, 1e-3) << "the engine kept a stale copy of a norm weight";
 }
 
+// KLD of `recipe` on tinystories-279k (12 chunks of 128 of eval.txt), calibrated on 16 windows x 128
+// of calib.txt when `calib`.
+static double tinystories_kld(const Model& m, const std::vector<int32_t>& toks, const std::string& recipe, bool calib) {
+  QuantizeOptions qo;
+  qo.recipe = parse_recipe(recipe);
+  if (calib) qo.calib = {test::shared("data/tinystories/calib.txt"), 16, 128, 0};
+  qo.n_threads = 2;
+  qo.progress = false;
+  Model q = quantize_model(m, qo, nullptr);
+  PerplexityOptions po;
+  po.n_ctx = 128;
+  po.max_chunks = 12;
+  po.n_threads = 2;
+  po.base = &m;
+  po.progress = false;
+  return perplexity(q, toks, po).kld;
+}
+
 TEST(Methods, AwqGptqRunsEndToEndAndBeatsRtnOnTinystories) {
   LMP_REQUIRE_SHARED("models/tinystories-279k/model.bin");
   LMP_REQUIRE_SHARED("data/tinystories/calib.txt");
   LMP_REQUIRE_SHARED("data/tinystories/eval.txt");
   Model m = load_model(test::shared("models/tinystories-279k/model.bin"));
-  const std::string text = read_text_file(test::shared("data/tinystories/eval.txt"));
-  const auto toks = m.tokenizer->encode(text, true);
-  auto kld = [&](const std::string& recipe) {
-    QuantizeOptions qo;
-    qo.recipe = parse_recipe(recipe);
-    qo.calib = {test::shared("data/tinystories/calib.txt"), 16, 128, 0};
-    qo.n_threads = 2;
-    qo.progress = false;
-    Model q = quantize_model(m, qo, nullptr);
-    PerplexityOptions po;
-    po.n_ctx = 128;
-    po.max_chunks = 12;
-    po.n_threads = 2;
-    po.base = &m;
-    po.progress = false;
-    return perplexity(q, toks, po).kld;
-  };
+  const auto toks = m.tokenizer->encode(read_text_file(test::shared("data/tinystories/eval.txt")), true);
+  auto kld = [&](const std::string& recipe) { return tinystories_kld(m, toks, recipe, true); };
   const double rtn = kld("rtn:w3g64;token_embd.weight=rtn:w8g32");
   const double awq = kld("awq:w3g64;token_embd.weight=rtn:w8g32");
   const double awq_gptq = kld("awq+gptq:w3g64;token_embd.weight=rtn:w8g32");
@@ -538,4 +513,22 @@ TEST(Methods, AwqGptqRunsEndToEndAndBeatsRtnOnTinystories) {
               gptq, gptq_sp, sq_gptq, sq_sp);
   EXPECT_LT(gptq_sp, gptq);
   EXPECT_LT(sq_sp, sq_gptq);
+}
+
+TEST(Methods, EasyQuantBeatsRtnWithoutCalibration) {
+  LMP_REQUIRE_SHARED("models/tinystories-279k/model.bin");
+  LMP_REQUIRE_SHARED("data/tinystories/eval.txt");
+  Model m = load_model(test::shared("models/tinystories-279k/model.bin"));
+  const auto toks = m.tokenizer->encode(read_text_file(test::shared("data/tinystories/eval.txt")), true);
+  auto kld = [&](const std::string& recipe) {
+    EXPECT_FALSE(parse_recipe(recipe).needs_calibration()) << recipe;
+    return tinystories_kld(m, toks, recipe, false);
+  };
+  const double rtn = kld("rtn:w3g64;token_embd.weight=rtn:w8g32");
+  const double rtn_sp = kld("rtn:w3g64+s0.50;token_embd.weight=rtn:w8g32");
+  const double eq = kld("easyquant:w3g64+s0.50;token_embd.weight=rtn:w8g32");
+  std::printf("[ methods  ] tinystories w3g64 KLD, no calibration: rtn %.4f, rtn+s0.5 %.4f, easyquant+s0.5 %.4f\n", rtn,
+              rtn_sp, eq);
+  EXPECT_LT(eq, rtn_sp);
+  EXPECT_LT(eq, rtn);
 }

@@ -1,25 +1,14 @@
-// AVX2 sparse-outlier add (qkernels.h SparseArgs): per row, its run of positions (a scalar scan),
-// then 8 outliers at a time: gather x[c], F16C-convert the values, FMA; the tail through a small
-// zero-padded copy.
+// AVX2 sparse-outlier add (qkernels.h SparseArgs): per row, its run of positions, then 8 outliers
+// at a time: gather x[c], F16C-convert the values, FMA; the tail scalar.
 #include <immintrin.h>
 
-#include <algorithm>
-
-#include "kernels/qkernels.h"
+#include "kernels/sparse_rows.h"
 #include "kernels/x86_math.h"
 
 namespace lmpress::kern {
 
 void sparse_add_avx2(const SparseArgs& a, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
-  if (a.nnz == 0) return;
-  const uint32_t* const end = a.idx + a.nnz;
-  const uint32_t* k = std::lower_bound(a.idx, end, uint32_t(r0 * a.cols));
-  for (int64_t r = r0; r < r1 && k < end; ++r) {
-    const uint32_t base = uint32_t(r * a.cols), stop = uint32_t((r + 1) * a.cols);
-    const uint32_t* k0 = k;
-    while (k < end && *k < stop) ++k;
-    const int64_t n = k - k0;
-    if (n == 0) continue;
+  for_each_sparse_row(a, r0, r1, [&](int64_t r, uint32_t base, const uint32_t* k0, int64_t n) {
     const uint16_t* v = a.val + (k0 - a.idx);
     const __m256i vbase = _mm256_set1_epi32(int(base));
     for (int64_t t = t0; t < t1; ++t) {
@@ -36,7 +25,7 @@ void sparse_add_avx2(const SparseArgs& a, int64_t r0, int64_t r1, int64_t t0, in
       for (; j < n; ++j) s += _cvtsh_ss(v[j]) * xt[k0[j] - base];
       a.y[t * a.ldy + r] += s;
     }
-  }
+  });
 }
 
 }  // namespace lmpress::kern
