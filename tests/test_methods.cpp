@@ -35,10 +35,12 @@ void expect_recipe_error(const std::string& text, const std::string& needle) {
 }  // namespace
 
 TEST(Methods, RegistryAndChains) {
-  for (const char* m : {"rtn", "gptq", "squeezellm", "awq", "easyquant"}) EXPECT_EQ(std::string(find_method(m).name), m);
+  for (const char* m : {"rtn", "gptq", "quantease", "squeezellm", "awq", "smoothquant", "easyquant"})
+    EXPECT_EQ(std::string(find_method(m).name), m);
   EXPECT_FALSE(parse_recipe("easyquant:w3g64+s0.5,steps=10").needs_calibration());
   expect_recipe_error("easyquant:lut3", "no range");
   expect_recipe_error("easyquant:w3g64,steps=-1", "steps");
+  expect_recipe_error("quantease:w3g64+s0.5", "sparse outliers");
   EXPECT_THROW(find_method("spqr"), Error);
   const TensorRule a = parse_rule("awq+gptq:w4g128,act_order,grid=10,noclip");
   EXPECT_EQ(a.chain, (std::vector<std::string>{"awq", "gptq"}));
@@ -253,6 +255,123 @@ TEST(Methods, AwqScaleSearchMatchesDoubleAndPreservesFunction) {
       }
       ASSERT_NEAR(y1, y0, 1e-5 * mag);
     }
+}
+
+namespace {
+// Plain double-precision SmoothQuant+ search: the loss of "no smoothing" and of every alpha on the
+// grid, s_j = max|x_j|^alpha / max|w_j|^(1-alpha) over all readers (s_j = 1 for a zero channel).
+std::vector<double> smooth_losses_double(const std::vector<float>& X, int64_t m, int64_t n,
+                                         const std::vector<std::vector<float>>& Ws, const std::vector<int64_t>& rows,
+                                         const std::vector<double>& xmax, const QuantSpec& spec, int grid) {
+  std::vector<double> wmax(static_cast<size_t>(n), 0.0);
+  for (size_t t = 0; t < Ws.size(); ++t)
+    for (int64_t r = 0; r < rows[t]; ++r)
+      for (int64_t j = 0; j < n; ++j) wmax[size_t(j)] = std::max(wmax[size_t(j)], std::fabs(double(Ws[t][size_t(r * n + j)])));
+  std::vector<double> out;
+  for (int k = -1; k <= grid; ++k) {
+    std::vector<double> s(static_cast<size_t>(n), 1.0);
+    if (k >= 0) {
+      const double alpha = double(k) / grid;
+      for (int64_t j = 0; j < n; ++j)
+        if (xmax[size_t(j)] > 0 && wmax[size_t(j)] > 0)
+          s[size_t(j)] = std::max(std::pow(xmax[size_t(j)], alpha) / std::pow(wmax[size_t(j)], 1 - alpha), 1e-5);
+    }
+    double loss = 0;
+    int64_t count = 0;
+    for (size_t t = 0; t < Ws.size(); ++t) {
+      const auto& W = Ws[t];
+      std::vector<float> ws(W.size());
+      for (int64_t r = 0; r < rows[t]; ++r)
+        for (int64_t j = 0; j < n; ++j) ws[size_t(r * n + j)] = W[size_t(r * n + j)] * float(s[size_t(j)]);
+      const auto dq = dequantize_matrix(quantize_rtn(ws.data(), rows[t], n, spec, false, nullptr));
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t r = 0; r < rows[t]; ++r) {
+          double y = 0, yq = 0;
+          for (int64_t j = 0; j < n; ++j) {
+            y += double(X[size_t(i * n + j)]) * W[size_t(r * n + j)];
+            yq += double(X[size_t(i * n + j)]) / s[size_t(j)] * dq[size_t(r * n + j)];
+          }
+          loss += (y - yq) * (y - yq);
+          ++count;
+        }
+    }
+    out.push_back(loss / double(count));
+  }
+  return out;
+}
+}  // namespace
+
+TEST(Methods, SmoothQuantAlphaMatchesDoubleAndPreservesFunction) {
+  const int64_t n = 64, m = 200;
+  const std::vector<int64_t> rows = {48, 40};
+  auto X = randn(size_t(m * n), 21);
+  for (int64_t t = 0; t < m; ++t)  // outlier input channels, and one channel dead in calibration
+    for (int64_t j : {3, 17, 40}) X[size_t(t * n + j)] *= 30.f;
+  for (int64_t t = 0; t < m; ++t) X[size_t(t * n + 9)] = 0.f;
+  const std::vector<std::vector<float>> W = {randn(size_t(rows[0] * n), 22, 0.05f), randn(size_t(rows[1] * n), 23, 0.08f)};
+  ThreadPool pool(2);
+  for (const char* text : {"smoothquant:w3g32", "smoothquant:w4g64,grid=10", "smoothquant+gptq:nf4g32", "smoothquant:w3g32,alpha=0.5"}) {
+    StatsCollector col(n, find_method("smoothquant").stats, m);
+    col.add(X.data(), m, pool);
+    const InputStats st = col.finish();
+    Model model;
+    Tensor norm = make_f32_tensor("blk.0.ffn_norm.weight", {n}, randn(size_t(n), 24, 1.f));
+    Tensor gate = make_f32_tensor("blk.0.ffn_gate.weight", {rows[0], n}, W[0]);
+    Tensor up = make_f32_tensor("blk.0.ffn_up.weight", {rows[1], n}, W[1]);
+    const TensorRule rule = parse_rule(text);
+    StepContext ctx{model};
+    ctx.input = "ffn_in";
+    ctx.readers = {&gate, &up};
+    ctx.rules = {&rule, &rule};
+    ctx.rule = &rule;
+    ctx.stats = &st;
+    ctx.norm = &norm;
+    ctx.pool = &pool;
+    const std::vector<float> g0 = tensor_to_f32(norm);
+    find_method("smoothquant").transform(ctx);
+    ASSERT_NE(ctx.note.find("smoothquant: "), std::string::npos) << ctx.note;
+    std::printf("[ methods  ] %s: %s\n", text, ctx.note.c_str());
+
+    if (rule.smooth.alpha < 0) {
+      // The choice is the first minimum of the plain double losses ("none" first, then alpha = k/grid).
+      const auto losses = smooth_losses_double(X, m, n, W, rows, st.max_abs, rule.spec, rule.smooth.grid);
+      const size_t best = size_t(std::min_element(losses.begin(), losses.end()) - losses.begin());
+      char want[40];
+      if (best == 0)
+        std::snprintf(want, sizeof want, "smoothquant: none");
+      else
+        std::snprintf(want, sizeof want, "alpha %.2f", double(best - 1) / rule.smooth.grid);
+      EXPECT_NE(ctx.note.find(want), std::string::npos) << text << ": " << ctx.note << " vs " << want;
+      EXPECT_LT(losses[best], losses[0] * 0.9) << text << ": outlier channels: smoothing should help clearly";
+    } else {
+      EXPECT_NE(ctx.note.find("alpha 0.50"), std::string::npos) << ctx.note;
+    }
+    // The dead channel is left alone, and the function is preserved: (x g / s) (W s)^T == (x g) W^T.
+    const auto g1 = tensor_to_f32(norm);
+    EXPECT_EQ(g1[9], g0[9]) << text;
+    for (size_t t = 0; t < 2; ++t) {
+      const auto w1 = tensor_to_f32(t == 0 ? gate : up);
+      for (int64_t i = 0; i < 5; ++i)
+        for (int64_t r = 0; r < rows[t]; ++r) {
+          double y0 = 0, y1 = 0, mag = 0;
+          for (int64_t j = 0; j < n; ++j) {
+            const double x = X[size_t(i * n + j)];
+            y0 += x * g0[size_t(j)] * W[t][size_t(r * n + j)];
+            y1 += x * g1[size_t(j)] * w1[size_t(r * n + j)];
+            mag += std::fabs(x * g0[size_t(j)] * W[t][size_t(r * n + j)]);
+          }
+          ASSERT_NEAR(y1, y0, 1e-5 * mag) << text;
+        }
+    }
+  }
+  // Options and chains.
+  EXPECT_EQ(parse_rule("smoothquant:w4g128").chain, (std::vector<std::string>{"smoothquant", "rtn"}));
+  EXPECT_EQ(parse_rule("smoothquant+gptq:w4g128,act_order").chain, (std::vector<std::string>{"smoothquant", "gptq"}));
+  EXPECT_EQ(parse_rule("smoothquant:w4g128,grid=10").smooth.grid, 10);
+  EXPECT_TRUE(parse_recipe("smoothquant:w4g128").has_transforms());
+  expect_recipe_error("smoothquant:w4g128,alpha=1.5", "alpha must be in [0, 1]");
+  expect_recipe_error("smoothquant:w4g128,noclip", "it is an option of awq");
+  expect_recipe_error("awq+smoothquant:w4g128", "use one of them");
 }
 
 TEST(Methods, AwqClipNeverWorseInTheLayerObjective) {
@@ -531,4 +650,39 @@ TEST(Methods, EasyQuantBeatsRtnWithoutCalibration) {
               rtn_sp, eq);
   EXPECT_LT(eq, rtn_sp);
   EXPECT_LT(eq, rtn);
+}
+
+TEST(Methods, QuantEaseAndSmoothQuantEndToEndOnTinystories) {
+  LMP_REQUIRE_SHARED("models/tinystories-279k/model.bin");
+  LMP_REQUIRE_SHARED("data/tinystories/calib.txt");
+  LMP_REQUIRE_SHARED("data/tinystories/eval.txt");
+  Model m = load_model(test::shared("models/tinystories-279k/model.bin"));
+  const std::string text = read_text_file(test::shared("data/tinystories/eval.txt"));
+  const auto toks = m.tokenizer->encode(text, true);
+  auto kld = [&](const std::string& recipe) {
+    QuantizeOptions qo;
+    qo.recipe = parse_recipe(recipe + ";token_embd.weight=rtn:w8g32");
+    qo.calib = {test::shared("data/tinystories/calib.txt"), 16, 128, 0};
+    qo.n_threads = 2;
+    qo.progress = false;
+    Model q = quantize_model(m, qo, nullptr);
+    PerplexityOptions po;
+    po.n_ctx = 128;
+    po.max_chunks = 12;
+    po.n_threads = 2;
+    po.base = &m;
+    po.progress = false;
+    return perplexity(q, toks, po).kld;
+  };
+  const double gptq = kld("gptq:w3g64"), qe = kld("quantease:w3g64");
+  const double rtn = kld("rtn:w3g64"), qe_rtn = kld("quantease:w3g64,init=rtn");
+  std::printf("[ methods  ] tinystories w3g64 KLD: gptq %.4f, quantease %.4f; rtn %.4f, quantease init=rtn %.4f\n", gptq,
+              qe, rtn, qe_rtn);
+  EXPECT_LT(qe, gptq);
+  EXPECT_LT(qe_rtn, rtn);
+  const double sq = kld("smoothquant:w3g64"), sq_gptq = kld("smoothquant+gptq:w3g64");
+  std::printf("[ methods  ] tinystories w3g64 KLD: smoothquant %.4f (rtn %.4f), smoothquant+gptq %.4f (gptq %.4f)\n", sq,
+              rtn, sq_gptq, gptq);
+  EXPECT_LT(sq, rtn);
+  EXPECT_LT(sq_gptq, sq);
 }

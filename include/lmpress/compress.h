@@ -134,6 +134,20 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
 // classifier's input Hessian plus the embedding role's, an identity scaled so that emb = 1 gives
 // both roles the same trace: H_cls + emb * mean(diag H_cls) * I (docs/methods.md).
 std::vector<double> tied_embedding_hessian(const std::vector<double>& H_cls, int64_t n, double emb);
+// QuantEase (Behdin et al. 2023): cyclic coordinate descent on tr((W - Q) H (W - Q)^T) starting
+// from `init` (a rounding of w: GPTQ's or RTN's). The group params of `init` stay fixed; each pass
+// visits the columns in order (descending diag(H) with act_order) and sets every row's weight of
+// the column to the grid value nearest its optimal unconstrained value given all other weights
+// (closed form); rows are updated together. The objective never increases. H is used as given
+// (no dampening; a column with H_jj = 0 keeps its init code). objective (optional): the layer
+// objective tr(D H D^T)/rows of the init and after each pass (iters + 1 values).
+struct QuantEaseOptions {
+  int iters = 30;         // passes over the columns (the reference's default num_iter)
+  bool init_rtn = false;  // init=rtn: start from RTN instead of GPTQ
+};
+QuantizedMatrix quantease_refine(const float* w, int64_t rows, int64_t cols, const QuantizedMatrix& init,
+                                 const std::vector<double>& H, int iters, bool act_order, ThreadPool& pool,
+                                 std::vector<double>* objective = nullptr);
 // Proxy loss tr(D H D^T)/rows with D = W - dequant(Q); rel (optional) = that / tr(W H W^T)/rows.
 // max_rows > 0: estimated on max_rows evenly spaced rows (the exact value costs rows * cols^2
 // flops per quadratic form, as much as GPTQ itself on a big layer).
@@ -150,10 +164,12 @@ namespace lmpress {
 //   override := PATTERN '=' rule          PATTERN: glob over canonical tensor names (* and ?)
 //   rule     := 'keep' | 'f16' | 'bf16' | 'f32' | CHAIN ':' FORMAT (',' option)*
 //   CHAIN    := METHOD ('+' METHOD)*      transforms first, one rounding method last (default rtn)
-//   METHOD   := a registry name: rtn | gptq | squeezellm | awq
+//   METHOD   := a registry name: rtn | gptq | quantease | squeezellm | awq | smoothquant
 //   FORMAT   := a format name (formats.h): w4g32, w3g128a, w8row, nf4g64, fp4g32, mxfp4, fp8row, lut3 ...
 //   option   := a key (or key=value) taken by exactly one method of the chain: gptq act_order,
-//               static_groups, mse, damp=F, block=N, emb=F; rtn clip, mse; awq grid=N, noclip
+//               static_groups, mse, damp=F, block=N, emb=F; rtn clip, mse; quantease iters=N,
+//               init=gptq|rtn (and the init's gptq / rtn options); awq grid=N, noclip;
+//               smoothquant grid=N, alpha=F
 // A JSON recipe file holds {"default": rule, "overrides": [{"pattern": P, "rule": rule}, ...]}.
 // Later overrides win. Tied embeddings: the shared tensor is matched as token_embd.weight and
 // as output.weight (an output.weight override takes precedence for it).
@@ -162,12 +178,19 @@ struct AwqOptions {
   int grid = 20;       // alpha in {0, 1/grid, ..., (grid-1)/grid}
   bool clip = true;    // AWQ's per-group weight clipping search after scaling
 };
+// SmoothQuant+ (Pan et al. 2023) options (recipe: smoothquant+gptq:w4g128,grid=20 / alpha=0.5).
+struct SmoothOptions {
+  int grid = 20;       // alpha in {0, 1/grid, ..., 1}, plus no smoothing
+  double alpha = -1;   // >= 0: this alpha, no search
+};
 struct TensorRule {
   std::string method = "keep";  // keep | f16 | bf16 | f32 | a method chain: rtn, gptq, awq+gptq, ...
   std::vector<std::string> chain;  // the chain's methods (registry names), transforms first
   QuantSpec spec;
   GptqOptions gptq;
   AwqOptions awq;
+  QuantEaseOptions quantease;
+  SmoothOptions smooth;
   bool clip = false;
   int easyquant_steps = 100;  // easyquant: gradient steps per group
   std::string text;  // the rule as written
@@ -180,9 +203,9 @@ struct TensorRule {
 // ---- method registry ----------------------------------------------------------------------------
 // Every method registers its name, its options (parsed and validated by the method: an option
 // that does not apply is an error), the statistics it needs and its entry point:
-//  - transform methods (awq) rewrite the float weights of the tensors that share an input, and
+//  - transform methods (awq, smoothquant) rewrite the float weights of the tensors that share an input, and
 //    fold the inverse into the model (norm weights, producing layers), before rounding;
-//  - rounding methods (rtn, gptq, squeezellm) turn one float weight into a QuantizedMatrix.
+//  - rounding methods (rtn, gptq, quantease, squeezellm) turn one float weight into a QuantizedMatrix.
 // A chain is transforms then exactly one rounding method: "awq+gptq"; "awq" alone rounds by rtn.
 struct RoundArgs {
   const float* w = nullptr;

@@ -39,6 +39,73 @@ bool is_qk(const std::string& name) {
 
 }  // namespace
 
+ScaledReaders::ScaledReaders(const StepContext& ctx) {
+  const InputStats& st = *ctx.stats;
+  n = st.n;
+  m = st.sample_rows;
+  X = &st.samples;
+  // Readers that are quantized take part in the loss; every reader is rescaled.
+  for (size_t i = 0; i < ctx.readers.size(); ++i) {
+    Reader R{ctx.readers[i], ctx.rules[i], f32_of(*ctx.readers[i]), {}};
+    if (R.r->quantized()) outputs(*X, m, n, R.w.data(), R.t->rows(), R.y);
+    rd.push_back(std::move(R));
+  }
+}
+
+double ScaledReaders::loss(const std::vector<double>& s) const {
+  double loss = 0;
+  int64_t count = 0;
+  std::vector<float> ws, yq;
+  for (const Reader& R : rd) {
+    if (!R.r->quantized()) continue;
+    const int64_t rows = R.t->rows();
+    ws.resize(R.w.size());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < n; ++j) ws[size_t(r * n + j)] = R.w[size_t(r * n + j)] * float(s[size_t(j)]);
+    const QuantizedMatrix q = quantize_rtn(ws.data(), rows, n, R.r->spec, false, nullptr);
+    std::vector<float> deq = dequantize_matrix(q);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < n; ++j) deq[size_t(r * n + j)] /= float(s[size_t(j)]);  // (x/s) . Q(W s) = x . Q(W s)/s
+    outputs(*X, m, n, deq.data(), rows, yq);
+    for (size_t i = 0; i < yq.size(); ++i) {
+      const double d = double(yq[i]) - double(R.y[i]);
+      loss += d * d;
+    }
+    count += int64_t(yq.size());
+  }
+  return loss / double(std::max<int64_t>(count, 1));
+}
+
+void ScaledReaders::apply(StepContext& ctx, const std::vector<double>& s) {
+  for (Reader& R : rd) {
+    const int64_t rows = R.t->rows();
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < n; ++j) R.w[size_t(r * n + j)] *= float(s[size_t(j)]);
+  }
+  if (ctx.norm) {
+    make_f32_owned(*ctx.norm);
+    std::vector<float> g = f32_of(*ctx.norm);
+    for (int64_t j = 0; j < n; ++j) g[size_t(j)] = float(g[size_t(j)] / s[size_t(j)]);
+    *ctx.norm = make_f32_tensor(ctx.norm->name, ctx.norm->shape, std::move(g));
+  } else {
+    std::vector<float> p = f32_of(*ctx.producer);
+    const int64_t pc = ctx.producer->cols();
+    if (ctx.producer->rows() != n) fail("scale fold", "producer " + ctx.producer->name + " rows differ from the input width");
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t c = 0; c < pc; ++c) p[size_t(j * pc + c)] = float(p[size_t(j * pc + c)] / s[size_t(j)]);
+    *ctx.producer = make_f32_tensor(ctx.producer->name, ctx.producer->shape, std::move(p));
+    if (ctx.producer_bias) {
+      std::vector<float> b = f32_of(*ctx.producer_bias);
+      for (int64_t j = 0; j < n; ++j) b[size_t(j)] = float(b[size_t(j)] / s[size_t(j)]);
+      *ctx.producer_bias = make_f32_tensor(ctx.producer_bias->name, ctx.producer_bias->shape, std::move(b));
+    }
+  }
+}
+
+void ScaledReaders::commit() {
+  for (Reader& R : rd) *R.t = make_f32_tensor(R.t->name, R.t->shape, std::move(R.w));
+}
+
 void awq_transform(StepContext& ctx) {
   const InputStats& st = *ctx.stats;
   const TensorRule& rule = *ctx.rule;
@@ -48,26 +115,12 @@ void awq_transform(StepContext& ctx) {
   }
   const int64_t n = st.n, m = st.sample_rows;
   if (m == 0 || int64_t(st.mean_abs.size()) != n) fail("awq", "missing calibration statistics for " + ctx.input);
-  const std::vector<float>& X = st.samples;
-
-  // Readers that are quantized take part in the loss; every reader is rescaled.
-  struct Reader {
-    Tensor* t;
-    const TensorRule* r;
-    std::vector<float> w, y;  // weights [rows][n], reference outputs [m][rows]
-  };
-  std::vector<Reader> rd;
-  for (size_t i = 0; i < ctx.readers.size(); ++i) {
-    Reader R{ctx.readers[i], ctx.rules[i], f32_of(*ctx.readers[i]), {}};
-    if (R.r->quantized()) outputs(X, m, n, R.w.data(), R.t->rows(), R.y);
-    rd.push_back(std::move(R));
-  }
+  ScaledReaders sr(ctx);
   const ScopedBlasThreads blas(ctx.pool->size(), 1e9);
 
   // ---- scale search ----
   std::vector<double> best_s(size_t(n), 1.0), s(static_cast<size_t>(n));
   double best_loss = INFINITY, best_alpha = 0, loss0 = 0;
-  std::vector<float> ws, yq;
   for (int k = 0; k < rule.awq.grid; ++k) {
     const double alpha = double(k) / rule.awq.grid;
     double smax = 0, smin = INFINITY;
@@ -78,26 +131,7 @@ void awq_transform(StepContext& ctx) {
     }
     const double norm = std::sqrt(smax * smin);
     for (double& v : s) v /= norm;
-    double loss = 0;
-    int64_t count = 0;
-    for (const Reader& R : rd) {
-      if (!R.r->quantized()) continue;
-      const int64_t rows = R.t->rows();
-      ws.resize(R.w.size());
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t j = 0; j < n; ++j) ws[size_t(r * n + j)] = R.w[size_t(r * n + j)] * float(s[size_t(j)]);
-      const QuantizedMatrix q = quantize_rtn(ws.data(), rows, n, R.r->spec, false, nullptr);
-      std::vector<float> deq = dequantize_matrix(q);
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t j = 0; j < n; ++j) deq[size_t(r * n + j)] /= float(s[size_t(j)]);  // (x/s) . Q(W s) = x . Q(W s)/s
-      outputs(X, m, n, deq.data(), rows, yq);
-      for (size_t i = 0; i < yq.size(); ++i) {
-        const double d = double(yq[i]) - double(R.y[i]);
-        loss += d * d;
-      }
-      count += int64_t(yq.size());
-    }
-    loss /= double(std::max<int64_t>(count, 1));
+    const double loss = sr.loss(s);
     if (k == 0) loss0 = loss;
     if (loss < best_loss) {
       best_loss = loss;
@@ -107,34 +141,13 @@ void awq_transform(StepContext& ctx) {
   }
 
   // ---- apply: W <- W diag(s); the producer absorbs 1/s ----
-  for (Reader& R : rd) {
-    const int64_t rows = R.t->rows();
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = 0; j < n; ++j) R.w[size_t(r * n + j)] *= float(best_s[size_t(j)]);
-  }
-  if (ctx.norm) {
-    make_f32_owned(*ctx.norm);
-    std::vector<float> g = f32_of(*ctx.norm);
-    for (int64_t j = 0; j < n; ++j) g[size_t(j)] = float(g[size_t(j)] / best_s[size_t(j)]);
-    *ctx.norm = make_f32_tensor(ctx.norm->name, ctx.norm->shape, std::move(g));
-  } else {
-    std::vector<float> p = f32_of(*ctx.producer);
-    const int64_t pc = ctx.producer->cols();
-    if (ctx.producer->rows() != n) fail("awq", "producer " + ctx.producer->name + " rows differ from the input width");
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t c = 0; c < pc; ++c) p[size_t(j * pc + c)] = float(p[size_t(j * pc + c)] / best_s[size_t(j)]);
-    *ctx.producer = make_f32_tensor(ctx.producer->name, ctx.producer->shape, std::move(p));
-    if (ctx.producer_bias) {
-      std::vector<float> b = f32_of(*ctx.producer_bias);
-      for (int64_t j = 0; j < n; ++j) b[size_t(j)] = float(b[size_t(j)] / best_s[size_t(j)]);
-      *ctx.producer_bias = make_f32_tensor(ctx.producer_bias->name, ctx.producer_bias->shape, std::move(b));
-    }
-  }
+  sr.apply(ctx, best_s);
+  auto& rd = sr.rd;
 
   // ---- clip search on the scaled weights, with the scaled input's Hessian H'_jl = H_jl / (s_j s_l) ----
   int clipped = 0;
   if (rule.awq.clip && !st.H.empty()) {
-    for (Reader& R : rd) {
+    for (ScaledReaders::Reader& R : rd) {
       if (!R.r->quantized() || is_qk(R.t->name)) continue;
       const auto grid = make_grid(R.r->spec);
       if (!grid->has_range()) continue;
@@ -175,7 +188,7 @@ void awq_transform(StepContext& ctx) {
       ++clipped;
     }
   }
-  for (Reader& R : rd) *R.t = make_f32_tensor(R.t->name, R.t->shape, std::move(R.w));
+  sr.commit();
   char buf[160];
   std::snprintf(buf, sizeof buf, "awq: alpha %.2f (output MSE %.4g -> %.4g), %d tensor(s) clipped", best_alpha, loss0,
                 best_loss, clipped);

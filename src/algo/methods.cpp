@@ -8,8 +8,9 @@
 
 namespace lmpress {
 
-// awq.cpp
+// awq.cpp, smoothquant.cpp
 void awq_transform(StepContext& ctx);
+void smoothquant_transform(StepContext& ctx);
 
 namespace {
 
@@ -88,16 +89,69 @@ void gptq_check(const TensorRule& r) {
   if (r.gptq.mse && !make_grid(r.spec)->has_range())
     fail("recipe", format_name(r.spec) + " has no range to search: mse does not apply");
 }
+// Per-row tables (lut) are fitted before the sweep by k-means over the original row: unweighted,
+// or weighted by squeezellm's sensitivity in the chains squeezellm+gptq / squeezellm+quantease.
+std::vector<double> grid_fit_importance(const RoundArgs& a) {
+  for (const std::string& m : a.rule->chain)
+    if (m != a.rule->rounding() && find_method(m).fits_grid) return sensitivity(a);
+  return {};
+}
 QuantizedMatrix gptq_round(const RoundArgs& a) {
   if (!a.H) fail("gptq", "gptq needs calibration data (--calib FILE)");
-  // Per-row tables (lut) are fitted before the sweep by k-means over the original row: unweighted,
-  // or weighted by squeezellm's sensitivity in the chain squeezellm+gptq.
-  std::vector<double> imp;
-  for (const std::string& m : a.rule->chain)
-    if (m != "gptq" && find_method(m).fits_grid) imp = sensitivity(a);
+  const std::vector<double> imp = grid_fit_importance(a);
   // Sparse outliers: GPTQ sees the original weights and keeps the outliers exact in its sweep.
   return quantize_gptq(a.keep ? a.orig_w : a.w, a.rows, a.cols, a.rule->spec, *a.H, a.rule->gptq, *a.pool,
                        imp.empty() ? nullptr : imp.data(), a.keep, a.kept);
+}
+
+// ---- quantease ----
+// Its own options, and those of its init (gptq's, or rtn's clip / mse with init=rtn).
+bool quantease_option(TensorRule& r, const std::string& k, const std::string& v) {
+  if (k == "iters" && !v.empty()) {
+    double it = 0;
+    if (!parse_double(v, 0, 1000, &it) || it != std::floor(it)) bad_value(k, v, "iters must be an integer in [0, 1000]");
+    r.quantease.iters = int(it);
+    return true;
+  }
+  if (k == "init" && !v.empty()) {
+    if (v != "gptq" && v != "rtn") bad_value(k, v, "init is gptq or rtn");
+    r.quantease.init_rtn = v == "rtn";
+    return true;
+  }
+  return gptq_option(r, k, v) || rtn_option(r, k, v);
+}
+void quantease_check(const TensorRule& r) {
+  if (r.spec.sparse)
+    fail("recipe", "quantease does not keep sparse outliers in its passes yet: use a format without +s (or gptq)");
+  const GptqOptions d;
+  const GptqOptions& g = r.gptq;
+  if (r.quantease.init_rtn) {
+    if (g.damp != d.damp || g.block != d.block || g.static_groups || g.emb != d.emb)
+      fail("recipe", "damp, block, static_groups and emb set up the gptq init; they do not apply with init=rtn");
+    rtn_check(r);
+  } else {
+    if (r.clip) fail("recipe", "clip is an option of the rtn init (init=rtn); gptq's range search is mse");
+    gptq_check(r);
+  }
+}
+QuantizedMatrix quantease_round(const RoundArgs& a) {
+  if (!a.H) fail("quantease", "quantease needs calibration data (--calib FILE)");
+  const TensorRule& r = *a.rule;
+  const std::vector<double> imp = grid_fit_importance(a);
+  const double* fit = imp.empty() ? nullptr : imp.data();
+  QuantizedMatrix init;
+  if (r.quantease.init_rtn) {
+    const std::vector<double> hd = r.clip ? diag_of(*a.H, a.cols) : std::vector<double>{};
+    init = quantize_rtn(a.w, a.rows, a.cols, r.spec, r.clip, hd.empty() ? nullptr : hd.data(), r.gptq.mse, fit);
+  } else {
+    init = quantize_gptq(a.w, a.rows, a.cols, r.spec, *a.H, r.gptq, *a.pool, fit);
+  }
+  std::vector<double> f;
+  QuantizedMatrix q = quantease_refine(a.w, a.rows, a.cols, init, *a.H, r.quantease.iters, r.gptq.act_order, *a.pool, &f);
+  log_debug("quantease [%lld x %lld] %s: objective %.6g (%s init) -> %.6g after %d passes", (long long)a.rows,
+            (long long)a.cols, format_name(r.spec).c_str(), f.front(), r.quantease.init_rtn ? "rtn" : "gptq", f.back(),
+            r.quantease.iters);
+  return q;
 }
 
 // ---- squeezellm ----
@@ -145,11 +199,34 @@ bool awq_option(TensorRule& r, const std::string& k, const std::string& v) {
 }
 void nothing_to_check(const TensorRule&) {}
 
+// ---- smoothquant ----
+bool smoothquant_option(TensorRule& r, const std::string& k, const std::string& v) {
+  if (k == "grid" && !v.empty()) {
+    double g = 0;
+    if (!parse_double(v, 1, 1000, &g) || g != std::floor(g)) bad_value(k, v, "grid must be an integer in [1, 1000]");
+    r.smooth.grid = int(g);
+    return true;
+  }
+  if (k == "alpha" && !v.empty()) {
+    if (!parse_double(v, 0, 1, &r.smooth.alpha)) bad_value(k, v, "alpha must be in [0, 1]");
+    return true;
+  }
+  return false;
+}
+void smoothquant_check(const TensorRule& r) {
+  if (r.has("awq"))
+    fail("recipe", "awq and smoothquant both choose the input scales; use one of them in a chain");
+}
+
 const std::vector<MethodInfo> kMethods = {
     {"rtn", "round to nearest on the format's grid (optional clip / mse range searches)", true, false, 0, "clip, mse",
      rtn_option, rtn_check, rtn_round, nullptr},
     {"gptq", "GPTQ: Hessian-aware rounding with error feedback (Frantar et al. 2023)", true, false, kStatHessian,
      "act_order, static_groups, mse, damp=F, block=N, emb=F", gptq_option, gptq_check, gptq_round, nullptr},
+    {"quantease", "QuantEase: cyclic coordinate descent on the layer objective from a gptq (or rtn) rounding (Behdin et al. 2023)",
+     true, false, kStatHessian,
+     "iters=N, init=gptq|rtn; the init's options: act_order, static_groups, mse, damp=F, block=N, emb=F (gptq), clip (rtn)",
+     quantease_option, quantease_check, quantease_round, nullptr},
     {"squeezellm", "SqueezeLLM: sensitivity-weighted k-means per row onto lut3/lut4 (Kim et al. 2024); squeezellm+gptq: its tables, GPTQ rounding", true,
      true, kStatDiag, "(none)", no_option, squeezellm_check, squeezellm_round, nullptr},
     {"easyquant", "EasyQuant: data-free; outliers apart (+s), each group's range optimised by gradient descent "
@@ -158,6 +235,9 @@ const std::vector<MethodInfo> kMethods = {
     {"awq", "AWQ: activation-aware per-channel scales folded into the producer, and clipping (Lin et al. 2024)",
      false, false, kStatMeanAbs | kStatSamples | kStatHessian, "grid=N, noclip", awq_option, nothing_to_check, nullptr,
      awq_transform},
+    {"smoothquant", "SmoothQuant+: per-channel smoothing max|x|^a / max|w|^(1-a) folded into the producer, a searched (Pan et al. 2023)",
+     false, false, kStatMaxAbs | kStatSamples, "grid=N, alpha=F", smoothquant_option, smoothquant_check, nullptr,
+     smoothquant_transform},
 };
 
 }  // namespace

@@ -143,7 +143,8 @@ QuantizedMatrix round_with_outliers(const RoundArgs& args, const std::vector<flo
 
 // Compresses one tensor by its rule. stats / H (may be null) describe its input.
 // `tied`: t is both the token embedding and the classifier, H the classifier's; gptq then uses
-// tied_embedding_hessian(H, emb) (docs/methods.md); the reported proxy error stays the classifier's.
+// tied_embedding_hessian(H, emb) (docs/methods.md), and so does quantease (its init and its
+// objective); the reported proxy error stays the classifier's.
 Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* stats, ThreadPool& pool,
                         bool tied = false) {
   Rounded out;
@@ -161,7 +162,7 @@ Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* 
     const std::vector<float> w = tensor_to_f32(t);
     const std::vector<double>* H = stats && !stats->H.empty() ? &stats->H : nullptr;
     std::vector<double> Ht;
-    if (tied && H && r.rounding() == "gptq") {
+    if (tied && H && (r.rounding() == "gptq" || r.rounding() == "quantease")) {
       Ht = tied_embedding_hessian(*H, t.cols(), r.gptq.emb);
     }
     RoundArgs a;

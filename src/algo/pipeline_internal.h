@@ -28,4 +28,25 @@ struct StepContext {
 // Replaces t by an owned f32 copy (transforms rewrite weights in f32).
 void make_f32_owned(Tensor& t);
 
+// The tensors reading one input as f32 copies, with their outputs on the input's sampled rows: what
+// the per-input-channel scale searches (awq, smoothquant) work on (awq.cpp).
+struct ScaledReaders {
+  struct Reader {
+    Tensor* t;
+    const TensorRule* r;
+    std::vector<float> w, y;  // weights [rows][n], reference outputs [m][rows] (quantized readers only)
+  };
+  std::vector<Reader> rd;
+  int64_t n = 0, m = 0;
+  const std::vector<float>* X = nullptr;  // the sampled rows [m][n]
+  explicit ScaledReaders(const StepContext& ctx);
+  // Mean squared error of the quantized readers' outputs on the sampled rows when W diag(s) is
+  // rounded to nearest on each reader's format and the input is x / s.
+  double loss(const std::vector<double>& s) const;
+  // W <- W diag(s) in the copies; 1/s folds into the producer (norm weight, or producer rows and bias).
+  void apply(StepContext& ctx, const std::vector<double>& s);
+  // Writes the copies back into the tensors (f32, owned).
+  void commit();
+};
+
 }  // namespace lmpress

@@ -67,9 +67,9 @@ TensorRule parse_rule(const std::string& text) {
     }
     if (r.has(m)) bad("method '" + m + "' appears twice");
     if (!r.chain.empty() && find_method(r.chain.back()).rounds &&
-        !(find_method(r.chain.back()).fits_grid && m == "gptq"))
+        !(find_method(r.chain.back()).fits_grid && (m == "gptq" || m == "quantease")))
       bad("'" + r.chain.back() + "' rounds the weights, so it must come last in the chain" +
-          (find_method(r.chain.back()).fits_grid ? " (or right before gptq, which then rounds onto its grid)" : ""));
+          (find_method(r.chain.back()).fits_grid ? " (or right before gptq or quantease, which then round onto its grid)" : ""));
     r.chain.push_back(mi->name);
   }
   if (r.chain.empty()) bad("missing method before ':'");
@@ -104,7 +104,7 @@ TensorRule parse_rule(const std::string& text) {
           if (m != mi.name) {
             TensorRule probe;
             probe.spec = r.spec;
-            if (mi.option(probe, key, val)) known = std::string(" (it is an option of ") + mi.name + ")";
+            if (known.empty() && mi.option(probe, key, val)) known = std::string(" (it is an option of ") + mi.name + ")";
           }
       bad("option '" + o + "' does not apply to " + r.method + known + "; accepted: " + accepted);
     }
