@@ -202,4 +202,25 @@ TEST(GgmlNumpy, QuantizedGgufModelMatchesDequantizedModel) {
   EXPECT_NEAR(r.ppl / r.ppl_base, 1.0, 0.01);
   EXPECT_LT(r.kld, 0.005);
   EXPECT_GT(r.top1, 0.97);
+
+  // Every command that takes a model works on it (quantize dequantizes the ggml tensors first).
+  const std::string bin = LMPRESS_BINARY, out = dir / "out.txt";
+  auto cli = [&](const std::string& args) {
+    const int rc = std::system((bin + " " + args + " >" + out + " 2>&1").c_str());
+    return std::make_pair(rc, read_text_file(out));
+  };
+  auto [rc1, inspect] = cli("inspect -m " + q);
+  EXPECT_EQ(rc1, 0) << inspect;
+  for (const char* n : {"q4_0", "q4_k", "q6_k", "q2_k", "iq4_xs"}) EXPECT_NE(inspect.find(n), std::string::npos) << n << "\n" << inspect;
+  auto [rc2, gen] = cli("generate -m " + q + " -p 'The game' -n 8 -t 1");
+  EXPECT_EQ(rc2, 0) << gen;
+  auto [rc3, ppl] = cli("perplexity -m " + q + " -f " + test::shared("data/wikitext-2/eval.txt") + " --ctx 128 --chunks 2 -t 2");
+  EXPECT_EQ(rc3, 0) << ppl;
+  EXPECT_NE(ppl.find("PPL"), std::string::npos) << ppl;
+  auto [rc4, bench] = cli("bench -m " + q + " -p 16 -n 4 -r 1 -t 2");
+  EXPECT_EQ(rc4, 0) << bench;
+  auto [rc5, quant] = cli("quantize -m " + q + " -r rtn:w4g32 -o " + dir / "re.lmp");
+  EXPECT_EQ(rc5, 0) << quant;
+  auto [rc6, ppl2] = cli("perplexity -m " + dir / "re.lmp" + " -f " + test::shared("data/wikitext-2/eval.txt") + " --ctx 128 --chunks 2");
+  EXPECT_EQ(rc6, 0) << ppl2;
 }

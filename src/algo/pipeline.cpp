@@ -82,8 +82,11 @@ Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* 
   } else if (r.method == "f16" || r.method == "bf16" || r.method == "f32") {
     out.t = convert_tensor(t, r.method == "f16" ? DType::F16 : r.method == "bf16" ? DType::BF16 : DType::F32);
   } else {
-    if (t.dtype == DType::Q) fail(t.name, "tensor is already quantized; start from an unquantized model");
-    const std::vector<float> w = tensor_to_f32(t);
+    // llama.cpp's block types (GGUF imports) are dequantized and quantized again (the two errors
+    // add up: an unquantized source is better); lmpress's own packed formats are refused.
+    if (t.dtype == DType::Q && format_spec(t.format).family != FormatFamily::Ggml)
+      fail(t.name, "tensor is already quantized; start from an unquantized model");
+    const std::vector<float> w = t.dtype == DType::Q ? dequantize_ref(t) : tensor_to_f32(t);
     const std::vector<double>* H = stats && !stats->H.empty() ? &stats->H : nullptr;
     std::vector<double> Ht;
     if (tied && H && r.rounding() == "gptq") {
