@@ -12,8 +12,12 @@
 // Lanes are unsigned u = v + C where the type allows (maddubs needs u <= 128; VNNI's dpbusd any
 // u8) and M' = M + C S folds the offset back (C S is exact in f32: S has at most 17 significant
 // bits, C at most 8). AVX2 q8_0 / iq4_* lanes are signed and use |v| x sign(a, v) instead.
-// Decode (n <= 3 tokens): R = 1 row at a time, the next row prefetched while decoding; prefill:
-// R rows x T tokens over token chunks that stay in L2. dequant_rows: the scalar reference (used
+// Decode (n <= 3 tokens) is fused instead, without buffers: one row at a time (next row
+// prefetched), in steps of 256 weights (8 legacy blocks or one super-block): the step's 16 scales
+// and offsets as two vectors each (vector unpacking of the 6-bit sub-scales), multiplied by the
+// activation scales once per step, then per sub-block lanes -> dot -> one FMA with a permuted
+// factor; the offset term is two FMAs per step with X. Prefill: R rows x T tokens over token
+// chunks that stay in L2. dequant_rows: the scalar reference (used
 // for embedding rows and the dequantize + sgemm oracle only).
 #pragma once
 #include "kernels/ggml_blocks.h"
@@ -215,6 +219,160 @@ inline void dot_tile(int64_t nb, const uint8_t* const* u, const float* const* S,
   tile_store<R, T>(acc, out);
 }
 
+// ---- decode (<= 3 tokens): fused, no buffers ------------------------------------------------------
+// A step is 256 weights: 8 consecutive 32-weight blocks of a legacy type, or one super-block.
+// step_factors: the step's 16 per-half scales S and offsets M' (M + C S) as two vectors each
+// (halves 0-7, 8-15); k = blocks in a partial legacy step (the row's last, k < 8: the rest zero).
+inline __m256 dup_lo(__m256 v) { return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3)); }
+inline __m256 dup_hi(__m256 v) { return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7)); }
+inline uint16_t ld16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return h;
+}
+// f16 fields at p + off + k * stride of blocks 0..n-1 (n <= 8; missing lanes 0) as f32.
+template <int STRIDE>
+inline __m256 gather_f16(const uint8_t* p, int n) {
+  alignas(16) uint16_t h[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  if (n == 8) {
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) h[k] = ld16(p + k * STRIDE);
+  } else {
+    for (int k = 0; k < n; ++k) h[k] = ld16(p + k * STRIDE);
+  }
+  return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h)));
+}
+// Per-block f32 values (8 lanes) -> per-half vectors.
+inline void halves(__m256 v8, __m256* out) { out[0] = dup_lo(v8), out[1] = dup_hi(v8); }
+
+template <uint32_t T>
+inline void step_factors(const uint8_t* p, int k, __m256* S, __m256* M) {
+  using D = Dec<T>;
+  constexpr float C = float(D::C);
+  if constexpr (D::QK == 32) {
+    halves(gather_f16<D::BYTES>(p, k), S);
+    if constexpr (T == kQ4_1 || T == kQ5_1) {
+      halves(_mm256_sub_ps(_mm256_setzero_ps(), gather_f16<D::BYTES>(p + 2, k)), M);
+    } else {
+      M[0] = _mm256_mul_ps(_mm256_set1_ps(C), S[0]);
+      M[1] = _mm256_mul_ps(_mm256_set1_ps(C), S[1]);
+    }
+  } else if constexpr (T == kQ4_K || T == kQ5_K) {
+    // 6-bit scales / mins from three u32 words (ggml_blocks.h k4_scale_min, 4 at a time)
+    uint32_t w[3];
+    std::memcpy(w, p + 4, 12);
+    const uint32_t sc_lo = w[0] & 0x3f3f3f3f, m_lo = w[1] & 0x3f3f3f3f;
+    const uint32_t sc_hi = (w[2] & 0x0f0f0f0f) | ((w[0] >> 2) & 0x30303030);
+    const uint32_t m_hi = ((w[2] >> 4) & 0x0f0f0f0f) | ((w[1] >> 2) & 0x30303030);
+    const __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_setr_epi32(int(sc_lo), int(sc_hi), 0, 0)));
+    const __m256 m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_setr_epi32(int(m_lo), int(m_hi), 0, 0)));
+    halves(_mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(ld16(p))), sc), S);
+    halves(_mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(ld16(p + 2))), m), M);
+  } else if constexpr (T == kQ6_K) {
+    const __m256 d = _mm256_set1_ps(_cvtsh_ss(ld16(p + 208)));
+    const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 192));
+    S[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc)));
+    S[1] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))));
+    M[0] = _mm256_mul_ps(_mm256_set1_ps(C), S[0]);
+    M[1] = _mm256_mul_ps(_mm256_set1_ps(C), S[1]);
+  } else if constexpr (T == kQ3_K) {
+    // 16 6-bit scales: low nibbles from bytes 0..7, 2-bit tops from bytes 8..11 (q3k_scale)
+    uint32_t w[3];
+    std::memcpy(w, p + 96, 12);
+    const uint32_t s0 = (w[0] & 0x0f0f0f0f) | ((w[2] & 0x03030303) << 4);
+    const uint32_t s1 = (w[1] & 0x0f0f0f0f) | (((w[2] >> 2) & 0x03030303) << 4);
+    const uint32_t s2 = ((w[0] >> 4) & 0x0f0f0f0f) | (((w[2] >> 4) & 0x03030303) << 4);
+    const uint32_t s3 = ((w[1] >> 4) & 0x0f0f0f0f) | (((w[2] >> 6) & 0x03030303) << 4);
+    const __m128i s = _mm_sub_epi8(_mm_setr_epi32(int(s0), int(s1), int(s2), int(s3)), _mm_set1_epi8(32));
+    const __m256 d = _mm256_set1_ps(_cvtsh_ss(ld16(p + 108)));
+    S[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(s)));
+    S[1] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(s, 8))));
+    M[0] = _mm256_mul_ps(_mm256_set1_ps(C), S[0]);
+    M[1] = _mm256_mul_ps(_mm256_set1_ps(C), S[1]);
+  } else if constexpr (T == kQ2_K) {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i sc = _mm_and_si128(x, _mm_set1_epi8(15)), m = _mm_and_si128(_mm_srli_epi16(x, 4), _mm_set1_epi8(15));
+    const __m256 d = _mm256_set1_ps(_cvtsh_ss(ld16(p + 80))), dm = _mm256_set1_ps(_cvtsh_ss(ld16(p + 82)));
+    S[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sc)));
+    S[1] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sc, 8))));
+    M[0] = _mm256_mul_ps(dm, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(m)));
+    M[1] = _mm256_mul_ps(dm, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(m, 8))));
+  } else {  // kIQ4_XS: nibble j % 2 of scales_l[j / 2], bits 2j of scales_h on top, minus 32
+    uint32_t l;
+    std::memcpy(&l, p + 4, 4);
+    const __m128i lv = _mm_cvtsi32_si128(int(l));
+    const __m128i lo = _mm_unpacklo_epi8(_mm_and_si128(lv, _mm_set1_epi8(15)), _mm_and_si128(_mm_srli_epi16(lv, 4), _mm_set1_epi8(15)));
+    const uint64_t hi = _pdep_u64(ld16(p + 2), 0x0303030303030303ull);
+    const __m128i s = _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(_mm_cvtsi64_si128(int64_t(hi)), 4)), _mm_set1_epi8(32));
+    halves(_mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(ld16(p))), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(s))), S);
+    M[0] = _mm256_mul_ps(_mm256_set1_ps(C), S[0]);
+    M[1] = _mm256_mul_ps(_mm256_set1_ps(C), S[1]);
+  }
+}
+
+// Lanes of sub-block j of a step starting at p.
+template <uint32_t T>
+inline __m256i step_lanes(const uint8_t* p, int j) {
+  using D = Dec<T>;
+  if constexpr (D::QK == 32) return D::lanes(p + j * D::BYTES, 0);
+  else return D::lanes(p, j);
+}
+
+// One row, NT tokens (d: per token contiguous block scales, X: per token per-half X).
+template <uint32_t T, int NT>
+inline void decode_row_fused(const QWeights& w, int64_t r, const int8_t* const* a, const float* const* d,
+                             const float* const* X, float* out) {
+  using D = Dec<T>;
+  constexpr int STEP_BYTES = D::QK == 32 ? 8 * D::BYTES : D::BYTES;
+  const int64_t nb = w.nb, nsteps = (nb + 7) / 8;
+  const uint8_t* row = w.q + r * w.row_bytes;
+  const uint8_t* pf = row + w.row_bytes;
+  __m256 acc[NT], accm[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps(), accm[t] = _mm256_setzero_ps();
+  for (int64_t s = 0; s < nsteps; ++s) {
+    const uint8_t* p = row + s * STEP_BYTES;
+    for (int l = 0; l < STEP_BYTES; l += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + s * STEP_BYTES + l), _MM_HINT_T0);
+    const int k = int(std::min<int64_t>(8, nb - 8 * s));  // 8 except a legacy row's last step
+    __m256 S[2], M[2];
+    step_factors<T>(p, k, S, M);
+    __m256 SD[NT][2];
+    alignas(32) float dt[8], xt[16];
+    for (int t = 0; t < NT; ++t) {
+      __m256 dd, x0, x1;
+      if (k == 8) {
+        dd = _mm256_loadu_ps(d[t] + 8 * s);
+        x0 = _mm256_loadu_ps(X[t] + 16 * s);
+        x1 = _mm256_loadu_ps(X[t] + 16 * s + 8);
+      } else {
+        for (int i = 0; i < 8; ++i) dt[i] = i < k ? d[t][8 * s + i] : 0.f;
+        for (int i = 0; i < 16; ++i) xt[i] = i < 2 * k ? X[t][16 * s + i] : 0.f;
+        dd = _mm256_load_ps(dt), x0 = _mm256_load_ps(xt), x1 = _mm256_load_ps(xt + 8);
+      }
+      SD[t][0] = _mm256_mul_ps(S[0], dup_lo(dd));
+      SD[t][1] = _mm256_mul_ps(S[1], dup_hi(dd));
+      accm[t] = _mm256_fmadd_ps(M[0], x0, accm[t]);
+      accm[t] = _mm256_fmadd_ps(M[1], x1, accm[t]);
+    }
+    auto sub = [&](int j) {
+      const __m256i wv = step_lanes<T>(p, j);
+      const __m256i idx = _mm256_setr_epi32(2 * (j % 4), 2 * (j % 4), 2 * (j % 4), 2 * (j % 4), 2 * (j % 4) + 1,
+                                            2 * (j % 4) + 1, 2 * (j % 4) + 1, 2 * (j % 4) + 1);
+      for (int t = 0; t < NT; ++t) {
+        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t] + (8 * s + j) * kQBlock));
+        const __m256 pr = _mm256_cvtepi32_ps(bdot<D::SIGNED>(wv, av));
+        acc[t] = _mm256_fmadd_ps(pr, _mm256_permutevar8x32_ps(SD[t][j / 4], idx), acc[t]);
+      }
+    };
+    if (k == 8) {
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) sub(j);
+    } else {
+      for (int j = 0; j < k; ++j) sub(j);
+    }
+  }
+  for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]) - hsum(accm[t]);
+}
+
 // Per-thread buffers: R decoded rows.
 struct GgmlScratch {
   std::vector<uint8_t> u;
@@ -240,18 +398,26 @@ void gemm_t(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) 
     A.y[t * A.ldy + r] = v - dot_f32(Sc.M.data() + i * hstride, A.a.x + t * nh, nh);
   };
   if (t1 - t0 <= 3) {
-    // decode: one row at a time (a single sequential stream per thread)
+    // decode: one row at a time (a single sequential stream per thread), fused; the tokens' block
+    // scales made contiguous first (QActs::d is token-minor)
+    const int64_t nt = t1 - t0;
+    if (Sc.S.size() < size_t(3 * (nb + 8))) Sc.S.resize(size_t(3 * (nb + 8)));
+    const int8_t* a[3];
+    const float* d[3];
+    const float* X[3];
+    for (int64_t t = 0; t < nt; ++t) {
+      float* dt = Sc.S.data() + t * (nb + 8);
+      for (int64_t b = 0; b < nb; ++b) dt[b] = A.a.d[b * n + t0 + t];
+      a[t] = A.a.qa + (t0 + t) * A.a.a_stride;
+      d[t] = dt;
+      X[t] = A.a.x + (t0 + t) * nh;
+    }
     for (int64_t r = r0; r < r1; ++r) {
-      decode_row<T>(w, r, Sc.u.data(), Sc.S.data(), Sc.M.data());
-      const uint8_t* u[1] = {Sc.u.data()};
-      const float* S[1] = {Sc.S.data()};
-      for (int64_t t = t0; t < t1; ++t) {
-        const int8_t* a[1] = {A.a.qa + t * A.a.a_stride};
-        const float* d[1] = {A.a.d + t};
-        float out[1][1];
-        dot_tile<1, 1, D::SIGNED>(nb, u, S, a, d, n, out);
-        finish(r, 0, t, out[0][0]);
-      }
+      float y[3];
+      if (nt == 1) decode_row_fused<T, 1>(w, r, a, d, X, y);
+      else if (nt == 2) decode_row_fused<T, 2>(w, r, a, d, X, y);
+      else decode_row_fused<T, 3>(w, r, a, d, X, y);
+      for (int64_t t = 0; t < nt; ++t) A.y[(t0 + t) * A.ldy + r] = y[t];
     }
     return;
   }
