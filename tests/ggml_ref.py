@@ -10,6 +10,10 @@ package (gguf.quants: numpy dequantization of every type, quantization of the le
       legacy types by gguf.quants.quantize, k-quants and i-quants by the simple min/max encoders
       below), and the same model with those weights replaced by numpy's dequantization (F32).
       The encoders are checked against gguf.quants' decoder (relative RMSE) before writing.
+  ggml_ref.py dequant SRC.gguf OUT.gguf
+      SRC with every quantized tensor replaced by numpy's dequantization (F32): the reference a
+      real quantized model (e.g. a llama.cpp Q4_1 file) is compared with (lmpress perplexity
+      --base / kl divergence).
 
 Run by tests/test_ggml.cpp (the setup script installs the pinned package into build/pyenv).
 """
@@ -260,10 +264,26 @@ def cmd_model(src, out_q, out_deq):
     write_gguf(out_deq, kv, n_kv, tf)
 
 
+def cmd_dequant(src, out):
+    r = gguf.GGUFReader(src)
+    kv, n_kv = kv_of(r)
+    ts = []
+    for t in r.tensors:
+        ne = [int(x) for x in t.shape]
+        if t.tensor_type == T.F32:
+            ts.append((t.name, T.F32, ne, np.asarray(t.data).tobytes()))
+            continue
+        w = quants.dequantize(np.asarray(t.data), t.tensor_type).astype(np.float32)
+        ts.append((t.name, T.F32, ne, w.tobytes()))
+    write_gguf(out, kv, n_kv, ts)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "blocks":
         cmd_blocks(sys.argv[2])
     elif len(sys.argv) == 5 and sys.argv[1] == "model":
         cmd_model(*sys.argv[2:])
+    elif len(sys.argv) == 4 and sys.argv[1] == "dequant":
+        cmd_dequant(*sys.argv[2:])
     else:
         raise SystemExit(__doc__)

@@ -223,4 +223,19 @@ TEST(GgmlNumpy, QuantizedGgufModelMatchesDequantizedModel) {
   EXPECT_EQ(rc5, 0) << quant;
   auto [rc6, ppl2] = cli("perplexity -m " + dir / "re.lmp" + " -f " + test::shared("data/wikitext-2/eval.txt") + " --ctx 128 --chunks 2");
   EXPECT_EQ(rc6, 0) << ppl2;
+  // GGUF export writes the block types back as they came (a byte copy)
+  auto [rc7, conv] = cli("convert -m " + q + " -o " + dir / "conv.gguf" + " --to gguf");
+  ASSERT_EQ(rc7, 0) << conv;
+  const GgufFile a = read_gguf(q), b = read_gguf(dir / "conv.gguf");
+  int copied = 0;
+  for (const GgufTensorInfo& t : a.tensors) {
+    const GgufTensorInfo* u = b.find_tensor(t.name);
+    ASSERT_TRUE(u) << t.name;
+    if (t.ggml_type == 0) continue;
+    EXPECT_EQ(u->ggml_type, t.ggml_type) << t.name;
+    ASSERT_EQ(u->nbytes, t.nbytes) << t.name;
+    EXPECT_EQ(std::memcmp(u->data, t.data, t.nbytes), 0) << t.name;
+    ++copied;
+  }
+  EXPECT_EQ(copied, ggml_tensors);
 }
