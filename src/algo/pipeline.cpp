@@ -153,6 +153,7 @@ std::vector<PlannedTensor> plan_quantization(const Model& src, const Recipe& rc)
     if (linear.count(t->name) || is_embd || is_out) {
       const TensorRule& r = rc.rule_for(t->name, tied && is_embd);
       if (r.quantized()) {
+        (void)make_grid(r.spec);  // refuses formats lmpress does not produce (llama.cpp's block types)
         p.dtype = DType::Q;
         p.format = format_id(r.spec);
         p.nbytes = size_t(packed_geometry(r.spec, t->rows(), t->cols()).total_bytes);
