@@ -239,3 +239,52 @@ TEST(GgmlNumpy, QuantizedGgufModelMatchesDequantizedModel) {
   }
   EXPECT_EQ(copied, ggml_tensors);
 }
+
+// Prefill over several token chunks and row tiles on two threads, decode of the same tokens, the
+// dequantize + sgemm oracle, and NaN activations turning into NaN outputs, at every level.
+TEST(GgmlKernels, PrefillChunksDecodeAndOracle) {
+  ThreadPool pool(2);
+  const int64_t rows = 37, cols = 4096, n = 131;  // 4096 x 131 int8 acts: more than one L2 chunk
+  auto x = test::randn(size_t(n * cols), 22);
+  for (const char* f : {"q4_0", "q8_0", "q5_1", "q4_k", "q6_k", "q3_k", "q2_k", "iq4_xs", "iq4_nl"}) {
+    const Tensor t = random_ggml(f, rows, cols, 9);
+    const auto wd = dequantize_ref(t);
+    std::vector<float> yref(size_t(n * rows));
+    {
+      ScopedSimdLevel sc(SimdLevel::Scalar);
+      matmul(t, x.data(), n, yref.data(), pool);
+    }
+    for (SimdLevel l : {SimdLevel::AVX2, SimdLevel::AVX512}) {
+      if (l > cpu_simd_level()) {
+        std::printf("[ SKIPPED  ] GgmlKernels %s level %s: not supported by this CPU\n", f, simd_level_name(l));
+        continue;
+      }
+      ScopedSimdLevel sl(l);
+      std::vector<float> y(size_t(n * rows)), ys(size_t(n * rows)), y1(static_cast<size_t>(rows));
+      matmul(t, x.data(), n, y.data(), pool);
+      quant_matmul_dequant_sgemm(t, x.data(), n, ys.data(), pool);
+      for (int64_t tk = 0; tk < n; tk += 13) {
+        matmul(t, x.data() + tk * cols, 1, y1.data(), pool);
+        for (int64_t r = 0; r < rows; ++r) {
+          double e = 0, m = 0;
+          for (int64_t c = 0; c < cols; ++c) {
+            e += double(wd[size_t(r * cols + c)]) * x[size_t(tk * cols + c)];
+            m += std::fabs(double(wd[size_t(r * cols + c)]) * x[size_t(tk * cols + c)]);
+          }
+          const size_t i = size_t(tk * rows + r);
+          EXPECT_NEAR(ys[i], e, 3e-5 * m) << f;
+          EXPECT_NEAR(y[i], yref[i], 3e-4 * m) << f << " " << simd_level_name(l);
+          EXPECT_NEAR(y1[size_t(r)], y[i], 3e-4 * m) << f << " " << simd_level_name(l);
+          EXPECT_NEAR(y[i], e, 0.02 * m) << f;  // int8 activations
+        }
+      }
+      auto xn = x;
+      xn[5] = std::nanf("");
+      matmul(t, xn.data(), 2, y.data(), pool);
+      for (int64_t r = 0; r < rows; ++r) {
+        EXPECT_TRUE(std::isnan(y[size_t(r)])) << f;
+        EXPECT_FALSE(std::isnan(y[size_t(rows + r)])) << f;
+      }
+    }
+  }
+}

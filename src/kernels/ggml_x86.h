@@ -231,16 +231,19 @@ inline uint16_t ld16(const uint8_t* p) {
   return h;
 }
 // f16 fields at p + off + k * stride of blocks 0..n-1 (n <= 8; missing lanes 0) as f32.
+// (built in registers: eight 2-byte stores then a 16-byte load would stall store forwarding)
 template <int STRIDE>
 inline __m256 gather_f16(const uint8_t* p, int n) {
-  alignas(16) uint16_t h[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   if (n == 8) {
-#pragma GCC unroll 8
-    for (int k = 0; k < 8; ++k) h[k] = ld16(p + k * STRIDE);
-  } else {
-    for (int k = 0; k < n; ++k) h[k] = ld16(p + k * STRIDE);
+    auto q = [&](int k) {
+      return uint64_t(ld16(p + k * STRIDE)) | uint64_t(ld16(p + (k + 1) * STRIDE)) << 16 |
+             uint64_t(ld16(p + (k + 2) * STRIDE)) << 32 | uint64_t(ld16(p + (k + 3) * STRIDE)) << 48;
+    };
+    return _mm256_cvtph_ps(_mm_set_epi64x(int64_t(q(4)), int64_t(q(0))));
   }
-  return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h)));
+  uint64_t lo = 0, hi = 0;
+  for (int k = 0; k < n; ++k) (k < 4 ? lo : hi) |= uint64_t(ld16(p + k * STRIDE)) << (16 * (k % 4));
+  return _mm256_cvtph_ps(_mm_set_epi64x(int64_t(hi), int64_t(lo)));
 }
 // Per-block f32 values (8 lanes) -> per-half vectors.
 inline void halves(__m256 v8, __m256* out) { out[0] = dup_lo(v8), out[1] = dup_hi(v8); }
