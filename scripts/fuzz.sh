@@ -22,7 +22,7 @@ for t in build/fuzz/fuzz/fuzz_*; do
       # blocks of every llama.cpp type lmpress runs (tests/ggml_ref.py, when setup.sh made its venv)
       if [ -x build/pyenv/bin/python3 ] && [ ! -f build/fuzz/seeds/ggml-blocks.gguf ]; then
         mkdir -p build/fuzz/seeds
-        build/pyenv/bin/python3 tests/ggml_ref.py blocks build/fuzz/seeds/ggml-blocks.gguf || true
+        build/pyenv/bin/python3 tests/ggml_ref.py blocks build/fuzz/seeds/ggml-blocks.gguf 1 256 || true
       fi
       seeds+=(build/fuzz/seeds/ggml-blocks.gguf) ;;
     fuzz_llama2c) [ -d $shared ] && seeds=() ;;

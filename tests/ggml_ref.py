@@ -2,7 +2,7 @@
 """Independent reference for lmpress's ggml formats (llama.cpp block types), from the `gguf`
 package (gguf.quants: numpy dequantization of every type, quantization of the legacy ones).
 
-  ggml_ref.py blocks OUT.gguf
+  ggml_ref.py blocks OUT.gguf [ROWS COLS]
       For every type: random blocks (random codes and sub-scales, sane f16 scales) as tensor
       '<type>.q' [rows, cols] of that type and numpy's dequantization as '<type>.f' (F32).
   ggml_ref.py model SRC.gguf OUT_Q.gguf OUT_DEQ.gguf
@@ -84,11 +84,10 @@ def random_blocks(typ, rows, cols, rng):
     return b.reshape(rows, cols // qk * bs)
 
 
-def cmd_blocks(out):
+def cmd_blocks(out, rows=7, cols=1024):
     rng = np.random.default_rng(1234)
     tensors = []
     for typ in TYPES:
-        rows, cols = 7, 1024
         q = random_blocks(typ, rows, cols, rng)
         f = quants.dequantize(q, typ).astype(np.float32).reshape(rows, cols)
         name = typ.name.lower()
@@ -279,8 +278,8 @@ def cmd_dequant(src, out):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "blocks":
-        cmd_blocks(sys.argv[2])
+    if len(sys.argv) in (3, 5) and sys.argv[1] == "blocks":
+        cmd_blocks(sys.argv[2], *[int(a) for a in sys.argv[3:]])
     elif len(sys.argv) == 5 and sys.argv[1] == "model":
         cmd_model(*sys.argv[2:])
     elif len(sys.argv) == 4 and sys.argv[1] == "dequant":
