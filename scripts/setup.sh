@@ -29,7 +29,9 @@ GGUF_VERSION=0.19.0
 pyenv="$(cd "$(dirname "$0")/.." && pwd)/build/pyenv"
 if ! "$pyenv/bin/python3" -c "import importlib.metadata as m, gguf.quants; assert m.version('gguf') == '$GGUF_VERSION'" 2>/dev/null; then
   echo "setup: creating $pyenv with gguf==$GGUF_VERSION" >&2
-  /usr/bin/python3 -m venv --clear --system-site-packages "$pyenv"
-  "$pyenv/bin/pip" install -q --disable-pip-version-check --no-deps "gguf==$GGUF_VERSION"
+  if ! { /usr/bin/python3 -m venv --clear --system-site-packages "$pyenv" &&
+         "$pyenv/bin/pip" install -q --disable-pip-version-check --no-deps "gguf==$GGUF_VERSION"; }; then
+    echo "setup: WARNING: could not install gguf==$GGUF_VERSION into $pyenv; the GgmlNumpy tests will skip" >&2
+  fi
 fi
 echo "setup: dependencies present" >&2
