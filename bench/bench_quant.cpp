@@ -8,7 +8,8 @@
 //  model_decode|model_prefill128/tinyllama-1.1b/<fmt>/<isa>
 //                                       every linear layer of TinyLlama once per token (matmuls
 //                                       only): tokens/s, an upper bound for the engine; int
-//                                       formats and the other families (nf4, fp4, mxfp4, lut, fp8).
+//                                       formats, the other families (nf4, fp4, mxfp4, lut, fp8) and llama.cpp's
+//                                       types (q4_0 ... q6_k, iq4_*: ggml family, random blocks).
 // The label says which ISA ran; the context line names the CPU features.
 #include <benchmark/benchmark.h>
 
@@ -19,6 +20,7 @@
 #include <random>
 
 #include "formats/formats_internal.h"
+#include "formats/ggml_family.h"
 #include "lmpress/engine.h"
 
 using namespace lmpress;
@@ -39,6 +41,11 @@ const Tensor& packed(const QuantSpec& s, int64_t rows, int64_t cols) {
   auto key = std::make_tuple(format_id(s), rows, cols);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
+  if (s.family == FormatFamily::Ggml) {  // llama.cpp's block types: random blocks (imported, not made)
+    std::vector<uint8_t> bytes(size_t(packed_geometry(s, rows, cols).total_bytes));
+    ggml_random_blocks(uint32_t(s.bits), rows, cols, 1, 0.001f, bytes.data());
+    return cache[key] = make_owned_tensor("w", DType::Q, {rows, cols}, std::move(bytes), format_id(s));
+  }
   std::mt19937 rng(1);
   std::normal_distribution<float> nd(0.f, 0.02f);
   std::vector<float> w(size_t(rows * cols));
@@ -200,7 +207,10 @@ void register_all() {
     }
     // The other families next to w4g32 (the same bytes at 4.5 bpw for nf4g32 / fp4g32; lut4
     // 4.0 plus 18 bytes a row, mxfp4 4.25, fp8row 8.0): decode and prefill.
-    for (const char* f : {"nf4g32", "nf4g64", "fp4g32", "mxfp4", "lut3", "lut4", "fp8row", "w4g32+s0.50", "lut3+s0.45"}) {
+    // llama.cpp's types (GGUF imports) likewise: q4_0 / iq4_nl are 4.5 bpw like w4g32, q4_k 4.5,
+    // q4_1 5.0, q5_k 5.5, q6_k 6.5625, q8_0 8.5, q3_k 3.4375, q2_k 2.625, iq4_xs 4.25.
+    for (const char* f : {"nf4g32", "nf4g64", "fp4g32", "mxfp4", "lut3", "lut4", "fp8row", "q4_0", "q4_1", "q5_0",
+                          "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs", "w4g32+s0.50", "lut3+s0.45"}) {
       const QuantSpec s = parse_format_name(f);
       const std::string base = "model_decode/tinyllama-1.1b/" + format_name(s) + "/" + lname;
       benchmark::RegisterBenchmark(base.c_str(), bm_model, s, l, int64_t(1))->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -1,11 +1,15 @@
 // Fuzz target: GGUF header/metadata/tensor-table parser, then the model loader on inputs that
-// parse. Any input may be rejected with lmpress::Error; nothing else may escape or crash.
+// parse, then the reference dequantization of tensors of llama.cpp's block types. Any input may
+// be rejected with lmpress::Error; nothing else may escape or crash.
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <string>
 
+#include <vector>
+
+#include "lmpress/formats.h"
 #include "lmpress/io.h"
 
 namespace {
@@ -49,6 +53,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     opt.require_tokenizer = false;
     lmpress::Model m = lmpress::load_gguf_model(f.path, opt);
     (void)m.n_params();
+    // Packed tensors (llama.cpp block types) passed the load-time checks: the kernels must read
+    // them without faults. Dequantize the first row of each (bounded work).
+    std::vector<float> row;
+    for (const lmpress::Tensor* t : m.weight_tensors())
+      if (t->dtype == lmpress::DType::Q && t->cols() <= (1 << 16)) {
+        row.resize(size_t(t->cols()));
+        lmpress::dequantize_row_ref(*t, 0, row.data());
+      }
   } catch (const lmpress::Error&) {
   }
   return 0;

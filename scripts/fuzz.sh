@@ -17,7 +17,14 @@ for t in build/fuzz/fuzz/fuzz_*; do
   mkdir -p "$corpus"
   seeds=()
   case $name in
-    fuzz_gguf) [ -d $shared ] && seeds=($shared/tokenizers/ggml-vocab-llama-spm.gguf) ;;
+    fuzz_gguf)
+      [ -d $shared ] && seeds=($shared/tokenizers/ggml-vocab-llama-spm.gguf)
+      # blocks of every llama.cpp type lmpress runs (tests/ggml_ref.py, when setup.sh made its venv)
+      if [ -x build/pyenv/bin/python3 ] && [ ! -f build/fuzz/seeds/ggml-blocks.gguf ]; then
+        mkdir -p build/fuzz/seeds
+        build/pyenv/bin/python3 tests/ggml_ref.py blocks build/fuzz/seeds/ggml-blocks.gguf 1 256 || true
+      fi
+      seeds+=(build/fuzz/seeds/ggml-blocks.gguf) ;;
     fuzz_llama2c) [ -d $shared ] && seeds=() ;;
     fuzz_tokenizer) [ -d $shared ] && seeds=($shared/models/tinystories-279k/tok512.bin $shared/models/babyllama-936k/tok105.model) ;;
     fuzz_lmpress)

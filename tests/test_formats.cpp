@@ -8,10 +8,13 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <map>
 #include <set>
 
 #include "engine/matmul_ext.h"
 #include "formats/formats_internal.h"
+#include "formats/ggml_family.h"
+#include "kernels/ggml_blocks.h"
 #include "formats/traits.h"
 #include "kernels/qkernels.h"
 #include "lmpress/engine.h"
@@ -68,6 +71,23 @@ void dequant_rows_at(SimdLevel l, const Tensor& t, float* out) {
   }
 }
 
+// Families whose tensors come from codes and params (pack_tensor); the ggml family's blocks are
+// opaque (imported from GGUF): its tests are in test_ggml.cpp and, here, in the parity table.
+std::vector<QuantSpec> code_formats() {
+  std::vector<QuantSpec> v;
+  for (const auto& s : all_formats())
+    if (!format_traits(s).opaque_blocks) v.push_back(s);
+  return v;
+}
+bool is_ggml(const QuantSpec& s) { return s.family == FormatFamily::Ggml; }
+int64_t ggml_qk(const QuantSpec& s) { return kern::ggml::type_info(uint32_t(s.bits))->qk; }
+// A ggml tensor of random blocks (random codes and sub-scales, f16 scales near 0.02).
+Tensor ggml_tensor(const QuantSpec& s, int64_t rows, int64_t cols, uint32_t seed) {
+  std::vector<uint8_t> bytes(size_t(packed_geometry(s, rows, cols).total_bytes));
+  ggml_random_blocks(uint32_t(s.bits), rows, cols, seed, 0.02f, bytes.data());
+  return make_owned_tensor("w", DType::Q, {rows, cols}, std::move(bytes), format_id(s));
+}
+
 // Bytes of a packed [rows, cols] tensor, written straight from the docs/formats.md layouts.
 int64_t doc_bytes(const QuantSpec& s, int64_t rows, int64_t cols) {
   const int64_t nb = (cols + 31) / 32, grp = s.group ? s.group : cols, G = (cols + grp - 1) / grp;
@@ -78,6 +98,14 @@ int64_t doc_bytes(const QuantSpec& s, int64_t rows, int64_t cols) {
     case FormatFamily::MXFP4: return rows * (nb * 16 + G * 1);
     case FormatFamily::FP8: return rows * (nb * 32 + G * 2);
     case FormatFamily::Lut: return rows * (nb * 4 * s.bits + 2 + (1 << s.bits));
+    case FormatFamily::Ggml: {
+      // ggml's block sizes (weights, bytes) by ggml_type: docs/formats.md
+      const std::map<int, std::pair<int64_t, int64_t>> kBlocks = {
+          {2, {32, 18}},   {3, {32, 20}},   {6, {32, 22}},   {7, {32, 24}},   {8, {32, 34}},    {10, {256, 84}},
+          {11, {256, 110}}, {12, {256, 144}}, {13, {256, 176}}, {14, {256, 210}}, {20, {32, 18}}, {23, {256, 136}}};
+      const auto [qk, bytes] = kBlocks.at(s.bits);
+      return rows * (cols / qk) * bytes;
+    }
   }
   return -1;
 }
@@ -93,6 +121,8 @@ struct ParityEntry {
 constexpr ParityEntry kParity[] = {
     {FormatFamily::Int, true, 3e-5},  {FormatFamily::NF4, true, 3e-5}, {FormatFamily::FP4, true, 3e-5},
     {FormatFamily::MXFP4, true, 3e-5}, {FormatFamily::FP8, false, 3e-5}, {FormatFamily::Lut, true, 3e-5},
+    // ggml: SIMD levels dot offset lanes v + C (up to 128) and subtract C S X: larger float terms
+    {FormatFamily::Ggml, true, 3e-4},
 };
 const ParityEntry& parity_entry(const QuantSpec& s) {
   for (const auto& e : kParity)
@@ -107,8 +137,8 @@ const ParityEntry& parity_entry(const QuantSpec& s) {
 
 TEST(Formats, IdsAndNames) {
   const auto fmts = all_formats();
-  // int: 6 widths x 5 groups x sym/asym; nf4, fp4: 4 groups; mxfp4; fp8: 5 groups; lut3/4
-  const size_t n_formats = 60 + 4 + 4 + 1 + 5 + 2;
+  // int: 6 widths x 5 groups x sym/asym; nf4, fp4: 4 groups; mxfp4; fp8: 5 groups; lut3/4; 12 ggml types
+  const size_t n_formats = 60 + 4 + 4 + 1 + 5 + 2 + 12;
   EXPECT_EQ(fmts.size(), n_formats);
   std::set<uint32_t> ids;
   std::set<std::string> names;
@@ -180,6 +210,10 @@ TEST(Formats, BitsPerWeightExact) {
   // Exact formula (int: (ceil(cols/32) * 4*bits + groups * (2 + asym)) * 8 / cols; doc_bytes).
   for (const auto& s : all_formats()) {
     for (int64_t cols : {1, 31, 33, 352, 2048}) {
+      if (is_ggml(s) && cols % ggml_qk(s) != 0) {
+        EXPECT_THROW(packed_geometry(s, 3, cols), Error) << format_name(s);  // rows are whole blocks
+        continue;
+      }
       const int64_t rows = 3;
       const int64_t bytes = doc_bytes(s, rows, cols);
       const auto g = packed_geometry(s, rows, cols);
@@ -240,7 +274,7 @@ TEST(Formats, BlockLayoutGolden) {
 // ---- round trips ----------------------------------------------------------------------------------
 
 TEST(Formats, RoundTripAllFormats) {
-  for (const auto& s : all_formats()) {
+  for (const auto& s : code_formats()) {
     const auto grid = make_grid(s);
     for (int64_t cols : {1, 33, 352}) {
       const int64_t rows = 3;
@@ -325,7 +359,7 @@ TEST(Formats, MinMaxParams) {
 }
 
 TEST(Formats, GoldenEdgeCases) {
-  for (const auto& s : all_formats()) {
+  for (const auto& s : code_formats()) {
     const auto grid = make_grid(s);
     const int64_t rows = 2, cols = 70;
     // All zeros: dequantizes to exact zeros (int: scale 1, codes at the zero point).
@@ -438,7 +472,7 @@ TEST(Formats, PackRejectsBadInput) {
 
 TEST(Formats, ValidatePackedRejectsWrongSizes) {
   auto w = randn(5 * 100, 9);
-  for (const auto& s : all_formats()) {
+  for (const auto& s : code_formats()) {
     const Tensor t = pack_tensor("blk.0.ffn_up.weight", quantize_rtn_ref(w.data(), 5, 100, s));
     EXPECT_NO_THROW(validate_packed(t, "model.gguf"));
     std::vector<uint8_t> bytes(bytes_of(t), bytes_of(t) + t.nbytes);
@@ -561,12 +595,17 @@ TEST_P(QuantKernels, MatmulParityAllFormats) {
   ThreadPool pool1(1), pool2(2);
   const int64_t nmax = 16;
   int cases = 0;
+  int ggml_sizes = 0;
   for (const auto& s : all_formats()) {
-    for (int64_t cols : {1, 7, 31, 33, 112, 127, 191, 352, 415, 1023, 2048}) {
+    for (int64_t cols0 : {1, 7, 31, 33, 112, 127, 191, 352, 415, 1023, 2048}) {
+      // ggml rows are whole blocks: the awkward sizes become multiples of the block (1..8 blocks of
+      // 256, 1..64 of 32) so block counts stay odd / prime / large
+      const int64_t cols = is_ggml(s) ? std::max<int64_t>(1, cols0 / (ggml_qk(s) == 256 ? 256 : 32)) * ggml_qk(s) : cols0;
+      ggml_sizes += is_ggml(s);
       for (int64_t rows : {1, 3, 17}) {
         const uint32_t seed = uint32_t(cols * 7919 + rows * 31 + format_id(s));
         auto w = randn(size_t(rows * cols), seed);
-        const Tensor t = pack_tensor("w", quantize_rtn_ref(w.data(), rows, cols, s));
+        const Tensor t = is_ggml(s) ? ggml_tensor(s, rows, cols, seed) : pack_tensor("w", quantize_rtn_ref(w.data(), rows, cols, s));
         const std::vector<float> wd = dequantize_ref(t);
         // Activations: normal with per-token scale, an outlier and an all-zero block.
         auto x = randn(size_t(nmax * cols), seed + 1);
@@ -579,7 +618,7 @@ TEST_P(QuantKernels, MatmulParityAllFormats) {
         }
         // Per token: exact product, the activation-quantization bound sum |w| d_b / 2, and the
         // magnitude of the float terms the kernels add (for rounding slack).
-        const QuantizedMatrix qm = unpack_tensor(t);
+        const QuantizedMatrix qm = is_ggml(s) ? QuantizedMatrix{} : unpack_tensor(t);
         const ParityEntry& pe = parity_entry(s);
         const int64_t grp = s.group ? s.group : cols, G = (cols + grp - 1) / grp;
         std::vector<double> exact(size_t(nmax * rows)), bound(size_t(nmax * rows)), mag(size_t(nmax * rows));
@@ -641,6 +680,7 @@ TEST_P(QuantKernels, MatmulParityAllFormats) {
     }
   }
   EXPECT_EQ(cases, int(all_formats().size()) * 11 * 3 * 4);
+  EXPECT_EQ(ggml_sizes, 12 * 11);
 }
 
 // Sparse outliers (+s): pack / unpack, reference dequantization, the fused add of every matmul path

@@ -21,6 +21,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "formats/ggml_family.h"
 #include "lmpress/eval.h"
 #include "lmpress/formats.h"
 #include "lmpress/io.h"
@@ -429,6 +430,50 @@ TEST(Hostile, Class5_InfinitePackedScale) {
   expect_refused(f.out, {"inspect", "-m", q}, 1, {q, "blk.0.attn_q.weight", "scale 5"});
   // inspect --no-check reads it (nothing is computed), so the check is what refuses it.
   EXPECT_EQ(run({"inspect", "-m", q, "--no-check"}).rc, 0);
+}
+
+// llama.cpp block types in a GGUF (the ggml format family): a clean file runs through every
+// command; a non-finite f16 scale inside a block is refused at load, naming tensor, row and block.
+TEST(Hostile, Class5_GgmlBlockTypes) {
+  Fixture f;
+  Model m = tiny();
+  // ffn_down [64, 192] as q8_0 (6 blocks a row), ffn_up [192, 64] as q4_0, wq [64, 64] as iq4_nl
+  auto ggml = [](const Tensor& t, const char* fmt, uint64_t seed) {
+    const QuantSpec s = parse_format_name(fmt);
+    std::vector<uint8_t> b(size_t(packed_geometry(s, t.rows(), t.cols()).total_bytes));
+    ggml_random_blocks(uint32_t(s.bits), t.rows(), t.cols(), seed, 0.02f, b.data());
+    return make_owned_tensor(t.name, DType::Q, t.shape, std::move(b), format_id(s));
+  };
+  m.layers[0].w_down = ggml(m.layers[0].w_down, "q8_0", 1);
+  m.layers[1].w_up = ggml(m.layers[1].w_up, "q4_0", 2);
+  m.layers[1].wq = ggml(m.layers[1].wq, "iq4_nl", 3);
+  const std::string g = f.d / "ggml.gguf";
+  write_gguf_model(m, g, DType::F32);
+  const Result ins = run({"inspect", "-m", g});
+  EXPECT_EQ(ins.rc, 0) << ins.err;
+  for (const char* n : {"q8_0", "q4_0", "iq4_nl"}) EXPECT_NE(ins.out.find(n), std::string::npos) << ins.out;
+  EXPECT_EQ(run({"generate", "-m", g, "-p", "hi", "-n", "4"}).rc, 0);
+  EXPECT_EQ(run({"perplexity", "-m", g, "-f", f.text, "--ctx", "64", "--chunks", "2"}).rc, 0);
+  EXPECT_EQ(run({"bench", "-m", g, "-p", "8", "-n", "4", "-r", "1"}).rc, 0);
+  EXPECT_EQ(run({"quantize", "-m", g, "-r", "rtn:w4g32", "-o", f.d / "requant.lmp", "-q"}).rc, 0);
+  // quantizing to a llama.cpp type is refused with a message
+  expect_refused(f.out, {"quantize", "-m", g, "-r", "rtn:q4_k", "-o", f.out + "/x.lmp"}, 1, {"cannot quantize to q4_k"});
+  // row 3, block 4 of blk.0.ffn_down.weight: its f16 scale set to +inf
+  std::string b = slurp(g);
+  {
+    const GgufFile gf = read_gguf(g);
+    const GgufTensorInfo* t = gf.find_tensor("blk.0.ffn_down.weight");
+    ASSERT_TRUE(t && t->ggml_type == 8);
+    const size_t pos = size_t(t->data - gf.file->data()) + size_t(3 * 6 + 4) * 34;
+    const uint16_t inf16 = 0x7c00;
+    std::memcpy(b.data() + pos, &inf16, 2);
+  }
+  const std::string bad = f.d / "ggml-inf.gguf";
+  spit(bad, b);
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"inspect", "-m", bad}, {"inspect", "-m", bad, "--no-check"}, {"generate", "-m", bad, "-p", "hi"},
+           {"perplexity", "-m", bad, "-f", f.text, "--ctx", "64", "--no-check"}})
+    expect_refused(f.out, args, 1, {bad, "blk.0.ffn_down.weight", "non-finite f16 scale in block 4 of row 3"});
 }
 
 TEST(Hostile, Class5_NonFiniteConfigValues) {

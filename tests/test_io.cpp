@@ -14,6 +14,7 @@
 #include <initializer_list>
 #include <random>
 
+#include "lmpress/formats.h"
 #include "lmpress/io.h"
 #include "test_util.h"
 
@@ -368,9 +369,64 @@ TEST(Io, GgufUnsupportedTensorType) {
   LMP_REQUIRE_SHARED(std::string(kTiny) + "/model-f32.gguf");
   TempDir d;
   const std::string p = mutated_gguf(d, [](auto& b) {
-    poke<uint32_t>(b, tensor_info_pos(b, "blk.0.ffn_down.weight").type, 2);  // Q4_0
+    poke<uint32_t>(b, tensor_info_pos(b, "blk.0.ffn_down.weight").type, 16);  // IQ2_XXS
   });
-  expect_error([&] { load_model(p); }, {p, "blk.0.ffn_down.weight", "unsupported tensor type Q4_0"});
+  expect_error([&] { load_model(p); },
+               {p, "blk.0.ffn_down.weight", "unsupported tensor type IQ2_XXS", "supported: F32, F16, BF16, Q4_0"});
+  const std::string p2 = mutated_gguf(d, [](auto& b) { poke<uint32_t>(b, tensor_info_pos(b, "output.weight").type, 9999); });
+  expect_error([&] { read_gguf(p2); }, {p2, "output.weight", "unknown type 9999"});
+}
+
+// llama.cpp block types (the ggml format family): a tensor's type rewritten to Q8_0 (blk.0.ffn_down,
+// [64, 192]: 6 blocks of 34 bytes a row, inside its old f32 bytes) with `fill` writing its blocks.
+std::string ggml_q8_gguf(const TempDir& d, const std::function<void(uint8_t*, int64_t)>& fill) {
+  return mutated_gguf(d, [&](auto& b) {
+    const TensorInfoPos ti = tensor_info_pos(b, "blk.0.ffn_down.weight");
+    poke<uint32_t>(b, ti.type, 8);  // Q8_0
+    GgufFile g;
+    parse_gguf_buffer(b.data(), b.size(), "m", g);
+    const GgufTensorInfo* t = g.find_tensor("blk.0.ffn_down.weight");
+    fill(b.data() + (t->data - b.data()), 64 * 6);
+  });
+}
+
+TEST(Io, GgufGgmlBlockTypes) {
+  LMP_REQUIRE_SHARED(std::string(kTiny) + "/model-f32.gguf");
+  TempDir d;
+  // valid Q8_0 blocks (d = 2^-10, codes i % 255 - 127): loads as a packed q8_0 tensor and runs
+  const std::string ok = ggml_q8_gguf(d, [](uint8_t* p, int64_t nblk) {
+    for (int64_t k = 0; k < nblk; ++k) {
+      const uint16_t h = 0x1400;
+      std::memcpy(p + 34 * k, &h, 2);
+      for (int i = 0; i < 32; ++i) p[34 * k + 2 + i] = uint8_t(int8_t((k * 32 + i) % 255 - 127));
+    }
+  });
+  {
+    const Model m = load_model(ok);
+    EXPECT_EQ(m.layers[0].w_down.dtype, DType::Q);
+    EXPECT_EQ(format_name(format_spec(m.layers[0].w_down.format)), "q8_0");
+    EXPECT_EQ(m.layers[0].w_down.nbytes, 64u * 6 * 34);
+  }
+  // a non-finite scale: refused at load, naming the block
+  const std::string inf = ggml_q8_gguf(d, [](uint8_t* p, int64_t nblk) {
+    for (int64_t k = 0; k < nblk; ++k) std::memset(p + 34 * k, 0, 34);
+    const uint16_t h = 0x7c00;
+    std::memcpy(p + 34 * (5 * 6 + 2), &h, 2);
+  });
+  expect_error([&] { load_model(inf); }, {inf, "blk.0.ffn_down.weight", "non-finite f16 scale in block 2 of row 5"});
+  // rows that are not whole blocks (Q4_K: 256 weights; ffn_down rows have 192)
+  const std::string ragged = mutated_gguf(d, [](auto& b) { poke<uint32_t>(b, tensor_info_pos(b, "blk.0.ffn_down.weight").type, 12); });
+  expect_error([&] { read_gguf(ragged); }, {ragged, "blk.0.ffn_down.weight", "Q4_K", "not a multiple of its 256-element block"});
+  // a 1-D tensor (norm) of a block type
+  const std::string norm = mutated_gguf(d, [](auto& b) { poke<uint32_t>(b, tensor_info_pos(b, "blk.0.attn_norm.weight").type, 8); });
+  expect_error([&] { load_model(norm); }, {norm, "blk.0.attn_norm.weight", "Q8_0", "must be 2-D"});
+  // a block-typed tensor whose blocks run past the end of the file
+  const std::string big = mutated_gguf(d, [](auto& b) {
+    const TensorInfoPos ti = tensor_info_pos(b, "output.weight");
+    poke<uint32_t>(b, ti.type, 8);
+    poke<uint64_t>(b, ti.ne0, uint64_t(1) << 20);  // 2^15 blocks of 34 bytes a row, 512 rows
+  });
+  expect_error([&] { read_gguf(big); }, {big, "output.weight", "larger than the whole file"});
 }
 
 TEST(Io, GgufHugeStringLength) {

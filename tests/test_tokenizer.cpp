@@ -439,6 +439,24 @@ TEST(TokenizerBpe, Llama3PreTokenizerSplitsNumbersInThrees) {
   EXPECT_EQ(llama3.decode(llama3.encode("a 12345 b", false)), "a 12345 b");
 }
 
+// llama.cpp's smollm (starcoder, refact, ...) pre-tokenizer: every digit is split off first, then
+// the GPT-2 regex runs on the text between digits (so "  1" keeps its two spaces together).
+TEST(TokenizerBpe, SmollmPreTokenizerSplitsEveryDigit) {
+  const std::vector<std::string> merges = {"1 2", "12 3", "\xc4\xa0 1", "\xc4\xa0 \xc4\xa0", "a b"};  // U+0120 = GPT-2's space
+  Tokenizer gpt2(tiny_bpe(merges, "gpt-2"));
+  Tokenizer smol(tiny_bpe(merges, "smollm"));
+  auto pieces = [](const Tokenizer& tk, const std::string& text) {
+    std::vector<std::string> r;
+    for (int32_t id : tk.encode(text, false)) r.push_back(tk.token_to_piece(id));
+    return r;
+  };
+  EXPECT_EQ(pieces(gpt2, "ab 123"), (std::vector<std::string>{"ab", " ", "123"}));
+  EXPECT_EQ(pieces(smol, "ab 123"), (std::vector<std::string>{"ab", " ", "1", "2", "3"}));
+  EXPECT_EQ(pieces(gpt2, "ab  1"), (std::vector<std::string>{"ab", " ", " 1"}));
+  EXPECT_EQ(pieces(smol, "ab  1"), (std::vector<std::string>{"ab", "  ", "1"}));
+  EXPECT_EQ(smol.decode(smol.encode("x 12,345.6 y", false)), "x 12,345.6 y");
+}
+
 TEST(TokenizerBpe, MergesLowestRankFirstLeftmostOnTies) {
   Tokenizer tk(tiny_bpe({"a a", "aa a"}, "gpt-2"));
   auto pieces = [&](const std::string& text) {

@@ -9,7 +9,9 @@
 //          power-of-two E8M0 scale (OCP MX);
 //   fp8    fp8row / fp8g<G>: E4M3 values times an f16 scale;
 //   lut    lut3 / lut4: a per-row table of 2^b values (int8 times an f16 row scale), codes index
-//          it (SqueezeLLM's non-uniform quantization).
+//          it (SqueezeLLM's non-uniform quantization);
+//   ggml   q8_0, q4_0, q4_1, q5_0, q5_1, q2_k ... q6_k, iq4_nl, iq4_xs: llama.cpp's block types,
+//          stored byte for byte as in a GGUF file (scales inside the blocks; imported, not made).
 // Packed layout (docs/formats.md): rows are independent; each row's codes are packed in
 // 32-weight blocks (the row is zero-padded to a multiple of 32), followed, after all rows, by the
 // per-group scales and the family's side payloads (zeros, tables).
@@ -24,11 +26,12 @@
 namespace lmpress {
 
 // Format families (the high byte of a format id).
-enum class FormatFamily : uint8_t { Int = 0, NF4 = 1, FP4 = 2, MXFP4 = 3, FP8 = 4, Lut = 5 };
+enum class FormatFamily : uint8_t { Int = 0, NF4 = 1, FP4 = 2, MXFP4 = 3, FP8 = 4, Lut = 5, Ggml = 6 };
 
 struct QuantSpec {
-  int bits = 4;        // int: 2, 3, 4, 5, 6, 8; nf4/fp4/mxfp4: 4; fp8: 8; lut: 3, 4
-  int group = 32;      // 16, 32, 64, 128, or 0 = whole row (per-channel)
+  int bits = 4;        // int: 2, 3, 4, 5, 6, 8; nf4/fp4/mxfp4: 4; fp8: 8; lut: 3, 4;
+                       // ggml: the ggml_type value (2 = Q4_0, 12 = Q4_K, ...)
+  int group = 32;      // 16, 32, 64, 128, or 0 = whole row (per-channel); ggml: 0 (unused)
   bool sym = true;     // int only (every other family is symmetric)
   FormatFamily family = FormatFamily::Int;
   // Sparse outliers (any family): this many hundredths of a percent of the weights (0..127, i.e.

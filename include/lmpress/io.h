@@ -35,7 +35,7 @@ struct GgufValue {
 struct GgufTensorInfo {
   std::string name;
   std::vector<int64_t> ne;  // GGUF order: ne[0] is the fastest-varying (columns)
-  uint32_t ggml_type = 0;   // 0 F32, 1 F16, 30 BF16 (others rejected for now)
+  uint32_t ggml_type = 0;   // 0 F32, 1 F16, 30 BF16, or a block type of the ggml format family
   uint64_t offset = 0;      // relative to the data section
   const uint8_t* data = nullptr;
   size_t nbytes = 0;

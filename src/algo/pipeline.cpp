@@ -158,8 +158,11 @@ Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* 
   } else if (r.method == "f16" || r.method == "bf16" || r.method == "f32") {
     out.t = convert_tensor(t, r.method == "f16" ? DType::F16 : r.method == "bf16" ? DType::BF16 : DType::F32);
   } else {
-    if (t.dtype == DType::Q) fail(t.name, "tensor is already quantized; start from an unquantized model");
-    const std::vector<float> w = tensor_to_f32(t);
+    // llama.cpp's block types (GGUF imports) are dequantized and quantized again (the two errors
+    // add up: an unquantized source is better); lmpress's own packed formats are refused.
+    if (t.dtype == DType::Q && format_spec(t.format).family != FormatFamily::Ggml)
+      fail(t.name, "tensor is already quantized; start from an unquantized model");
+    const std::vector<float> w = t.dtype == DType::Q ? dequantize_ref(t) : tensor_to_f32(t);
     const std::vector<double>* H = stats && !stats->H.empty() ? &stats->H : nullptr;
     std::vector<double> Ht;
     if (tied && H && (r.rounding() == "gptq" || r.rounding() == "quantease")) {
@@ -229,6 +232,7 @@ std::vector<PlannedTensor> plan_quantization(const Model& src, const Recipe& rc)
     if (linear.count(t->name) || is_embd || is_out) {
       const TensorRule& r = rc.rule_for(t->name, tied && is_embd);
       if (r.quantized()) {
+        (void)make_grid(r.spec);  // refuses formats lmpress does not produce (llama.cpp's block types)
         p.dtype = DType::Q;
         p.format = format_id(r.spec);
         p.nbytes = size_t(packed_geometry(r.spec, t->rows(), t->cols()).total_bytes);

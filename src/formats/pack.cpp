@@ -205,6 +205,8 @@ Tensor pack_tensor(const std::string& name, const QuantizedMatrix& qm) {
   } catch (const Error& e) {
     fail(where, e.what());
   }
+  // Opaque-block families (ggml) have no code/param form: their pack() says so and throws.
+  if (format_traits(s).opaque_blocks) format_traits(s).pack(qm, PackedGeometry{}, nullptr, where);
   const int64_t rows = qm.rows, cols = qm.cols;
   if (rows < 1 || cols < 1) fail(where, "cannot pack an empty tensor " + shape_str(rows, cols));
   const PackedGeometry g = packed_geometry(s, rows, cols);
@@ -282,6 +284,7 @@ QuantizedMatrix unpack_tensor(const Tensor& t) {
   const auto [s, g] = check_layout(t, t.name);
   const uint8_t* base = static_cast<const uint8_t*>(t.data);
   QuantizedMatrix qm;
+  if (format_traits(s).opaque_blocks) format_traits(s).unpack_params(base, g, s, qm);  // throws: no code form
   qm.init(s, g.rows, g.cols);
   const int bpb = kern::qblock_bytes(s.bits);
   uint8_t blk[kern::kQBlock];

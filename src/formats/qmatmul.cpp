@@ -68,13 +68,25 @@ void quantize_block_acts(const float* x, int64_t n, int64_t cols, ThreadPool& po
 
 // The kernel's view of the activations for w: int8 blocks plus (int family) the zero-point sums
 // X[t][g] = sum over the group's 16-halves of d_b * (sum of a over the half), into xbuf.
-kern::QActs block_acts(const kern::QWeights& w, bool int_family, const ActBuffers& B, std::vector<float>& xbuf) {
+// The ggml family's offsets use X per 16-column half instead: X[t][h] = d_b * hs[h], [n][2 nb].
+kern::QActs block_acts(const kern::QWeights& w, FormatFamily family, const ActBuffers& B, std::vector<float>& xbuf) {
   kern::QActs a;
   a.qa = B.qa.data();
   a.a_stride = B.stride;
   a.d = B.d.data();
   a.n = B.n;
-  if (!int_family) return a;
+  if (family == FormatFamily::Ggml) {
+    const int64_t nh = 2 * B.nb, n = B.n;
+    xbuf.resize(size_t(n * nh));
+    for (int64_t t = 0; t < n; ++t) {
+      const int32_t* hs = B.hs.data() + t * nh;
+      float* X = xbuf.data() + t * nh;
+      for (int64_t h = 0; h < nh; ++h) X[h] = B.d[size_t((h >> 1) * n + t)] * float(hs[h]);
+    }
+    a.x = xbuf.data();
+    return a;
+  }
+  if (family != FormatFamily::Int) return a;
   const int64_t nb = B.nb, G = w.groups, n = B.n;
   xbuf.resize(size_t(n * G));
   for (int64_t t = 0; t < n; ++t) {
@@ -193,7 +205,7 @@ void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
       last_cols = J.W->cols();
       last_n = J.n;
     }
-    P.args.a = block_acts(P.args.w, s.family == FormatFamily::Int, acts[size_t(n_acts - 1)], xbufs[size_t(j)]);
+    P.args.a = block_acts(P.args.w, s.family, acts[size_t(n_acts - 1)], xbufs[size_t(j)]);
   }
   if (!small) {
     // Prefill: each product is big enough to keep the pool busy on its own. Rows in chunks of 16

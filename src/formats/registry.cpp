@@ -18,6 +18,7 @@ const std::vector<const FormatTraits*> kFormats = {
     &mxfp4_format,  // mxfp4: E2M1, E8M0 scale per 32
     &fp8_format,    // fp8row / fp8g<G>: E4M3, f16 scale
     &lut_format,    // lut3 / lut4: per-row tables
+    &ggml_format,   // q4_0, q4_k, ...: llama.cpp's block types, GGUF bytes as they are
 };
 
 std::string spec_str(const QuantSpec& s) {
@@ -137,7 +138,9 @@ QuantSpec parse_format_name(const std::string& name) {
   fail("", "bad quantization format '" + name +
                "': expected w<bits>g<group>[a] or w<bits>row[a] (bits 2,3,4,5,6,8; group "
                "16,32,64,128; e.g. w4g32, w4g128a, w8row), nf4g<group>, fp4g<group>, mxfp4, "
-               "fp8row, fp8g<group>, lut3 or lut4; any of them with sparse outliers +s<percent>");
+               "fp8row, fp8g<group>, lut3 or lut4, or a llama.cpp type (q8_0, q4_0, q4_1, q5_0, q5_1, "
+               "q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs); lmpress's own formats with sparse outliers "
+               "+s<percent>");
 }
 
 std::vector<QuantSpec> all_formats() {

@@ -44,6 +44,10 @@ struct FormatTraits {
   std::unique_ptr<Grid> (*grid)(const QuantSpec& s);
   // Kernels per ISA level (scalar, AVX2, AVX-512); the int family uses kern::QuantOps (null here).
   const kern::FormatKernels* kernels[3];
+  // The family's bytes are self-contained blocks with their scales inside (ggml): no code planes,
+  // no QuantizedMatrix form (pack_tensor / unpack_tensor refuse it) and no grid (grid() throws:
+  // such tensors are imported, not made by a method).
+  bool opaque_blocks = false;
 };
 
 const FormatTraits& format_traits(FormatFamily f);  // throws Error for unknown families
@@ -52,7 +56,7 @@ const FormatTraits& format_traits(const QuantSpec& s);
 const std::vector<const FormatTraits*>& all_format_traits();
 
 // The family rows (one per file).
-extern const FormatTraits int_format, nf4_format, fp4_format, mxfp4_format, fp8_format, lut_format;
+extern const FormatTraits int_format, nf4_format, fp4_format, mxfp4_format, fp8_format, lut_format, ggml_format;
 
 // ---- shared pieces of the families ------------------------------------------------------------
 namespace fmt {

@@ -13,7 +13,9 @@
 #include <set>
 #include <string>
 
+#include "formats/ggml_family.h"
 #include "io/io_internal.h"
+#include "lmpress/formats.h"
 #include "lmpress/io.h"
 
 namespace lmpress {
@@ -186,6 +188,16 @@ size_t ggml_type_size(uint32_t t) {
   }
 }
 
+// The types a tensor may have: F32, F16, BF16 and the block types of the ggml format family.
+bool ggml_type_supported(uint32_t t) { return ggml_type_size(t) != 0 || ggml_type_format_name(t) != nullptr; }
+
+std::string supported_types() {
+  std::string s = "F32, F16, BF16";
+  for (uint32_t t = 0; t < 64; ++t)
+    if (ggml_type_format_name(t)) s += ", " + ggml_type_name(t);
+  return s;
+}
+
 }  // namespace
 
 const GgufValue* GgufFile::find(const std::string& key) const {
@@ -258,9 +270,9 @@ void parse_gguf_buffer(const uint8_t* data, size_t n, const std::string& name, G
     }
     t.ggml_type = r.get<uint32_t>("tensor type");
     t.offset = r.get<uint64_t>("tensor offset");
-    if (ggml_type_size(t.ggml_type) == 0)
+    if (!ggml_type_supported(t.ggml_type))
       fail(name, "tensor '" + t.name + "' has unsupported tensor type " + ggml_type_name(t.ggml_type) + " (" +
-                     std::to_string(t.ggml_type) + "); supported: F32, F16, BF16 (use an F32/F16/BF16 GGUF and quantize it with lmpress)");
+                     std::to_string(t.ggml_type) + "); supported: " + supported_types());
     if (!seen.insert(t.name).second) fail(name, "tensor '" + t.name + "' appears twice");
     out.tensors.push_back(std::move(t));
   }
@@ -273,9 +285,24 @@ void parse_gguf_buffer(const uint8_t* data, size_t n, const std::string& name, G
   for (GgufTensorInfo& t : out.tensors) {
     // numel * element size must fit in the data section; check the product step by step so it
     // cannot overflow (each ne is <= n, and we stop as soon as the bound is exceeded).
-    const uint64_t es = ggml_type_size(t.ggml_type);
-    uint64_t bytes = es;
-    for (int64_t ne : t.ne) {
+    // Block types: ne[0] (the row) is a whole number of blocks of QK weights, `bytes` each.
+    uint64_t bytes = ggml_type_size(t.ggml_type);
+    size_t first_dim = 0;
+    if (bytes == 0) {
+      int qk = 0, bsize = 0;
+      ggml_type_block(t.ggml_type, &qk, &bsize);
+      if (t.ne[0] % qk != 0)
+        fail(name, "tensor '" + t.name + "' of type " + ggml_type_name(t.ggml_type) + " has rows of " +
+                       std::to_string(t.ne[0]) + " elements (ne[0]), not a multiple of its " + std::to_string(qk) +
+                       "-element block");
+      bytes = uint64_t(t.ne[0] / qk) * uint64_t(bsize);  // ne[0] <= file size: no overflow
+      if (bytes > uint64_t(n))
+        fail(name, "tensor '" + t.name + "' of shape " + shape_str(t.ne) + " is larger than the whole file (" +
+                       std::to_string(n) + " bytes)");
+      first_dim = 1;
+    }
+    for (size_t di = first_dim; di < t.ne.size(); ++di) {
+      const int64_t ne = t.ne[di];
       if (uint64_t(ne) > uint64_t(n) / bytes)  // then bytes * ne > n: cannot fit, and no overflow
         fail(name, "tensor '" + t.name + "' of shape " + shape_str(t.ne) +
                        " is larger than the whole file (" + std::to_string(n) + " bytes)");
@@ -453,6 +480,16 @@ Model load_gguf_model(const std::string& path, const LoadOptions& opt) {
     }
     used.insert(name);
     std::vector<int64_t> shape(t->ne.rbegin(), t->ne.rend());
+    if (ggml_type_size(t->ggml_type) == 0) {
+      // A block type: a packed tensor of the ggml family viewing the file's bytes, checked once.
+      if (shape.size() != 2)
+        fail(path, "tensor " + name + " has type " + ggml_type_name(t->ggml_type) + " with " +
+                       std::to_string(shape.size()) + " dimensions; quantized tensors must be 2-D matrices");
+      Tensor q = view_tensor(name, DType::Q, std::move(shape), t->data, t->nbytes);
+      q.format = format_id(ggml_spec(t->ggml_type));
+      validate_packed(q, path + ": tensor " + name);
+      return q;
+    }
     Tensor r = view_tensor(name, dtype_of_ggml(t->ggml_type), std::move(shape), t->data, t->nbytes);
     return r.shape.size() == 1 ? small_to_f32(r) : r;
   };

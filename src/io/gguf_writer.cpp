@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "io/io_internal.h"
+#include "lmpress/formats.h"
 #include "lmpress/io.h"
 
 namespace lmpress {
@@ -86,7 +87,8 @@ struct OutTensor {
   const Tensor* src = nullptr;  // null: values in `values` (rope_freqs)
   std::vector<float> values;
   std::vector<int64_t> shape;
-  DType dtype = DType::F32;
+  DType dtype = DType::F32;     // Q: a ggml-family tensor written as its block type, bytes as they are
+  uint32_t ggml_type = 0;       // the GGUF tensor type
   int32_t permute_heads = 0;    // >0: reorder q/k rows halves -> interleaved
   uint64_t offset = 0;
   size_t nbytes = 0;
@@ -198,9 +200,19 @@ void write_gguf_model(const Model& m, const std::string& path, DType dtype, bool
     o.src = nt.t;
     o.shape = nt.t->shape;
     o.dtype = o.shape.size() == 1 ? DType::F32 : dtype;
+    o.ggml_type = ggml_type_of(o.dtype);
     if (c.rope_style == RopeStyle::Halves) {
       if (nt.kind == "attn_q" || nt.kind == "attn_q.bias") o.permute_heads = c.n_heads;
       if (nt.kind == "attn_k" || nt.kind == "attn_k.bias") o.permute_heads = c.n_kv_heads;
+    }
+    // llama.cpp's block types (imported from GGUF) go out as they came in: a byte copy.
+    if (nt.t->dtype == DType::Q && format_id_valid(nt.t->format) &&
+        format_spec(nt.t->format).family == FormatFamily::Ggml) {
+      if (o.permute_heads > 0)
+        fail(path, "tensor " + o.name + " (" + format_name(format_spec(nt.t->format)) +
+                       ") would need its RoPE rows reordered for GGUF; convert from an unquantized model");
+      o.dtype = DType::Q;
+      o.ggml_type = uint32_t(format_spec(nt.t->format).bits);
     }
     outs.push_back(std::move(o));
   }
@@ -215,7 +227,7 @@ void write_gguf_model(const Model& m, const std::string& path, DType dtype, bool
   for (OutTensor& o : outs) {
     int64_t numel = 1;
     for (int64_t d : o.shape) numel *= d;
-    o.nbytes = size_t(numel) * dtype_size(o.dtype);
+    o.nbytes = o.dtype == DType::Q ? o.src->nbytes : size_t(numel) * dtype_size(o.dtype);
     o.offset = offset;
     offset += (o.nbytes + kAlign - 1) / kAlign * kAlign;
   }
@@ -233,7 +245,7 @@ void write_gguf_model(const Model& m, const std::string& path, DType dtype, bool
     ti.str(o.name);
     ti.u32(uint32_t(o.shape.size()));
     for (auto it = o.shape.rbegin(); it != o.shape.rend(); ++it) ti.u64(uint64_t(*it));
-    ti.u32(ggml_type_of(o.dtype));
+    ti.u32(o.ggml_type);
     ti.u64(o.offset);
   }
   f.write(ti.buf);
@@ -245,7 +257,8 @@ void write_gguf_model(const Model& m, const std::string& path, DType dtype, bool
       f.write(o.values.data(), o.values.size() * 4);
     } else {
       Tensor t = o.permute_heads > 0 ? permute_rope_rows(*o.src, o.permute_heads, false) : *o.src;
-      if (t.dtype != o.dtype) t = convert_tensor(t, o.dtype);
+      if (o.dtype == DType::Q) validate_packed(t, path);
+      else if (t.dtype != o.dtype) t = convert_tensor(t, o.dtype);
       if (t.nbytes != o.nbytes)
         fail(path, "tensor " + o.name + " holds " + std::to_string(t.nbytes) + " bytes, expected " +
                        std::to_string(o.nbytes));

@@ -74,7 +74,8 @@ struct QActs {
   int64_t a_stride = 0;        // >= nb*32, padded so tokens do not alias in L1 sets
   const float* d = nullptr;    // [nb][n] block scales (token-minor so tiles load them as vectors);
                                // followed by >= 16 zero floats of padding
-  const float* x = nullptr;    // [n][groups]: X[t][g] (see above)
+  const float* x = nullptr;    // [n][groups]: X[t][g] (see above); ggml family: [n][2 nb], X per
+                               // 16-column half h of block b: d[t][b] * hs[t][h]
   int64_t n = 0;
 };
 
@@ -125,6 +126,10 @@ void sparse_add_scalar(const SparseArgs& a, int64_t r0, int64_t r1, int64_t t0, 
 void sparse_add_avx2(const SparseArgs& a, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
 void sparse_add_avx512(const SparseArgs& a, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
 
+// llama.cpp's block types (kernels/ggml_blocks.h; QWeights::bits is the ggml_type): int8
+// activations, per-type unpacking of a block to int8 lanes and f32 scales (+ offsets, QActs::x
+// holding X per 16-column half).
+extern const FormatKernels ggml_kernels_scalar, ggml_kernels_avx2, ggml_kernels_avx512;
 // E4M3 code -> float (scalar reference; 0x7f / 0xff are NaN).
 float e4m3_to_f32(uint8_t c);
 

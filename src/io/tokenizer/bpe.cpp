@@ -8,6 +8,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <queue>
 
@@ -39,6 +40,11 @@ bool is_llama3_pre(const std::string& pre) {
   return pre == "llama3" || pre == "llama-v3" || pre == "llama-bpe";
 }
 
+bool is_split_digits_pre(const std::string& pre) {
+  return pre == "smollm" || pre == "starcoder" || pre == "refact" || pre == "command-r" || pre == "codeshell" ||
+         pre == "exaone" || pre == "minerva";
+}
+
 struct BpeEncoder::Regex {
   pcre2_code* code = nullptr;
   ~Regex() {
@@ -67,11 +73,44 @@ BpeEncoder::BpeEncoder(const Vocab& v) : v_(v), map_(build_piece_map(v)), re_(ne
                     PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &err_off, nullptr);
   LMP_ASSERT(re_->code != nullptr);                  // fixed patterns: a failure is a build problem
   pcre2_jit_compile(re_->code, PCRE2_JIT_COMPLETE);  // optional speed-up; falls back silently
+  if (is_split_digits_pre(v.pre)) {
+    digits_.reset(new Regex);
+    digits_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>("\\p{N}"), PCRE2_ZERO_TERMINATED,
+                                  PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &err_off, nullptr);
+    LMP_ASSERT(digits_->code != nullptr);
+    pcre2_jit_compile(digits_->code, PCRE2_JIT_COMPLETE);
+  }
 }
 
 BpeEncoder::~BpeEncoder() = default;
 
+// Digit-splitting pre-tokenizers (llama.cpp applies its regexes in sequence): every \p{N} code
+// point is a pre-token; the text between them goes through the GPT-2 regex as its own subject.
 void BpeEncoder::encode(std::string_view text, std::vector<int32_t>& out) const {
+  if (!digits_) return encode_span(text, out);
+  pcre2_match_data* md = pcre2_match_data_create_from_pattern(digits_->code, nullptr);
+  if (!md) throw std::bad_alloc();
+  struct Guard {
+    pcre2_match_data* md;
+    ~Guard() { pcre2_match_data_free(md); }
+  } guard{md};
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+  size_t pos = 0;
+  while (pos < text.size()) {
+    const int rc = pcre2_match(digits_->code, subject, text.size(), pos, 0, md, nullptr);
+    if (rc < 0) {  // no more digits (or an engine error: the rest is plain text either way)
+      encode_span(text.substr(pos), out);
+      return;
+    }
+    const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+    const size_t s = ov[0], e = std::max<size_t>(ov[1], s + 1);
+    if (s > pos) encode_span(text.substr(pos, s - pos), out);
+    encode_word(text.substr(s, e - s), out);
+    pos = e;
+  }
+}
+
+void BpeEncoder::encode_span(std::string_view text, std::vector<int32_t>& out) const {
   if (text.empty()) return;
   pcre2_match_data* md = pcre2_match_data_create_from_pattern(re_->code, nullptr);
   if (!md) throw std::bad_alloc();

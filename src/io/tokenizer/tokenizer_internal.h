@@ -129,11 +129,16 @@ class BpeEncoder {
   // Merge rank keyed by "<len(left)>:" + left + right (unambiguous whatever the pieces hold).
   std::unordered_map<std::string, int32_t, SvHash, std::equal_to<>> ranks_;
   std::unique_ptr<Regex> re_;
+  std::unique_ptr<Regex> digits_;  // split_digits_pre: every \p{N} is a pre-token of its own first
   bool ignore_merges_ = false;  // llama3: a pre-token that is itself a token is emitted whole
   void encode_word(std::string_view word, std::vector<int32_t>& out) const;
+  void encode_span(std::string_view text, std::vector<int32_t>& out) const;  // the regex pass
 };
 // True for BPE pre-tokenizer names that select the llama3 regex.
 bool is_llama3_pre(const std::string& pre);
+// True for pre-tokenizer names (llama.cpp's smollm, starcoder, refact, command-r, codeshell,
+// exaone, minerva) that split every digit off before the GPT-2 regex.
+bool is_split_digits_pre(const std::string& pre);
 // The pre-tokenizer regexes (PCRE / HF tokenizers syntax).
 extern const char* const kGpt2Regex;
 extern const char* const kLlama3Regex;
