@@ -24,7 +24,8 @@ for t in build/fuzz/fuzz/fuzz_*; do
         mkdir -p build/fuzz/seeds
         build/pyenv/bin/python3 tests/ggml_ref.py blocks build/fuzz/seeds/ggml-blocks.gguf 1 256 || true
       fi
-      seeds+=(build/fuzz/seeds/ggml-blocks.gguf) ;;
+      [ -f build/fuzz/seeds/ggml-blocks.gguf ] && seeds+=(build/fuzz/seeds/ggml-blocks.gguf)
+      ;;
     fuzz_llama2c) [ -d $shared ] && seeds=() ;;
     fuzz_tokenizer) [ -d $shared ] && seeds=($shared/models/tinystories-279k/tok512.bin $shared/models/babyllama-936k/tok105.model) ;;
     fuzz_lmpress)
