@@ -740,6 +740,18 @@ TEST_P(QuantKernels, SparseOutliers) {
           ASSERT_NEAR(ys[i], e, 3e-5 * m) << name;
           ASSERT_NEAR(y[i], e, 0.02 * m) << name;
         }
+      // A batch of two products on different inputs (each prefill input transposed on its own)
+      // gives exactly the separate products.
+      auto x2 = randn(size_t(n * cols), 33);
+      std::vector<float> ya(size_t(n * rows)), yb(size_t(n * rows));
+      const MatmulJob jobs[2] = {{&t, x.data(), n, ya.data()}, {&t, x2.data(), n, yb.data()}};
+      matmul_batch(jobs, 2, pool);
+      std::vector<float> yb1(size_t(n * rows));
+      matmul(t, x2.data(), n, yb1.data(), pool);
+      for (size_t i = 0; i < ya.size(); ++i) {
+        ASSERT_EQ(ya[i], y[i]) << name << " n=" << n;
+        ASSERT_EQ(yb[i], yb1[i]) << name << " n=" << n;
+      }
     }
   }
   // Corrupt sparse parts are refused at load with a message naming them.

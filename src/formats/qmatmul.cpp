@@ -169,6 +169,11 @@ void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
   if (acts.size() < size_t(count)) acts.resize(size_t(count));
   if (xbufs.size() < size_t(count)) xbufs.resize(size_t(count));
   prep.resize(size_t(count));
+  // Transposed activations for the sparse outliers' prefill path, one per distinct input.
+  thread_local std::vector<std::vector<float>> xTs;
+  int n_xt = 0;
+  const float* last_xt = nullptr;
+  int64_t last_xt_cols = -1, last_xt_n = -1;
   // Inputs shared by consecutive jobs (q/k/v, gate/up) are quantized once.
   int n_acts = 0;
   const float* last_x = nullptr;
@@ -193,6 +198,25 @@ void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
       P.sp.y = J.y;
       P.sp.ldy = P.args.ldy;
       P.sparse = sparse_kernel();
+      // Prefill on a SIMD level: the activations transposed once (shared by consecutive jobs on
+      // the same input) so the sparse kernels load tokens contiguously.
+      if (J.n >= 8 && active_simd_level() != SimdLevel::Scalar) {
+        if (!(J.x == last_xt && J.W->cols() == last_xt_cols && J.n == last_xt_n)) {
+          if (xTs.size() < size_t(n_xt + 1)) xTs.resize(size_t(n_xt + 1));
+          std::vector<float>& xT = xTs[size_t(n_xt++)];
+          xT.resize(size_t(J.n * g.cols));
+          constexpr int64_t B = 16;  // blocked transpose: both sides stay in L1
+          for (int64_t t0 = 0; t0 < J.n; t0 += B)
+            for (int64_t c0 = 0; c0 < g.cols; c0 += B)
+              for (int64_t c = c0; c < std::min(g.cols, c0 + B); ++c)
+                for (int64_t t = t0; t < std::min(J.n, t0 + B); ++t) xT[size_t(c * J.n + t)] = J.x[t * g.cols + c];
+          last_xt = J.x;
+          last_xt_cols = g.cols;
+          last_xt_n = J.n;
+        }
+        P.sp.xT = xTs[size_t(n_xt - 1)].data();
+        P.sp.n_all = J.n;
+      }
     }
     if (P.k.traits->acts == ActKind::F32) {
       P.args.a.xf = J.x;

@@ -120,6 +120,10 @@ struct SparseArgs {
   const float* x = nullptr;  // [n][cols]
   float* y = nullptr;        // [n][ldy]
   int64_t ldy = 0;
+  // Prefill: the same activations transposed, xT[c * n_all + t] (null for decode); the SIMD
+  // kernels then run 8/16 tokens per vector with contiguous loads instead of gathers.
+  const float* xT = nullptr;
+  int64_t n_all = 0;
 };
 using SparseAddFn = void (*)(const SparseArgs& a, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
 void sparse_add_scalar(const SparseArgs& a, int64_t r0, int64_t r1, int64_t t0, int64_t t1);

@@ -28,6 +28,19 @@ void sparse_add_avx512(const SparseArgs& a, int64_t r0, int64_t r1, int64_t t0, 
     const int64_t n = k - k0;
     if (n == 0) continue;
     const uint16_t* v = a.val + (k0 - a.idx);
+    if (a.xT) {  // prefill: 16 tokens per vector, contiguous loads of the transposed activations
+      for (int64_t t = t0; t < t1; t += 16) {
+        const __mmask16 m = lanes(t1 - t);
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t j = 0; j < n; ++j)
+          acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(v[j])),
+                                _mm512_maskz_loadu_ps(m, a.xT + int64_t(k0[j] - base) * a.n_all + t), acc);
+        alignas(64) float tmp[16];
+        _mm512_store_ps(tmp, acc);
+        for (int64_t i = 0; i < std::min<int64_t>(16, t1 - t); ++i) a.y[(t + i) * a.ldy + r] += tmp[i];
+      }
+      continue;
+    }
     const __m512i vbase = _mm512_set1_epi32(int(base));
     for (int64_t t = t0; t < t1; ++t) {
       const float* xt = a.x + t * a.cols;
