@@ -659,21 +659,7 @@ TEST(Methods, QuantEaseAndSmoothQuantEndToEndOnTinystories) {
   Model m = load_model(test::shared("models/tinystories-279k/model.bin"));
   const std::string text = read_text_file(test::shared("data/tinystories/eval.txt"));
   const auto toks = m.tokenizer->encode(text, true);
-  auto kld = [&](const std::string& recipe) {
-    QuantizeOptions qo;
-    qo.recipe = parse_recipe(recipe + ";token_embd.weight=rtn:w8g32");
-    qo.calib = {test::shared("data/tinystories/calib.txt"), 16, 128, 0};
-    qo.n_threads = 2;
-    qo.progress = false;
-    Model q = quantize_model(m, qo, nullptr);
-    PerplexityOptions po;
-    po.n_ctx = 128;
-    po.max_chunks = 12;
-    po.n_threads = 2;
-    po.base = &m;
-    po.progress = false;
-    return perplexity(q, toks, po).kld;
-  };
+  auto kld = [&](const std::string& recipe) { return tinystories_kld(m, toks, recipe + ";token_embd.weight=rtn:w8g32", true); };
   const double gptq = kld("gptq:w3g64"), qe = kld("quantease:w3g64");
   const double rtn = kld("rtn:w3g64"), qe_rtn = kld("quantease:w3g64,init=rtn");
   std::printf("[ methods  ] tinystories w3g64 KLD: gptq %.4f, quantease %.4f; rtn %.4f, quantease init=rtn %.4f\n", gptq,

@@ -71,17 +71,7 @@ void check(const uint8_t* data, const PackedGeometry& g, const QuantSpec& s, con
 }
 
 kern::QWeights view(const uint8_t* base, const QuantSpec& s, const PackedGeometry& g) {
-  kern::QWeights w;
-  w.q = base;
-  w.rows = g.rows;
-  w.cols = g.cols;
-  w.nb = g.blocks_per_row;
-  w.row_bytes = g.row_bytes;
-  w.groups = g.groups_per_row;
-  w.group = g.group;
-  w.bits = s.bits;
-  w.zero_sym = 0;
-  return w;
+  return fmt::block_view(base, s, g);  // bits = the ggml type; the kernels read the blocks themselves
 }
 
 std::unique_ptr<Grid> grid(const QuantSpec& s) { refuse(s, ""); }
