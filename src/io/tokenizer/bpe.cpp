@@ -82,18 +82,27 @@ BpeEncoder::BpeEncoder(const Vocab& v) : v_(v), map_(build_piece_map(v)), re_(ne
   }
 }
 
+namespace {
+// Match data for one pattern, freed on every exit (pcre2 reports allocation failure as null).
+struct MatchData {
+  explicit MatchData(const pcre2_code* code) : md(pcre2_match_data_create_from_pattern(code, nullptr)) {
+    if (!md) throw std::bad_alloc();
+  }
+  ~MatchData() { pcre2_match_data_free(md); }
+  MatchData(const MatchData&) = delete;
+  MatchData& operator=(const MatchData&) = delete;
+  pcre2_match_data* md;
+};
+}  // namespace
+
 BpeEncoder::~BpeEncoder() = default;
 
 // Digit-splitting pre-tokenizers (llama.cpp applies its regexes in sequence): every \p{N} code
 // point is a pre-token; the text between them goes through the GPT-2 regex as its own subject.
 void BpeEncoder::encode(std::string_view text, std::vector<int32_t>& out) const {
   if (!digits_) return encode_span(text, out);
-  pcre2_match_data* md = pcre2_match_data_create_from_pattern(digits_->code, nullptr);
-  if (!md) throw std::bad_alloc();
-  struct Guard {
-    pcre2_match_data* md;
-    ~Guard() { pcre2_match_data_free(md); }
-  } guard{md};
+  const MatchData m(digits_->code);
+  pcre2_match_data* md = m.md;
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t pos = 0;
   while (pos < text.size()) {
@@ -112,12 +121,8 @@ void BpeEncoder::encode(std::string_view text, std::vector<int32_t>& out) const 
 
 void BpeEncoder::encode_span(std::string_view text, std::vector<int32_t>& out) const {
   if (text.empty()) return;
-  pcre2_match_data* md = pcre2_match_data_create_from_pattern(re_->code, nullptr);
-  if (!md) throw std::bad_alloc();
-  struct Guard {
-    pcre2_match_data* md;
-    ~Guard() { pcre2_match_data_free(md); }
-  } guard{md};
+  const MatchData m(re_->code);
+  pcre2_match_data* md = m.md;
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t pos = 0;
   while (pos < text.size()) {
