@@ -456,8 +456,9 @@ TEST(Hostile, Class5_GgmlBlockTypes) {
   EXPECT_EQ(run({"perplexity", "-m", g, "-f", f.text, "--ctx", "64", "--chunks", "2"}).rc, 0);
   EXPECT_EQ(run({"bench", "-m", g, "-p", "8", "-n", "4", "-r", "1"}).rc, 0);
   EXPECT_EQ(run({"quantize", "-m", g, "-r", "rtn:w4g32", "-o", f.d / "requant.lmp", "-q"}).rc, 0);
-  // quantizing to a llama.cpp type is refused with a message
-  expect_refused(f.out, {"quantize", "-m", g, "-r", "rtn:q4_k", "-o", f.out + "/x.lmp"}, 1, {"cannot quantize to q4_k"});
+  // quantizing to a llama.cpp type whose block does not divide the rows: a message naming the tensor
+  expect_refused(f.out, {"quantize", "-m", g, "-r", "rtn:q4_k", "-o", f.out + "/x.lmp"}, 1,
+                 {"q4_k needs a multiple of 256 columns"});
   // row 3, block 4 of blk.0.ffn_down.weight: its f16 scale set to +inf
   std::string b = slurp(g);
   {

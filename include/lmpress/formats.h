@@ -11,7 +11,8 @@
 //   lut    lut3 / lut4: a per-row table of 2^b values (int8 times an f16 row scale), codes index
 //          it (SqueezeLLM's non-uniform quantization);
 //   ggml   q8_0, q4_0, q4_1, q5_0, q5_1, q2_k ... q6_k, iq4_nl, iq4_xs: llama.cpp's block types,
-//          stored byte for byte as in a GGUF file (scales inside the blocks; imported, not made).
+//          stored byte for byte as in a GGUF file (scales inside the blocks); imported from GGUF
+//          or made by any method (a group is one block: its sub-block scales are fitted first).
 // Packed layout (docs/formats.md): rows are independent; each row's codes are packed in
 // 32-weight blocks (the row is zero-padded to a multiple of 32), followed, after all rows, by the
 // per-group scales and the family's side payloads (zeros, tables).
@@ -91,6 +92,14 @@ struct GroupParams {
   const int8_t* table = nullptr;
   int8_t row[16] = {};
   const int8_t* tab() const { return table ? table : row; }
+  // ggml family: a group is one block of the type. Stored integers: the f16 bits of d and dmin
+  // (q4_1 / q5_1: m), and per sub-block the integer scale sc and min m as the block holds them
+  // (q3_k / iq4_xs: the signed scale s - 32). S[h] * v - M[h] is the value of signed code value
+  // v in 16-weight unit h (S = d * sc, M = dmin * m: ggml's own products, ggml_set_factors).
+  uint16_t gd = 0, gdmin = 0;
+  int8_t gsc[16] = {};
+  uint8_t gm[16] = {};
+  float S[16] = {}, M[16] = {};
 };
 GroupParams minmax_params(const float* w, int64_t n, const QuantSpec& s, float clip = 1.0f);
 // Quantize one value with given params: clamp(round(w/scale) + zero, 0, maxq).
@@ -113,6 +122,7 @@ struct QuantizedMatrix {
   std::vector<float> scales;       // [rows][groups], representable in the stored scale type
   std::vector<int32_t> zeros;      // [rows][groups] (int family; 0 elsewhere)
   std::vector<int8_t> table;       // lut family: [rows][2^bits], ascending per row
+  std::vector<uint8_t> ggml;       // ggml family: [rows][groups][kGgmlParamBytes] block params
   std::vector<uint32_t> sp_idx;    // sparse outliers (spec.sparse): positions r * cols + c, ascending
   std::vector<float> sp_val;       //   and their f16-representable values, added to the dense value
   // Sizes every array for spec/rows/cols (codes 0, scales 1, zeros 0, tables 0).
@@ -123,6 +133,11 @@ struct QuantizedMatrix {
   int64_t groups() const;          // groups per row
   int64_t group_len() const;       // columns per group (cols for whole-row)
 };
+// Bytes of one ggml block's params in QuantizedMatrix::ggml: d, dmin (f16 bits), sc[16], m[16].
+inline constexpr int kGgmlParamBytes = 36;
+// Columns per group of a format for rows of `cols` columns: the group, cols for whole-row formats,
+// the block (32 or 256) for the ggml family.
+int64_t group_length(const QuantSpec& s, int64_t cols);
 // Dequantized weights [rows][cols] of a quantized matrix through its grid (the reference).
 std::vector<float> dequantize_matrix(const QuantizedMatrix& qm);
 
@@ -139,10 +154,15 @@ class Grid {
   const QuantSpec& spec() const { return spec_; }
   int32_t n_codes() const { return 1 << spec_.bits; }
   // Group length for a row of `cols` columns (cols for whole-row formats).
-  int64_t group_len(int64_t cols) const { return spec_.group == 0 ? cols : spec_.group; }
+  int64_t group_len(int64_t cols) const { return group_length(spec_, cols); }
   virtual GroupParams params(const float* w, int64_t n, float clip, const double* imp) const = 0;
   virtual int32_t quantize(float w, const GroupParams& p) const = 0;
   virtual float dequantize(int32_t q, const GroupParams& p) const = 0;
+  // The same for the weight at index j of its group (0 .. group length - 1): grids whose groups
+  // have sub-blocks of their own scales (the ggml family's k-quants) use it; every method calls
+  // these when it knows the position.
+  virtual int32_t quantize_at(float w, const GroupParams& p, int64_t /*j*/) const { return quantize(w, p); }
+  virtual float dequantize_at(int32_t q, const GroupParams& p, int64_t /*j*/) const { return dequantize(q, p); }
   // Whether params() carry a per-row table that the QuantizedMatrix stores (lut family).
   virtual bool row_table() const { return false; }
   // Whether `clip` < 1 means something (range-based grids); methods reject clip/mse searches

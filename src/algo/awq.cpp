@@ -169,7 +169,7 @@ void awq_transform(StepContext& ctx) {
               for (int64_t j = 0; j < len; ++j) cw[size_t(j)] = std::clamp(w[j], -mx, mx);
               const GroupParams p = grid->params(cw.data(), len, 1.0f, nullptr);
               for (int64_t j = 0; j < len; ++j)
-                dv[size_t(j)] = double(w[j]) - double(grid->dequantize(grid->quantize(cw[size_t(j)], p), p));
+                dv[size_t(j)] = double(w[j]) - double(grid->dequantize_at(grid->quantize_at(cw[size_t(j)], p, j), p, j));
               double e = 0;
               for (int64_t a = 0; a < len; ++a) {
                 const double* Ha = st.H.data() + (c0 + a) * n + c0;

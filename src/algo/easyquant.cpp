@@ -31,7 +31,7 @@ double easyquant_loss(const Grid& grid, const float* w, int64_t n, const GroupPa
   }
   double L = 0, g = 0;
   for (int64_t j = 0; j < n; ++j) {
-    const double Q = grid.dequantize(grid.quantize(w[j], p), p), d = Q - double(w[j]);
+    const double Q = grid.dequantize_at(grid.quantize_at(w[j], p, j), p, j), d = Q - double(w[j]);
     L += d * d;
     const bool clipped = (w[j] > hi && Q == hi) || (w[j] < lo && Q == lo);
     const double dq = clipped ? Q / p.scale : (Q - double(w[j])) / p.scale;  // v(q) or v(q) - w/s
@@ -78,7 +78,7 @@ QuantizedMatrix quantize_easyquant(const float* w, int64_t rows, int64_t cols, c
         const float* wg = w + r * cols + c0;
         const GroupParams p = detail::easyquant_params(*grid, wg, len, steps);
         out.set_params(r, gi, p);
-        for (int64_t j = 0; j < len; ++j) out.q[size_t(r * cols + c0 + j)] = uint8_t(grid->quantize(wg[j], p));
+        for (int64_t j = 0; j < len; ++j) out.q[size_t(r * cols + c0 + j)] = uint8_t(grid->quantize_at(wg[j], p, j));
       }
   });
   return out;

@@ -121,7 +121,7 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
   const std::unique_ptr<Grid> gridp = make_grid(s);
   const Grid& grid = *gridp;
   if (o.mse && !grid.has_range()) fail(who, format_name(s) + " has no range to search: mse does not apply");
-  const ParamMode mode = s.group == 0                        ? ParamMode::WholeRow
+  const ParamMode mode = s.group == 0 && s.family != FormatFamily::Ggml ? ParamMode::WholeRow
                          : (o.act_order || o.static_groups) ? ParamMode::Static
                                                             : ParamMode::Dynamic;
 
@@ -240,9 +240,10 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
             p = out.params(r, gi);
             p_gi = gi;
           }
-          const int32_t code = grid.quantize(wr[i], p);
+          const int64_t pos = perm[size_t(i)] - gi * g;  // index in its group
+          const int32_t code = grid.quantize_at(wr[i], p, pos);
           qr[perm[size_t(i)]] = uint8_t(code);
-          float qv = grid.dequantize(code, p);
+          float qv = grid.dequantize_at(code, p, pos);
           if (keep && keep[r * n + perm[size_t(i)]]) {  // kept exactly (sparse outlier): no error
             kept[r * n + perm[size_t(i)]] = wr[i];
             qv = wr[i];
@@ -320,7 +321,7 @@ double layer_error(const float* w, const QuantizedMatrix& q, const std::vector<d
         for (int64_t gi = 0; gi < ngroups; ++gi) {
           const GroupParams p = q.params(r, gi);
           for (int64_t j = gi * g; j < std::min(cols, (gi + 1) * g); ++j)
-            dr[j] = double(wr[j]) - double(grid->dequantize(qr[j], p));
+            dr[j] = double(wr[j]) - double(grid->dequantize_at(qr[j], p, j - gi * g));
         }
       }
       cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, int(cols), int(nr), 1.0, panel.data(),

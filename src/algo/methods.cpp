@@ -44,6 +44,20 @@ std::vector<double> sensitivity(const RoundArgs& a) {
   fail("squeezellm", "squeezellm needs calibration data (--calib FILE)");
 }
 
+// Per-row tables (lut) are fitted before the sweep by k-means over the original row: unweighted,
+// or weighted by squeezellm's sensitivity in the chains squeezellm+gptq / squeezellm+quantease.
+// llama.cpp's block types (ggml family) fit their block scales weighted by the input's second
+// moment diag(H) when calibration data is there (what llama.cpp's importance matrix holds).
+std::vector<double> grid_fit_importance(const RoundArgs& a) {
+  for (const std::string& m : a.rule->chain)
+    if (m != a.rule->rounding() && find_method(m).fits_grid) return sensitivity(a);
+  if (a.rule->spec.family == FormatFamily::Ggml) {
+    if (a.stats && !a.stats->diag.empty()) return a.stats->diag;
+    if (a.H) return diag_of(*a.H, a.cols);
+  }
+  return {};
+}
+
 // ---- rtn ----
 bool rtn_option(TensorRule& r, const std::string& k, const std::string& v) {
   if (k == "clip" && v.empty()) return r.clip = true;
@@ -59,8 +73,9 @@ QuantizedMatrix rtn_round(const RoundArgs& a) {
   // The clip search weighs each weight's error by diag(H) when calibration is there.
   std::vector<double> hd;
   if (a.rule->clip && a.H) hd = diag_of(*a.H, a.cols);
+  const std::vector<double> imp = grid_fit_importance(a);
   return quantize_rtn(a.w, a.rows, a.cols, a.rule->spec, a.rule->clip, hd.empty() ? nullptr : hd.data(),
-                      a.rule->gptq.mse);
+                      a.rule->gptq.mse, imp.empty() ? nullptr : imp.data());
 }
 
 // ---- gptq ----
@@ -88,13 +103,6 @@ bool gptq_option(TensorRule& r, const std::string& k, const std::string& v) {
 void gptq_check(const TensorRule& r) {
   if (r.gptq.mse && !make_grid(r.spec)->has_range())
     fail("recipe", format_name(r.spec) + " has no range to search: mse does not apply");
-}
-// Per-row tables (lut) are fitted before the sweep by k-means over the original row: unweighted,
-// or weighted by squeezellm's sensitivity in the chains squeezellm+gptq / squeezellm+quantease.
-std::vector<double> grid_fit_importance(const RoundArgs& a) {
-  for (const std::string& m : a.rule->chain)
-    if (m != a.rule->rounding() && find_method(m).fits_grid) return sensitivity(a);
-  return {};
 }
 QuantizedMatrix gptq_round(const RoundArgs& a) {
   if (!a.H) fail("gptq", "gptq needs calibration data (--calib FILE)");

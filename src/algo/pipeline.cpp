@@ -133,7 +133,7 @@ QuantizedMatrix round_with_outliers(const RoundArgs& args, const std::vector<flo
   qm.sp_val.resize(order.size());
   for (size_t k = 0; k < order.size(); ++k) {
     const int64_t i = order[k], r = i / cols, c = i % cols;
-    const float dq = grid->dequantize(qm.q[size_t(i)], qm.params(r, c / g));
+    const float dq = grid->dequantize_at(qm.q[size_t(i)], qm.params(r, c / g), c % g);
     const float v = f16_to_f32(f32_to_f16(kept[size_t(i)] - dq));
     if (!std::isfinite(v)) fail("", "sparse outlier at row " + std::to_string(r) + ", column " + std::to_string(c) + " beyond the f16 range");
     qm.sp_val[k] = v;
@@ -162,6 +162,11 @@ Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* 
     // add up: an unquantized source is better); lmpress's own packed formats are refused.
     if (t.dtype == DType::Q && format_spec(t.format).family != FormatFamily::Ggml)
       fail(t.name, "tensor is already quantized; start from an unquantized model");
+    try {  // the format takes this shape (e.g. llama.cpp's types need whole blocks per row)
+      packed_geometry(r.spec, t.rows(), t.cols());
+    } catch (const Error& e) {
+      fail(t.name, e.what());
+    }
     const std::vector<float> w = t.dtype == DType::Q ? dequantize_ref(t) : tensor_to_f32(t);
     const std::vector<double>* H = stats && !stats->H.empty() ? &stats->H : nullptr;
     std::vector<double> Ht;

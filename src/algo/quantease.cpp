@@ -74,7 +74,7 @@ QuantizedMatrix quantease_refine(const float* w, int64_t rows, int64_t cols, con
     for (int64_t i = 0; i < n; ++i) {
       const int64_t j = perm[size_t(i)];
       Wp[size_t(r * n + i)] = w[r * n + j];
-      Qp[size_t(r * n + i)] = grid->dequantize(out.q[size_t(r * n + j)], params[size_t(r * ngroups + j / g)]);
+      Qp[size_t(r * n + i)] = grid->dequantize_at(out.q[size_t(r * n + j)], params[size_t(r * ngroups + j / g)], j % g);
       D[size_t(r * n + i)] = Wp[size_t(r * n + i)] - Qp[size_t(r * n + i)];
     }
 
@@ -111,8 +111,8 @@ QuantizedMatrix quantease_refine(const float* w, int64_t rows, int64_t cols, con
             const int64_t j = perm[size_t(i)];
             const GroupParams& p = pr[j / g];
             const float u = qr[i] + gr[i] / h;
-            const int32_t code = grid->quantize(u, p);
-            const float v = grid->dequantize(code, p);
+            const int32_t code = grid->quantize_at(u, p, j % g);
+            const float v = grid->dequantize_at(code, p, j % g);
             // Move only to a strictly better value (ties keep the current code).
             if (!(std::fabs(v - u) < std::fabs(qr[i] - u))) continue;
             const float d = v - qr[i];

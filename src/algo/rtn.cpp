@@ -29,7 +29,7 @@ constexpr float kClipStep = 0.02f;
 double group_error(const Grid& grid, const float* w, const double* imp, int64_t n, const GroupParams& p) {
   double e = 0;
   for (int64_t j = 0; j < n; ++j) {
-    const double d = double(w[j]) - double(grid.dequantize(grid.quantize(w[j], p), p));
+    const double d = double(w[j]) - double(grid.dequantize_at(grid.quantize_at(w[j], p, j), p, j));
     e += (imp ? imp[j] : 1.0) * d * d;
   }
   return e;
@@ -63,7 +63,7 @@ GroupParams search_params(const Grid& grid, const float* w, int64_t n, ParamSear
       const GroupParams c = i == 0 ? first : grid.params(w, n, pr, fit_imp);
       double e = 0;
       for (int64_t j = 0; j < n && e < best_err; ++j)  // a partial sum >= best cannot win
-        e += std::pow(std::fabs(double(w[j]) - double(grid.dequantize(grid.quantize(w[j], c), c))), kNorm);
+        e += std::pow(std::fabs(double(w[j]) - double(grid.dequantize_at(grid.quantize_at(w[j], c, j), c, j))), kNorm);
       if (e < best_err) {
         best_err = e;
         best = c;
@@ -112,7 +112,7 @@ QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const Q
                                                        fit_imp ? fit_imp + c0 : nullptr);
         out.set_params(r, gi, best);
         uint8_t* q = out.q.data() + r * cols + c0;
-        for (int64_t j = 0; j < len; ++j) q[j] = uint8_t(grid->quantize(wg[j], best));
+        for (int64_t j = 0; j < len; ++j) q[j] = uint8_t(grid->quantize_at(wg[j], best, j));
       }
     }
   };

@@ -4,8 +4,8 @@
 // tensor is a view of its bytes and exporting one a copy. QuantSpec: bits = the ggml_type value,
 // group 0. Layouts: kernels/ggml_blocks.h and docs/formats.md.
 //
-// These formats have no code/param form and no grid: lmpress imports them (GGUF) and runs them;
-// quantizing to them is refused with a message (pack_tensor / make_grid).
+// Every method can also quantize to them: their grid, pack and unpack are in ggml_quant.cpp (a
+// group is one block; QuantizedMatrix::ggml holds each block's integer params).
 #include <cstring>
 
 #include "formats/ggml_family.h"
@@ -58,14 +58,6 @@ PackedGeometry geometry(const QuantSpec& s, int64_t rows, int64_t cols) {
   return g;
 }
 
-[[noreturn]] void refuse(const QuantSpec& s, const std::string& where) {
-  fail(where, "cannot quantize to " + std::string(info(s).name) +
-                  ": llama.cpp's block types are imported from GGUF files, not produced by lmpress's methods "
-                  "(quantize to w4g32, w4g128a, nf4g64 ... instead)");
-}
-void pack(const QuantizedMatrix& qm, const PackedGeometry&, uint8_t*, const std::string& where) { refuse(qm.spec, where); }
-void unpack_params(const uint8_t*, const PackedGeometry&, const QuantSpec& s, QuantizedMatrix&) { refuse(s, ""); }
-
 void check(const uint8_t* data, const PackedGeometry& g, const QuantSpec& s, const std::string& where) {
   ggml_check_blocks(uint32_t(s.bits), data, g.rows, g.cols, where);
 }
@@ -74,7 +66,6 @@ kern::QWeights view(const uint8_t* base, const QuantSpec& s, const PackedGeometr
   return fmt::block_view(base, s, g);  // bits = the ggml type; the kernels read the blocks themselves
 }
 
-std::unique_ptr<Grid> grid(const QuantSpec& s) { refuse(s, ""); }
 
 }  // namespace
 
@@ -137,7 +128,8 @@ void ggml_random_blocks(uint32_t type, int64_t rows, int64_t cols, uint64_t seed
 
 const FormatTraits ggml_format = {
     FormatFamily::Ggml, "ggml", "llama.cpp's block types (GGUF bytes as they are; scales inside the blocks)",
-    ActKind::Int8Blocks, nullptr, valid, name_of, parse, list, geometry, pack, unpack_params, check, view, grid,
+    ActKind::Int8Blocks, nullptr, valid, name_of, parse, list, geometry, ggml_pack_blocks, ggml_unpack_blocks, check, view,
+    make_ggml_grid,
     {&kern::ggml_kernels_scalar, &kern::ggml_kernels_avx2, &kern::ggml_kernels_avx512}, true,
 };
 

@@ -2,6 +2,7 @@
 // tests and benchmarks.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "lmpress/formats.h"
@@ -17,6 +18,12 @@ QuantSpec ggml_spec(uint32_t type);
 // Load-time check of [rows, cols] blocks of a supported type (cols a multiple of its block): every
 // f16 scale / min is finite; throws Error naming `where`, the row and the block.
 void ggml_check_blocks(uint32_t type, const uint8_t* data, int64_t rows, int64_t cols, const std::string& where);
+// Quantizing to the types (ggml_quant.cpp): S / M of a GroupParams from its stored integers
+// (gd, gdmin, gsc, gm), the grid, and pack / unpack of whole blocks (traits signatures).
+void ggml_set_factors(uint32_t type, GroupParams& p);
+std::unique_ptr<Grid> make_ggml_grid(const QuantSpec& s);
+void ggml_pack_blocks(const QuantizedMatrix& qm, const PackedGeometry& g, uint8_t* out, const std::string& where);
+void ggml_unpack_blocks(const uint8_t* data, const PackedGeometry& g, const QuantSpec& s, QuantizedMatrix& qm);
 // Synthetic tensors (tests, benchmarks): random codes and sub-scales, f16 scales of about `scale`.
 void ggml_random_blocks(uint32_t type, int64_t rows, int64_t cols, uint64_t seed, float scale, uint8_t* out);
 

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 
+#include "formats/ggml_family.h"
 #include "formats/traits.h"
 
 namespace lmpress {
@@ -76,14 +77,23 @@ QuantizedMatrix quantize_rtn_ref(const float* w, int64_t rows, int64_t cols, con
                      std::to_string(c0) + ".." + std::to_string(c1 - 1) + ")");
       }
       qm.set_params(r, gi, p);
-      for (int64_t c = c0; c < c1; ++c) qm.q[size_t(r * cols + c)] = uint8_t(grid->quantize(w[r * cols + c], p));
+      for (int64_t c = c0; c < c1; ++c) qm.q[size_t(r * cols + c)] = uint8_t(grid->quantize_at(w[r * cols + c], p, c - c0));
     }
   }
   return qm;
 }
 
 // ---- QuantizedMatrix -----------------------------------------------------------------------------
-int64_t QuantizedMatrix::group_len() const { return spec.group == 0 ? cols : spec.group; }
+int64_t group_length(const QuantSpec& s, int64_t cols) {
+  if (s.family == FormatFamily::Ggml) {
+    int qk = 0, bytes = 0;
+    LMP_ASSERT(ggml_type_block(uint32_t(s.bits), &qk, &bytes));
+    return qk;
+  }
+  return s.group == 0 ? cols : s.group;
+}
+
+int64_t QuantizedMatrix::group_len() const { return group_length(spec, cols); }
 int64_t QuantizedMatrix::groups() const {
   const int64_t g = group_len();
   return g == 0 ? 0 : (cols + g - 1) / g;
@@ -100,7 +110,9 @@ void QuantizedMatrix::init(const QuantSpec& s, int64_t r, int64_t c) {
   table.clear();
   sp_idx.clear();
   sp_val.clear();
+  ggml.clear();
   if (s.family == FormatFamily::Lut) table.assign(size_t(rows << s.bits), 0);
+  if (s.family == FormatFamily::Ggml) ggml.assign(size_t(rows * G * kGgmlParamBytes), 0);
 }
 
 GroupParams QuantizedMatrix::params(int64_t r, int64_t g) const {
@@ -114,6 +126,14 @@ GroupParams QuantizedMatrix::params(int64_t r, int64_t g) const {
   } else {
     p.table = format_traits(spec).fixed_table;
   }
+  if (!ggml.empty()) {
+    const uint8_t* b = ggml.data() + k * kGgmlParamBytes;
+    std::memcpy(&p.gd, b, 2);
+    std::memcpy(&p.gdmin, b + 2, 2);
+    std::memcpy(p.gsc, b + 4, 16);
+    std::memcpy(p.gm, b + 20, 16);
+    ggml_set_factors(uint32_t(spec.bits), p);
+  }
   return p;
 }
 
@@ -125,6 +145,13 @@ void QuantizedMatrix::set_params(int64_t r, int64_t g, const GroupParams& p) {
     const int64_t T = int64_t(1) << spec.bits;
     std::copy(p.row, p.row + T, table.begin() + r * T);
   }
+  if (!ggml.empty()) {
+    uint8_t* b = ggml.data() + k * kGgmlParamBytes;
+    std::memcpy(b, &p.gd, 2);
+    std::memcpy(b + 2, &p.gdmin, 2);
+    std::memcpy(b + 4, p.gsc, 16);
+    std::memcpy(b + 20, p.gm, 16);
+  }
 }
 
 std::vector<float> dequantize_matrix(const QuantizedMatrix& qm) {
@@ -135,7 +162,7 @@ std::vector<float> dequantize_matrix(const QuantizedMatrix& qm) {
     for (int64_t gi = 0; gi < G; ++gi) {
       const GroupParams p = qm.params(r, gi);
       for (int64_t c = gi * g; c < std::min(qm.cols, (gi + 1) * g); ++c)
-        out[size_t(r * qm.cols + c)] = grid->dequantize(qm.q[size_t(r * qm.cols + c)], p);
+        out[size_t(r * qm.cols + c)] = grid->dequantize_at(qm.q[size_t(r * qm.cols + c)], p, c - gi * g);
     }
   for (size_t k = 0; k < qm.sp_idx.size() && k < qm.sp_val.size(); ++k)
     if (qm.sp_idx[k] < out.size()) out[qm.sp_idx[k]] += qm.sp_val[k];
@@ -205,17 +232,29 @@ Tensor pack_tensor(const std::string& name, const QuantizedMatrix& qm) {
   } catch (const Error& e) {
     fail(where, e.what());
   }
-  // Opaque-block families (ggml) have no code/param form: their pack() says so and throws.
-  if (format_traits(s).opaque_blocks) format_traits(s).pack(qm, PackedGeometry{}, nullptr, where);
   const int64_t rows = qm.rows, cols = qm.cols;
   if (rows < 1 || cols < 1) fail(where, "cannot pack an empty tensor " + shape_str(rows, cols));
-  const PackedGeometry g = packed_geometry(s, rows, cols);
+  PackedGeometry g;
+  try {
+    g = packed_geometry(s, rows, cols);
+  } catch (const Error& e) {
+    fail(where, e.what());
+  }
   const int64_t G = g.groups_per_row;
   if (int64_t(qm.q.size()) != rows * cols)
     fail(where, "codes: " + std::to_string(qm.q.size()) + " values for shape " + shape_str(rows, cols));
   if (int64_t(qm.scales.size()) != rows * G)
     fail(where, "scales: " + std::to_string(qm.scales.size()) + " values, expected " +
                     std::to_string(rows * G) + " (" + std::to_string(G) + " groups per row)");
+  // Opaque-block families (ggml): the family writes whole blocks (codes and params together).
+  if (format_traits(s).opaque_blocks) {
+    if (int64_t(qm.ggml.size()) != rows * G * kGgmlParamBytes)
+      fail(where, "block params: " + std::to_string(qm.ggml.size()) + " bytes, expected " +
+                      std::to_string(rows * G * kGgmlParamBytes));
+    std::vector<uint8_t> bytes(size_t(g.total_bytes), 0);
+    format_traits(s).pack(qm, g, bytes.data(), where);
+    return make_owned_tensor(name, DType::Q, {rows, cols}, std::move(bytes), format_id(s));
+  }
   if (s.family == FormatFamily::Int && !(qm.zeros.empty() && s.sym) && int64_t(qm.zeros.size()) != rows * G)
     fail(where, "zeros: " + std::to_string(qm.zeros.size()) + " values, expected " + std::to_string(rows * G));
   const int32_t maxq = maxq_of(s.bits);
@@ -284,8 +323,11 @@ QuantizedMatrix unpack_tensor(const Tensor& t) {
   const auto [s, g] = check_layout(t, t.name);
   const uint8_t* base = static_cast<const uint8_t*>(t.data);
   QuantizedMatrix qm;
-  if (format_traits(s).opaque_blocks) format_traits(s).unpack_params(base, g, s, qm);  // throws: no code form
   qm.init(s, g.rows, g.cols);
+  if (format_traits(s).opaque_blocks) {  // ggml: codes and params from the blocks
+    format_traits(s).unpack_params(base, g, s, qm);
+    return qm;
+  }
   const int bpb = kern::qblock_bytes(s.bits);
   uint8_t blk[kern::kQBlock];
   for (int64_t r = 0; r < g.rows; ++r) {

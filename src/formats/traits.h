@@ -36,7 +36,8 @@ struct FormatTraits {
   // Packs codes and params (the front end checked sizes and code ranges); throws Error naming
   // `where` on params the family cannot store.
   void (*pack)(const QuantizedMatrix& qm, const PackedGeometry& g, uint8_t* out, const std::string& where);
-  // Fills qm.scales / zeros / table from packed bytes (codes are unpacked generically).
+  // Fills qm.scales / zeros / table from packed bytes (codes are unpacked generically; opaque
+  // families fill the codes too).
   void (*unpack_params)(const uint8_t* data, const PackedGeometry& g, const QuantSpec& s, QuantizedMatrix& qm);
   // Checks packed content the kernels rely on (e.g. E8M0 range, finite scales); at load, once.
   void (*check)(const uint8_t* data, const PackedGeometry& g, const QuantSpec& s, const std::string& where);
@@ -44,9 +45,8 @@ struct FormatTraits {
   std::unique_ptr<Grid> (*grid)(const QuantSpec& s);
   // Kernels per ISA level (scalar, AVX2, AVX-512); the int family uses kern::QuantOps (null here).
   const kern::FormatKernels* kernels[3];
-  // The family's bytes are self-contained blocks with their scales inside (ggml): no code planes,
-  // no QuantizedMatrix form (pack_tensor / unpack_tensor refuse it) and no grid (grid() throws:
-  // such tensors are imported, not made by a method).
+  // The family's bytes are self-contained blocks with their scales inside (ggml): no code planes;
+  // pack / unpack_params write and read whole blocks (codes and params), QuantizedMatrix::ggml.
   bool opaque_blocks = false;
 };
 
