@@ -10,6 +10,7 @@ pkgs=(
   libsentencepiece-dev libpcre2-dev
   clang libclang-rt-14-dev
   python3-venv python3-numpy python3-yaml python3-tqdm
+  python3-dev pybind11-dev python3-pytest
 )
 missing=()
 for p in "${pkgs[@]}"; do
