@@ -34,17 +34,8 @@ std::string python() {
 
 // Runs tests/hf_gptq_ref.py with `args`; false (with why = "SKIPPED: ...") without numpy.
 bool run_ref(const std::string& args, std::string* why) {
-  const std::string py = python();
-  if (std::system((py + " -c 'import numpy' >/dev/null 2>&1").c_str()) != 0) {
-    *why = "SKIPPED: " + py + " cannot import numpy (apt install python3-numpy, or set LMPRESS_TEST_PYTHON)";
-    return false;
-  }
-  const std::string cmd = py + " " + LMPRESS_SOURCE_DIR + "/tests/hf_gptq_ref.py " + args;
-  if (std::system(cmd.c_str()) != 0) {
-    *why = "FAILED: " + cmd;
-    return false;
-  }
-  return true;
+  return test::run_python_ref(python(), "numpy", "apt install python3-numpy, or set LMPRESS_TEST_PYTHON",
+                              "hf_gptq_ref.py " + args, why);
 }
 
 #define RUN_REF_OR_SKIP(args)                             \

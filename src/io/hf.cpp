@@ -270,7 +270,8 @@ Model load_hf_model(const std::string& dir, const LoadOptions& opt) {
   Model& mm = m;
   // GPTQ / AWQ checkpoints: a linear layer stored as <prefix>.qweight, .qzeros, .scales (.g_idx).
   HfQuantConfig qc;
-  const bool quantized = find_hf_quant_config(config, dir, &qc);
+  const bool has_qweight = std::any_of(by_name.begin(), by_name.end(), [](const auto& kv) { return kv.first.ends_with(".qweight"); });
+  const bool quantized = find_hf_quant_config(config, dir, has_qweight, &qc);
   int n_quant = 0, n_dense[4] = {0, 0, 0, 0};
   const ArchInfo& ai = arch_info(c.arch);
   for (const NamedTensor& nt : canonical_tensors(mm)) {

@@ -85,8 +85,9 @@ struct HfQuantConfig {
   std::string where;         // the file the configuration came from
 };
 // The quantization configuration of an HF directory: config.json's "quantization_config", else
-// quantize_config.json (AutoGPTQ / GPTQModel), else quant_config.json (AutoAWQ). False when none.
-bool find_hf_quant_config(const nlohmann::json& config, const std::string& dir, HfQuantConfig* q);
+// quantize_config.json (AutoGPTQ / GPTQModel), else quant_config.json (AutoAWQ) when `files` (the
+// directory holds quantized layers). False when none.
+bool find_hf_quant_config(const nlohmann::json& config, const std::string& dir, bool files, HfQuantConfig* q);
 // The same checks on one JSON object (also the fuzz target's entry); errors name `where`.
 HfQuantConfig parse_hf_quant_config(const nlohmann::json& qc, const std::string& where);
 

@@ -122,11 +122,12 @@ HfQuantConfig io_detail::parse_hf_quant_config(const json& qc, const std::string
   return q;
 }
 
-bool io_detail::find_hf_quant_config(const json& config, const std::string& dir, HfQuantConfig* q) {
+bool io_detail::find_hf_quant_config(const json& config, const std::string& dir, bool files, HfQuantConfig* q) {
   if (auto it = config.find("quantization_config"); it != config.end() && !it->is_null()) {
     *q = parse_hf_quant_config(*it, dir + "/config.json");
     return true;
   }
+  if (!files) return false;
   for (const char* fn : {"quantize_config.json", "quant_config.json"}) {
     const std::string p = dir + "/" + fn;
     if (!file_exists(p)) continue;
