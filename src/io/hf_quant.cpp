@@ -165,7 +165,7 @@ Tensor io_detail::import_hf_quant_linear(const HfQuantConfig& q, const std::stri
 
   // Bits: the configuration's, or (GPTQModel's per-module "dynamic" overrides) the qweight's rows.
   int bits = q.bits;
-  if (!awq && q.dynamic && qw.shape.size() == 2 && (qw.shape[0] * 32) % in == 0 &&
+  if (!awq && q.dynamic && qw.shape.size() == 2 && qw.shape[0] >= 1 && qw.shape[0] <= in && (qw.shape[0] * 32) % in == 0 &&
       gptq_bits_ok(int((qw.shape[0] * 32) / in)))
     bits = int((qw.shape[0] * 32) / in);
   const uint32_t mask = (1u << bits) - 1;
