@@ -27,6 +27,13 @@ for t in build/fuzz/fuzz/fuzz_*; do
       [ -f build/fuzz/seeds/ggml-blocks.gguf ] && seeds+=(build/fuzz/seeds/ggml-blocks.gguf)
       ;;
     fuzz_llama2c) [ -d $shared ] && seeds=() ;;
+    fuzz_hf_quant)
+      # one 3-bit GPTQ layer with its quantization_config (tests/hf_gptq_ref.py, Debian's numpy)
+      if [ ! -f build/fuzz/seeds/gptq-layer.safetensors ]; then
+        mkdir -p build/fuzz/seeds
+        /usr/bin/python3 tests/hf_gptq_ref.py seed build/fuzz/seeds/gptq-layer.safetensors || true
+      fi
+      seeds=(build/fuzz/seeds/gptq-layer.safetensors) ;;
     fuzz_tokenizer) [ -d $shared ] && seeds=($shared/models/tinystories-279k/tok512.bin $shared/models/babyllama-936k/tok105.model) ;;
     fuzz_lmpress)
       # A small quantized model (2-bit, every tensor) made with the fuzz build's own tool.

@@ -46,21 +46,8 @@ std::string python() {
 
 // Runs tests/ggml_ref.py with `args`; false when the pinned Python environment is missing.
 bool run_ref(const std::string& args, std::string* why) {
-  const std::string py = python();
-  if (!file_exists(py)) {
-    *why = "SKIPPED: " + py + " missing (run scripts/setup.sh: it installs numpy and the pinned gguf package)";
-    return false;
-  }
-  if (std::system((py + " -c 'import gguf.quants' >/dev/null 2>&1").c_str()) != 0) {
-    *why = "SKIPPED: " + py + " cannot import gguf.quants (run scripts/setup.sh)";
-    return false;
-  }
-  const std::string cmd = py + " " + LMPRESS_SOURCE_DIR + "/tests/ggml_ref.py " + args;
-  if (std::system(cmd.c_str()) != 0) {
-    *why = "FAILED: " + cmd;
-    return false;
-  }
-  return true;
+  return test::run_python_ref(python(), "gguf.quants", "run scripts/setup.sh: it installs numpy and the pinned gguf package",
+                              "ggml_ref.py " + args, why);
 }
 
 }  // namespace

@@ -637,6 +637,116 @@ TEST(Hostile, Class8_Messages) {
   expect_refused(f.out, {"inspect", "-m", h}, 1, {h + "/config.json", "malformed JSON"});
 }
 
+// ---- per parser: Hugging Face GPTQ / AWQ checkpoints ------------------------------------------
+namespace {
+
+// The tiny model with every linear layer w4g32, exported as a GPTQ directory.
+std::string gptq_fixture(const Fixture& f) {
+  Model m = tiny();
+  for (LayerWeights& l : m.layers)
+    for (Tensor* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+      const std::vector<float> w = tensor_to_f32(*t);
+      *t = pack_tensor(t->name, quantize_rtn_ref(w.data(), t->rows(), t->cols(), QuantSpec{4, 32, true}));
+    }
+  const std::string dir = f.d / "gptq";
+  write_hf_gptq_model(m, dir, DType::F16);
+  return dir;
+}
+
+// A copy of the GPTQ fixture with its safetensors tensors and config edited.
+std::string gptq_variant(const Fixture& f, const std::string& src, const std::string& name,
+                         const std::function<void(std::vector<SafetensorsWriteTensor>&, std::vector<std::vector<uint8_t>>&)>& edit_tensors,
+                         const std::function<void(nlohmann::json&)>& edit_config = {}) {
+  const std::string dir = f.d / name;
+  fs::copy(src, dir);
+  fs::remove(dir + "/quantize_config.json");
+  const SafetensorsFile st = read_safetensors(src + "/model.safetensors");
+  std::vector<SafetensorsWriteTensor> ts;
+  std::vector<std::vector<uint8_t>> data;
+  for (const auto& t : st.tensors) {
+    ts.push_back({t.name, t.dtype, t.shape, nullptr, t.nbytes});
+    data.emplace_back(t.data, t.data + t.nbytes);
+  }
+  if (edit_tensors) edit_tensors(ts, data);
+  for (size_t i = 0; i < ts.size(); ++i) ts[i].data = data[i].data();
+  write_safetensors(dir + "/model.safetensors", ts, {{"format", "pt"}});
+  if (edit_config) {
+    nlohmann::json c = nlohmann::json::parse(slurp(dir + "/config.json"));
+    edit_config(c["quantization_config"]);
+    if (c["quantization_config"].is_null()) c.erase("quantization_config");
+    spit(dir + "/config.json", c.dump());
+  }
+  return dir;
+}
+
+size_t tensor_index(const std::vector<SafetensorsWriteTensor>& ts, const std::string& name) {
+  for (size_t i = 0; i < ts.size(); ++i)
+    if (ts[i].name == name) return i;
+  ADD_FAILURE() << "no tensor " << name;
+  return 0;
+}
+
+}  // namespace
+
+TEST(Hostile, HfGptqCheckpoints) {
+  Fixture f;
+  const std::string good = gptq_fixture(f);
+  EXPECT_EQ(run({"inspect", "-m", good}).rc, 0);
+  const std::string q = "model.layers.0.self_attn.q_proj";
+  using Ts = std::vector<SafetensorsWriteTensor>;
+  using Data = std::vector<std::vector<uint8_t>>;
+  // qweight of the wrong shape (a truncated tensor rewritten consistently).
+  std::string d = gptq_variant(f, good, "short", [&](Ts& ts, Data& data) {
+    const size_t i = tensor_index(ts, q + ".qweight");
+    ts[i].shape[0] -= 1;
+    ts[i].nbytes -= size_t(ts[i].shape[1]) * 4;
+    data[i].resize(ts[i].nbytes);
+  });
+  expect_refused(f.out, {"inspect", "-m", d}, 1, {d + "/model.safetensors", q + ".qweight has shape [7, 64]", "[8, 64]"});
+  // qweight of the wrong dtype.
+  d = gptq_variant(f, good, "f32qweight", [&](Ts& ts, Data&) { ts[tensor_index(ts, q + ".qweight")].dtype = "F32"; });
+  expect_refused(f.out, {"inspect", "-m", d}, 1, {d, q + ".qweight has dtype F32"});
+  // bits GPTQ does not have.
+  d = gptq_variant(f, good, "bits5", {}, [](nlohmann::json& qc) { qc["bits"] = 5; });
+  expect_refused(f.out, {"inspect", "-m", d}, 1, {d + "/config.json", "bits 5 is not supported"});
+  // g_idx naming a group that does not exist.
+  d = gptq_variant(f, good, "gidx", [&](Ts& ts, Data& data) {
+    const int32_t bad = 99;
+    std::memcpy(data[tensor_index(ts, q + ".g_idx")].data() + 12, &bad, 4);
+  });
+  expect_refused(f.out, {"inspect", "-m", d}, 1, {d, q + ".g_idx[3] = 99", "2 scales"});
+  // Without g_idx, a group_size that does not divide the layer's columns.
+  d = gptq_variant(f, good, "group48", [&](Ts& ts, Data& data) {
+    const size_t i = tensor_index(ts, q + ".g_idx");
+    ts.erase(ts.begin() + long(i));
+    data.erase(data.begin() + long(i));
+  }, [](nlohmann::json& qc) { qc["group_size"] = 48; });
+  expect_refused(f.out, {"inspect", "-m", d}, 1, {d, "group_size 48 does not divide the 64 input features of " + q});
+  // A missing part.
+  d = gptq_variant(f, good, "noscales", [&](Ts& ts, Data& data) {
+    const size_t i = tensor_index(ts, q + ".scales");
+    ts.erase(ts.begin() + long(i));
+    data.erase(data.begin() + long(i));
+  });
+  expect_refused(f.out, {"inspect", "-m", d}, 1, {d, "has no " + q + ".scales"});
+  // Quantization methods lmpress does not read, and qweights without any configuration.
+  d = gptq_variant(f, good, "bnb", {}, [](nlohmann::json& qc) { qc["quant_method"] = "bitsandbytes"; });
+  expect_refused(f.out, {"inspect", "-m", d}, 1, {d + "/config.json", "quant_method 'bitsandbytes' is not supported"});
+  d = gptq_variant(f, good, "marlin", {}, [](nlohmann::json& qc) { qc["format"] = "marlin"; });
+  expect_refused(f.out, {"inspect", "-m", d}, 1, {d + "/config.json", "checkpoint format 'marlin'"});
+  d = gptq_variant(f, good, "noconfig", {}, [](nlohmann::json& qc) { qc = nullptr; });
+  expect_refused(f.out, {"inspect", "-m", d}, 1, {d, "no quantization_config"});
+  // Export: a format GPTQ cannot hold is refused by name, and nothing is written.
+  Model m = tiny();
+  const std::vector<float> w = tensor_to_f32(m.layers[0].wv);
+  m.layers[0].wv = pack_tensor(m.layers[0].wv.name, quantize_rtn_ref(w.data(), m.layers[0].wv.rows(), m.layers[0].wv.cols(),
+                                                                     parse_format_name("nf4g32")));
+  const std::string lmp = f.d / "nf4.lmp";
+  write_lmpress_model(m, lmp);
+  expect_refused(f.out, {"convert", "-m", lmp, "-o", f.out + "/g", "--to", "hf-gptq"}, 1,
+                 {"blk.0.attn_v.weight has format nf4g32"});
+}
+
 // ---- per parser: tokenizer files ------------------------------------------------------------
 TEST(Hostile, TokenizerFiles) {
   Fixture f;

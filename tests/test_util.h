@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -58,6 +59,27 @@ inline std::vector<float> randn(size_t n, uint32_t seed, float sigma = 1.f) {
   std::vector<float> v(n);
   for (auto& x : v) x = nd(rng);
   return v;
+}
+
+// Runs `py tests/SCRIPT ARGS` (a Python reference of the test suite). False, with `why` set, when
+// `py` is missing or cannot import `module` ("SKIPPED: ... <hint>": the caller skips loudly) or the
+// script fails ("FAILED: <command>").
+inline bool run_python_ref(const std::string& py, const std::string& module, const std::string& hint,
+                           const std::string& script_args, std::string* why) {
+  if (!::lmpress::file_exists(py)) {
+    *why = "SKIPPED: " + py + " missing (" + hint + ")";
+    return false;
+  }
+  if (std::system((py + " -c 'import " + module + "' >/dev/null 2>&1").c_str()) != 0) {
+    *why = "SKIPPED: " + py + " cannot import " + module + " (" + hint + ")";
+    return false;
+  }
+  const std::string cmd = py + " " + LMPRESS_SOURCE_DIR + "/tests/" + script_args;
+  if (std::system(cmd.c_str()) != 0) {
+    *why = "FAILED: " + cmd;
+    return false;
+  }
+  return true;
 }
 
 }  // namespace lmpress::test

@@ -121,6 +121,13 @@ Vocab vocab_from_gguf(const GgufFile& g, const std::string& name);
 // Hugging Face directory: config.json, model.safetensors, tokenizer.model or tokenizer.json,
 // tokenizer_config.json, generation_config.json. q/k rows are permuted to the HF convention.
 void write_hf_model(const Model& m, const std::string& dir, DType dtype, bool overwrite = true);
+// Hugging Face GPTQ directory (docs/formats.md "Hugging Face GPTQ and AWQ"): every linear layer
+// in an int format (2, 3, 4 or 8 bits, groups dividing its columns or per row, sym or asym) as
+// qweight / qzeros / scales / g_idx, config.json with quantization_config (desc_act false,
+// checkpoint_format "gptq", i.e. v1: stored zero = zero - 1; "gptq_v2" when an asymmetric zero is
+// 0, which v1 cannot store), also as quantize_config.json; dense tensors in `dtype`, a packed
+// embedding dequantized to f32 (exact). Any other packed tensor is refused, naming it.
+void write_hf_gptq_model(const Model& m, const std::string& dir, DType dtype, bool overwrite = true);
 // GGUF v3 with llama architecture metadata and the tokenizer; q/k rows in GGUF convention.
 void write_gguf_model(const Model& m, const std::string& path, DType dtype, bool overwrite = true);
 

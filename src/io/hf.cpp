@@ -9,6 +9,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "io/hf_internal.h"
 #include "io/io_internal.h"
 #include "lmpress/io.h"
 
@@ -18,68 +19,34 @@ using namespace io_detail;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-namespace {
-
 // A short description of a JSON value for error messages (never a deep dump).
-std::string brief(const json& v) {
+std::string io_detail::json_brief(const json& v) {
   if (v.is_structured()) return std::string("an ") + v.type_name();
   std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
   if (s.size() > 40) s = s.substr(0, 40) + "...";
   return s;
 }
 
-// Typed access to config.json fields with errors naming the file and the field.
-struct JsonFields {
-  const json& j;
-  const std::string& name;
-
-  const json* get(const char* key) const {
-    auto it = j.find(key);
-    if (it == j.end() || it->is_null()) return nullptr;
-    return &*it;
-  }
-  int64_t integer(const char* key, int64_t def, bool required = false) const {
-    const json* v = get(key);
-    if (!v) {
-      if (required) fail(name, std::string("required field \"") + key + "\" is missing");
-      return def;
-    }
-    if (!v->is_number_integer())
-      fail(name, std::string("field \"") + key + "\" must be an integer, got " + brief(*v));
-    const int64_t x = v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(INT64_MAX)
-                          ? INT64_MAX
-                          : v->get<int64_t>();
-    if (x < 0 || x > INT32_MAX)
-      fail(name, std::string("field \"") + key + "\" = " + std::to_string(x) + " is out of range");
-    return x;
-  }
-  double number(const char* key, double def) const {
-    const json* v = get(key);
-    if (!v) return def;
-    if (!v->is_number()) fail(name, std::string("field \"") + key + "\" must be a number, got " + brief(*v));
-    return v->get<double>();
-  }
-  bool boolean(const char* key, bool def) const {
-    const json* v = get(key);
-    if (!v) return def;
-    if (!v->is_boolean()) fail(name, std::string("field \"") + key + "\" must be true or false, got " + brief(*v));
-    return v->get<bool>();
-  }
-  std::string string(const char* key, const std::string& def) const {
-    const json* v = get(key);
-    if (!v) return def;
-    if (!v->is_string()) fail(name, std::string("field \"") + key + "\" must be a string, got " + brief(*v));
-    return v->get<std::string>();
-  }
-};
-
-json parse_json(std::string_view text, const std::string& name) {
+json io_detail::parse_json_text(std::string_view text, const std::string& name) {
   try {
     return json::parse(text.begin(), text.end());
   } catch (const json::exception& e) {
     fail(name, std::string("malformed JSON: ") + io_detail::json_error_text(e));
   }
 }
+
+std::string io_detail::hf_name(const NamedTensor& nt) {
+  for (const ArchTensor& at : arch_info("llama").tensors)
+    if (nt.kind == at.key) return arch_hf_name(at, nt.layer);
+  LMP_ASSERT(false);
+  return "";
+}
+
+const char* io_detail::st_dtype_name(DType d) {
+  return d == DType::F16 ? "F16" : d == DType::BF16 ? "BF16" : "F32";
+}
+
+namespace {
 
 struct HfArch {
   const char* arch;
@@ -166,22 +133,11 @@ ModelConfig parse_hf_config_json(const json& j, const std::string& name) {
   return c;
 }
 
-// HF tensor name of a canonical tensor.
-std::string hf_name(const NamedTensor& nt) {
-  for (const ArchTensor& at : arch_info("llama").tensors)
-    if (nt.kind == at.key) return arch_hf_name(at, nt.layer);
-  LMP_ASSERT(false);
-  return "";
-}
-
 DType dtype_of_st(const std::string& d) {
   if (d == "F32") return DType::F32;
   if (d == "F16") return DType::F16;
   if (d == "BF16") return DType::BF16;
   return DType::I32;  // sentinel: unsupported
-}
-const char* st_dtype_name(DType d) {
-  return d == DType::F16 ? "F16" : d == DType::BF16 ? "BF16" : "F32";
 }
 
 // "<s>" or {"content": "<s>", ...} -> "<s>"; "" otherwise.
@@ -213,7 +169,7 @@ void apply_special_tokens(Vocab& v, const json& config, const std::string& dir) 
 
   const std::string tc_path = dir + "/tokenizer_config.json";
   if (!file_exists(tc_path)) return;
-  const json tc = parse_json(read_text_file(tc_path), tc_path);
+  const json tc = parse_json_text(read_text_file(tc_path), tc_path);
   if (!tc.is_object()) fail(tc_path, "must contain a JSON object");
   std::unordered_map<std::string, int32_t> index;
   auto find_token = [&](const std::string& text) -> int32_t {
@@ -242,7 +198,7 @@ bool plain_file_name(const std::string& s) {
 
 ModelConfig parse_hf_config(const std::string& json_text, const std::string& name) {
   try {
-    return parse_hf_config_json(parse_json(json_text, name), name);
+    return parse_hf_config_json(parse_json_text(json_text, name), name);
   } catch (const json::exception& e) {
     fail(name, std::string("invalid config: ") + io_detail::json_error_text(e));
   }
@@ -251,7 +207,7 @@ ModelConfig parse_hf_config(const std::string& json_text, const std::string& nam
 Model load_hf_model(const std::string& dir, const LoadOptions& opt) {
   Model m;
   const std::string cfg_path = dir + "/config.json";
-  const json config = parse_json(read_text_file(cfg_path), cfg_path);
+  const json config = parse_json_text(read_text_file(cfg_path), cfg_path);
   try {
     m.cfg = parse_hf_config_json(config, cfg_path);
   } catch (const json::exception& e) {
@@ -265,7 +221,7 @@ Model load_hf_model(const std::string& dir, const LoadOptions& opt) {
   if (file_exists(single)) {
     shards.push_back(read_safetensors(single));
   } else if (file_exists(index)) {
-    const json ij = parse_json(read_text_file(index), index);
+    const json ij = parse_json_text(read_text_file(index), index);
     auto wm = ij.is_object() ? ij.find("weight_map") : ij.end();
     if (wm == ij.end() || !wm->is_object())
       fail(index, "missing \"weight_map\" object");
@@ -312,10 +268,50 @@ Model load_hf_model(const std::string& dir, const LoadOptions& opt) {
   // Look up every tensor of the canonical layout by its HF name.
   m.layers.resize(size_t(c.n_layers));
   Model& mm = m;
+  // GPTQ / AWQ checkpoints: a linear layer stored as <prefix>.qweight, .qzeros, .scales (.g_idx).
+  HfQuantConfig qc;
+  const bool has_qweight = std::any_of(by_name.begin(), by_name.end(), [](const auto& kv) { return kv.first.ends_with(".qweight"); });
+  const bool quantized = find_hf_quant_config(config, dir, has_qweight, &qc);
+  int n_quant = 0, n_dense[4] = {0, 0, 0, 0};
+  const ArchInfo& ai = arch_info(c.arch);
   for (const NamedTensor& nt : canonical_tensors(mm)) {
     Tensor* dst = const_cast<Tensor*>(nt.t);
-    *dst = tensor(hf_name(nt), true);
+    const std::string hn = hf_name(nt);
+    const std::string prefix = hn.size() > 7 && hn.ends_with(".weight") ? hn.substr(0, hn.size() - 7) : "";
+    auto part = [&](const char* what) -> const SafetensorsTensor* {
+      auto it = by_name.find(prefix + "." + what);
+      if (it == by_name.end()) return nullptr;
+      used.insert(it->first);
+      return it->second.first;
+    };
+    if (prefix.empty() || !by_name.count(prefix + ".qweight")) {
+      *dst = tensor(hn, true);
+      continue;
+    }
+    if (!quantized)
+      fail(dir, "tensor " + prefix + ".qweight is quantized but config.json has no quantization_config");
+    if (by_name.count(hn)) fail(dir, "layer " + prefix + " has both weight and qweight");
+    HfQuantParts parts;
+    parts.file = by_name.at(prefix + ".qweight").second->file->path();
+    parts.qweight = part("qweight");
+    parts.qzeros = part("qzeros");
+    parts.scales = part("scales");
+    parts.g_idx = part("g_idx");
+    const std::vector<int64_t> shape = arch_tensor(ai, nt.kind).shape(c);
+    HfQuantDense why = HfQuantDense::No;
+    *dst = import_hf_quant_linear(qc, nt.name, prefix, shape[0], shape[1], parts, &why);
+    ++n_quant;
+    ++n_dense[int(why)];
   }
+  if (n_dense[int(HfQuantDense::ActOrder)])
+    log_info("%s: %d tensors with act-order groups were dequantized (exactly, to f32); lmpress runs them dense",
+             dir.c_str(), n_dense[int(HfQuantDense::ActOrder)]);
+  if (n_dense[int(HfQuantDense::Scales)])
+    log_info("%s: %d tensors with scales outside f16 were dequantized (exactly, to f32); lmpress runs them dense",
+             dir.c_str(), n_dense[int(HfQuantDense::Scales)]);
+  if (n_dense[int(HfQuantDense::Zeros)])
+    log_info("%s: %d tensors with zero points beyond 255 were dequantized (exactly, to f32); lmpress runs them dense",
+             dir.c_str(), n_dense[int(HfQuantDense::Zeros)]);
   if (c.tied_embeddings) {
     m.output = m.tok_embd;
     used.insert("lm_head.weight");  // some tied checkpoints store a copy; it is not needed
@@ -325,7 +321,7 @@ Model load_hf_model(const std::string& dir, const LoadOptions& opt) {
       fail(dir, "unexpected tensor " + name + " (not part of the " + c.arch + " architecture)");
 
   m.path = dir;
-  m.format = "hf";
+  m.format = n_quant == 0 ? "hf" : qc.method == HfQuantConfig::Method::Awq ? "hf-awq" : "hf-gptq";
   m.validate();
   if (opt.check_tensors) check_tensors_finite(m);
 
@@ -346,37 +342,15 @@ Model load_hf_model(const std::string& dir, const LoadOptions& opt) {
   return m;
 }
 
-void write_hf_model(const Model& m, const std::string& dir, DType dtype, bool overwrite) {
-  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
-    fail(dir, std::string("Hugging Face output type ") + dtype_name(dtype) +
-                  " is not supported (use f32, f16 or bf16)");
-  m.validate();
+int32_t io_detail::rope_permute_heads(const Model& m, const NamedTensor& nt) {
+  if (m.cfg.rope_style != RopeStyle::Interleaved) return 0;
+  if (nt.kind == "attn_q" || nt.kind == "attn_q.bias") return m.cfg.n_heads;
+  if (nt.kind == "attn_k" || nt.kind == "attn_k.bias") return m.cfg.n_kv_heads;
+  return 0;
+}
+
+nlohmann::ordered_json io_detail::hf_config_json(const Model& m, DType dtype, const std::string& dir) {
   const ModelConfig& c = m.cfg;
-  AtomicDir out(dir, overwrite);
-  const std::string tmp = out.tmp_path();
-
-  // Weights. HF q/k rows rotate halves: permute interleaved models per head.
-  std::vector<NamedTensor> named = canonical_tensors(m);
-  std::vector<SafetensorsWriteTensor> specs;
-  std::vector<int32_t> permute(named.size(), 0);
-  std::vector<DType> types(named.size());
-  for (size_t i = 0; i < named.size(); ++i) {
-    const NamedTensor& nt = named[i];
-    const Tensor& t = *nt.t;
-    types[i] = t.shape.size() == 1 ? DType::F32 : dtype;
-    if (c.rope_style == RopeStyle::Interleaved) {
-      if (nt.kind == "attn_q" || nt.kind == "attn_q.bias") permute[i] = c.n_heads;
-      if (nt.kind == "attn_k" || nt.kind == "attn_k.bias") permute[i] = c.n_kv_heads;
-    }
-    specs.push_back({hf_name(nt), st_dtype_name(types[i]), t.shape, nullptr,
-                     size_t(t.numel()) * dtype_size(types[i])});
-  }
-  write_safetensors_lazy(tmp + "/model.safetensors", specs, {{"format", "pt"}}, [&](size_t i) {
-    Tensor t = permute[i] ? permute_rope_rows(*named[i].t, permute[i], true) : *named[i].t;
-    return t.dtype == types[i] ? t : convert_tensor(t, types[i]);
-  });
-
-  // config.json
   const char* hf_class = "LlamaForCausalLM";
   const char* model_type = "llama";
   for (const auto& k : kArchs)
@@ -428,11 +402,19 @@ void write_hf_model(const Model& m, const std::string& dir, DType dtype, bool ov
   if (v && v->bos_id >= 0) cj["bos_token_id"] = v->bos_id;
   if (v && v->eos_id >= 0) cj["eos_token_id"] = v->eos_id;
   cj["use_cache"] = true;
-  auto write_text = [&](const std::string& fn, const std::string& text) {
-    AtomicFile f(tmp + "/" + fn);
-    f.write(text);
-    f.commit();
-  };
+  return cj;
+}
+
+void io_detail::write_hf_text(const std::string& path, const std::string& text) {
+  AtomicFile f(path);
+  f.write(text);
+  f.commit();
+}
+
+void io_detail::write_hf_metadata(const Model& m, const std::string& tmp, const nlohmann::ordered_json& cj) {
+  const ModelConfig& c = m.cfg;
+  const Vocab* v = m.tokenizer ? &m.tokenizer->vocab() : nullptr;
+  auto write_text = [&](const std::string& fn, const std::string& text) { write_hf_text(tmp + "/" + fn, text); };
   write_text("config.json", cj.dump(2) + "\n");
 
   nlohmann::ordered_json gen;
@@ -466,6 +448,35 @@ void write_hf_model(const Model& m, const std::string& dir, DType dtype, bool ov
     tc["clean_up_tokenization_spaces"] = false;
     write_text("tokenizer_config.json", tc.dump(2) + "\n");
   }
+}
+
+void write_hf_model(const Model& m, const std::string& dir, DType dtype, bool overwrite) {
+  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
+    fail(dir, std::string("Hugging Face output type ") + dtype_name(dtype) +
+                  " is not supported (use f32, f16 or bf16)");
+  m.validate();
+  AtomicDir out(dir, overwrite);
+  const std::string tmp = out.tmp_path();
+
+  // Weights. HF q/k rows rotate halves: permute interleaved models per head.
+  std::vector<NamedTensor> named = canonical_tensors(m);
+  std::vector<SafetensorsWriteTensor> specs;
+  std::vector<int32_t> permute(named.size(), 0);
+  std::vector<DType> types(named.size());
+  for (size_t i = 0; i < named.size(); ++i) {
+    const NamedTensor& nt = named[i];
+    const Tensor& t = *nt.t;
+    types[i] = t.shape.size() == 1 ? DType::F32 : dtype;
+    permute[i] = rope_permute_heads(m, nt);
+    specs.push_back({hf_name(nt), st_dtype_name(types[i]), t.shape, nullptr,
+                     size_t(t.numel()) * dtype_size(types[i])});
+  }
+  write_safetensors_lazy(tmp + "/model.safetensors", specs, {{"format", "pt"}}, [&](size_t i) {
+    Tensor t = permute[i] ? permute_rope_rows(*named[i].t, permute[i], true) : *named[i].t;
+    return t.dtype == types[i] ? t : convert_tensor(t, types[i]);
+  });
+
+  write_hf_metadata(m, tmp, hf_config_json(m, dtype, dir));
   out.commit();
 }
 
