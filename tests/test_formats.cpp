@@ -71,12 +71,15 @@ void dequant_rows_at(SimdLevel l, const Tensor& t, float* out) {
   }
 }
 
-// Families whose tensors come from codes and params (pack_tensor); the ggml family's blocks are
-// opaque (imported from GGUF): its tests are in test_ggml.cpp and, here, in the parity table.
+// Families whose tensors come from codes and per-group params through a grid (pack_tensor); the
+// ggml family's blocks are opaque (imported from GGUF): its tests are in test_ggml.cpp and, here, in
+// the parity table; the spqr family's statistics are shared by row groups (no per-group grid): its
+// own tests below (Formats.Spqr*) and the parity table.
+bool is_spqr(const QuantSpec& s) { return s.family == FormatFamily::Spqr; }
 std::vector<QuantSpec> code_formats() {
   std::vector<QuantSpec> v;
   for (const auto& s : all_formats())
-    if (!format_traits(s).opaque_blocks) v.push_back(s);
+    if (!format_traits(s).opaque_blocks && !is_spqr(s)) v.push_back(s);
   return v;
 }
 bool is_ggml(const QuantSpec& s) { return s.family == FormatFamily::Ggml; }
@@ -106,6 +109,11 @@ int64_t doc_bytes(const QuantSpec& s, int64_t rows, int64_t cols) {
       const auto [qk, bytes] = kBlocks.at(s.bits);
       return rows * (cols / qk) * bytes;
     }
+    case FormatFamily::Spqr: {
+      // per row: codes, 6 bits of statistic codes per group (even bytes); per row group: 4 f16 per group
+      const int64_t stat = (6 * G + 15) / 16 * 2, row_groups = (rows + s.group2 - 1) / s.group2;
+      return rows * (nb * 4 * s.bits + stat) + row_groups * 4 * G * 2;
+    }
   }
   return -1;
 }
@@ -123,6 +131,8 @@ constexpr ParityEntry kParity[] = {
     {FormatFamily::MXFP4, true, 3e-5}, {FormatFamily::FP8, false, 3e-5}, {FormatFamily::Lut, true, 3e-5},
     // ggml: SIMD levels dot offset lanes v + C (up to 128) and subtract C S X: larger float terms
     {FormatFamily::Ggml, true, 3e-4},
+    // spqr: w = s q - s z, the zero term s z X apart from the codes' dot (like ggml's offsets)
+    {FormatFamily::Spqr, true, 3e-4},
 };
 const ParityEntry& parity_entry(const QuantSpec& s) {
   for (const auto& e : kParity)
@@ -137,8 +147,9 @@ const ParityEntry& parity_entry(const QuantSpec& s) {
 
 TEST(Formats, IdsAndNames) {
   const auto fmts = all_formats();
-  // int: 6 widths x 5 groups x sym/asym; nf4, fp4: 4 groups; mxfp4; fp8: 5 groups; lut3/4; 12 ggml types
-  const size_t n_formats = 60 + 4 + 4 + 1 + 5 + 2 + 12;
+  // int: 6 widths x 5 groups x sym/asym; nf4, fp4: 4 groups; mxfp4; fp8: 5 groups; lut3/4; 12 ggml types;
+  // spqr: 3 widths x 3 groups x 3 row groups
+  const size_t n_formats = 60 + 4 + 4 + 1 + 5 + 2 + 12 + 27;
   EXPECT_EQ(fmts.size(), n_formats);
   std::set<uint32_t> ids;
   std::set<std::string> names;
