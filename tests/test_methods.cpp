@@ -672,3 +672,23 @@ TEST(Methods, QuantEaseAndSmoothQuantEndToEndOnTinystories) {
   EXPECT_LT(sq, rtn);
   EXPECT_LT(sq_gptq, sq);
 }
+
+TEST(Methods, SpqrEndToEndOnTinystories) {
+  LMP_REQUIRE_SHARED("models/tinystories-279k/model.bin");
+  LMP_REQUIRE_SHARED("data/tinystories/calib.txt");
+  LMP_REQUIRE_SHARED("data/tinystories/eval.txt");
+  Model m = load_model(test::shared("models/tinystories-279k/model.bin"));
+  const auto toks = m.tokenizer->encode(read_text_file(test::shared("data/tinystories/eval.txt")), true);
+  auto kld = [&](const std::string& recipe) { return tinystories_kld(m, toks, recipe, true); };
+  const double rtn = kld("rtn:w3g64;token_embd.weight=rtn:w8g32");
+  const double sp = kld("spqr:spqr3g16;token_embd.weight=rtn:w8g32");
+  const double sp_out = kld("spqr:spqr3g16+s1.00;token_embd.weight=rtn:w8g32");
+  std::printf("[ methods  ] tinystories KLD: rtn w3g64 %.4f, spqr3g16 %.4f, spqr3g16+s1.00 %.4f\n", rtn, sp, sp_out);
+  EXPECT_LT(sp, rtn);
+  EXPECT_LT(sp_out, sp);
+  // the recipe grammar: spqr's options, its formats only
+  EXPECT_NO_THROW(parse_recipe("spqr:spqr3g32r32+s0.5,tau=0.3,damp=0.02"));
+  EXPECT_THROW(parse_recipe("spqr:w3g64"), Error);
+  EXPECT_THROW(parse_recipe("spqr:spqr3g16,tau=0.2"), Error);  // no +s budget
+  EXPECT_THROW(parse_recipe("spqr:spqr3g16,act_order"), Error);
+}

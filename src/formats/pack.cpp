@@ -288,8 +288,10 @@ std::pair<QuantSpec, PackedGeometry> check_layout(const Tensor& t, const std::st
 
 void validate_packed(const Tensor& t, const std::string& where) {
   const auto [s, g] = check_layout(t, where);
-  format_traits(s).check(static_cast<const uint8_t*>(t.data), g, s, where.empty() ? t.name : where);
-  if (s.sparse) check_sparse_part(static_cast<const uint8_t*>(t.data), g, where.empty() ? t.name : where);
+  // content errors name the file and the tensor
+  const std::string w = where.empty() || where == t.name ? t.name : where + ": tensor " + t.name;
+  format_traits(s).check(static_cast<const uint8_t*>(t.data), g, s, w);
+  if (s.sparse) check_sparse_part(static_cast<const uint8_t*>(t.data), g, w);
 }
 
 QuantizedMatrix unpack_tensor(const Tensor& t) {
