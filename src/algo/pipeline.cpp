@@ -477,12 +477,20 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
       rep.layers.push_back(r.rep);
       // Untied embedding: a lookup table with no input activations, so no Hessian. GPTQ with
       // H = I is exactly RTN (tests: Gptq.DiagonalHessianIsRtn), so a gptq rule runs as rtn.
+      // spqr has no rtn form: it runs with H = I (its sweep then reduces to its round to nearest,
+      // outliers by the same criterion).
       TensorRule er = rule(m.tok_embd);
-      if (er.quantized() && find_method(er.rounding()).stats != 0) {
+      InputStats eye;
+      if (er.quantized() && er.rounding() == "spqr") {
+        const int64_t n = m.tok_embd.cols();
+        eye.n = n;
+        eye.H.assign(size_t(n * n), 0.0);
+        for (int64_t j = 0; j < n; ++j) eye.H[size_t(j * n + j)] = 1.0;
+      } else if (er.quantized() && find_method(er.rounding()).stats != 0) {
         er.chain = {"rtn"};
         er.method = "rtn";
       }
-      Rounded e = compress_tensor(m.tok_embd, er, nullptr, pool);
+      Rounded e = compress_tensor(m.tok_embd, er, eye.H.empty() ? nullptr : &eye, pool);
       m.tok_embd = std::move(e.t);
       rep.layers.push_back(e.rep);
     }
