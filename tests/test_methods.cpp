@@ -41,7 +41,7 @@ TEST(Methods, RegistryAndChains) {
   expect_recipe_error("easyquant:lut3", "no range");
   expect_recipe_error("easyquant:w3g64,steps=-1", "steps");
   expect_recipe_error("quantease:w3g64+s0.5", "sparse outliers");
-  EXPECT_THROW(find_method("spqr"), Error);
+  EXPECT_THROW(find_method("pbllm"), Error);
   const TensorRule a = parse_rule("awq+gptq:w4g128,act_order,grid=10,noclip");
   EXPECT_EQ(a.chain, (std::vector<std::string>{"awq", "gptq"}));
   EXPECT_EQ(a.rounding(), "gptq");
@@ -71,7 +71,8 @@ TEST(Methods, RegistryAndChains) {
   expect_recipe_error("rtn:lut4,clip", "no range");
   expect_recipe_error("gptq:lut4,mse", "no range");
   expect_recipe_error("awq+gptq:w4g32,grid=0", "grid");
-  expect_recipe_error("spqr:w3g16", "unknown method");
+  expect_recipe_error("pbllm:w3g16", "unknown method");
+  expect_recipe_error("spqr:w3g16", "spqr quantizes onto its own formats");
   expect_recipe_error(":w4g32", "missing method");  // (found by fuzz_recipe: an empty chain)
   expect_recipe_error(" :w4g32", "missing method");
   expect_recipe_error("+:w4g32", "empty method name");
