@@ -409,6 +409,13 @@ inline GgmlScratch& ggml_scratch() {
   return s;
 }
 
+// Prefill tiles of half_rows_gemm: AVX2 2 rows x 4 tokens (8 accumulators of 16 registers), AVX-512
+// 4 x 4 (32 registers); token chunks of activations that stay in L2.
+struct HalfRowsCfg {
+  static constexpr int GR = kVnni ? 4 : 2, GT = 4;
+  static constexpr int64_t kChunkBytes = kVnni ? (384 << 10) : (192 << 10);
+};
+
 // Rows whose blocks decode to lanes and per-half factors (w = S v - M): Rows gives SIGNED,
 // decode(w, r, u, S, M) (a row into lanes u[nb * 32], S, M[2 nb]; prefill) and fused<NT> (decode).
 template <class Cfg, class Rows>

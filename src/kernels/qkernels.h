@@ -154,6 +154,15 @@ using HalfRowDecoder = void (*)(const QWeights& w, int64_t r, int8_t* v, float* 
 void half_rows_gemm_ref(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1, HalfRowDecoder dec);
 // Their reference dequantization: w = S v - M in f32 (one product, one difference).
 void half_rows_dequant_ref(const QWeights& w, int64_t r0, int64_t r1, float* out, int64_t ldo, HalfRowDecoder dec);
+// The two as kernel-table entries for one decoder.
+template <HalfRowDecoder DEC>
+void half_rows_gemm_of(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  half_rows_gemm_ref(A, r0, r1, t0, t1, DEC);
+}
+template <HalfRowDecoder DEC>
+void half_rows_dequant_of(const QWeights& w, int64_t r0, int64_t r1, float* out, int64_t ldo) {
+  half_rows_dequant_ref(w, r0, r1, out, ldo, DEC);
+}
 // E4M3 code -> float (scalar reference; 0x7f / 0xff are NaN).
 float e4m3_to_f32(uint8_t c);
 

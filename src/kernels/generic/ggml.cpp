@@ -62,16 +62,8 @@ void decode_row(const QWeights& w, int64_t r, int8_t* v, float* S, float* M) {
   }
 }
 
-void ggml_gemm(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
-  half_rows_gemm_ref(A, r0, r1, t0, t1, decode_row);
-}
-
-void ggml_dequant_rows(const QWeights& w, int64_t r0, int64_t r1, float* out, int64_t ldo) {
-  half_rows_dequant_ref(w, r0, r1, out, ldo, decode_row);
-}
-
 }  // namespace
 
-const FormatKernels ggml_kernels_scalar = {SimdLevel::Scalar, ggml_gemm, ggml_dequant_rows};
+const FormatKernels ggml_kernels_scalar = {SimdLevel::Scalar, half_rows_gemm_of<decode_row>, half_rows_dequant_of<decode_row>};
 
 }  // namespace lmpress::kern

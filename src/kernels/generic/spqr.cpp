@@ -29,17 +29,8 @@ void decode_row(const QWeights& w, int64_t r, int8_t* v, float* S, float* M) {
   spqr_row_factors(w, r, S, M);
 }
 
-void spqr_gemm(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
-  half_rows_gemm_ref(A, r0, r1, t0, t1, decode_row);
-}
-
-// w = S q - M in f32 (one product, one difference): the format's value of a weight.
-void spqr_dequant_rows(const QWeights& w, int64_t r0, int64_t r1, float* out, int64_t ldo) {
-  half_rows_dequant_ref(w, r0, r1, out, ldo, decode_row);
-}
-
 }  // namespace
 
-const FormatKernels spqr_kernels_scalar = {SimdLevel::Scalar, spqr_gemm, spqr_dequant_rows};
+const FormatKernels spqr_kernels_scalar = {SimdLevel::Scalar, half_rows_gemm_of<decode_row>, half_rows_dequant_of<decode_row>};
 
 }  // namespace lmpress::kern

@@ -4,13 +4,7 @@
 #include "kernels/spqr_x86.h"
 
 namespace lmpress::kern {
-namespace {
-struct SpqrCfgAvx512 {
-  static constexpr int GR = 4, GT = 4;
-  static constexpr int64_t kChunkBytes = 384 << 10;
-};
-}  // namespace
 
-const FormatKernels spqr_kernels_avx512 = {SimdLevel::AVX512, spqr_gemm<SpqrCfgAvx512>, spqr_dequant};
+const FormatKernels spqr_kernels_avx512 = {SimdLevel::AVX512, spqr_gemm<gx::HalfRowsCfg>, spqr_dequant};
 
 }  // namespace lmpress::kern
