@@ -42,7 +42,13 @@ for t in build/fuzz/fuzz/fuzz_*; do
         build/fuzz/lmpress synth --shape tiny --dtype f32 -o build/fuzz/seeds/tiny.gguf --force -q &&
           build/fuzz/lmpress quantize -m build/fuzz/seeds/tiny.gguf -r "rtn:w2g32" -o build/fuzz/seeds/tiny-w2.lmp --force -q >/dev/null || true
       fi
-      seeds=(build/fuzz/seeds/tiny-w2.lmp) ;;
+      # and one of SpQR's format (two-level statistics, outliers), calibrated on the README
+      if [ -x build/fuzz/lmpress ] && [ -f build/fuzz/seeds/tiny.gguf ] && [ ! -f build/fuzz/seeds/tiny-spqr.lmp ]; then
+        build/fuzz/lmpress quantize -m build/fuzz/seeds/tiny.gguf -r "spqr:spqr3g16+s0.50" --calib README.md \
+          --nsamples 4 --seqlen 64 -o build/fuzz/seeds/tiny-spqr.lmp --force -q >/dev/null || true
+      fi
+      seeds=(build/fuzz/seeds/tiny-w2.lmp)
+      [ -f build/fuzz/seeds/tiny-spqr.lmp ] && seeds+=(build/fuzz/seeds/tiny-spqr.lmp) ;;
     fuzz_recipe)
       mkdir -p build/fuzz/seeds
       printf '%s' 'gptq:w4g32,act_order,damp=0.01;token_embd.weight=rtn:w8g32;blk.*.ffn_down.weight=gptq:w3g128a,static_groups' >build/fuzz/seeds/recipe1.txt

@@ -832,3 +832,30 @@ TEST(Hostile, HelpShowsDefaults) {
   EXPECT_NE(s.out.find("=tinyllama-1.1b"), std::string::npos) << s.out;
   EXPECT_NE(s.out.find("2.2 GB at f16"), std::string::npos) << s.out;
 }
+
+// spqr tensors (SpQR's format) in an lmpress file: a non-finite f16 second-level statistic is
+// refused at load naming the tensor and the row group; spqr formats are refused to other methods.
+TEST(Hostile, Class5_SpqrStatistic) {
+  Fixture f;
+  Model m = tiny();
+  const std::vector<float> w = tensor_to_f32(m.layers[0].w_up);
+  const QuantSpec spec = parse_format_name("spqr3g16");
+  Tensor t = pack_tensor(m.layers[0].w_up.name, quantize_rtn_ref(w.data(), m.layers[0].w_up.rows(), m.layers[0].w_up.cols(), spec));
+  const PackedGeometry geo = packed_geometry(spec, t.rows(), t.cols());
+  const std::string clean = f.d / "spqr.lmp", broken = f.d / "spqr_nan.lmp";
+  m.layers[0].w_up = t;
+  write_lmpress_model(m, clean);
+  const Result ok = run({"inspect", "-m", clean});
+  EXPECT_EQ(ok.rc, 0) << ok.err;
+  EXPECT_NE(ok.out.find("spqr3g16"), std::string::npos) << ok.out;
+  EXPECT_EQ(run({"perplexity", "-m", clean, "-f", f.text, "--ctx", "64", "--chunks", "2"}).rc, 0);
+  std::vector<uint8_t> bytes(t.as<uint8_t>(), t.as<uint8_t>() + t.nbytes);
+  const uint16_t nan16 = 0x7e00;
+  // row group 2 (rows 32..47), entry 5 of its [4][groups] statistics
+  std::memcpy(bytes.data() + geo.q_bytes + 2 * (2 * 4 * geo.groups_per_row + 5), &nan16, 2);
+  m.layers[0].w_up = make_owned_tensor(t.name, DType::Q, t.shape, std::move(bytes), t.format);
+  write_lmpress_model(m, broken);
+  expect_refused(f.out, {"inspect", "-m", broken}, 1, {broken, "blk.0.ffn_up.weight", "spqr statistic", "row group 2"});
+  expect_refused(f.out, {"quantize", "-m", clean, "-r", "rtn:spqr3g16", "-o", f.out + "/x.lmp"}, 1,
+                 {"only the spqr method"});
+}

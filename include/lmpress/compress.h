@@ -148,6 +148,33 @@ struct QuantEaseOptions {
 QuantizedMatrix quantease_refine(const float* w, int64_t rows, int64_t cols, const QuantizedMatrix& init,
                                  const std::vector<double>& H, int iters, bool act_order, ThreadPool& pool,
                                  std::vector<double>* objective = nullptr);
+// SpQR (Dettmers et al. 2023) onto an spqr format (src/algo/spqr.cpp): its own GPTQ sweep in the
+// original column order; at each group of the format's G columns every row's scale and zero are
+// fitted to the (updated) weights, leaving out the weights whose leave-one-out GPTQ loss reduction
+// exceeds the outlier threshold, and quantized to 3 bits over the row groups; a weight whose
+// scaled error ((w - q) / U_ii)^2 exceeds the threshold is kept as an f16 outlier (the format's +s
+// part) and takes no rounding error into the feedback. Threshold = tau * mean_j(var_j / U_jj^2)
+// (the reference's outlier_relative_threshold). docs/methods.md lists the deviations.
+struct SpqrOptions {
+  double tau = -1;      // >= 0: this relative threshold; < 0: searched so the outliers fill the +s budget
+  double damp = 0.01;   // fraction of mean(diag H) added to the diagonal
+  int64_t block = 128;  // lazy-batch block size (a multiple of the group)
+};
+// The core step: one sweep with relative threshold tau (infinity: no outliers) onto the spqr format
+// s (its sparse part ignored); the outliers it keeps (positions r * cols + c ascending, f16 values
+// on top of the dense value) go to sp_idx / sp_val of the result, whatever their number.
+QuantizedMatrix spqr_sweep(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
+                           const std::vector<double>& H, double tau, const SpqrOptions& o, ThreadPool& pool);
+// The method: the sweep, with tau searched (or given) so the outliers fit s's +s budget, then the
+// rest of the budget filled after the sweep by the single-weight corrections that lower the
+// layer loss tr(D H D^T) most (docs/methods.md). sweeps (optional): how many sweeps ran.
+QuantizedMatrix quantize_spqr(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
+                              const std::vector<double>& H, const SpqrOptions& o, ThreadPool& pool,
+                              int* sweeps = nullptr);
+// tr(D H D^T)/rows with D = W - Wq for dequantized weights Wq (formats without a per-group grid);
+// rel and max_rows as layer_error below.
+double dense_layer_error(const float* w, const std::vector<float>& wq, int64_t rows, int64_t cols,
+                         const std::vector<double>& H, double* rel = nullptr, int64_t max_rows = 0);
 // Proxy loss tr(D H D^T)/rows with D = W - dequant(Q); rel (optional) = that / tr(W H W^T)/rows.
 // max_rows > 0: estimated on max_rows evenly spaced rows (the exact value costs rows * cols^2
 // flops per quadratic form, as much as GPTQ itself on a big layer).
@@ -164,7 +191,7 @@ namespace lmpress {
 //   override := PATTERN '=' rule          PATTERN: glob over canonical tensor names (* and ?)
 //   rule     := 'keep' | 'f16' | 'bf16' | 'f32' | CHAIN ':' FORMAT (',' option)*
 //   CHAIN    := METHOD ('+' METHOD)*      transforms first, one rounding method last (default rtn)
-//   METHOD   := a registry name: rtn | gptq | quantease | squeezellm | awq | smoothquant
+//   METHOD   := a registry name: rtn | gptq | quantease | squeezellm | easyquant | spqr | awq | smoothquant
 //   FORMAT   := a format name (formats.h): w4g32, w3g128a, w8row, nf4g64, fp4g32, mxfp4, fp8row, lut3 ...
 //   option   := a key (or key=value) taken by exactly one method of the chain: gptq act_order,
 //               static_groups, mse, damp=F, block=N, emb=F; rtn clip, mse; quantease iters=N,
@@ -191,6 +218,7 @@ struct TensorRule {
   AwqOptions awq;
   QuantEaseOptions quantease;
   SmoothOptions smooth;
+  SpqrOptions spqr;
   bool clip = false;
   int easyquant_steps = 100;  // easyquant: gradient steps per group
   std::string text;  // the rule as written

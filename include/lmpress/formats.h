@@ -13,6 +13,8 @@
 //   ggml   q8_0, q4_0, q4_1, q5_0, q5_1, q2_k ... q6_k, iq4_nl, iq4_xs: llama.cpp's block types,
 //          stored byte for byte as in a GGUF file (scales inside the blocks); imported from GGUF
 //          or made by any method (a group is one block: its sub-block scales are fitted first).
+//   spqr   spqr<b>g<G>[r<R>]: SpQR's b-bit codes with a scale and a (real) zero per group of G
+//          columns, themselves 3-bit codes over groups of R rows (made only by the spqr method).
 // Packed layout (docs/formats.md): rows are independent; each row's codes are packed in
 // 32-weight blocks (the row is zero-padded to a multiple of 32), followed, after all rows, by the
 // per-group scales and the family's side payloads (zeros, tables).
@@ -27,7 +29,7 @@
 namespace lmpress {
 
 // Format families (the high byte of a format id).
-enum class FormatFamily : uint8_t { Int = 0, NF4 = 1, FP4 = 2, MXFP4 = 3, FP8 = 4, Lut = 5, Ggml = 6 };
+enum class FormatFamily : uint8_t { Int = 0, NF4 = 1, FP4 = 2, MXFP4 = 3, FP8 = 4, Lut = 5, Ggml = 6, Spqr = 7 };
 
 struct QuantSpec {
   int bits = 4;        // int: 2, 3, 4, 5, 6, 8; nf4/fp4/mxfp4: 4; fp8: 8; lut: 3, 4;
@@ -38,6 +40,7 @@ struct QuantSpec {
   // Sparse outliers (any family): this many hundredths of a percent of the weights (0..127, i.e.
   // up to 1.27%) are kept apart as f16 corrections with their positions; name suffix "+s0.45".
   int sparse = 0;
+  int group2 = 0;      // spqr: rows per second-level statistics group (16, 32, 64); 0 elsewhere
   bool operator==(const QuantSpec&) const = default;
 };
 // Number of sparse outliers of a [rows, cols] tensor: floor(rows * cols * sparse / 10000).
@@ -125,6 +128,9 @@ struct QuantizedMatrix {
   std::vector<uint8_t> ggml;       // ggml family: [rows][groups][kGgmlParamBytes] block params
   std::vector<uint32_t> sp_idx;    // sparse outliers (spec.sparse): positions r * cols + c, ascending
   std::vector<float> sp_val;       //   and their f16-representable values, added to the dense value
+  // spqr (formats/spqr.cpp): zeros hold each group's 3-bit statistic codes (scale | zero << 3),
+  // scales the decoded scales, stats2 the second-level f16 values [row groups][4][groups].
+  std::vector<float> stats2;
   // Sizes every array for spec/rows/cols (codes 0, scales 1, zeros 0, tables 0).
   void init(const QuantSpec& s, int64_t rows, int64_t cols);
   // Params of (row, group) as the grid uses them / stores them (table families: the table too).

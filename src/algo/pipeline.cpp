@@ -170,7 +170,7 @@ Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* 
     const std::vector<float> w = t.dtype == DType::Q ? dequantize_ref(t) : tensor_to_f32(t);
     const std::vector<double>* H = stats && !stats->H.empty() ? &stats->H : nullptr;
     std::vector<double> Ht;
-    if (tied && H && (r.rounding() == "gptq" || r.rounding() == "quantease")) {
+    if (tied && H && (r.rounding() == "gptq" || r.rounding() == "quantease" || r.rounding() == "spqr")) {
       Ht = tied_embedding_hessian(*H, t.cols(), r.gptq.emb);
     }
     RoundArgs a;
@@ -183,7 +183,7 @@ Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* 
     a.pool = &pool;
     QuantizedMatrix qm;
     try {
-      if (r.spec.sparse)
+      if (r.spec.sparse && r.spec.family != FormatFamily::Spqr)  // spqr chooses its own outliers
         qm = round_with_outliers(a, w);
       else
         qm = find_method(r.rounding()).round(a);
@@ -191,7 +191,10 @@ Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* 
       fail(t.name, e.what());
     }
     // (the reported proxy error is estimated on 256 rows: exact, it costs as much as GPTQ)
-    if (H) rep.err = layer_error(w.data(), qm, *H, &rep.rel_err, kErrorRows);
+    if (H && qm.spec.family == FormatFamily::Spqr)  // no per-group grid: from the dequantized weights
+      rep.err = dense_layer_error(w.data(), dequantize_matrix(qm), qm.rows, qm.cols, *H, &rep.rel_err, kErrorRows);
+    else if (H)
+      rep.err = layer_error(w.data(), qm, *H, &rep.rel_err, kErrorRows);
     out.t = pack_tensor(t.name, qm);
   }
   out.t.name = t.name;
@@ -237,7 +240,9 @@ std::vector<PlannedTensor> plan_quantization(const Model& src, const Recipe& rc)
     if (linear.count(t->name) || is_embd || is_out) {
       const TensorRule& r = rc.rule_for(t->name, tied && is_embd);
       if (r.quantized()) {
-        (void)make_grid(r.spec);  // refuses formats lmpress does not produce (llama.cpp's block types)
+        // refuses formats lmpress does not produce (llama.cpp's block types) and spqr formats to
+        // any method but spqr (no per-group grid)
+        if (r.rounding() != "spqr") (void)make_grid(r.spec);
         p.dtype = DType::Q;
         p.format = format_id(r.spec);
         p.nbytes = size_t(packed_geometry(r.spec, t->rows(), t->cols()).total_bytes);
@@ -477,12 +482,20 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
       rep.layers.push_back(r.rep);
       // Untied embedding: a lookup table with no input activations, so no Hessian. GPTQ with
       // H = I is exactly RTN (tests: Gptq.DiagonalHessianIsRtn), so a gptq rule runs as rtn.
+      // spqr has no rtn form: it runs with H = I (its sweep then reduces to its round to nearest,
+      // outliers by the same criterion).
       TensorRule er = rule(m.tok_embd);
-      if (er.quantized() && find_method(er.rounding()).stats != 0) {
+      InputStats eye;
+      if (er.quantized() && er.rounding() == "spqr") {
+        const int64_t n = m.tok_embd.cols();
+        eye.n = n;
+        eye.H.assign(size_t(n * n), 0.0);
+        for (int64_t j = 0; j < n; ++j) eye.H[size_t(j * n + j)] = 1.0;
+      } else if (er.quantized() && find_method(er.rounding()).stats != 0) {
         er.chain = {"rtn"};
         er.method = "rtn";
       }
-      Rounded e = compress_tensor(m.tok_embd, er, nullptr, pool);
+      Rounded e = compress_tensor(m.tok_embd, er, eye.H.empty() ? nullptr : &eye, pool);
       m.tok_embd = std::move(e.t);
       rep.layers.push_back(e.rep);
     }
