@@ -32,30 +32,6 @@ Tensor random_ggml(const char* name, int64_t rows, int64_t cols, uint64_t seed) 
   return make_owned_tensor("w", DType::Q, {rows, cols}, std::move(bytes), format_id(s));
 }
 
-std::string python() {
-  if (const char* e = std::getenv("LMPRESS_TEST_PYTHON")) return e;
-  return std::string(LMPRESS_SOURCE_DIR) + "/build/pyenv/bin/python3";
-}
-
-// Runs tests/ggml_ref.py with `args`; false when the pinned Python environment is missing.
-bool run_ref(const std::string& args, std::string* why) {
-  const std::string py = python();
-  if (!file_exists(py)) {
-    *why = "SKIPPED: " + py + " missing (run scripts/setup.sh: it installs numpy and the pinned gguf package)";
-    return false;
-  }
-  if (std::system((py + " -c 'import gguf.quants' >/dev/null 2>&1").c_str()) != 0) {
-    *why = "SKIPPED: " + py + " cannot import gguf.quants (run scripts/setup.sh)";
-    return false;
-  }
-  const std::string cmd = py + " " + LMPRESS_SOURCE_DIR + "/tests/ggml_ref.py " + args;
-  if (std::system(cmd.c_str()) != 0) {
-    *why = "FAILED: " + cmd;
-    return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 TEST(GgmlFormats, NamesAndExactBitsPerWeight) {
@@ -105,7 +81,7 @@ TEST(GgmlFormats, ValidateRejectsNonFiniteScales) {
 TEST(GgmlNumpy, DequantAndMatmulMatchNumpy) {
   test::TempDir dir;
   std::string why;
-  if (!run_ref("blocks " + dir / "blocks.gguf", &why)) {
+  if (!test::run_ggml_ref("blocks " + dir / "blocks.gguf", &why)) {
     if (why.rfind("SKIPPED", 0) == 0) GTEST_SKIP() << why;
     FAIL() << why;
   }
@@ -174,7 +150,7 @@ TEST(GgmlNumpy, QuantizedGgufModelMatchesDequantizedModel) {
   test::TempDir dir;
   std::string why;
   const std::string q = dir / "q.gguf", deq = dir / "deq.gguf";
-  if (!run_ref("model " + test::shared("models/wiki5m/model-f32.gguf") + " " + q + " " + deq + " 2>/dev/null", &why)) {
+  if (!test::run_ggml_ref("model " + test::shared("models/wiki5m/model-f32.gguf") + " " + q + " " + deq + " 2>/dev/null", &why)) {
     if (why.rfind("SKIPPED", 0) == 0) GTEST_SKIP() << why;
     FAIL() << why;
   }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -58,6 +59,32 @@ inline std::vector<float> randn(size_t n, uint32_t seed, float sigma = 1.f) {
   std::vector<float> v(n);
   for (auto& x : v) x = nd(rng);
   return v;
+}
+
+// The Python of the pinned reference environment (scripts/setup.sh: numpy + the `gguf` package).
+inline std::string ref_python() {
+  if (const char* e = std::getenv("LMPRESS_TEST_PYTHON")) return e;
+  return std::string(LMPRESS_SOURCE_DIR) + "/build/pyenv/bin/python3";
+}
+
+// Runs tests/ggml_ref.py with `args`. False with *why = "SKIPPED: ..." when the pinned Python
+// environment is missing, "FAILED: ..." when the script fails.
+inline bool run_ggml_ref(const std::string& args, std::string* why) {
+  const std::string py = ref_python();
+  if (!file_exists(py)) {
+    *why = "SKIPPED: " + py + " missing (run scripts/setup.sh: it installs numpy and the pinned gguf package)";
+    return false;
+  }
+  if (std::system((py + " -c 'import gguf.quants' >/dev/null 2>&1").c_str()) != 0) {
+    *why = "SKIPPED: " + py + " cannot import gguf.quants (run scripts/setup.sh)";
+    return false;
+  }
+  const std::string cmd = py + " " + LMPRESS_SOURCE_DIR + "/tests/ggml_ref.py " + args;
+  if (std::system(cmd.c_str()) != 0) {
+    *why = "FAILED: " + cmd;
+    return false;
+  }
+  return true;
 }
 
 }  // namespace lmpress::test
