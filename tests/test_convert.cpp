@@ -293,6 +293,7 @@ TEST(ConvertGguf, TinystoriesPerplexityUnchanged) {
     // the same weights, dequantized to f32 (one dense path)
     WriteOptions f32;
     f32.dtype = DType::F32;
+    f32.dequantize = true;
     write_gguf_model(a, d / "da.gguf", f32);
     write_gguf_model(b, d / "db.gguf", f32);
     const double da = ppl(load_model(d / "da.gguf"), toks, 128, 12), db = ppl(load_model(d / "db.gguf"), toks, 128, 12);
@@ -336,6 +337,7 @@ TEST(ConvertGguf, RefusesInexactFormats) {
   Model m = quantized_tiny({"w3g64"});
   WriteOptions wo;
   wo.dtype = DType::F16;
+  wo.dequantize = true;
   EXPECT_NO_THROW(write_gguf_model(m, d / "deq.gguf", wo));
   // bad --requant names
   for (const char* bad : {"q4_2", "w4g32", "f16"}) {
@@ -408,6 +410,7 @@ TEST(ConvertDense, EveryFamilyDequantized) {
     SCOPED_TRACE(dtype_name(dt));
     WriteOptions wo;
     wo.dtype = dt;
+    wo.dequantize = true;
     const std::string p = d / (std::string("m-") + dtype_name(dt) + ".gguf");
     const GgufWriteReport rep = write_gguf_model(src, p, wo);
     EXPECT_EQ(rep.n_dequantized, 16);

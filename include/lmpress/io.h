@@ -122,14 +122,15 @@ Vocab vocab_from_gguf(const GgufFile& g, const std::string& name);
 // How a writer stores each weight (lmpress convert --dtype / --requant). 1-D tensors (norms,
 // biases) are always F32.
 struct WriteOptions {
-  // F32 / F16 / BF16: every weight in this type, packed weights dequantized (the reference
-  // dequantization, sparse outliers included). Unset: every weight keeps its type: dense weights
-  // their dtype; packed weights in GGUF as their exact llama.cpp type (docs/formats.md, "Writers";
-  // one without an exact type is refused, naming the tensor and the nearest exact choice), in a
-  // Hugging Face directory dequantized to F32.
+  // F32 / F16 / BF16: the type of every dense 2-D weight. Unset: each keeps its dtype.
   std::optional<DType> dtype;
-  // GGUF, dtype unset: a llama.cpp type name ("q4_k"): packed weights without an exact type are
-  // dequantized and re-quantized to it (RTN) instead of refused; the added error is reported.
+  // Packed weights: true: dequantized (the reference dequantization, sparse outliers included) to
+  // `dtype` (F32 when unset): `lmpress convert --dtype`. false (the default): in GGUF as their
+  // exact llama.cpp type (docs/formats.md, "Writers"; a format without one is refused, naming the
+  // tensor and the nearest exact choice); a Hugging Face directory always dequantizes them.
+  bool dequantize = false;
+  // GGUF without `dequantize`: a llama.cpp type name ("q4_k"): packed weights without an exact
+  // type are dequantized and re-quantized to it (RTN) instead of refused; the added error is reported.
   std::string requant;
   bool overwrite = true;
 };

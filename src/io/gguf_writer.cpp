@@ -242,8 +242,8 @@ GgufWriteReport write_gguf_model(const Model& m, const std::string& path, const 
     }
     if (s.family != FormatFamily::Ggml)
       fail(path, "--requant " + opt.requant + " is not a llama.cpp type (one of " + names + ")");
-    if (opt.dtype)
-      fail(path, "--requant " + opt.requant + " and a dense output type (--dtype) exclude each other");
+    if (opt.dequantize)
+      fail(path, "--requant " + opt.requant + " and dequantizing (--dtype) exclude each other");
     requant = s;
   }
   m.validate();
@@ -266,7 +266,7 @@ GgufWriteReport write_gguf_model(const Model& m, const std::string& path, const 
       if (nt.kind == "attn_q" || nt.kind == "attn_q.bias") o.permute_heads = c.n_heads;
       if (nt.kind == "attn_k" || nt.kind == "attn_k.bias") o.permute_heads = c.n_kv_heads;
     }
-    if (t.dtype == DType::Q && !opt.dtype) {
+    if (t.dtype == DType::Q && !opt.dequantize) {
       const QuantSpec s = format_spec(t.format);
       if (s.family == FormatFamily::Ggml) {  // llama.cpp's block types (imported from GGUF): a byte copy
         o.how = Out::Copy;

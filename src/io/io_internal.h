@@ -55,7 +55,7 @@ struct NamedTensor {
 std::vector<NamedTensor> canonical_tensors(const Model& m);
 
 // The dense type a writer stores weight `t` in (WriteOptions): 1-D tensors F32; otherwise
-// opt.dtype when given, else the tensor's own dtype (a packed tensor: F32).
+// opt.dtype when given, else the tensor's own dtype (a packed tensor, when dequantized: F32).
 DType writer_dense_type(const Tensor& t, const WriteOptions& opt);
 // `t` as a dense tensor of type `to` (F32/F16/BF16): `t` itself when it already is one, else an
 // owned conversion; a packed tensor through the reference dequantization (sparse outliers included).

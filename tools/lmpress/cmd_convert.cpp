@@ -36,6 +36,7 @@ void add_convert(CLI::App& app) {
     Model m = load(o->c);
     WriteOptions wo;
     if (!o->dtype.empty()) wo.dtype = o->dtype == "f32" ? DType::F32 : o->dtype == "f16" ? DType::F16 : DType::BF16;
+    wo.dequantize = wo.dtype.has_value();
     wo.requant = o->requant;
     wo.overwrite = o->force;
     const std::string types = o->dtype.empty() ? "types kept" : o->dtype;
