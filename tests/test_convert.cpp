@@ -348,6 +348,31 @@ TEST(ConvertGguf, RefusesInexactFormats) {
   EXPECT_FALSE(file_exists(d / "never.gguf"));
 }
 
+// An asymmetric offset beyond the f16 range (scale 30000, zero 10: m = -300000) is an error naming
+// the file, the tensor, the block and the row, not an infinite weight.
+TEST(ConvertGguf, AsymmetricOffsetBeyondF16IsAnError) {
+  const QuantSpec s = parse_format_name("w4g32a");
+  QuantizedMatrix qm;
+  qm.init(s, 2, 64);
+  GroupParams p;
+  p.scale = 30000.f;
+  p.zero = 10;
+  qm.set_params(1, 1, p);
+  const Tensor t = pack_tensor("blk.0.attn_q.weight", qm);
+  try {
+    ggml_encode_exact(t, nullptr, "m.lmp");
+    ADD_FAILURE() << "not refused";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("m.lmp: tensor blk.0.attn_q.weight: w4g32a -> Q4_1: offset", 0), 0u) << e.what();
+    EXPECT_NE(std::string(e.what()).find("of block 1 of row 1 is beyond the f16 range"), std::string::npos) << e.what();
+  }
+  qm.set_params(1, 1, GroupParams{});  // scale 1, zero 0: fine
+  GgmlExactError err;
+  const Tensor ok = ggml_encode_exact(pack_tensor("w", qm), &err, "m.lmp");
+  EXPECT_EQ(dequantize_ref(ok), dequantize_ref(pack_tensor("w", qm)));
+  EXPECT_EQ(err.n_changed, 0);
+}
+
 // --requant: formats without an exact type are dequantized and re-quantized (RTN) to the given
 // llama.cpp type, the added error reported per tensor against an independent recomputation.
 TEST(ConvertGguf, RequantReportsAddedError) {

@@ -194,7 +194,7 @@ void encode_block(uint32_t type, const uint8_t* q, uint16_t d, uint16_t m, uint8
 
 }  // namespace
 
-Tensor ggml_encode_exact(const Tensor& t, GgmlExactError* err) {
+Tensor ggml_encode_exact(const Tensor& t, GgmlExactError* err, const std::string& where) {
   const QuantSpec s = format_spec(t.format);
   const uint32_t type = ggml_exact_type(s, t.cols());
   LMP_ASSERT(type != 0);
@@ -214,7 +214,7 @@ Tensor ggml_encode_exact(const Tensor& t, GgmlExactError* err) {
         const float m32 = -p.scale * float(p.zero);
         m = f32_to_f16(m32);
         if ((m & 0x7c00) == 0x7c00 && std::isfinite(m32))
-          fail(t.name, format_name(s) + " -> " + ti.gname + ": offset -scale*zero = " + std::to_string(m32) +
+          fail(where, "tensor " + t.name + ": " + format_name(s) + " -> " + ti.gname + ": offset -scale*zero = " + std::to_string(m32) +
                            " of block " + std::to_string(b) + " of row " + std::to_string(r) +
                            " is beyond the f16 range");
         const float mf = f16_to_f32(m), df = f16_to_f32(d);

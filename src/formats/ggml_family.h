@@ -33,8 +33,9 @@ struct GgmlExactError {
 };
 // Re-encodes a packed int tensor whose format has an exact type (ggml_exact_type) as blocks of
 // that type: a ggml-family tensor of the same name and shape. `err` (may be null) accumulates the
-// asymmetric offsets' rounding. Throws Error naming the tensor when an offset overflows f16.
-Tensor ggml_encode_exact(const Tensor& t, GgmlExactError* err);
+// asymmetric offsets' rounding. Throws Error naming `where` and the tensor when an offset
+// overflows f16.
+Tensor ggml_encode_exact(const Tensor& t, GgmlExactError* err, const std::string& where);
 
 // Synthetic tensors (tests, benchmarks): random codes and sub-scales, f16 scales of about `scale`.
 void ggml_random_blocks(uint32_t type, int64_t rows, int64_t cols, uint64_t seed, float scale, uint8_t* out);

@@ -396,7 +396,7 @@ GgufWriteReport write_gguf_model(const Model& m, const std::string& path, const 
       case Out::Copy: t = *o.src; validate_packed(t, path); break;
       case Out::Exact: {
         GgmlExactError e;
-        t = ggml_encode_exact(*o.src, &e);
+        t = ggml_encode_exact(*o.src, &e, m.path);
         if (!format_spec(o.src->format).sym) {
           ++report.n_asym;
           report.n_asym_changed += e.n_changed > 0;
