@@ -477,6 +477,33 @@ TEST(Hostile, Class5_GgmlBlockTypes) {
     expect_refused(f.out, args, 1, {bad, "blk.0.ffn_down.weight", "non-finite f16 scale in block 4 of row 3"});
 }
 
+// convert --to gguf of a packed format without an exact llama.cpp type: one line naming the model,
+// the tensor, the format and the nearest exact choice; nothing written. Bad --requant / --dtype
+// combinations are refused before any work.
+TEST(Hostile, Class5_ConvertInexactPackedFormats) {
+  Fixture f;
+  Model m = tiny();
+  for (Tensor* t : m.weight_tensors())
+    if (t->shape.size() == 2) {
+      const std::vector<float> w = tensor_to_f32(*t);
+      *t = pack_tensor(t->name, quantize_rtn_ref(w.data(), t->rows(), t->cols(), parse_format_name("lut3")));
+    }
+  const std::string lmp = f.d / "lut3.lmp";
+  write_lmpress_model(m, lmp);
+  const std::string out = f.out + "/x.gguf";
+  expect_refused(f.out, {"convert", "-m", lmp, "-o", out}, 1,
+                 {lmp, "tensor token_embd.weight: lut3 has no exact llama.cpp type", "quantize with w4g32 (-> Q4_0)",
+                  "--requant q4_0"});
+  expect_refused(f.out, {"convert", "-m", lmp, "-o", out, "--requant", "q9_9"}, 1, {"--requant q9_9 is not a llama.cpp type"});
+  expect_refused(f.out, {"convert", "-m", lmp, "-o", f.out + "/hf", "--requant", "q4_0"}, 2, {"--requant", "gguf only"});
+  expect_refused(f.out, {"convert", "-m", lmp, "-o", out, "--requant", "q4_0", "--dtype", "f16"}, 2, {"--requant", "--dtype"});
+  // --dtype dequantizes it
+  const Result r = run({"convert", "-m", lmp, "-o", out, "--dtype", "f16"});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("16 quantized weights dequantized to f16"), std::string::npos) << r.err;
+  EXPECT_EQ(run({"inspect", "-m", out}).rc, 0);
+}
+
 TEST(Hostile, Class5_NonFiniteConfigValues) {
   Fixture f;
   std::string b = slurp(f.gguf);
