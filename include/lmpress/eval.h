@@ -74,7 +74,7 @@ enum class ChoiceNorm {
   Chars,   // sum of log-probs / characters (Unicode code points) of the choice
 };
 struct ChoiceOptions {
-  int32_t n_ctx = 0;  // KV cache length (0: the model's max_seq_len); every sequence must fit
+  int32_t n_ctx = 0;  // KV cache length; every sequence must fit (0: the longest sequence)
   int n_threads = 0;
   ChoiceNorm norm = ChoiceNorm::Tokens;
   bool progress = true;
@@ -93,6 +93,7 @@ struct ChoiceResult {
   double accuracy_se = 0;  // sqrt(p (1 - p) / (tasks - 1)), as llama.cpp reports it
   double seconds = 0;
   int64_t tokens_evaluated = 0;  // tokens run through the model (shared prefixes once)
+  int32_t n_ctx = 0;             // KV cache length used
   std::vector<ChoiceScore> per_task;
 };
 
@@ -100,7 +101,7 @@ struct ChoiceResult {
 // leading tokens shared by all of a task's sequences (at least one, leaving each sequence at
 // least one token) are run once, every choice's remaining tokens continue from that KV cache, and
 // their log-probs are summed. Throws Error (naming opt.name and the task) for a task whose
-// sequences do not fit opt.n_ctx, share no first token, or contain a character the vocabulary
+// sequences do not fit opt.n_ctx (when set), share no first token, or contain a character the vocabulary
 // cannot represent; and when the model's logits are not finite.
 ChoiceResult score_choices(const Model& m, const std::vector<ChoiceTask>& tasks, const ChoiceOptions& opt);
 

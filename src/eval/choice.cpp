@@ -55,15 +55,26 @@ int64_t utf8_chars(const std::string& s) {
 ChoiceResult score_choices(const Model& m, const std::vector<ChoiceTask>& tasks, const ChoiceOptions& opt) {
   if (!m.tokenizer) fail(m.path, "multiple-choice scoring needs a tokenizer");
   if (tasks.empty()) fail(opt.name, "no tasks");
-  const int32_t n_ctx = opt.n_ctx > 0 ? opt.n_ctx : m.cfg.max_seq_len;
   // Tokenize and check every task before any model work: a bad task fails at once.
   std::vector<Prepared> prep;
   prep.reserve(tasks.size());
+  size_t longest = 0;
+  int64_t beyond = 0;  // tasks with a sequence longer than the trained context
   for (const ChoiceTask& t : tasks) {
     if (t.choices.empty() || t.gold < 0 || size_t(t.gold) >= t.choices.size())
       fail(opt.name, task_where(t) + ": gold index out of range");
-    prep.push_back(prepare(m, t, n_ctx, opt.name));
+    prep.push_back(prepare(m, t, opt.n_ctx > 0 ? opt.n_ctx : INT32_MAX, opt.name));
+    size_t len = 0;
+    for (const auto& s : prep.back().seqs) len = std::max(len, s.size());
+    longest = std::max(longest, len);
+    beyond += len > size_t(m.cfg.max_seq_len);
   }
+  // The KV cache holds the longest sequence (or --ctx). Like llama.cpp, positions beyond the
+  // trained context are run (with a warning), not cut.
+  const int32_t n_ctx = opt.n_ctx > 0 ? opt.n_ctx : int32_t(longest);
+  if (beyond > 0)
+    log_info("warning: %lld of %zu tasks have a sequence beyond the model's trained context of %d tokens "
+             "(longest %zu)", (long long)beyond, tasks.size(), m.cfg.max_seq_len, longest);
 
   EngineOptions eo;
   eo.n_threads = opt.n_threads;
@@ -72,6 +83,7 @@ ChoiceResult score_choices(const Model& m, const std::vector<ChoiceTask>& tasks,
   const int64_t nv = m.cfg.vocab_size;
   std::vector<float> first(static_cast<size_t>(nv)), logits;
   ChoiceResult r;
+  r.n_ctx = n_ctx;
   r.per_task.resize(tasks.size());
   const double t0 = now_seconds();
   Progress prog(opt.label, int64_t(tasks.size()));

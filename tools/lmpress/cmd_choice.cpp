@@ -19,8 +19,8 @@ struct ChoiceCli {
 void add_choice_options(CLI::App* sub, ChoiceCli& o) {
   add_common(sub, o.c);
   sub->add_option("-c,--ctx", o.ctx,
-                  "KV cache length: the longest context + choice sequence must fit (default 0: the "
-                  "model's context)")
+                  "KV cache length: every context + choice sequence must fit (default 0: as long as the "
+                  "longest one)")
       ->check(int_between(0, 1 << 24));
   sub->add_flag("--per-task", o.per_task, "Print every task's prediction and per-choice scores");
 }
@@ -34,13 +34,12 @@ void run_choice(const ChoiceCli& o, const std::string& verb, const std::vector<C
                 size_t total, const std::string& selection, ChoiceNorm norm) {
   const int nt = threads(o.c);
   Model m = load(o.c);
-  const int32_t ctx = o.ctx > 0 ? o.ctx : m.cfg.max_seq_len;
-  if (ctx > m.cfg.max_seq_len)
-    log_info("warning: --ctx %d is beyond the model's trained context of %d tokens", ctx, m.cfg.max_seq_len);
-  check_memory(engine_bytes(m.cfg, ctx, ctx, true), m.path, verb + " at --ctx " + std::to_string(ctx),
+  // Memory: the KV cache of --ctx, or (automatic) of about the model's context.
+  const int32_t est = o.ctx > 0 ? o.ctx : m.cfg.max_seq_len;
+  check_memory(engine_bytes(m.cfg, est, est, true), m.path, verb + " at --ctx " + std::to_string(est),
                "lower --ctx");
   ChoiceOptions co;
-  co.n_ctx = ctx;
+  co.n_ctx = o.ctx;
   co.n_threads = nt;
   co.norm = norm;
   co.label = verb;
@@ -49,7 +48,7 @@ void run_choice(const ChoiceCli& o, const std::string& verb, const std::vector<C
   const double tps = r.seconds > 0 ? double(r.tasks) / r.seconds : 0.0;
   if (o.c.json) {
     nlohmann::json j = {{"model", m.path}, {"file", o.file}, {"tasks", r.tasks}, {"total_tasks", total},
-                        {"selection", selection}, {"norm", norm_name(norm)}, {"ctx", ctx},
+                        {"selection", selection}, {"norm", norm_name(norm)}, {"ctx", r.n_ctx},
                         {"correct", r.correct}, {"accuracy", r.accuracy}, {"stderr", r.accuracy_se},
                         {"seconds", r.seconds}, {"tasks_per_s", tps}, {"tokens_evaluated", r.tokens_evaluated},
                         {"threads", nt}};
@@ -79,7 +78,7 @@ void run_choice(const ChoiceCli& o, const std::string& verb, const std::vector<C
     }
   }
   std::printf("model      %s\ntasks      %lld of %zu in %s (%s)\nscoring    norm %s, ctx %d\n",
-              m.path.c_str(), (long long)r.tasks, total, o.file.c_str(), selection.c_str(), norm_name(norm), ctx);
+              m.path.c_str(), (long long)r.tasks, total, o.file.c_str(), selection.c_str(), norm_name(norm), r.n_ctx);
   std::printf("accuracy   %.4f%% +/- %.4f  (%lld correct)\n", 100.0 * r.accuracy, 100.0 * r.accuracy_se,
               (long long)r.correct);
   std::printf("time       %.2f s, %.1f tasks/s, %lld tokens evaluated, %d threads\n", r.seconds, tps,
@@ -109,7 +108,7 @@ void add_hellaswag(CLI::App& app) {
       for (size_t i : llamacpp_task_order(all.size(), n)) tasks.push_back(all[i]);
     }
     const std::string selection = o->in_order ? "the first " + std::to_string(n)
-                                              : "llama.cpp's random selection (mt19937 seed 1)";
+                                              : "llama.cpp's random selection, mt19937 seed 1";
     run_choice(*o, "hellaswag", tasks, all.size(), selection, ChoiceNorm::Tokens);
   });
 }
