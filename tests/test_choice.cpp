@@ -227,31 +227,24 @@ TEST(Choice, ParseJsonl) {
   const std::string good = "{\"context\": \"c\", \"choices\": [\"a\", \"b\"], \"gold\": 0}\n";
   EXPECT_EQ(err(""), "t.jsonl: no tasks (empty file)");
   EXPECT_EQ(err("\n \n"), "t.jsonl: no tasks (empty file)");
-  EXPECT_NE(err(good + "{\"context\": \"c\", \"choices\": [\"a\"\n").find("t.jsonl: line 2: invalid JSON"),
-            std::string::npos);
-  EXPECT_NE(err("[1, 2]").find("line 1: not a JSON object"), std::string::npos);
-  EXPECT_NE(err("{\"choices\": [\"a\", \"b\"], \"gold\": 0}").find("line 1: \"context\" missing"), std::string::npos);
-  EXPECT_NE(err("{\"context\": 5, \"choices\": [\"a\", \"b\"], \"gold\": 0}").find("\"context\" missing or not a string"),
-            std::string::npos);
-  EXPECT_NE(err("{\"context\": \"c\", \"choices\": [], \"gold\": 0}").find("\"choices\" has 0 entries, need at least 2"),
-            std::string::npos);
-  EXPECT_NE(err("{\"context\": \"c\", \"choices\": \"ab\", \"gold\": 0}").find("\"choices\" missing or not an array"),
-            std::string::npos);
-  EXPECT_NE(err("{\"context\": \"c\", \"choices\": [\"a\", 3], \"gold\": 0}").find("choice 1 is not a string"),
-            std::string::npos);
-  EXPECT_NE(err(good + good + "{\"context\": \"c\", \"choices\": [\"a\", \"b\"], \"gold\": 2}")
-                .find("t.jsonl: line 3: \"gold\" 2 out of range (2 choices: 0..1)"),
-            std::string::npos);
-  EXPECT_NE(err("{\"context\": \"c\", \"choices\": [\"a\", \"b\"], \"gold\": -1}").find("\"gold\" -1 out of range"),
-            std::string::npos);
-  EXPECT_NE(err("{\"context\": \"c\", \"choices\": [\"a\", \"b\"], \"gold\": 18446744073709551615}").find("out of range"),
-            std::string::npos);
-  EXPECT_NE(err("{\"context\": \"c\", \"choices\": [\"a\", \"b\"], \"gold\": 1.0}").find("\"gold\" missing or not an integer"),
-            std::string::npos);
-  EXPECT_NE(err("{\"context\": \"c\", \"choices\": [\"a\", \"b\"], \"gold\": 0, \"id\": null}").find("\"id\" is neither"),
-            std::string::npos);
-  EXPECT_NE(err("{\"context\": \"\xff\", \"choices\": [\"a\", \"b\"], \"gold\": 0}").find("line 1: invalid JSON"),
-            std::string::npos);
+  // {file text, part of the one-line message}
+  const std::pair<std::string, std::string> bad[] = {
+      {good + "{\"context\": \"c\", \"choices\": [\"a\"\n", "t.jsonl: line 2: invalid JSON"},
+      {"[1, 2]", "line 1: not a JSON object"},
+      {"{\"choices\": [\"a\", \"b\"], \"gold\": 0}", "line 1: \"context\" missing"},
+      {"{\"context\": 5, \"choices\": [\"a\", \"b\"], \"gold\": 0}", "\"context\" missing or not a string"},
+      {"{\"context\": \"c\", \"choices\": [], \"gold\": 0}", "\"choices\" has 0 entries, need at least 2"},
+      {"{\"context\": \"c\", \"choices\": \"ab\", \"gold\": 0}", "\"choices\" missing or not an array"},
+      {"{\"context\": \"c\", \"choices\": [\"a\", 3], \"gold\": 0}", "choice 1 is not a string"},
+      {good + good + "{\"context\": \"c\", \"choices\": [\"a\", \"b\"], \"gold\": 2}",
+       "t.jsonl: line 3: \"gold\" 2 out of range (2 choices: 0..1)"},
+      {"{\"context\": \"c\", \"choices\": [\"a\", \"b\"], \"gold\": -1}", "\"gold\" -1 out of range"},
+      {"{\"context\": \"c\", \"choices\": [\"a\", \"b\"], \"gold\": 18446744073709551615}", "out of range"},
+      {"{\"context\": \"c\", \"choices\": [\"a\", \"b\"], \"gold\": 1.0}", "\"gold\" missing or not an integer"},
+      {"{\"context\": \"c\", \"choices\": [\"a\", \"b\"], \"gold\": 0, \"id\": null}", "\"id\" is neither"},
+      {"{\"context\": \"\xff\", \"choices\": [\"a\", \"b\"], \"gold\": 0}", "line 1: invalid JSON"},
+  };
+  for (const auto& [text, want] : bad) EXPECT_NE(err(text).find(want), std::string::npos) << want;
 }
 
 // ---- .bz2 inputs ----------------------------------------------------------------------------------
