@@ -1,6 +1,7 @@
 // Mixed precision under a budget: exact byte accounting, the multiple-choice knapsack against brute
 // force, the variant database end to end (file bytes = table bytes <= budget), EvoPress within the
 // budget, deterministic, never worse than its start on its own fitness.
+#include <cstring>
 #include <functional>
 #include <random>
 
@@ -34,8 +35,8 @@ TEST(Budget, KnapsackMatchesBruteForce) {
   std::mt19937 rng(7);
   for (int trial = 0; trial < 400; ++trial) {
     const int n = 1 + int(rng() % 6), C = 1 + int(rng() % 4);
-    std::vector<std::vector<int64_t>> b(size_t(n));
-    std::vector<std::vector<double>> c(size_t(n));
+    std::vector<std::vector<int64_t>> b(static_cast<size_t>(n));
+    std::vector<std::vector<double>> c(static_cast<size_t>(n));
     // offsets of a large common size (tensor-like), a common factor on some trials (the gcd grid)
     const int64_t big = int64_t(rng() % 3) * 1000003, mul = 1 + int64_t(rng() % 3) * 4;
     int64_t lo = 0, hi = 0;
@@ -131,7 +132,9 @@ TEST(Budget, DatabaseAllocationMeetsBudgetInFile) {
     }
   // the proxy error falls with the bits on every tensor that has a Hessian
   for (size_t i = 0; i < db.v.size(); ++i)
-    if (db.v[i][0].rep.err > 0) EXPECT_GT(db.v[i][0].rep.err, db.v[i][2].rep.err) << db.table.names[i];
+    if (db.v[i][0].rep.err > 0) {
+      EXPECT_GT(db.v[i][0].rep.err, db.v[i][2].rep.err) << db.table.names[i];
+    }
   test::TempDir dir;
   for (double bpw : {3.0, 3.5, 5.0}) {
     AllocateOptions ao;
@@ -194,4 +197,26 @@ TEST(Budget, EvoPressStaysInBudgetDeterministicNeverWorse) {
   EXPECT_LE(k.bytes, ao.budget);
   EXPECT_EQ(k.evaluations, int64_t(f.db.v.size() * f.db.candidates.size()));
   EXPECT_THROW(find_allocator("nope"), Error);
+}
+
+// The database on disk: saved and loaded back, every variant's bytes and errors are the same; a
+// directory built for other candidates is refused.
+TEST(Budget, DatabaseOnDiskRoundTrip) {
+  LMP_REQUIRE_SHARED("data/tinystories/calib.txt");
+  Fixture& f = tiny_db();
+  test::TempDir dir;
+  save_variant_db(f.db, f.m, dir.path, "calib-desc");
+  const VariantDb back = load_variant_db(f.m, f.db.candidates, dir.path, "calib-desc");
+  ASSERT_EQ(back.v.size(), f.db.v.size());
+  for (size_t i = 0; i < back.v.size(); ++i)
+    for (size_t c = 0; c < back.candidates.size(); ++c) {
+      const Tensor &a = f.db.v[i][c].t, &b = back.v[i][c].t;
+      ASSERT_EQ(a.nbytes, b.nbytes);
+      EXPECT_EQ(std::memcmp(a.data, b.data, a.nbytes), 0) << back.table.names[i];
+      EXPECT_EQ(a.format, b.format);
+      EXPECT_DOUBLE_EQ(f.db.v[i][c].rep.err, back.v[i][c].rep.err);
+    }
+  EXPECT_GT(variant_db_disk_bytes(dir.path), back.db_bytes);
+  EXPECT_THROW(load_variant_db(f.m, parse_candidates("gptq:w2g64 gptq:w4g64"), dir.path, "calib-desc"), Error);
+  EXPECT_THROW(load_variant_db(f.m, f.db.candidates, dir.path, "other calibration"), Error);
 }

@@ -327,7 +327,7 @@ KlEvaluator::KlEvaluator(const Model& base, std::vector<std::vector<int32_t>> wi
 
 double KlEvaluator::kl(const Model& m, int n_windows, int n_tokens) {
   n_windows = std::clamp(n_windows, 1, windows());
-  std::vector<int> w(size_t(n_windows));
+  std::vector<int> w(static_cast<size_t>(n_windows));
   std::iota(w.begin(), w.end(), 0);
   return kl(m, w, n_tokens);
 }
@@ -340,7 +340,7 @@ double KlEvaluator::kl(const Model& m, const std::vector<int>& which, int n_toke
   eo.n_threads = n_threads_;
   eo.n_ctx = int32_t(n_tokens);
   Engine e(m, eo);
-  std::vector<float> logits(size_t(n_tokens) * size_t(vocab_)), lq(size_t(vocab_));
+  std::vector<float> logits(size_t(n_tokens) * size_t(vocab_)), lq(static_cast<size_t>(vocab_));
   double sum = 0;
   for (int w : which) {
     LMP_ASSERT(w >= 0 && w < windows());
@@ -506,7 +506,7 @@ AllocateResult alloc_evopress(const VariantDb& db, const Model& base, const Allo
     }
     // windows of this generation: a random subset of the evaluator's, the same for every stage
     // prefix (stage s uses the first stage_windows[s] of the shuffled list)
-    std::vector<int> wperm(size_t(nwin));
+    std::vector<int> wperm(static_cast<size_t>(nwin));
     std::iota(wperm.begin(), wperm.end(), 0);
     std::shuffle(wperm.begin(), wperm.end(), rng);
     std::vector<double> fit;
