@@ -59,6 +59,15 @@ if(EXISTS ${SH}/models/babyllama-936k/model.bin)
                 ${LMP} quantize -m ${T} --recipe-file ${TMPD}/typo-recipe.json -o ${TMPD}/never-written.lmp)
   lmp_cli_error(recipe_option_of_another_method "damp=0.1.*option of gptq" ${LMP} quantize -m ${T} -r "rtn:w4g32,damp=0.1" -o ${TMPD}/never-written.lmp)
   lmp_cli_error(recipe_needs_calibration "need calibration data" ${LMP} quantize -m ${T} -r "awq+gptq:w4g128" -o ${TMPD}/never-written.lmp)
+  # mixed precision under a budget: bad budgets and options are one-line errors; a small run meets its budget
+  lmp_cli_error(budget_below_cheapest "below the cheapest candidates" ${LMP} quantize -m ${T} --target-bpw 1 --calib ${TMPD}/text.txt -o ${TMPD}/never-written.lmp)
+  lmp_cli_error(budget_with_recipe "do not pass --recipe" ${LMP} quantize -m ${T} --target-bpw 3 -r gptq:w4g32 --calib ${TMPD}/text.txt -o ${TMPD}/never-written.lmp)
+  lmp_cli_error(budget_keep_candidate "not a quantizing rule" ${LMP} quantize -m ${T} --target-bpw 3 --candidates "keep rtn:w4g32" --calib ${TMPD}/text.txt -o ${TMPD}/never-written.lmp)
+  lmp_cli_error(budget_unknown_allocator "unknown allocator 'nope'" ${LMP} quantize -m ${T} --target-bpw 3 --allocator nope --calib ${TMPD}/text.txt -o ${TMPD}/never-written.lmp)
+  lmp_cli_error(candidates_without_budget "need --target-bpw" ${LMP} quantize -m ${T} --candidates "rtn:w4g32" -o ${TMPD}/never-written.lmp)
+  add_test(NAME cli.quantize_target_bpw COMMAND ${LMP} quantize -m ${T} --target-bpw 3.5 --candidates "gptq:w2g32 gptq:w4g32 gptq:w8g32"
+           --calib ${SH}/data/tinystories/calib.txt --nsamples 4 --seqlen 32 -o ${TMPD}/budget.lmp --force)
+  set_tests_properties(cli.quantize_target_bpw PROPERTIES PASS_REGULAR_EXPRESSION "budget 122164 weight bytes \\(3\\.5000 bpw\\); used 122112 \\(3\\.4985 bpw, 99\\.957% of the budget")
   lmp_cli_error(missing_tokenizer "tokenizer" ${LMP} generate -m ${SH}/models/babyllama-936k/model.bin --tokenizer ${TMPD}/nonexistent.model -p hi)
   # task accuracy: file errors name the file, the line and the problem
   lmp_cli_error(hellaswag_missing_file "nonexistent.txt: cannot open" ${LMP} hellaswag -m ${T} -f ${TMPD}/nonexistent.txt)
