@@ -110,6 +110,7 @@ int64_t doc_bytes(const QuantSpec& s, int64_t rows, int64_t cols) {
       const auto [qk, bytes] = kBlocks.at(s.bits);
       return rows * (cols / qk) * bytes;
     }
+    case FormatFamily::Binary: return rows * (nb * 4 + G * 2);  // a u32 bit plane per block, f16 alpha
     case FormatFamily::Spqr: {
       // per row: codes, 6 bits of statistic codes per group (even bytes); per row group: 4 f16 per group
       const int64_t stat = (6 * G + 15) / 16 * 2, row_groups = (rows + s.group2 - 1) / s.group2;
@@ -134,6 +135,7 @@ constexpr ParityEntry kParity[] = {
     {FormatFamily::Ggml, true, 3e-4},
     // spqr: w = s q - s z, the zero term s z X apart from the codes' dot (like ggml's offsets)
     {FormatFamily::Spqr, true, 3e-4},
+    {FormatFamily::Binary, true, 3e-5},
 };
 const ParityEntry& parity_entry(const QuantSpec& s) {
   for (const auto& e : kParity)
@@ -149,8 +151,8 @@ const ParityEntry& parity_entry(const QuantSpec& s) {
 TEST(Formats, IdsAndNames) {
   const auto fmts = all_formats();
   // int: 6 widths x 5 groups x sym/asym; nf4, fp4: 4 groups; mxfp4; fp8: 5 groups; lut3/4; 12 ggml types;
-  // spqr: 3 widths x 3 groups x 3 row groups
-  const size_t n_formats = 60 + 4 + 4 + 1 + 5 + 2 + 12 + 27;
+  // spqr: 3 widths x 3 groups x 3 row groups; binary: 5 groups
+  const size_t n_formats = 60 + 4 + 4 + 1 + 5 + 2 + 12 + 27 + 5;
   EXPECT_EQ(fmts.size(), n_formats);
   std::set<uint32_t> ids;
   std::set<std::string> names;
@@ -403,6 +405,7 @@ TEST(Formats, GoldenEdgeCases) {
     const float vmax = s.family == FormatFamily::Int ? float((1 << s.bits) - 1) / 2
                        : s.family == FormatFamily::FP8 ? 448.f
                        : s.family == FormatFamily::FP4 ? 12.f
+                       : s.family == FormatFamily::Binary ? 1.f
                                                         : 127.f;
     h[3] = 6.0e4f * vmax * 0.99f;
     h[cols + 5] = -h[3];

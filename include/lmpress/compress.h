@@ -130,6 +130,10 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
                               const std::vector<double>& H, const GptqOptions& o, ThreadPool& pool,
                               const double* fit_imp = nullptr, const uint8_t* keep = nullptr,
                               float* kept = nullptr);
+// PB-LLM's (and SparseGPT's) saliency denominator, per input column j: 1 / U_jj, where U is the
+// upper Cholesky factor of (H + damp * mean(diag H) * I)^-1 (dead inputs: H_jj = 1), as GPTQ forms
+// it. A weight's salience is w_ij^2 / U_jj^2, i.e. (|w_ij| / U_jj)^2.
+std::vector<double> inverse_factor_recip_diag(const std::vector<double>& H, int64_t n, double damp);
 // Hessian for a matrix that is both the token embedding and the classifier (tied): the
 // classifier's input Hessian plus the embedding role's, an identity scaled so that emb = 1 gives
 // both roles the same trace: H_cls + emb * mean(diag H_cls) * I (docs/methods.md).
@@ -221,6 +225,7 @@ struct TensorRule {
   SpqrOptions spqr;
   bool clip = false;
   int easyquant_steps = 100;  // easyquant: gradient steps per group
+  bool pb_magnitude = false;  // pbllm: salient weights by |w| instead of the Hessian criterion
   std::string text;  // the rule as written
   bool quantized() const { return !chain.empty(); }
   bool has(const std::string& m) const;       // the chain holds method m
