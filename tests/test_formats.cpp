@@ -1181,6 +1181,68 @@ TEST_P(QuantKernels, RepackedPrefillParity) {
   }
 }
 
+// The ggml block types in the repacked layout: the level's repacked kernel against the ggml
+// family's scalar reference (half_rows_gemm_ref via ggml_kernels_scalar), ragged rows, n = 1 .. 128.
+TEST_P(QuantKernels, RepackedPrefillParityGgml) {
+  const SimdLevel level = GetParam();
+  if (level == SimdLevel::AVX2) GTEST_SKIP() << "SKIPPED: no repacked kernel at AVX2";
+  const kern::RepackedGemmFn fn = level == SimdLevel::AVX512 ? kern::repacked_gemm_avx512 : kern::repacked_gemm_scalar;
+  int types = 0;
+  for (const auto& s : all_formats()) {
+    if (!is_ggml(s) || s.sparse) continue;
+    const int64_t cols = ggml_qk(s) == 256 ? 512 : 96, rows = 37;
+    const uint32_t seed = uint32_t(format_id(s) * 3 + 1);
+    const Tensor t = ggml_tensor(s, rows, cols, seed);
+    const kern::QWeights wv = detail::packed_view(t);
+    ASSERT_TRUE(kern::repack_ggml_supported(wv)) << format_name(s);
+    ++types;
+    kern::QRepacked rp = kern::repack_geometry_ggml(wv);
+    std::vector<uint8_t> buf(size_t(kern::repack_total_bytes(rp)) + 64);
+    uint8_t* al = buf.data() + (64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64;
+    ASSERT_TRUE(kern::repack_ggml_tiles(wv, al, 0, rp.tiles)) << format_name(s);
+    rp.data = al;
+    for (int64_t n : {1, 5, 16, 33, 128}) {
+      auto x = randn(size_t(n * cols), seed + 5);
+      const int64_t nb = wv.nb, stride = nb * 32 + 64;
+      std::vector<int8_t> qa(size_t(n * stride));
+      std::vector<float> d(size_t(nb * n + 16), 0.f), X(size_t(n * 2 * nb));
+      std::vector<int32_t> hs(size_t(n * 2 * nb));
+      for (int64_t tk = 0; tk < n; ++tk)
+        kern::qops_scalar.quantize_acts(x.data() + tk * cols, cols, qa.data() + tk * stride, d.data() + tk, n,
+                                        hs.data() + tk * 2 * nb);
+      for (int64_t tk = 0; tk < n; ++tk)
+        for (int64_t h = 0; h < 2 * nb; ++h)
+          X[size_t(tk * 2 * nb + h)] = d[size_t((h / 2) * n + tk)] * float(hs[size_t(tk * 2 * nb + h)]);
+      kern::QActs a;
+      a.qa = qa.data();
+      a.a_stride = stride;
+      a.d = d.data();
+      a.x = X.data();
+      a.n = n;
+      std::vector<float> y(size_t(n * rows), NAN), yref(size_t(n * rows), NAN);
+      fn(rp, a, y.data(), rows, 0, 32, 0, n);
+      fn(rp, a, y.data(), rows, 32, rows, 0, n);
+      kern::QGemmArgs A;
+      A.w = wv;
+      A.a = a;
+      A.y = yref.data();
+      A.ldy = rows;
+      kern::ggml_kernels_scalar.gemm(A, 0, rows, 0, n);
+      const std::vector<float> wd = dequantize_ref(t);
+      for (int64_t tk = 0; tk < n; ++tk)
+        for (int64_t r = 0; r < rows; ++r) {
+          double m = 0;
+          for (int64_t c = 0; c < cols; ++c)
+            m += (std::fabs(double(wd[size_t(r * cols + c)])) + 1.0) * double(d[size_t((c / 32) * n + tk)]) * 128.0;
+          const size_t i = size_t(tk * rows + r);
+          ASSERT_NEAR(y[i], yref[i], 1e-5 * m) << format_name(s) << " " << simd_level_name(level) << " n=" << n
+                                               << " t=" << tk << " r=" << r;
+        }
+    }
+  }
+  EXPECT_EQ(types, 12);
+}
+
 // The repacked copy is built once per tensor and found again; a different tensor at another
 // address gets its own; bytes are accounted.
 TEST(QuantRepack, CacheAndGeometry) {

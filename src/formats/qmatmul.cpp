@@ -6,6 +6,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -168,7 +169,8 @@ bool repack_enabled() {
 }
 
 const kern::QRepacked* repacked_of(const Tensor& W, const kern::QWeights& w, ThreadPool& pool) {
-  if (!repack_enabled() || !kern::repack_supported(w)) return nullptr;
+  const bool ggml = format_spec(W.format).family == FormatFamily::Ggml;
+  if (!repack_enabled() || !(ggml ? kern::repack_ggml_supported(w) : kern::repack_supported(w))) return nullptr;
   std::lock_guard<std::mutex> lk(g_repack_mu);
   auto& m = repack_cache();
   auto it = m.find(W.data);
@@ -176,7 +178,7 @@ const kern::QRepacked* repacked_of(const Tensor& W, const kern::QWeights& w, Thr
     RepackEntry& e = *it->second;
     const bool alive = !e.owned || (!e.owner.expired() && e.owner.lock() == W.owner);
     if (alive && e.nbytes == W.nbytes && e.format == W.format && e.owned == bool(W.owner) && e.fp == fingerprint(W))
-      return &e.p;
+      return e.p.data ? &e.p : nullptr;  // (null: the build was refused, not retried)
     g_repack_bytes -= kern::repack_total_bytes(e.p);
     m.erase(it);
   }
@@ -194,16 +196,28 @@ const kern::QRepacked* repacked_of(const Tensor& W, const kern::QWeights& w, Thr
   e->owned = bool(W.owner);
   e->owner = W.owner;
   e->fp = fingerprint(W);
-  e->p = kern::repack_geometry(w);
+  e->p = ggml ? kern::repack_geometry_ggml(w) : kern::repack_geometry(w);
   const int64_t total = kern::repack_total_bytes(e->p);
   e->buf.reset(static_cast<uint8_t*>(std::aligned_alloc(64, size_t(total))));
   if (!e->buf) return nullptr;
   uint8_t* out = e->buf.get();
   const kern::QRepacked geo = e->p;
   // tiles in parallel: each tile is its own 16 rows
+  std::atomic<bool> ok{true};
   pool.parallel_for(geo.tiles, [&](int, int64_t k0, int64_t k1) {
-    if (k0 < k1) kern::repack_int_tiles(w, out, k0, k1);
+    if (k0 >= k1) return;
+    if (ggml) {
+      if (!kern::repack_ggml_tiles(w, out, k0, k1)) ok = false;
+    } else {
+      kern::repack_int_tiles(w, out, k0, k1);
+    }
   });
+  if (!ok) {  // a value outside its container: keep the stored-layout kernels for this tensor
+    e->buf.reset();
+    e->p.tiles = 0;
+    m[W.data] = std::move(e);
+    return nullptr;
+  }
   e->p.data = out;
   g_repack_bytes += total;
   const kern::QRepacked* res = &e->p;
@@ -286,7 +300,8 @@ void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
     P.args.y = J.y;
     P.args.ldy = P.args.w.rows;
     P.rp = nullptr;
-    if (!small && s.family == FormatFamily::Int && active_simd_level() == SimdLevel::AVX512)
+    if (!small && (s.family == FormatFamily::Int || s.family == FormatFamily::Ggml) &&
+        active_simd_level() == SimdLevel::AVX512)
       P.rp = repacked_of(*J.W, P.args.w, pool);
     P.sp = kern::SparseArgs{};
     if (g.sparse_nnz) {
@@ -441,6 +456,9 @@ std::string quant_kernel_path(const Tensor& W, int64_t n) {
     const char* k = act == SimdLevel::AVX512 ? "avx512-vnni-ymm" : act == SimdLevel::AVX2 ? "avx2-maddubs" : "scalar";
     return fam + (n > kBatchMaxTokens ? " tiles-" : " rows-") + k;
   }
+  if (s.family == FormatFamily::Ggml && n > kBatchMaxTokens && act == SimdLevel::AVX512 && repack_enabled() &&
+      kern::repack_ggml_supported(w))
+    return fam + " repacked-16row-avx512-vnni-zmm";
   int l = int(act);
   while (l > 0 && !t.kernels[l]) --l;
   return fam + " family-kernels-" + level_tag(SimdLevel(l)) + (n > kBatchMaxTokens ? " (prefill)" : " (decode)");

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/ggml_blocks.h"
 #include "kernels/qrepack.h"
 
 namespace lmpress::kern {
@@ -71,6 +72,86 @@ void repack_int_tiles(const QWeights& w, uint8_t* out, int64_t k0, int64_t k1) {
   }
 }
 
+namespace {
+struct GgmlRepack {
+  uint32_t type;
+  int C, cw;
+  bool merged;
+};
+constexpr GgmlRepack kGgmlRepack[] = {
+    {ggml::kQ4_0, 8, 4, true},    {ggml::kQ4_1, 0, 4, true},  {ggml::kQ5_0, 16, 8, true},
+    {ggml::kQ5_1, 0, 8, true},    {ggml::kQ8_0, 128, 8, true}, {ggml::kIQ4_NL, 128, 8, true},
+    {ggml::kQ4_K, 0, 4, true},    {ggml::kQ5_K, 0, 8, true},  {ggml::kIQ4_XS, 128, 8, true},
+    {ggml::kQ2_K, 0, 2, false},   {ggml::kQ3_K, 4, 4, false}, {ggml::kQ6_K, 32, 8, false},
+};
+const GgmlRepack* ggml_repack(const QWeights& w) {
+  for (const auto& e : kGgmlRepack)
+    if (e.type == uint32_t(w.bits)) return &e;
+  return nullptr;
+}
+}  // namespace
+
+bool repack_ggml_supported(const QWeights& w) {
+  const ggml::TypeInfo* t = ggml_repack(w) ? ggml::type_info(uint32_t(w.bits)) : nullptr;
+  return t && w.rows >= 1 && w.cols >= t->qk && w.cols % t->qk == 0 && w.nb * kQBlock == w.cols;
+}
+
+QRepacked repack_geometry_ggml(const QWeights& w) {
+  const GgmlRepack& e = *ggml_repack(w);
+  QRepacked p;
+  p.rows = w.rows;
+  p.cols = w.cols;
+  p.nb = w.nb;
+  p.bits = w.bits;
+  p.cw = e.cw;
+  p.units = e.merged ? 1 : 2;
+  p.groups = e.merged ? w.nb : 2 * w.nb;
+  p.sf32 = true;
+  p.xsum = e.merged ? 2 : 1;
+  p.tiles = (w.rows + kRepackRows - 1) / kRepackRows;
+  p.code_bytes = p.nb * p.cw * 64;
+  p.scale_bytes = p.nb * p.units * kRepackRows * 4;
+  p.corr_bytes = p.groups * kRepackRows * 4;
+  p.tile_bytes = p.code_bytes + p.scale_bytes + p.corr_bytes;
+  return p;
+}
+
+bool repack_ggml_tiles(const QWeights& w, uint8_t* out, int64_t k0, int64_t k1) {
+  const GgmlRepack& e = *ggml_repack(w);
+  const ggml::TypeInfo* ti = ggml::type_info(uint32_t(w.bits));
+  const QRepacked p = repack_geometry_ggml(w);
+  std::memset(out + k0 * p.tile_bytes, 0, size_t((k1 - k0) * p.tile_bytes));
+  const int cw = p.cw;
+  std::vector<int8_t> v(size_t(w.cols));
+  std::vector<float> S(size_t(2 * w.nb)), M(size_t(2 * w.nb));
+  for (int64_t r = k0 * kRepackRows; r < std::min(w.rows, k1 * kRepackRows); ++r) {
+    const int64_t k = r / kRepackRows, i = r % kRepackRows;
+    const uint8_t* row = w.q + r * w.row_bytes;
+    for (int64_t blk = 0; blk < w.cols / ti->qk; ++blk) {
+      ggml::block_values(ti->type, row + blk * ti->bytes, v.data() + blk * ti->qk);
+      ggml::block_factors(ti->type, row + blk * ti->bytes, S.data() + blk * (ti->qk / 16), M.data() + blk * (ti->qk / 16));
+    }
+    uint8_t* codes = out + k * p.tile_bytes;
+    float* sc = reinterpret_cast<float*>(codes + p.code_bytes);
+    float* corr = reinterpret_cast<float*>(codes + p.code_bytes + p.scale_bytes);
+    for (int64_t b = 0; b < w.nb; ++b) {
+      for (int c = 0; c < kQBlock; ++c) {
+        const int u = int(v[size_t(b * kQBlock + c)]) + e.C;
+        if (u < 0 || u >= (1 << cw)) return false;
+        const int j = c / 4, pv = j % cw, shift = (j / cw) * cw;
+        codes[(b * cw + pv) * 64 + i * 4 + c % 4] |= uint8_t(u << shift);
+      }
+      for (int un = 0; un < p.units; ++un) {
+        const size_t h = size_t(2 * b + un);
+        if (e.merged && (S[h] != S[h + 1] || M[h] != M[h + 1])) return false;
+        sc[(b * p.units + un) * kRepackRows + i] = S[h];
+        corr[(b * p.units + un) * kRepackRows + i] = -(M[h] + float(e.C) * S[h]);
+      }
+    }
+  }
+  return true;
+}
+
 void repacked_gemm_scalar(const QRepacked& p, const QActs& a, float* y, int64_t ldy, int64_t r0, int64_t r1,
                           int64_t t0, int64_t t1) {
   const int cw = p.cw, mask = (1 << cw) - 1, ulen = kQBlock / p.units;
@@ -90,10 +171,16 @@ void repacked_gemm_scalar(const QRepacked& p, const QActs& a, float* y, int64_t 
             const int q = (codes[(b * cw + pv) * 64 + i * 4 + c % 4] >> shift) & mask;
             dot += q * at[b * kQBlock + c];
           }
-          acc += f16_to_f32(sc[(b * p.units + u) * kRepackRows + i]) * a.d[b * a.n + t] * float(dot);
+          const int64_t si = (b * p.units + u) * kRepackRows + i;
+          const float S = p.sf32 ? reinterpret_cast<const float*>(sc)[si] : f16_to_f32(sc[si]);
+          acc += S * a.d[b * a.n + t] * float(dot);
         }
       }
-      for (int64_t g = 0; g < p.groups; ++g) acc += corr[g * kRepackRows + i] * a.x[t * p.groups + g];
+      for (int64_t g = 0; g < p.groups; ++g) {
+        float X = 0.f;
+        for (int h = 0; h < p.xsum; ++h) X += a.x[(t * p.groups + g) * p.xsum + h];
+        acc += corr[g * kRepackRows + i] * X;
+      }
       y[t * ldy + r] = acc;
     }
   }

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/qrepack.h"
@@ -57,11 +58,17 @@ inline __m512i bcast4(const int8_t* p) {
 }
 
 // acc[t] (16 rows) for one tile x kT tokens of a panel.
-template <int CW, int UNITS>
+template <bool SF32>
+inline __m512 load_scales(const uint8_t* sc, int64_t k) {  // scales k .. k+15
+  if constexpr (SF32) return _mm512_loadu_ps(reinterpret_cast<const float*>(sc) + k);
+  else return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(reinterpret_cast<const uint16_t*>(sc) + k)));
+}
+
+template <int CW, int UNITS, bool SF32>
 inline void micro(const QRepacked& P, const uint8_t* tile, const int8_t* qa, const float* d, const float* X,
                   __m512 (&acc)[kT]) {
   const uint8_t* codes = tile;
-  const uint16_t* sc = reinterpret_cast<const uint16_t*>(tile + P.code_bytes);
+  const uint8_t* sc = tile + P.code_bytes;
   const float* corr = reinterpret_cast<const float*>(tile + P.code_bytes + P.scale_bytes);
 #pragma GCC unroll 8
   for (int t = 0; t < kT; ++t) acc[t] = _mm512_setzero_ps();
@@ -72,7 +79,7 @@ inline void micro(const QRepacked& P, const uint8_t* tile, const int8_t* qa, con
     const int8_t* ab = qa + b * kT * 32;
     const float* db = d + b * kT;
     if constexpr (UNITS == 1) {
-      const __m512 S = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sc + b * 16)));
+      const __m512 S = load_scales<SF32>(sc, b * 16);
 #pragma GCC unroll 8
       for (int t = 0; t < kT; ++t) {
         const int8_t* at = ab + t * 32;
@@ -88,8 +95,8 @@ inline void micro(const QRepacked& P, const uint8_t* tile, const int8_t* qa, con
         acc[t] = _mm512_fmadd_ps(f, _mm512_set1_ps(db[t]), acc[t]);
       }
     } else {
-      const __m512 S0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sc + b * 32)));
-      const __m512 S1 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sc + b * 32 + 16)));
+      const __m512 S0 = load_scales<SF32>(sc, b * 32);
+      const __m512 S1 = load_scales<SF32>(sc, b * 32 + 16);
 #pragma GCC unroll 8
       for (int t = 0; t < kT; ++t) {
         const int8_t* at = ab + t * 32;
@@ -113,7 +120,7 @@ inline void micro(const QRepacked& P, const uint8_t* tile, const int8_t* qa, con
   }
 }
 
-template <int CW, int UNITS>
+template <int CW, int UNITS, bool SF32>
 void gemm_t(const QRepacked& P, const QActs& a, float* y, int64_t ldy, int64_t r0, int64_t r1, int64_t t0,
             int64_t t1) {
   const int64_t nb = P.nb, G = P.groups, n = a.n;
@@ -136,7 +143,11 @@ void gemm_t(const QRepacked& P, const QActs& a, float* y, int64_t ldy, int64_t r
         float* dd = pn.d.data() + tt * nb * kT + j;
         for (int64_t b = 0; b < nb; ++b) dd[b * kT] = a.d[b * n + t];
         float* xd = pn.x.data() + tt * G * kT + j;
-        for (int64_t g = 0; g < G; ++g) xd[g * kT] = a.x[t * G + g];
+        if (P.xsum == 2) {
+          for (int64_t g = 0; g < G; ++g) xd[g * kT] = a.x[(t * G + g) * 2] + a.x[(t * G + g) * 2 + 1];
+        } else {
+          for (int64_t g = 0; g < G; ++g) xd[g * kT] = a.x[t * G + g];
+        }
       }
     }
     for (int64_t k = k0; k < k1; ++k) {
@@ -146,7 +157,7 @@ void gemm_t(const QRepacked& P, const QActs& a, float* y, int64_t ldy, int64_t r
       const uint8_t* tile = P.tile(k);
       for (int64_t tt = 0; tt < ntt; ++tt) {
         __m512 acc[kT];
-        micro<CW, UNITS>(P, tile, pn.qa.data() + tt * nb * kT * 32, pn.d.data() + tt * nb * kT,
+        micro<CW, UNITS, SF32>(P, tile, pn.qa.data() + tt * nb * kT * 32, pn.d.data() + tt * nb * kT,
                          pn.x.data() + tt * G * kT, acc);
         const int64_t tb = tc + tt * kT;
         const int nt = int(std::min<int64_t>(kT, tce - tb));
@@ -161,11 +172,19 @@ void gemm_t(const QRepacked& P, const QActs& a, float* y, int64_t ldy, int64_t r
 void repacked_gemm_avx512(const QRepacked& p, const QActs& a, float* y, int64_t ldy, int64_t r0, int64_t r1,
                           int64_t t0, int64_t t1) {
   if (r0 >= r1 || t0 >= t1) return;
-  const bool g16 = p.units == 2;
+  auto run = [&](auto cw, auto sf) {
+    if (p.units == 2) gemm_t<cw.value, 2, sf.value>(p, a, y, ldy, r0, r1, t0, t1);
+    else gemm_t<cw.value, 1, sf.value>(p, a, y, ldy, r0, r1, t0, t1);
+  };
+  using T = std::true_type;
+  using F = std::false_type;
+  using C2 = std::integral_constant<int, 2>;
+  using C4 = std::integral_constant<int, 4>;
+  using C8 = std::integral_constant<int, 8>;
   switch (p.cw) {
-    case 2: return g16 ? gemm_t<2, 2>(p, a, y, ldy, r0, r1, t0, t1) : gemm_t<2, 1>(p, a, y, ldy, r0, r1, t0, t1);
-    case 4: return g16 ? gemm_t<4, 2>(p, a, y, ldy, r0, r1, t0, t1) : gemm_t<4, 1>(p, a, y, ldy, r0, r1, t0, t1);
-    default: return g16 ? gemm_t<8, 2>(p, a, y, ldy, r0, r1, t0, t1) : gemm_t<8, 1>(p, a, y, ldy, r0, r1, t0, t1);
+    case 2: return p.sf32 ? run(C2(), T()) : run(C2(), F());
+    case 4: return p.sf32 ? run(C4(), T()) : run(C4(), F());
+    default: return p.sf32 ? run(C8(), T()) : run(C8(), F());
   }
 }
 
