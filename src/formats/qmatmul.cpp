@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -370,6 +372,23 @@ void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
         });
       }
     }
+    if (std::getenv("LMPRESS_REPACK_CHECK"))
+      for (int j = 0; j < count; ++j) {
+        const Prepared& P = prep[size_t(j)];
+        if (!P.rp) continue;
+        const int64_t rows = P.args.w.rows, n = jobs[j].n;
+        std::vector<float> y2(size_t(rows * n));
+        kern::QGemmArgs A2 = P.args;
+        A2.y = y2.data();
+        P.k.gemm(A2, 0, rows, 0, n);
+        double md = 0, mv = 0;
+        for (size_t i = 0; i < y2.size(); ++i) {
+          md = std::max(md, double(std::fabs(y2[i] - P.args.y[i])));
+          mv = std::max(mv, double(std::fabs(y2[i])));
+        }
+        std::fprintf(stderr, "REPACK_CHECK %s %lldx%lld n=%lld maxdiff %g maxv %g\n", jobs[j].W->name.c_str(),
+                     (long long)rows, (long long)P.args.w.cols, (long long)n, md, mv);
+      }
     return;
   }
   thread_local std::vector<int64_t> first_chunk;
