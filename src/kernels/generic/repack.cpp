@@ -46,6 +46,20 @@ uint16_t unit_scale(const QWeights& w, int64_t r, int64_t b, int u) {
 }
 }  // namespace
 
+namespace {
+// The 32 codes of one row's block into its lane (dst = the block's first vector + 4 * row).
+template <int CW>
+inline void place_codes_t(const uint8_t* q, uint8_t* dst) {
+  for (int j = 0; j < 8; ++j)
+    for (int k = 0; k < 4; ++k) dst[(j % CW) * 64 + k] |= uint8_t(q[4 * j + k] << ((j / CW) * CW));
+}
+inline void place_codes(int cw, const uint8_t* q, uint8_t* dst) {
+  if (cw == 2) place_codes_t<2>(q, dst);
+  else if (cw == 4) place_codes_t<4>(q, dst);
+  else place_codes_t<8>(q, dst);
+}
+}  // namespace
+
 void repack_int_tiles(const QWeights& w, uint8_t* out, int64_t k0, int64_t k1) {
   const QRepacked p = repack_geometry(w);
   std::memset(out + k0 * p.tile_bytes, 0, size_t((k1 - k0) * p.tile_bytes));
@@ -58,10 +72,7 @@ void repack_int_tiles(const QWeights& w, uint8_t* out, int64_t k0, int64_t k1) {
     float* corr = reinterpret_cast<float*>(codes + p.code_bytes + p.scale_bytes);
     for (int64_t b = 0; b < w.nb; ++b) {
       unpack_qblock(w.bits, w.q + r * w.row_bytes + b * BPB, q);
-      for (int c = 0; c < kQBlock; ++c) {
-        const int j = c / 4, pv = j % cw, shift = (j / cw) * cw;
-        codes[(b * cw + pv) * 64 + i * 4 + c % 4] |= uint8_t(q[c] << shift);
-      }
+      place_codes(cw, q, codes + b * cw * 64 + i * 4);
       for (int u = 0; u < p.units; ++u) sc[(b * p.units + u) * kRepackRows + i] = unit_scale(w, r, b, u);
     }
     for (int64_t g = 0; g < w.groups; ++g) {
@@ -135,12 +146,13 @@ bool repack_ggml_tiles(const QWeights& w, uint8_t* out, int64_t k0, int64_t k1) 
     float* sc = reinterpret_cast<float*>(codes + p.code_bytes);
     float* corr = reinterpret_cast<float*>(codes + p.code_bytes + p.scale_bytes);
     for (int64_t b = 0; b < w.nb; ++b) {
+      uint8_t uq[kQBlock];
       for (int c = 0; c < kQBlock; ++c) {
         const int u = int(v[size_t(b * kQBlock + c)]) + e.C;
         if (u < 0 || u >= (1 << cw)) return false;
-        const int j = c / 4, pv = j % cw, shift = (j / cw) * cw;
-        codes[(b * cw + pv) * 64 + i * 4 + c % 4] |= uint8_t(u << shift);
+        uq[c] = uint8_t(u);
       }
+      place_codes(cw, uq, codes + b * cw * 64 + i * 4);
       for (int un = 0; un < p.units; ++un) {
         const size_t h = size_t(2 * b + un);
         if (e.merged && (S[h] != S[h + 1] || M[h] != M[h + 1])) return false;
