@@ -18,6 +18,7 @@
 #include "kernels/ggml_blocks.h"
 #include "formats/traits.h"
 #include "kernels/qkernels.h"
+#include "kernels/qrepack.h"
 #include "lmpress/engine.h"
 #include "lmpress/formats.h"
 #include "test_util.h"
@@ -1067,6 +1068,209 @@ TEST_P(QuantKernels, BatchedMatmulEqualsSeparate) {
       }
     }
   }
+}
+
+// Repacked prefill layout (kernels/qrepack.h): every int format x awkward sizes (ragged row tiles,
+// ragged blocks, n = 1, 5, 16, 33, 128 tokens) x the level's repacked kernel (scalar reference over
+// the repacked bytes; AVX-512 VNNI) against an independent double-precision product of the
+// reference-dequantized weights with the int8-quantized activations (the arithmetic of qkernels.h,
+// exact but for float rounding), and against the stored layout's scalar kernel. Then the front end
+// (matmul) at the level, which takes the repacked path for prefill on AVX-512.
+TEST_P(QuantKernels, RepackedPrefillParity) {
+  const SimdLevel level = GetParam();
+  if (level == SimdLevel::AVX2)
+    GTEST_SKIP() << "SKIPPED: no repacked kernel at AVX2 (prefill there keeps the stored-layout tiles, "
+                    "covered by MatmulParityAllFormats)";
+  const kern::RepackedGemmFn fn = level == SimdLevel::AVX512 ? kern::repacked_gemm_avx512 : kern::repacked_gemm_scalar;
+  const kern::QuantOps& Q = kern::qops_scalar;
+  int cases = 0, formats = 0;
+  for (const auto& s : all_formats()) {
+    if (!is_int(s) || s.sparse) continue;
+    ++formats;
+    for (int64_t cols : {1, 33, 352, 1023}) {
+      for (int64_t rows : {1, 17, 40}) {
+        const uint32_t seed = uint32_t(cols * 131 + rows * 7 + format_id(s));
+        auto w = randn(size_t(rows * cols), seed);
+        const Tensor t = pack_tensor("w", quantize_rtn_ref(w.data(), rows, cols, s));
+        const kern::QWeights wv = detail::packed_view(t);
+        ASSERT_TRUE(kern::repack_supported(wv)) << format_name(s);
+        kern::QRepacked rp = kern::repack_geometry(wv);
+        std::vector<uint8_t> buf(size_t(kern::repack_total_bytes(rp)) + 64);
+        uint8_t* al = buf.data() + (64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64;
+        kern::repack_int(wv, al);
+        rp.data = al;
+        const std::vector<float> wd = dequantize_ref(t);
+        for (int64_t n : {1, 5, 16, 33, 128}) {
+          if (cols * n > 352 * 128 && rows > 17) continue;  // keep the test quick
+          auto x = randn(size_t(n * cols), seed + 3);
+          for (int64_t tk = 0; tk < n; ++tk)
+            for (int64_t c = 0; c < cols; ++c) x[size_t(tk * cols + c)] *= 0.25f + float(tk % 5);
+          // int8 activations as the front end builds them (reference quantizer)
+          const int64_t nb = wv.nb, stride = nb * 32 + 64, G = wv.groups;
+          std::vector<int8_t> qa(size_t(n * stride));
+          std::vector<float> d(size_t(nb * n + 16), 0.f), X(size_t(n * G), 0.f);
+          std::vector<int32_t> hs(size_t(n * 2 * nb));
+          for (int64_t tk = 0; tk < n; ++tk)
+            Q.quantize_acts(x.data() + tk * cols, cols, qa.data() + tk * stride, d.data() + tk, n, hs.data() + tk * 2 * nb);
+          for (int64_t tk = 0; tk < n; ++tk)
+            for (int64_t h = 0; h < 2 * nb; ++h) {
+              const int64_t g = wv.g16() ? h : std::min(G - 1, (h * 16) / wv.group);
+              if (g < G) X[size_t(tk * G + g)] += d[size_t((h / 2) * n + tk)] * float(hs[size_t(tk * 2 * nb + h)]);
+            }
+          kern::QActs a;
+          a.qa = qa.data();
+          a.a_stride = stride;
+          a.d = d.data();
+          a.x = X.data();
+          a.n = n;
+          std::vector<float> y(size_t(n * rows), NAN), yref(size_t(n * rows), NAN);
+          // rows split at a tile boundary, tokens split in two (every call writes its own block)
+          const int64_t rs = rows > 16 ? 16 : rows, ts = n / 2;
+          for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, rs}, {rs, rows}})
+            for (auto [t0, t1] : {std::pair<int64_t, int64_t>{0, ts}, {ts, n}}) fn(rp, a, y.data(), rows, r0, r1, t0, t1);
+          kern::QGemmArgs A;
+          A.w = wv;
+          A.a = a;
+          A.y = yref.data();
+          A.ldy = rows;
+          Q.gemm(A, 0, rows, 0, n);
+          for (int64_t tk = 0; tk < n; ++tk)
+            for (int64_t r = 0; r < rows; ++r) {
+              double e = 0, m = 0;
+              for (int64_t c = 0; c < cols; ++c) {
+                const double av = double(d[size_t((c / 32) * n + tk)]) * qa[size_t(tk * stride + c)];
+                e += double(wd[size_t(r * cols + c)]) * av;
+                m += (std::fabs(double(wd[size_t(r * cols + c)])) + 1.0) * std::fabs(av);
+              }
+              const size_t i = size_t(tk * rows + r);
+              const std::string where = format_name(s) + " " + simd_level_name(level) + " cols=" + std::to_string(cols) +
+                                        " rows=" + std::to_string(rows) + " n=" + std::to_string(n) +
+                                        " t=" + std::to_string(tk) + " r=" + std::to_string(r);
+              ASSERT_NEAR(y[i], e, 2e-5 * m + 1e-30) << where;
+              ASSERT_NEAR(y[i], yref[i], 2e-5 * m + 1e-30) << where;
+            }
+          ++cases;
+        }
+        // The front end at this level (repacked on AVX-512 for n > 3) against the scalar level.
+        if (rows == 17 && (cols == 352 || cols == 1023)) {
+          ThreadPool pool(2);
+          for (int64_t n : {5, 33}) {
+            auto x = randn(size_t(n * cols), seed + 9);
+            std::vector<float> y(size_t(n * rows)), yref(size_t(n * rows));
+            {
+              ScopedSimdLevel sl(SimdLevel::Scalar);
+              matmul(t, x.data(), n, yref.data(), pool);
+            }
+            {
+              ScopedSimdLevel sl(level);
+              matmul(t, x.data(), n, y.data(), pool);
+              if (level == SimdLevel::AVX512) {
+                EXPECT_NE(quant_kernel_path(t, n).find("repacked"), std::string::npos) << quant_kernel_path(t, n);
+                EXPECT_EQ(quant_kernel_path(t, 1).find("repacked"), std::string::npos);
+              }
+            }
+            double m = 0;
+            for (float v : yref) m = std::max(m, double(std::fabs(v)));
+            for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], yref[i], 1e-4 * (m + 1)) << format_name(s) << " n=" << n;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GE(formats, 10);
+  EXPECT_GT(cases, formats * 40);
+  if (level == SimdLevel::AVX512) {
+    EXPECT_GT(prefill_layout_bytes(), 0);
+  }
+}
+
+// The ggml block types in the repacked layout: the level's repacked kernel against the ggml
+// family's scalar reference (half_rows_gemm_ref via ggml_kernels_scalar), ragged rows, n = 1 .. 128.
+TEST_P(QuantKernels, RepackedPrefillParityGgml) {
+  const SimdLevel level = GetParam();
+  if (level == SimdLevel::AVX2) GTEST_SKIP() << "SKIPPED: no repacked kernel at AVX2";
+  const kern::RepackedGemmFn fn = level == SimdLevel::AVX512 ? kern::repacked_gemm_avx512 : kern::repacked_gemm_scalar;
+  int types = 0;
+  for (const auto& s : all_formats()) {
+    if (!is_ggml(s) || s.sparse) continue;
+    const int64_t cols = ggml_qk(s) == 256 ? 512 : 96, rows = 37;
+    const uint32_t seed = uint32_t(format_id(s) * 3 + 1);
+    const Tensor t = ggml_tensor(s, rows, cols, seed);
+    const kern::QWeights wv = detail::packed_view(t);
+    ASSERT_TRUE(kern::repack_ggml_supported(wv)) << format_name(s);
+    ++types;
+    kern::QRepacked rp = kern::repack_geometry_ggml(wv);
+    std::vector<uint8_t> buf(size_t(kern::repack_total_bytes(rp)) + 64);
+    uint8_t* al = buf.data() + (64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64;
+    ASSERT_TRUE(kern::repack_ggml_tiles(wv, al, 0, rp.tiles)) << format_name(s);
+    rp.data = al;
+    for (int64_t n : {1, 5, 16, 33, 128}) {
+      auto x = randn(size_t(n * cols), seed + 5);
+      const int64_t nb = wv.nb, stride = nb * 32 + 64;
+      std::vector<int8_t> qa(size_t(n * stride));
+      std::vector<float> d(size_t(nb * n + 16), 0.f), X(size_t(n * 2 * nb));
+      std::vector<int32_t> hs(size_t(n * 2 * nb));
+      for (int64_t tk = 0; tk < n; ++tk)
+        kern::qops_scalar.quantize_acts(x.data() + tk * cols, cols, qa.data() + tk * stride, d.data() + tk, n,
+                                        hs.data() + tk * 2 * nb);
+      for (int64_t tk = 0; tk < n; ++tk)
+        for (int64_t h = 0; h < 2 * nb; ++h)
+          X[size_t(tk * 2 * nb + h)] = d[size_t((h / 2) * n + tk)] * float(hs[size_t(tk * 2 * nb + h)]);
+      kern::QActs a;
+      a.qa = qa.data();
+      a.a_stride = stride;
+      a.d = d.data();
+      a.x = X.data();
+      a.n = n;
+      std::vector<float> y(size_t(n * rows), NAN), yref(size_t(n * rows), NAN);
+      fn(rp, a, y.data(), rows, 0, 32, 0, n);
+      fn(rp, a, y.data(), rows, 32, rows, 0, n);
+      kern::QGemmArgs A;
+      A.w = wv;
+      A.a = a;
+      A.y = yref.data();
+      A.ldy = rows;
+      kern::ggml_kernels_scalar.gemm(A, 0, rows, 0, n);
+      const std::vector<float> wd = dequantize_ref(t);
+      for (int64_t tk = 0; tk < n; ++tk)
+        for (int64_t r = 0; r < rows; ++r) {
+          double m = 0;
+          for (int64_t c = 0; c < cols; ++c)
+            m += (std::fabs(double(wd[size_t(r * cols + c)])) + 1.0) * double(d[size_t((c / 32) * n + tk)]) * 128.0;
+          const size_t i = size_t(tk * rows + r);
+          ASSERT_NEAR(y[i], yref[i], 1e-5 * m) << format_name(s) << " " << simd_level_name(level) << " n=" << n
+                                               << " t=" << tk << " r=" << r;
+        }
+    }
+  }
+  EXPECT_EQ(types, 12);
+}
+
+// The repacked copy is built once per tensor and found again; a different tensor at another
+// address gets its own; bytes are accounted.
+TEST(QuantRepack, CacheAndGeometry) {
+  const QuantSpec s = parse_format_name("w4g32");
+  auto w = randn(size_t(40 * 100), 5);
+  const Tensor t = pack_tensor("w", quantize_rtn_ref(w.data(), 40, 100, s));
+  const kern::QRepacked g = kern::repack_geometry(detail::packed_view(t));
+  EXPECT_EQ(g.tiles, 3);
+  EXPECT_EQ(g.nb, 4);
+  EXPECT_EQ(g.code_bytes, 4 * 4 * 64);  // 4 blocks x 4 nibble vectors of 64 bytes
+  EXPECT_EQ(g.tile_bytes % 64, 0);
+  EXPECT_EQ(kern::repack_cw(3), 4);
+  EXPECT_EQ(kern::repack_cw(6), 8);
+  EXPECT_EQ(kern::repack_cw(7), 0);
+  if (cpu_simd_level() < SimdLevel::AVX512) GTEST_SKIP() << "SKIPPED: no AVX-512 (the repacked path is AVX-512 only)";
+  ThreadPool pool(1);
+  ScopedSimdLevel sl(SimdLevel::AVX512);
+  auto x = randn(size_t(8 * 100), 6);
+  std::vector<float> y(size_t(8 * 40));
+  const int64_t before = prefill_layout_bytes();
+  matmul(t, x.data(), 8, y.data(), pool);
+  const int64_t after = prefill_layout_bytes();
+  EXPECT_GE(after - before, kern::repack_total_bytes(g));
+  matmul(t, x.data(), 8, y.data(), pool);
+  EXPECT_EQ(prefill_layout_bytes(), after);  // found again, not rebuilt
 }
 
 INSTANTIATE_TEST_SUITE_P(Levels, QuantKernels,

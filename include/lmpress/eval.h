@@ -118,6 +118,14 @@ struct BenchResult {
   double peak_rss_mb = 0;
   double weight_bytes = 0;
   double decode_gbps = 0;  // weight bytes streamed per second while decoding
+  double prefill_tps_median = 0, decode_tps_median = 0;
+  // Linear-layer arithmetic of the prompt (2 x weights x tokens, classifier included) per second
+  // at the median prefill speed.
+  double prefill_gflops = 0;
+  // Per matmul kind (wq, wk, ..., output): "kind: decode path | prefill path" at the active level.
+  std::vector<std::string> kernel_paths;
+  double prefill_layout_mb = 0;  // repacked prefill copies of the weights (second layout)
+  double warmup_s = 0;           // the warm-up forward (includes building the repacked copies)
 };
 BenchResult bench(const Model& m, const BenchOptions& opt);
 

@@ -1,6 +1,8 @@
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 
+#include "formats/formats_internal.h"
 #include "lmpress/eval.h"
 
 namespace lmpress {
@@ -11,6 +13,20 @@ void mean_sd(const std::vector<double>& v, double& mean, double& sd) {
   double s = 0;
   for (double x : v) s += (x - mean) * (x - mean);
   sd = v.size() > 1 ? std::sqrt(s / double(v.size() - 1)) : 0.0;
+}
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+}
+// The kernel path of one weight for n tokens.
+std::string path_of(const Tensor& t, int64_t n) {
+  if (t.dtype == DType::Q) return quant_kernel_path(t, n);
+  const std::string dt = dtype_name(t.dtype);
+  const std::string lvl = simd_level_name(active_simd_level());
+  if (n < 4) return dt + " gemv-" + lvl;
+  return dt + (t.dtype == DType::F32 ? " openblas-sgemm" : " " + lvl + "-convert-to-f32-panels+openblas-sgemm");
 }
 }  // namespace
 
@@ -27,7 +43,9 @@ BenchResult bench(const Model& m, const BenchOptions& opt) {
   std::vector<int32_t> prompt(static_cast<size_t>(opt.n_prompt));
   for (int i = 0; i < opt.n_prompt; ++i) prompt[size_t(i)] = 3 + (i * 7919) % std::max(1, nv - 3);
   // Warm-up run (page in mmapped weights, grow scratch buffers).
+  const double w0 = now_seconds();
   eng.forward(prompt.data(), std::min(opt.n_prompt, 8), 0, logits.data(), false);
+  r.warmup_s = now_seconds() - w0;
   for (int rep = 0; rep < opt.reps; ++rep) {
     double t0 = now_seconds();
     eng.forward(prompt.data(), opt.n_prompt, 0, logits.data(), false);
@@ -54,6 +72,25 @@ BenchResult bench(const Model& m, const BenchOptions& opt) {
       r.weight_bytes += double(t->nbytes);
   r.weight_bytes += double(m.output.nbytes);
   r.decode_gbps = r.decode_tps * r.weight_bytes / 1e9;
+  r.prefill_tps_median = median(r.prefill_runs);
+  r.decode_tps_median = median(r.decode_runs);
+  double macs = 0;  // per token
+  for (const auto& L : m.layers)
+    for (const Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+      macs += double(t->rows()) * double(t->cols());
+  macs += double(m.output.rows()) * double(m.output.cols());
+  r.prefill_gflops = 2.0 * macs * r.prefill_tps_median / 1e9;
+  if (!m.layers.empty()) {
+    const auto& L = m.layers[0];
+    const std::pair<const char*, const Tensor*> kinds[] = {
+        {"wq", &L.wq}, {"wk", &L.wk}, {"wv", &L.wv}, {"wo", &L.wo}, {"w_gate", &L.w_gate},
+        {"w_up", &L.w_up}, {"w_down", &L.w_down}, {"output", &m.output}};
+    for (const auto& [name, t] : kinds)
+      if (!t->empty())
+        r.kernel_paths.push_back(std::string(name) + ": decode " + path_of(*t, 1) + " | prefill " +
+                                 path_of(*t, opt.n_prompt));
+  }
+  r.prefill_layout_mb = double(prefill_layout_bytes()) / (1024.0 * 1024.0);
   return r;
 }
 

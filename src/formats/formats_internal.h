@@ -1,6 +1,8 @@
 // Private to src/formats (and its tests / benchmarks): views of packed tensors and the
 // quantized matmul entry points.
 #pragma once
+#include <string>
+
 #include "kernels/qkernels.h"
 #include "lmpress/engine.h"
 #include "lmpress/formats.h"
@@ -21,6 +23,11 @@ void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool);
 // The composed alternative: dequantize row panels to f32 and multiply with OpenBLAS sgemm.
 // Kept as an oracle and for benchmarks (bench_quant compares the two for prefill).
 void quant_matmul_dequant_sgemm(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool);
+// The kernel path a product of W (packed) with n tokens takes at the active SIMD level, e.g.
+// "int w4g32 repacked-avx512-vnni" (bench reports it per matmul kind).
+std::string quant_kernel_path(const Tensor& W, int64_t n);
+// Bytes held by repacked prefill copies of int-family weights (kernels/qrepack.h).
+int64_t prefill_layout_bytes();
 // Row r as f32 (embedding lookups of quantized tables).
 void quant_row(const Tensor& t, int64_t r, float* out);
 }  // namespace lmpress

@@ -6,11 +6,18 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "formats/formats_internal.h"
 #include "formats/traits.h"
+#include "kernels/qrepack.h"
 
 
 namespace lmpress {
@@ -122,6 +129,109 @@ kern::QWeights checked_view(const Tensor& W, QuantSpec* spec, PackedGeometry* ge
   return t.view(static_cast<const uint8_t*>(W.data), s, g);
 }
 
+// ---- repacked prefill layout (kernels/qrepack.h) -----------------------------------------------
+// Built once per tensor, at the first prefill product that can use it (AVX-512 level, int family),
+// and kept for the life of the process beside the stored layout (decode keeps streaming that one).
+// Keyed by the tensor's data pointer and checked against its size, format id, owner (when the
+// storage is owned) and a fingerprint of sampled bytes, so a tensor freed and replaced by another
+// at the same address is never served a stale copy; entries of expired owners are dropped.
+struct RepackEntry {
+  size_t nbytes = 0;
+  uint32_t format = 0;
+  bool owned = false;
+  std::weak_ptr<void> owner;
+  uint64_t fp = 0;
+  std::unique_ptr<uint8_t, void (*)(void*)> buf{nullptr, std::free};
+  kern::QRepacked p;
+};
+
+std::mutex g_repack_mu;
+std::unordered_map<const void*, std::unique_ptr<RepackEntry>>& repack_cache() {
+  static std::unordered_map<const void*, std::unique_ptr<RepackEntry>> m;
+  return m;
+}
+int64_t g_repack_bytes = 0;
+
+uint64_t fingerprint(const Tensor& W) {
+  const auto* b = static_cast<const uint8_t*>(W.data);
+  uint64_t h = 1469598103934665603ull;
+  const size_t n = W.nbytes, step = std::max<size_t>(64, n / 97);
+  for (size_t o = 0; o < n; o += step)
+    for (size_t i = o; i < std::min(n, o + 64); ++i) h = (h ^ b[i]) * 1099511628211ull;
+  for (size_t i = n > 256 ? n - 256 : 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
+bool repack_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("LMPRESS_REPACK");
+    return !(e && e[0] == '0');
+  }();
+  return on;
+}
+
+const kern::QRepacked* repacked_of(const Tensor& W, const kern::QWeights& w, ThreadPool& pool) {
+  const bool ggml = format_spec(W.format).family == FormatFamily::Ggml;
+  if (!repack_enabled() || !(ggml ? kern::repack_ggml_supported(w) : kern::repack_supported(w))) return nullptr;
+  std::lock_guard<std::mutex> lk(g_repack_mu);
+  auto& m = repack_cache();
+  auto it = m.find(W.data);
+  if (it != m.end()) {
+    RepackEntry& e = *it->second;
+    const bool alive = !e.owned || (!e.owner.expired() && e.owner.lock() == W.owner);
+    if (alive && e.nbytes == W.nbytes && e.format == W.format && e.owned == bool(W.owner) && e.fp == fingerprint(W))
+      return e.p.data ? &e.p : nullptr;  // (null: the build was refused, not retried)
+    g_repack_bytes -= kern::repack_total_bytes(e.p);
+    m.erase(it);
+  }
+  for (auto i = m.begin(); i != m.end();) {  // drop copies of freed tensors
+    if (i->second->owned && i->second->owner.expired()) {
+      g_repack_bytes -= kern::repack_total_bytes(i->second->p);
+      i = m.erase(i);
+    } else {
+      ++i;
+    }
+  }
+  auto e = std::make_unique<RepackEntry>();
+  e->nbytes = W.nbytes;
+  e->format = W.format;
+  e->owned = bool(W.owner);
+  e->owner = W.owner;
+  e->fp = fingerprint(W);
+  e->p = ggml ? kern::repack_geometry_ggml(w) : kern::repack_geometry(w);
+  const int64_t total = kern::repack_total_bytes(e->p);
+  e->buf.reset(static_cast<uint8_t*>(std::aligned_alloc(64, size_t(total))));
+  if (!e->buf) return nullptr;
+  uint8_t* out = e->buf.get();
+  const kern::QRepacked geo = e->p;
+  // tiles in parallel: each tile is its own 16 rows
+  std::atomic<bool> ok{true};
+  pool.parallel_for(geo.tiles, [&](int, int64_t k0, int64_t k1) {
+    if (k0 >= k1) return;
+    if (ggml) {
+      if (!kern::repack_ggml_tiles(w, out, k0, k1)) ok = false;
+    } else {
+      kern::repack_int_tiles(w, out, k0, k1);
+    }
+  });
+  if (!ok) {  // a value outside its container: keep the stored-layout kernels for this tensor
+    e->buf.reset();
+    e->p.tiles = 0;
+    m[W.data] = std::move(e);
+    return nullptr;
+  }
+  e->p.data = out;
+  g_repack_bytes += total;
+  const kern::QRepacked* res = &e->p;
+  m[W.data] = std::move(e);
+  return res;
+}
+
+// Which kernel path a product of W with n tokens takes at the active level (bench reports it).
+const char* level_tag(SimdLevel l) {
+  return l == SimdLevel::AVX512 ? "avx512" : l == SimdLevel::AVX2 ? "avx2" : "scalar";
+}
+
 // One product prepared for the kernels.
 struct Prepared {
   Dispatch k;
@@ -130,6 +240,7 @@ struct Prepared {
   // same thread (the dense rows are not read twice).
   kern::SparseArgs sp;
   kern::SparseAddFn sparse = nullptr;
+  const kern::QRepacked* rp = nullptr;  // prefill on the repacked layout (AVX-512 VNNI)
 };
 
 kern::SparseAddFn sparse_kernel() {
@@ -145,7 +256,10 @@ void add_sparse(const Prepared& P, int64_t r0, int64_t r1, int64_t t0, int64_t t
 }
 
 void run_gemm(const Prepared& P, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
-  P.k.gemm(P.args, r0, r1, t0, t1);
+  if (P.rp)
+    kern::repacked_gemm_avx512(*P.rp, P.args.a, P.args.y, P.args.ldy, r0, r1, t0, t1);
+  else
+    P.k.gemm(P.args, r0, r1, t0, t1);
   add_sparse(P, r0, r1, t0, t1);
 }
 
@@ -187,6 +301,10 @@ void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
     P.k = dispatch_of(s);
     P.args.y = J.y;
     P.args.ldy = P.args.w.rows;
+    P.rp = nullptr;
+    if (!small && (s.family == FormatFamily::Int || s.family == FormatFamily::Ggml) &&
+        active_simd_level() == SimdLevel::AVX512)
+      P.rp = repacked_of(*J.W, P.args.w, pool);
     P.sp = kern::SparseArgs{};
     if (g.sparse_nnz) {
       const uint8_t* base = static_cast<const uint8_t*>(J.W->data);
@@ -254,6 +372,23 @@ void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
         });
       }
     }
+    if (std::getenv("LMPRESS_REPACK_CHECK"))
+      for (int j = 0; j < count; ++j) {
+        const Prepared& P = prep[size_t(j)];
+        if (!P.rp) continue;
+        const int64_t rows = P.args.w.rows, n = jobs[j].n;
+        std::vector<float> y2(size_t(rows * n));
+        kern::QGemmArgs A2 = P.args;
+        A2.y = y2.data();
+        P.k.gemm(A2, 0, rows, 0, n);
+        double md = 0, mv = 0;
+        for (size_t i = 0; i < y2.size(); ++i) {
+          md = std::max(md, double(std::fabs(y2[i] - P.args.y[i])));
+          mv = std::max(mv, double(std::fabs(y2[i])));
+        }
+        std::fprintf(stderr, "REPACK_CHECK %s %lldx%lld n=%lld maxdiff %g maxv %g\n", jobs[j].W->name.c_str(),
+                     (long long)rows, (long long)P.args.w.cols, (long long)n, md, mv);
+      }
     return;
   }
   thread_local std::vector<int64_t> first_chunk;
@@ -326,6 +461,31 @@ void quant_row(const Tensor& t, int64_t r, float* out) {
   const kern::QWeights w = checked_view(t, &s, &g);
   dispatch_of(s).dequant_rows(w, r, r + 1, out, t.cols());
   add_sparse_rows(static_cast<const uint8_t*>(t.data), g, r, r + 1, out, t.cols());
+}
+
+std::string quant_kernel_path(const Tensor& W, int64_t n) {
+  QuantSpec s;
+  const kern::QWeights w = checked_view(W, &s);
+  const FormatTraits& t = format_traits(s);
+  const SimdLevel act = active_simd_level();
+  std::string fam = format_name(s);
+  if (s.family == FormatFamily::Int) {
+    if (n > kBatchMaxTokens && act == SimdLevel::AVX512 && repack_enabled() && kern::repack_supported(w))
+      return fam + " repacked-16row-avx512-vnni-zmm";
+    const char* k = act == SimdLevel::AVX512 ? "avx512-vnni-ymm" : act == SimdLevel::AVX2 ? "avx2-maddubs" : "scalar";
+    return fam + (n > kBatchMaxTokens ? " tiles-" : " rows-") + k;
+  }
+  if (s.family == FormatFamily::Ggml && n > kBatchMaxTokens && act == SimdLevel::AVX512 && repack_enabled() &&
+      kern::repack_ggml_supported(w))
+    return fam + " repacked-16row-avx512-vnni-zmm";
+  int l = int(act);
+  while (l > 0 && !t.kernels[l]) --l;
+  return fam + " family-kernels-" + level_tag(SimdLevel(l)) + (n > kBatchMaxTokens ? " (prefill)" : " (decode)");
+}
+
+int64_t prefill_layout_bytes() {
+  std::lock_guard<std::mutex> lk(g_repack_mu);
+  return g_repack_bytes;
 }
 
 }  // namespace lmpress

@@ -38,6 +38,9 @@ void add_bench(CLI::App& app) {
                   {"prefill_runs", r.prefill_runs}, {"decode_runs", r.decode_runs},
                   {"decode_weight_gbps", r.decode_gbps}, {"weight_bytes", uint64_t(r.weight_bytes)},
                   {"peak_rss_mb", r.peak_rss_mb}, {"load_seconds", load_s}, {"simd", simd},
+                  {"prefill_tps_median", r.prefill_tps_median}, {"decode_tps_median", r.decode_tps_median},
+                  {"prefill_linear_gflops", r.prefill_gflops}, {"kernel_paths", r.kernel_paths},
+                  {"prefill_layout_mib", r.prefill_layout_mb}, {"warmup_seconds", r.warmup_s},
                   {"cpu", cpu_feature_string()}, {"blas", blas_info()}});
       return;
     }
@@ -45,10 +48,13 @@ void add_bench(CLI::App& app) {
                 human_bytes(r.weight_bytes).c_str());
     std::printf("kernels %s (cpu: %s), %s, %d threads\n", simd.c_str(), cpu_feature_string().c_str(),
                 blas_info().c_str(), o->b.n_threads);
-    std::printf("| test | tokens/s | sd |\n|---|---|---|\n");
-    std::printf("| pp%d | %.2f | %.2f |\n", o->b.n_prompt, r.prefill_tps, r.prefill_tps_sd);
+    for (const auto& k : r.kernel_paths) std::printf("  %s\n", k.c_str());
+    std::printf("| test | tokens/s | sd | median |\n|---|---|---|---|\n");
+    std::printf("| pp%d | %.2f | %.2f | %.2f |\n", o->b.n_prompt, r.prefill_tps, r.prefill_tps_sd, r.prefill_tps_median);
     if (o->b.n_gen > 0)
-      std::printf("| tg%d | %.2f | %.2f |\n", o->b.n_gen, r.decode_tps, r.decode_tps_sd);
+      std::printf("| tg%d | %.2f | %.2f | %.2f |\n", o->b.n_gen, r.decode_tps, r.decode_tps_sd, r.decode_tps_median);
+    std::printf("prefill linear layers %.1f GFLOP/s (median), repacked prefill weights %.1f MiB, warm-up %.2f s\n",
+                r.prefill_gflops, r.prefill_layout_mb, r.warmup_s);
     std::printf("decode weight stream %.1f GB/s, peak RSS %.1f MiB, load %.2f s\n", r.decode_gbps,
                 r.peak_rss_mb, load_s);
   });

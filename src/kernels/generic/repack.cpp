@@ -1,0 +1,201 @@
+// Repacked int-family layout (kernels/qrepack.h): geometry, the builder (from the reference block
+// unpacking, so the copy holds exactly the stored codes and scales) and a scalar product over the
+// repacked layout, which checks the layout independently of any SIMD kernel.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/ggml_blocks.h"
+#include "kernels/qrepack.h"
+
+namespace lmpress::kern {
+
+bool repack_supported(const QWeights& w) {
+  if (w.lut || w.e8m0 || w.stats2 || !w.scales || repack_cw(w.bits) == 0) return false;
+  if (w.rows < 1 || w.cols < 1 || w.groups < 1) return false;
+  if (w.group == 16) return w.groups == (w.cols + 15) / 16;
+  if (w.groups == 1) return true;  // whole row (or one group covering it)
+  return w.group % 32 == 0 && w.groups == (w.cols + w.group - 1) / w.group;
+}
+
+QRepacked repack_geometry(const QWeights& w) {
+  QRepacked p;
+  p.rows = w.rows;
+  p.cols = w.cols;
+  p.nb = w.nb;
+  p.groups = w.groups;
+  p.bits = w.bits;
+  p.cw = repack_cw(w.bits);
+  p.units = w.g16() ? 2 : 1;
+  p.tiles = (w.rows + kRepackRows - 1) / kRepackRows;
+  p.code_bytes = p.nb * p.cw * 64;
+  p.scale_bytes = (p.nb * p.units * kRepackRows * 2 + 63) / 64 * 64;
+  p.corr_bytes = (p.groups * kRepackRows * 4 + 63) / 64 * 64;
+  p.tile_bytes = p.code_bytes + p.scale_bytes + p.corr_bytes;
+  return p;
+}
+
+namespace {
+// f16 scale of the group holding unit u of block b (0 past the row's groups).
+uint16_t unit_scale(const QWeights& w, int64_t r, int64_t b, int u) {
+  int64_t g;
+  if (w.g16()) g = 2 * b + u;
+  else if (w.groups == 1) g = 0;
+  else g = (b * kQBlock) / w.group;
+  return g < w.groups ? w.scales[r * w.groups + g] : uint16_t(0);
+}
+}  // namespace
+
+namespace {
+// The 32 codes of one row's block into its lane (dst = the block's first vector + 4 * row).
+template <int CW>
+inline void place_codes_t(const uint8_t* q, uint8_t* dst) {
+  for (int j = 0; j < 8; ++j)
+    for (int k = 0; k < 4; ++k) dst[(j % CW) * 64 + k] |= uint8_t(q[4 * j + k] << ((j / CW) * CW));
+}
+inline void place_codes(int cw, const uint8_t* q, uint8_t* dst) {
+  if (cw == 2) place_codes_t<2>(q, dst);
+  else if (cw == 4) place_codes_t<4>(q, dst);
+  else place_codes_t<8>(q, dst);
+}
+}  // namespace
+
+void repack_int_tiles(const QWeights& w, uint8_t* out, int64_t k0, int64_t k1) {
+  const QRepacked p = repack_geometry(w);
+  std::memset(out + k0 * p.tile_bytes, 0, size_t((k1 - k0) * p.tile_bytes));
+  const int cw = p.cw, BPB = qblock_bytes(w.bits);
+  uint8_t q[kQBlock];
+  for (int64_t r = k0 * kRepackRows; r < std::min(w.rows, k1 * kRepackRows); ++r) {
+    const int64_t k = r / kRepackRows, i = r % kRepackRows;
+    uint8_t* codes = out + k * p.tile_bytes;
+    uint16_t* sc = reinterpret_cast<uint16_t*>(codes + p.code_bytes);
+    float* corr = reinterpret_cast<float*>(codes + p.code_bytes + p.scale_bytes);
+    for (int64_t b = 0; b < w.nb; ++b) {
+      unpack_qblock(w.bits, w.q + r * w.row_bytes + b * BPB, q);
+      place_codes(cw, q, codes + b * cw * 64 + i * 4);
+      for (int u = 0; u < p.units; ++u) sc[(b * p.units + u) * kRepackRows + i] = unit_scale(w, r, b, u);
+    }
+    for (int64_t g = 0; g < w.groups; ++g) {
+      const float s = f16_to_f32(w.scales[r * w.groups + g]);
+      const int32_t z = w.zeros ? int32_t(w.zeros[r * w.groups + g]) : w.zero_sym;
+      corr[g * kRepackRows + i] = -(s * float(z));  // exact: 11-bit mantissa times z < 2^9
+    }
+  }
+}
+
+namespace {
+struct GgmlRepack {
+  uint32_t type;
+  int C, cw;
+  bool merged;
+};
+constexpr GgmlRepack kGgmlRepack[] = {
+    {ggml::kQ4_0, 8, 4, true},    {ggml::kQ4_1, 0, 4, true},  {ggml::kQ5_0, 16, 8, true},
+    {ggml::kQ5_1, 0, 8, true},    {ggml::kQ8_0, 128, 8, true}, {ggml::kIQ4_NL, 128, 8, true},
+    {ggml::kQ4_K, 0, 4, true},    {ggml::kQ5_K, 0, 8, true},  {ggml::kIQ4_XS, 128, 8, true},
+    {ggml::kQ2_K, 0, 2, false},   {ggml::kQ3_K, 4, 4, false}, {ggml::kQ6_K, 32, 8, false},
+};
+const GgmlRepack* ggml_repack(const QWeights& w) {
+  for (const auto& e : kGgmlRepack)
+    if (e.type == uint32_t(w.bits)) return &e;
+  return nullptr;
+}
+}  // namespace
+
+bool repack_ggml_supported(const QWeights& w) {
+  const ggml::TypeInfo* t = ggml_repack(w) ? ggml::type_info(uint32_t(w.bits)) : nullptr;
+  return t && w.rows >= 1 && w.cols >= t->qk && w.cols % t->qk == 0 && w.nb * kQBlock == w.cols;
+}
+
+QRepacked repack_geometry_ggml(const QWeights& w) {
+  const GgmlRepack& e = *ggml_repack(w);
+  QRepacked p;
+  p.rows = w.rows;
+  p.cols = w.cols;
+  p.nb = w.nb;
+  p.bits = w.bits;
+  p.cw = e.cw;
+  p.units = e.merged ? 1 : 2;
+  p.groups = e.merged ? w.nb : 2 * w.nb;
+  p.sf32 = true;
+  p.xsum = e.merged ? 2 : 1;
+  p.tiles = (w.rows + kRepackRows - 1) / kRepackRows;
+  p.code_bytes = p.nb * p.cw * 64;
+  p.scale_bytes = p.nb * p.units * kRepackRows * 4;
+  p.corr_bytes = p.groups * kRepackRows * 4;
+  p.tile_bytes = p.code_bytes + p.scale_bytes + p.corr_bytes;
+  return p;
+}
+
+bool repack_ggml_tiles(const QWeights& w, uint8_t* out, int64_t k0, int64_t k1) {
+  const GgmlRepack& e = *ggml_repack(w);
+  const ggml::TypeInfo* ti = ggml::type_info(uint32_t(w.bits));
+  const QRepacked p = repack_geometry_ggml(w);
+  std::memset(out + k0 * p.tile_bytes, 0, size_t((k1 - k0) * p.tile_bytes));
+  const int cw = p.cw;
+  std::vector<int8_t> v(size_t(w.cols));
+  std::vector<float> S(size_t(2 * w.nb)), M(size_t(2 * w.nb));
+  for (int64_t r = k0 * kRepackRows; r < std::min(w.rows, k1 * kRepackRows); ++r) {
+    const int64_t k = r / kRepackRows, i = r % kRepackRows;
+    const uint8_t* row = w.q + r * w.row_bytes;
+    for (int64_t blk = 0; blk < w.cols / ti->qk; ++blk) {
+      ggml::block_values(ti->type, row + blk * ti->bytes, v.data() + blk * ti->qk);
+      ggml::block_factors(ti->type, row + blk * ti->bytes, S.data() + blk * (ti->qk / 16), M.data() + blk * (ti->qk / 16));
+    }
+    uint8_t* codes = out + k * p.tile_bytes;
+    float* sc = reinterpret_cast<float*>(codes + p.code_bytes);
+    float* corr = reinterpret_cast<float*>(codes + p.code_bytes + p.scale_bytes);
+    for (int64_t b = 0; b < w.nb; ++b) {
+      uint8_t uq[kQBlock];
+      for (int c = 0; c < kQBlock; ++c) {
+        const int u = int(v[size_t(b * kQBlock + c)]) + e.C;
+        if (u < 0 || u >= (1 << cw)) return false;
+        uq[c] = uint8_t(u);
+      }
+      place_codes(cw, uq, codes + b * cw * 64 + i * 4);
+      for (int un = 0; un < p.units; ++un) {
+        const size_t h = size_t(2 * b + un);
+        if (e.merged && (S[h] != S[h + 1] || M[h] != M[h + 1])) return false;
+        sc[(b * p.units + un) * kRepackRows + i] = S[h];
+        corr[(b * p.units + un) * kRepackRows + i] = -(M[h] + float(e.C) * S[h]);
+      }
+    }
+  }
+  return true;
+}
+
+void repacked_gemm_scalar(const QRepacked& p, const QActs& a, float* y, int64_t ldy, int64_t r0, int64_t r1,
+                          int64_t t0, int64_t t1) {
+  const int cw = p.cw, mask = (1 << cw) - 1, ulen = kQBlock / p.units;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t k = r / kRepackRows, i = r % kRepackRows;
+    const uint8_t* codes = p.tile(k);
+    const uint16_t* sc = reinterpret_cast<const uint16_t*>(codes + p.code_bytes);
+    const float* corr = reinterpret_cast<const float*>(codes + p.code_bytes + p.scale_bytes);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int8_t* at = a.qa + t * a.a_stride;
+      float acc = 0.f;
+      for (int64_t b = 0; b < p.nb; ++b) {
+        for (int u = 0; u < p.units; ++u) {
+          int32_t dot = 0;
+          for (int c = u * ulen; c < (u + 1) * ulen; ++c) {
+            const int j = c / 4, pv = j % cw, shift = (j / cw) * cw;
+            const int q = (codes[(b * cw + pv) * 64 + i * 4 + c % 4] >> shift) & mask;
+            dot += q * at[b * kQBlock + c];
+          }
+          const int64_t si = (b * p.units + u) * kRepackRows + i;
+          const float S = p.sf32 ? reinterpret_cast<const float*>(sc)[si] : f16_to_f32(sc[si]);
+          acc += S * a.d[b * a.n + t] * float(dot);
+        }
+      }
+      for (int64_t g = 0; g < p.groups; ++g) {
+        float X = 0.f;
+        for (int h = 0; h < p.xsum; ++h) X += a.x[(t * p.groups + g) * p.xsum + h];
+        acc += corr[g * kRepackRows + i] * X;
+      }
+      y[t * ldy + r] = acc;
+    }
+  }
+}
+
+}  // namespace lmpress::kern
