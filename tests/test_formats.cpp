@@ -98,6 +98,8 @@ int64_t doc_bytes(const QuantSpec& s, int64_t rows, int64_t cols) {
     case FormatFamily::MXFP4: return rows * (nb * 16 + G * 1);
     case FormatFamily::FP8: return rows * (nb * 32 + G * 2);
     case FormatFamily::Lut: return rows * (nb * 4 * s.bits + 2 + (1 << s.bits));
+    case FormatFamily::Pow: return rows * (nb * 4 * s.bits + G * 2) + (1 << s.bits) + 1;  // + the tensor's table, exponent
+    case FormatFamily::Bitmod: return rows * (nb * 4 * s.bits + G * 3);                    // f16 scale + u8 selector
     case FormatFamily::Ggml: {
       // ggml's block sizes (weights, bytes) by ggml_type: docs/formats.md
       const std::map<int, std::pair<int64_t, int64_t>> kBlocks = {
@@ -123,6 +125,7 @@ constexpr ParityEntry kParity[] = {
     {FormatFamily::MXFP4, true, 3e-5}, {FormatFamily::FP8, false, 3e-5}, {FormatFamily::Lut, true, 3e-5},
     // ggml: SIMD levels dot offset lanes v + C (up to 128) and subtract C S X: larger float terms
     {FormatFamily::Ggml, true, 3e-4},
+    {FormatFamily::Pow, true, 3e-5}, {FormatFamily::Bitmod, true, 3e-5},
 };
 const ParityEntry& parity_entry(const QuantSpec& s) {
   for (const auto& e : kParity)
@@ -137,8 +140,9 @@ const ParityEntry& parity_entry(const QuantSpec& s) {
 
 TEST(Formats, IdsAndNames) {
   const auto fmts = all_formats();
-  // int: 6 widths x 5 groups x sym/asym; nf4, fp4: 4 groups; mxfp4; fp8: 5 groups; lut3/4; 12 ggml types
-  const size_t n_formats = 60 + 4 + 4 + 1 + 5 + 2 + 12;
+  // int: 6 widths x 5 groups x sym/asym; nf4, fp4: 4 groups; mxfp4; fp8: 5 groups; lut3/4; 12 ggml types;
+  // pow3/4: 4 groups; bitmod3/4: 3 groups
+  const size_t n_formats = 60 + 4 + 4 + 1 + 5 + 2 + 12 + 8 + 6;
   EXPECT_EQ(fmts.size(), n_formats);
   std::set<uint32_t> ids;
   std::set<std::string> names;
@@ -391,6 +395,7 @@ TEST(Formats, GoldenEdgeCases) {
     const float vmax = s.family == FormatFamily::Int ? float((1 << s.bits) - 1) / 2
                        : s.family == FormatFamily::FP8 ? 448.f
                        : s.family == FormatFamily::FP4 ? 12.f
+                       : s.family == FormatFamily::Bitmod ? 84.f  // the ER datatypes' largest value
                                                         : 127.f;
     h[3] = 6.0e4f * vmax * 0.99f;
     h[cols + 5] = -h[3];

@@ -19,6 +19,8 @@ const std::vector<const FormatTraits*> kFormats = {
     &fp8_format,    // fp8row / fp8g<G>: E4M3, f16 scale
     &lut_format,    // lut3 / lut4: per-row tables
     &ggml_format,   // q4_0, q4_k, ...: llama.cpp's block types, GGUF bytes as they are
+    &pow_format,    // pow4g64 / pow4a0.60g64: NUPES power grid, exponent stored in the tensor
+    &bitmod_format, // bitmod4g128: BitMoD, one of four FP3/FP4 tables per group
 };
 
 std::string spec_str(const QuantSpec& s) {
@@ -48,7 +50,8 @@ const FormatTraits& format_traits(const QuantSpec& s) { return format_traits(s.f
 const char* family_name(FormatFamily f) { return format_traits(f).name; }
 
 uint32_t format_id(const QuantSpec& s) {
-  if (size_t(s.family) >= all_format_traits().size() || !format_traits(s).valid(s))
+  if (size_t(s.family) >= all_format_traits().size() || !format_traits(s).valid(s) ||
+      (s.param != 0 && s.family != FormatFamily::Pow))
     fail("", "unsupported quantization format (" + spec_str(s) +
                  "): int bits must be 2, 3, 4, 5, 6 or 8 and group 16, 32, 64, 128 or 0 (whole row); "
                  "see docs/formats.md for the other families");
@@ -139,7 +142,8 @@ QuantSpec parse_format_name(const std::string& name) {
                "': expected w<bits>g<group>[a] or w<bits>row[a] (bits 2,3,4,5,6,8; group "
                "16,32,64,128; e.g. w4g32, w4g128a, w8row), nf4g<group>, fp4g<group>, mxfp4, "
                "fp8row, fp8g<group>, lut3 or lut4, or a llama.cpp type (q8_0, q4_0, q4_1, q5_0, q5_1, "
-               "q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs); lmpress's own formats with sparse outliers "
+               "q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs), pow<3|4>[a<A>]g<group> (NUPES; A 0.20..2.00), "
+               "bitmod<3|4>g<32|64|128>; lmpress's own formats with sparse outliers "
                "+s<percent>");
 }
 
