@@ -7,7 +7,9 @@
 // 2 EA+, 3 EA-) and an f16 scale absmax / max|value| of its datatype (the reference's per-group
 // scale). Tables are exact int8 multiples of the values (FP4 x 14: 2 x E2M1 x 7; FP3 x 21), so
 // the table family's int8 kernels run it with a per-group table (QWeights::lut_sel).
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "formats/traits.h"
 

@@ -8,7 +8,9 @@
 // 0.01) is a parameter of the tensor, not of the format id: a method (nupes) searches it per
 // tensor and the packed tensor stores it (docs/formats.md "pow").
 #include <array>
+#include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "formats/traits.h"
