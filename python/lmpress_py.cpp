@@ -20,6 +20,7 @@
 #include "lmpress/tokenizer.h"
 
 namespace py = pybind11;
+using namespace pybind11::literals;
 using namespace lmpress;
 
 namespace {
@@ -86,15 +87,8 @@ py::dict perplexity_of(const PyModel& p, const std::string& text, int ctx, const
     const std::vector<int32_t> toks = p.tok().encode(text, true);
     r = perplexity(*p.m, toks, po);
   }
-  py::dict d;
-  d["ppl"] = r.ppl;
-  d["nll"] = r.nll;
-  d["nll_sd"] = r.nll_sd;
-  d["scored_tokens"] = r.scored_tokens;
-  d["chunks"] = r.chunks;
-  d["ctx"] = r.n_ctx;
-  d["protocol"] = r.protocol;
-  d["seconds"] = r.seconds;
+  py::dict d("ppl"_a = r.ppl, "nll"_a = r.nll, "nll_sd"_a = r.nll_sd, "scored_tokens"_a = r.scored_tokens,
+             "chunks"_a = r.chunks, "ctx"_a = r.n_ctx, "protocol"_a = r.protocol, "seconds"_a = r.seconds);
   if (r.has_base) {
     d["ppl_base"] = r.ppl_base;
     d["kld"] = r.kld;
@@ -205,16 +199,9 @@ PYBIND11_MODULE(lmpress, mod) {
       .def_property_readonly("path", [](const PyModel& p) { return p.m->path; })
       .def_property_readonly("config", [](const PyModel& p) {
         const ModelConfig& c = p.m->cfg;
-        py::dict d;
-        d["dim"] = c.dim;
-        d["hidden_dim"] = c.hidden_dim;
-        d["n_layers"] = c.n_layers;
-        d["n_heads"] = c.n_heads;
-        d["n_kv_heads"] = c.n_kv_heads;
-        d["head_dim"] = c.head_dim;
-        d["vocab_size"] = c.vocab_size;
-        d["max_seq_len"] = c.max_seq_len;
-        return d;
+        return py::dict("dim"_a = c.dim, "hidden_dim"_a = c.hidden_dim, "n_layers"_a = c.n_layers,
+                        "n_heads"_a = c.n_heads, "n_kv_heads"_a = c.n_kv_heads, "head_dim"_a = c.head_dim,
+                        "vocab_size"_a = c.vocab_size, "max_seq_len"_a = c.max_seq_len);
       })
       .def_property_readonly("n_params", [](const PyModel& p) { return p.m->n_params(); })
       .def("tensors", [](const PyModel& p) {

@@ -42,12 +42,28 @@ for t in build/fuzz/fuzz/fuzz_*; do
         build/fuzz/lmpress synth --shape tiny --dtype f32 -o build/fuzz/seeds/tiny.gguf --force -q &&
           build/fuzz/lmpress quantize -m build/fuzz/seeds/tiny.gguf -r "rtn:w2g32" -o build/fuzz/seeds/tiny-w2.lmp --force -q >/dev/null || true
       fi
-      seeds=(build/fuzz/seeds/tiny-w2.lmp) ;;
+      # and one of SpQR's format (two-level statistics, outliers), calibrated on the README
+      if [ -x build/fuzz/lmpress ] && [ -f build/fuzz/seeds/tiny.gguf ] && [ ! -f build/fuzz/seeds/tiny-spqr.lmp ]; then
+        build/fuzz/lmpress quantize -m build/fuzz/seeds/tiny.gguf -r "spqr:spqr3g16+s0.50" --calib README.md \
+          --nsamples 4 --seqlen 64 -o build/fuzz/seeds/tiny-spqr.lmp --force -q >/dev/null || true
+      fi
+      seeds=(build/fuzz/seeds/tiny-w2.lmp)
+      [ -f build/fuzz/seeds/tiny-spqr.lmp ] && seeds+=(build/fuzz/seeds/tiny-spqr.lmp) ;;
     fuzz_recipe)
       mkdir -p build/fuzz/seeds
       printf '%s' 'gptq:w4g32,act_order,damp=0.01;token_embd.weight=rtn:w8g32;blk.*.ffn_down.weight=gptq:w3g128a,static_groups' >build/fuzz/seeds/recipe1.txt
       printf '%s' '{"default": "rtn:w4g64,clip", "overrides": [{"pattern": "output.weight", "rule": "keep"}]}' >build/fuzz/seeds/recipe2.json
       seeds=(build/fuzz/seeds/recipe1.txt build/fuzz/seeds/recipe2.json docs/recipes.md) ;;
+    fuzz_tasks)
+      # two HellaSwag tasks (plain and bzip2) and a JSONL task file
+      mkdir -p build/fuzz/seeds
+      if [ -f $shared/data/hellaswag/hellaswag_val_full.txt.bz2 ] && [ ! -f build/fuzz/seeds/hellaswag2.txt ]; then
+        bzcat $shared/data/hellaswag/hellaswag_val_full.txt.bz2 | head -12 >build/fuzz/seeds/hellaswag2.txt || true
+        bzip2 -kf build/fuzz/seeds/hellaswag2.txt || true
+      fi
+      printf '%s\n' '{"context": "The sky is", "choices": ["blue", "green"], "gold": 0, "id": "q1"}' \
+        '{"context": "", "choices": ["a", "b", "c"], "gold": 2, "id": 7}' >build/fuzz/seeds/tasks.jsonl
+      seeds=(build/fuzz/seeds/hellaswag2.txt build/fuzz/seeds/hellaswag2.txt.bz2 build/fuzz/seeds/tasks.jsonl) ;;
   esac
   for s in "${seeds[@]}"; do [ -f "$s" ] && cp -f "$s" "$corpus/" || true; done
   echo "fuzz: $name for ${secs}s"

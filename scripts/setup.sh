@@ -7,7 +7,7 @@ pkgs=(
   libopenblas-dev liblapacke-dev
   nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libsentencepiece-dev libpcre2-dev
+  libsentencepiece-dev libpcre2-dev libbz2-dev bzip2
   clang libclang-rt-14-dev
   python3-venv python3-numpy python3-yaml python3-tqdm
   python3-dev pybind11-dev python3-pytest

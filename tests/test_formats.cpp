@@ -14,6 +14,7 @@
 #include "engine/matmul_ext.h"
 #include "formats/formats_internal.h"
 #include "formats/ggml_family.h"
+#include "formats/spqr.h"
 #include "kernels/ggml_blocks.h"
 #include "formats/traits.h"
 #include "kernels/qkernels.h"
@@ -71,12 +72,15 @@ void dequant_rows_at(SimdLevel l, const Tensor& t, float* out) {
   }
 }
 
-// Families whose tensors come from codes and params (pack_tensor); the ggml family's blocks are
-// opaque (imported from GGUF): its tests are in test_ggml.cpp and, here, in the parity table.
+// Families whose tensors come from codes and per-group params through a grid (pack_tensor); the
+// ggml family's blocks are opaque (imported from GGUF): its tests are in test_ggml.cpp and, here, in
+// the parity table; the spqr family's statistics are shared by row groups (no per-group grid): its
+// own tests below (Formats.Spqr*) and the parity table.
+bool is_spqr(const QuantSpec& s) { return s.family == FormatFamily::Spqr; }
 std::vector<QuantSpec> code_formats() {
   std::vector<QuantSpec> v;
   for (const auto& s : all_formats())
-    if (!format_traits(s).opaque_blocks) v.push_back(s);
+    if (!format_traits(s).opaque_blocks && !is_spqr(s)) v.push_back(s);
   return v;
 }
 bool is_ggml(const QuantSpec& s) { return s.family == FormatFamily::Ggml; }
@@ -108,6 +112,11 @@ int64_t doc_bytes(const QuantSpec& s, int64_t rows, int64_t cols) {
       const auto [qk, bytes] = kBlocks.at(s.bits);
       return rows * (cols / qk) * bytes;
     }
+    case FormatFamily::Spqr: {
+      // per row: codes, 6 bits of statistic codes per group (even bytes); per row group: 4 f16 per group
+      const int64_t stat = (6 * G + 15) / 16 * 2, row_groups = (rows + s.group2 - 1) / s.group2;
+      return rows * (nb * 4 * s.bits + stat) + row_groups * 4 * G * 2;
+    }
   }
   return -1;
 }
@@ -125,6 +134,8 @@ constexpr ParityEntry kParity[] = {
     {FormatFamily::MXFP4, true, 3e-5}, {FormatFamily::FP8, false, 3e-5}, {FormatFamily::Lut, true, 3e-5},
     // ggml: SIMD levels dot offset lanes v + C (up to 128) and subtract C S X: larger float terms
     {FormatFamily::Ggml, true, 3e-4},
+    // spqr: w = s q - s z, the zero term s z X apart from the codes' dot (like ggml's offsets)
+    {FormatFamily::Spqr, true, 3e-4},
     {FormatFamily::Pow, true, 3e-5}, {FormatFamily::Bitmod, true, 3e-5},
 };
 const ParityEntry& parity_entry(const QuantSpec& s) {
@@ -141,8 +152,8 @@ const ParityEntry& parity_entry(const QuantSpec& s) {
 TEST(Formats, IdsAndNames) {
   const auto fmts = all_formats();
   // int: 6 widths x 5 groups x sym/asym; nf4, fp4: 4 groups; mxfp4; fp8: 5 groups; lut3/4; 12 ggml types;
-  // pow3/4: 4 groups; bitmod3/4: 3 groups
-  const size_t n_formats = 60 + 4 + 4 + 1 + 5 + 2 + 12 + 8 + 6;
+  // spqr: 3 widths x 3 groups x 3 row groups; pow3/4: 4 groups; bitmod3/4: 3 groups
+  const size_t n_formats = 60 + 4 + 4 + 1 + 5 + 2 + 12 + 27 + 8 + 6;
   EXPECT_EQ(fmts.size(), n_formats);
   std::set<uint32_t> ids;
   std::set<std::string> names;
@@ -475,6 +486,189 @@ TEST(Formats, PackRejectsBadInput) {
   bad_family("fp8row", [](QuantizedMatrix& q) { q.q[2] = 0xff; }, "-NaN code");
 }
 
+// ---- spqr (SpQR's format: statistics shared by row groups, no per-group grid) ---------------------
+
+TEST(Formats, SpqrNamesIdsAndBytes) {
+  const QuantSpec a = parse_format_name("spqr3");
+  EXPECT_EQ(a.family, FormatFamily::Spqr);
+  EXPECT_EQ(a.bits, 3);
+  EXPECT_EQ(a.group, 16);
+  EXPECT_EQ(a.group2, 16);
+  EXPECT_EQ(format_name(a), "spqr3g16");
+  const QuantSpec b = parse_format_name("spqr2g32r64+s0.30");
+  EXPECT_EQ(format_name(b), "spqr2g32r64+s0.30");
+  // id: bits | (group code | row-group code << 4) << 8 | sparse << 17 | 7 << 24 (asymmetric: no sym bit)
+  EXPECT_EQ(format_id(parse_format_name("spqr3g32r32")), 3u | (2u | 2u << 4) << 8 | 7u << 24);
+  EXPECT_EQ(format_spec(format_id(b)), b);
+  for (const char* bad : {"spqr", "spqr5", "spqr1g16", "spqr3g8", "spqr3g128", "spqr3g16r8", "spqr3g16r", "spqr3g016",
+                          "spqr3r16g16", "spqr3g16x", "spqr3g16r16r16"})
+    EXPECT_THROW(parse_format_name(bad), Error) << bad;
+  // second-level groups only for spqr; spqr only with them
+  EXPECT_FALSE(format_id_valid(4u | (2u | 1u << 4) << 8 | 1u << 16));
+  EXPECT_FALSE(format_id_valid(3u | 1u << 8 | 7u << 24));
+  EXPECT_FALSE(format_id_valid(3u | (1u | 5u << 4) << 8 | 7u << 24));  // row groups of "row"
+  // bits per weight: b + 6 / G + 64 / (G R) when the shape divides (the paper's formula)
+  EXPECT_EQ(packed_bpw(a, 256, 256), 3.0 + 6.0 / 16 + 64.0 / 256);
+  EXPECT_EQ(packed_bpw(parse_format_name("spqr3g32r32"), 256, 768), 3.25);
+  EXPECT_EQ(packed_bpw(parse_format_name("spqr4g64r64"), 64, 512), 4.0 + 6.0 / 64 + 64.0 / 4096);
+  EXPECT_THROW(make_grid(a), Error);
+}
+
+// Every byte re-derived from the docs/formats.md layout: codes in the int family's blocks, each
+// row's 6-bit statistic codes after its blocks, [row groups][4][groups] f16 after the rows; values
+// w = s q - s z in double match the reference dequantization to f32 rounding.
+TEST(Formats, SpqrLayoutGolden) {
+  for (const char* name : {"spqr3g16", "spqr2g32r32", "spqr4g64r64", "spqr3g16r32"}) {
+    const QuantSpec s = parse_format_name(name);
+    for (int64_t rows : {1, 17, 40})
+      for (int64_t cols : {1, 33, 100, 256}) {
+        const auto w = randn(size_t(rows * cols), uint32_t(rows * 7 + cols));
+        const QuantizedMatrix qm = quantize_rtn_ref(w.data(), rows, cols, s);
+        const Tensor t = pack_tensor("w", qm);
+        const uint8_t* p = bytes_of(t);
+        const int64_t nb = (cols + 31) / 32, G = (cols + s.group - 1) / s.group;
+        const int64_t stat = (6 * G + 15) / 16 * 2, row_bytes = nb * 4 * s.bits + stat;
+        const int64_t rgs = (rows + s.group2 - 1) / s.group2;
+        ASSERT_EQ(int64_t(t.nbytes), rows * row_bytes + rgs * 4 * G * 2) << name;
+        const auto dq = dequantize_ref(t);
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t b = 0; b < nb; ++b) {
+            uint8_t q[32] = {};
+            for (int i = 0; i < 32 && b * 32 + i < cols; ++i) q[i] = qm.q[size_t(r * cols + b * 32 + i)];
+            ASSERT_EQ(0, std::memcmp(doc_pack(s.bits, q).data(), p + r * row_bytes + b * 4 * s.bits, size_t(4 * s.bits)));
+          }
+          const uint8_t* st = p + r * row_bytes + nb * 4 * s.bits;
+          for (int64_t g = 0; g < G; ++g) {
+            uint32_t code = 0;
+            for (int k = 0; k < 6; ++k) code |= uint32_t((st[(6 * g + k) / 8] >> ((6 * g + k) % 8)) & 1) << k;
+            ASSERT_EQ(int32_t(code), qm.zeros[size_t(r * G + g)]) << name;
+            double v2[4];
+            for (int k = 0; k < 4; ++k) {
+              uint16_t h;
+              std::memcpy(&h, p + rows * row_bytes + (((r / s.group2) * 4 + k) * G + g) * 2, 2);
+              v2[k] = f16_to_f32(h);
+              ASSERT_EQ(float(v2[k]), qm.stats2[size_t(((r / s.group2) * 4 + k) * G + g)]);
+            }
+            const double sc = v2[1] + v2[0] * (code & 7), z = v2[3] + v2[2] * (code >> 3);
+            for (int64_t c = g * s.group; c < std::min(cols, (g + 1) * s.group); ++c) {
+              const double ref = sc * qm.q[size_t(r * cols + c)] - sc * z;
+              ASSERT_NEAR(dq[size_t(r * cols + c)], ref, 1e-6 * (std::fabs(sc) * (15 + std::fabs(z)) + 1e-30)) << name;
+            }
+          }
+        }
+      }
+  }
+}
+
+TEST(Formats, SpqrRoundTrip) {
+  for (const auto& s : all_formats()) {
+    if (!is_spqr(s)) continue;
+    for (int64_t rows : {3, 40})
+      for (int64_t cols : {1, 33, 352}) {
+        const auto w = randn(size_t(rows * cols), uint32_t(cols * 131 + rows + s.bits));
+        const QuantizedMatrix qm = quantize_rtn_ref(w.data(), rows, cols, s);
+        const Tensor t = pack_tensor("w", qm);
+        ASSERT_EQ(int64_t(t.nbytes), packed_geometry(s, rows, cols).total_bytes);
+        const QuantizedMatrix u = unpack_tensor(t);
+        ASSERT_EQ(u.spec, s);
+        ASSERT_EQ(u.q, qm.q) << format_name(s);
+        ASSERT_EQ(u.zeros, qm.zeros) << format_name(s);
+        ASSERT_EQ(u.stats2, qm.stats2) << format_name(s);
+        ASSERT_EQ(u.scales, qm.scales) << format_name(s);
+        const Tensor t2 = pack_tensor("w", u);
+        ASSERT_EQ(0, std::memcmp(t.data, t2.data, t.nbytes)) << format_name(s);
+        const std::vector<float> dq = dequantize_ref(t);
+        ASSERT_EQ(dq, dequantize_matrix(qm)) << format_name(s);
+        const int32_t maxq = (1 << s.bits) - 1;
+        const int64_t G = qm.groups(), R = s.group2;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t g = 0; g < G; ++g) {
+            // the decoded first-level scale / zero are within half a second-level step of the
+            // rows' own min-max statistics (codes 0..7 nearest)
+            const int64_t c0 = g * s.group, c1 = std::min(cols, c0 + s.group), rg = r / R;
+            const spqr::Stats1 st = spqr::minmax_stats(w.data() + r * cols + c0, c1 - c0, s.bits);
+            const spqr::Factors f = spqr::factors(qm, r, g);
+            const float sstep = qm.stats2[spqr::stats2_index(qm, rg, 0, g)], zstep = qm.stats2[spqr::stats2_index(qm, rg, 2, g)];
+            ASSERT_LE(std::fabs(f.s - st.scale), sstep * 0.5f * 1.001f + 1e-3f * std::fabs(st.scale)) << format_name(s);
+            ASSERT_LE(std::fabs(f.z - st.zero), zstep * 0.5f * 1.001f + 1e-3f * std::fabs(st.zero) + 1e-3f) << format_name(s);
+            for (int64_t c = c0; c < c1; ++c) {
+              const size_t i = size_t(r * cols + c);
+              ASSERT_EQ(dq[i], spqr::value(qm.q[i], f));
+              for (int32_t k = 0; k <= maxq; ++k)  // each code is the nearest under the decoded statistics
+                ASSERT_LE(std::fabs(dq[i] - w[i]), std::fabs(spqr::value(uint8_t(k), f) - w[i]) * (1 + 1e-6f) + 1e-7f)
+                    << format_name(s) << " c=" << c << " code " << int(qm.q[i]) << " vs " << k;
+            }
+          }
+        for (SimdLevel l : all_levels()) {
+          if (l > cpu_simd_level()) continue;
+          std::vector<float> fast(dq.size());
+          dequant_rows_at(l, t, fast.data());
+          ASSERT_EQ(0, std::memcmp(fast.data(), dq.data(), dq.size() * 4)) << format_name(s) << " " << simd_level_name(l);
+        }
+        std::vector<float> row(static_cast<size_t>(cols));
+        tensor_row_f32(t, rows - 1, row.data());
+        ASSERT_EQ(0, std::memcmp(row.data(), dq.data() + (rows - 1) * cols, size_t(cols) * 4));
+      }
+  }
+}
+
+TEST(Formats, SpqrEdgeCasesAndBadInput) {
+  const QuantSpec s = parse_format_name("spqr3g16");
+  const int64_t rows = 2, cols = 70;
+  std::vector<float> z(size_t(rows * cols), 0.f);
+  for (float v : dequantize_ref(pack_tensor("z", quantize_rtn_ref(z.data(), rows, cols, s)))) ASSERT_EQ(v, 0.f);
+  // constant rows (far from 0: the range is widened to 0) come back within f16 / 3-bit rounding
+  std::vector<float> k(size_t(rows * cols));
+  for (int64_t i = 0; i < rows * cols; ++i) k[size_t(i)] = i < cols ? 0.37f : -123.25f;
+  auto dq = dequantize_ref(pack_tensor("k", quantize_rtn_ref(k.data(), rows, cols, s)));
+  for (int64_t i = 0; i < rows * cols; ++i) ASSERT_NEAR(dq[size_t(i)], k[size_t(i)], 0.02 * std::fabs(k[size_t(i)]));
+  // a group far from 0 relative to its width, and a huge-but-finite one
+  std::vector<float> h = randn(size_t(rows * cols), 5, 1e-3f);
+  for (int64_t c = 0; c < 16; ++c) h[size_t(c)] = 100.f + 1e-3f * float(c);
+  h[cols + 3] = 3e4f;
+  dq = dequantize_ref(pack_tensor("h", quantize_rtn_ref(h.data(), rows, cols, s)));
+  for (float v : dq) ASSERT_TRUE(std::isfinite(v));
+  for (int64_t c = 0; c < 16; ++c) ASSERT_NEAR(dq[size_t(c)], h[size_t(c)], 100.0 / 7 / 2 * 1.01);
+  for (float v : {std::nanf(""), INFINITY, 1e38f}) {
+    std::vector<float> bad = k;
+    bad[9] = v;
+    EXPECT_THROW(quantize_rtn_ref(bad.data(), rows, cols, s), Error) << v;
+  }
+  // pack refuses codes, statistic codes and second-level values it cannot store
+  auto w = randn(size_t(20 * 64), 3);
+  const QuantizedMatrix good = quantize_rtn_ref(w.data(), 20, 64, s);
+  auto expect_bad = [&](auto mutate, const char* what) {
+    QuantizedMatrix q = good;
+    mutate(q);
+    EXPECT_THROW(pack_tensor("bad", q), Error) << what;
+  };
+  expect_bad([](QuantizedMatrix& q) { q.q[5] = 8; }, "code > 7");
+  expect_bad([](QuantizedMatrix& q) { q.zeros[3] = 64; }, "statistic code > 63");
+  expect_bad([](QuantizedMatrix& q) { q.zeros[3] = -1; }, "statistic code < 0");
+  expect_bad([](QuantizedMatrix& q) { q.stats2[1] = 0.1f; }, "not f16");
+  expect_bad([](QuantizedMatrix& q) { q.stats2[1] = INFINITY; }, "inf");
+  expect_bad([](QuantizedMatrix& q) { q.stats2.pop_back(); }, "stats2 size");
+  expect_bad([](QuantizedMatrix& q) { q.zeros.pop_back(); }, "codes size");
+  // load-time check: a non-finite statistic, named by row group; wrong byte counts
+  const Tensor t = pack_tensor("blk.0.ffn_up.weight", good);
+  const PackedGeometry g = packed_geometry(s, 20, 64);
+  std::vector<uint8_t> b(bytes_of(t), bytes_of(t) + t.nbytes);
+  const uint16_t inf16 = 0x7c00;
+  std::memcpy(b.data() + g.q_bytes + 2 * (4 * g.groups_per_row + 2), &inf16, 2);
+  try {
+    validate_packed(make_owned_tensor(t.name, DType::Q, t.shape, b, t.format), "m.lmp");
+    ADD_FAILURE() << "accepted a non-finite statistic";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("row group 1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("m.lmp"), std::string::npos) << e.what();
+  }
+  for (int64_t delta : {int64_t(-1), int64_t(2)}) {
+    std::vector<uint8_t> b2(bytes_of(t), bytes_of(t) + t.nbytes);
+    b2.resize(size_t(int64_t(b2.size()) + delta));
+    EXPECT_THROW(validate_packed(make_owned_tensor(t.name, DType::Q, t.shape, b2, t.format), "m.lmp"), Error);
+  }
+}
+
 TEST(Formats, ValidatePackedRejectsWrongSizes) {
   auto w = randn(5 * 100, 9);
   for (const auto& s : code_formats()) {
@@ -693,7 +887,8 @@ TEST_P(QuantKernels, MatmulParityAllFormats) {
 TEST_P(QuantKernels, SparseOutliers) {
   ThreadPool pool(2);
   ScopedSimdLevel sl(GetParam());
-  for (const char* name : {"w4g32+s0.50", "lut3+s0.45", "nf4g64+s1.00", "fp8row+s0.30", "w3g16a+s0.05"}) {
+  for (const char* name : {"w4g32+s0.50", "lut3+s0.45", "nf4g64+s1.00", "fp8row+s0.30", "w3g16a+s0.05",
+                           "pow4a0.60g32+s0.30", "bitmod3g64+s0.50"}) {
     const QuantSpec full = parse_format_name(name);
     QuantSpec dense = full;
     dense.sparse = 0;
@@ -800,7 +995,8 @@ TEST_P(QuantKernels, PrefillChunksAndAlternatives) {
   ScopedSimdLevel sl(GetParam());
   for (const QuantSpec s : {QuantSpec{4, 32, true}, QuantSpec{4, 16, false}, QuantSpec{3, 16, false},
                             QuantSpec{8, 128, false}, parse_format_name("nf4g64"), parse_format_name("lut3"),
-                            parse_format_name("mxfp4"), parse_format_name("fp8row")}) {
+                            parse_format_name("mxfp4"), parse_format_name("fp8row"), parse_format_name("pow3a0.50g32"),
+                            parse_format_name("bitmod4g64"), parse_format_name("bitmod3g128")}) {
     // 4000 columns: two K slices of 64 and 61 blocks (an odd tail block for the 4-bit pair path)
     const int64_t rows = 37, cols = 4000, n = 131;
     auto w = randn(size_t(rows * cols), 21);

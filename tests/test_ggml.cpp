@@ -39,17 +39,6 @@ Tensor random_ggml(const char* name, int64_t rows, int64_t cols, uint64_t seed) 
   return make_owned_tensor("w", DType::Q, {rows, cols}, std::move(bytes), format_id(s));
 }
 
-std::string python() {
-  if (const char* e = std::getenv("LMPRESS_TEST_PYTHON")) return e;
-  return std::string(LMPRESS_SOURCE_DIR) + "/build/pyenv/bin/python3";
-}
-
-// Runs tests/ggml_ref.py with `args`; false when the pinned Python environment is missing.
-bool run_ref(const std::string& args, std::string* why) {
-  return test::run_python_ref(python(), "gguf.quants", "run scripts/setup.sh: it installs numpy and the pinned gguf package",
-                              "ggml_ref.py " + args, why);
-}
-
 }  // namespace
 
 TEST(GgmlFormats, NamesAndExactBitsPerWeight) {
@@ -203,7 +192,7 @@ TEST(GgmlQuantize, GptqBeatsRtnOnLayerObjective) {
 TEST(GgmlNumpy, DequantAndMatmulMatchNumpy) {
   test::TempDir dir;
   std::string why;
-  if (!run_ref("blocks " + dir / "blocks.gguf", &why)) {
+  if (!test::run_ggml_ref("blocks " + dir / "blocks.gguf", &why)) {
     if (why.rfind("SKIPPED", 0) == 0) GTEST_SKIP() << why;
     FAIL() << why;
   }
@@ -272,7 +261,7 @@ TEST(GgmlNumpy, QuantizedGgufModelMatchesDequantizedModel) {
   test::TempDir dir;
   std::string why;
   const std::string q = dir / "q.gguf", deq = dir / "deq.gguf";
-  if (!run_ref("model " + test::shared("models/wiki5m/model-f32.gguf") + " " + q + " " + deq + " 2>/dev/null", &why)) {
+  if (!test::run_ggml_ref("model " + test::shared("models/wiki5m/model-f32.gguf") + " " + q + " " + deq + " 2>/dev/null", &why)) {
     if (why.rfind("SKIPPED", 0) == 0) GTEST_SKIP() << why;
     FAIL() << why;
   }
@@ -358,7 +347,7 @@ TEST(GgmlNumpy, LmpressQuantizedModelDecodesInNumpy) {
   const std::string q = dir / "lq.gguf", deq = dir / "deq.gguf";
   write_gguf_model(m, q, DType::F32, false);
   std::string why;
-  if (!run_ref("dequant " + q + " " + deq, &why)) {
+  if (!test::run_ggml_ref("dequant " + q + " " + deq, &why)) {
     if (why.rfind("SKIPPED", 0) == 0) GTEST_SKIP() << why;
     FAIL() << why;
   }

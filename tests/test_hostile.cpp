@@ -477,6 +477,33 @@ TEST(Hostile, Class5_GgmlBlockTypes) {
     expect_refused(f.out, args, 1, {bad, "blk.0.ffn_down.weight", "non-finite f16 scale in block 4 of row 3"});
 }
 
+// convert --to gguf of a packed format without an exact llama.cpp type: one line naming the model,
+// the tensor, the format and the nearest exact choice; nothing written. Bad --requant / --dtype
+// combinations are refused before any work.
+TEST(Hostile, Class5_ConvertInexactPackedFormats) {
+  Fixture f;
+  Model m = tiny();
+  for (Tensor* t : m.weight_tensors())
+    if (t->shape.size() == 2) {
+      const std::vector<float> w = tensor_to_f32(*t);
+      *t = pack_tensor(t->name, quantize_rtn_ref(w.data(), t->rows(), t->cols(), parse_format_name("lut3")));
+    }
+  const std::string lmp = f.d / "lut3.lmp";
+  write_lmpress_model(m, lmp);
+  const std::string out = f.out + "/x.gguf";
+  expect_refused(f.out, {"convert", "-m", lmp, "-o", out}, 1,
+                 {lmp, "tensor token_embd.weight: lut3 has no exact llama.cpp type", "quantize with w4g32 (-> Q4_0)",
+                  "--requant q4_0"});
+  expect_refused(f.out, {"convert", "-m", lmp, "-o", out, "--requant", "q9_9"}, 1, {"--requant q9_9 is not a llama.cpp type"});
+  expect_refused(f.out, {"convert", "-m", lmp, "-o", f.out + "/hf", "--requant", "q4_0"}, 2, {"--requant", "gguf only"});
+  expect_refused(f.out, {"convert", "-m", lmp, "-o", out, "--requant", "q4_0", "--dtype", "f16"}, 2, {"--requant", "--dtype"});
+  // --dtype dequantizes it
+  const Result r = run({"convert", "-m", lmp, "-o", out, "--dtype", "f16"});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("16 quantized weights dequantized to f16"), std::string::npos) << r.err;
+  EXPECT_EQ(run({"inspect", "-m", out}).rc, 0);
+}
+
 TEST(Hostile, Class5_NonFiniteConfigValues) {
   Fixture f;
   std::string b = slurp(f.gguf);
@@ -831,4 +858,31 @@ TEST(Hostile, HelpShowsDefaults) {
   const Result s = run({"synth", "--help"});
   EXPECT_NE(s.out.find("=tinyllama-1.1b"), std::string::npos) << s.out;
   EXPECT_NE(s.out.find("2.2 GB at f16"), std::string::npos) << s.out;
+}
+
+// spqr tensors (SpQR's format) in an lmpress file: a non-finite f16 second-level statistic is
+// refused at load naming the tensor and the row group; spqr formats are refused to other methods.
+TEST(Hostile, Class5_SpqrStatistic) {
+  Fixture f;
+  Model m = tiny();
+  const std::vector<float> w = tensor_to_f32(m.layers[0].w_up);
+  const QuantSpec spec = parse_format_name("spqr3g16");
+  Tensor t = pack_tensor(m.layers[0].w_up.name, quantize_rtn_ref(w.data(), m.layers[0].w_up.rows(), m.layers[0].w_up.cols(), spec));
+  const PackedGeometry geo = packed_geometry(spec, t.rows(), t.cols());
+  const std::string clean = f.d / "spqr.lmp", broken = f.d / "spqr_nan.lmp";
+  m.layers[0].w_up = t;
+  write_lmpress_model(m, clean);
+  const Result ok = run({"inspect", "-m", clean});
+  EXPECT_EQ(ok.rc, 0) << ok.err;
+  EXPECT_NE(ok.out.find("spqr3g16"), std::string::npos) << ok.out;
+  EXPECT_EQ(run({"perplexity", "-m", clean, "-f", f.text, "--ctx", "64", "--chunks", "2"}).rc, 0);
+  std::vector<uint8_t> bytes(t.as<uint8_t>(), t.as<uint8_t>() + t.nbytes);
+  const uint16_t nan16 = 0x7e00;
+  // row group 2 (rows 32..47), entry 5 of its [4][groups] statistics
+  std::memcpy(bytes.data() + geo.q_bytes + 2 * (2 * 4 * geo.groups_per_row + 5), &nan16, 2);
+  m.layers[0].w_up = make_owned_tensor(t.name, DType::Q, t.shape, std::move(bytes), t.format);
+  write_lmpress_model(m, broken);
+  expect_refused(f.out, {"inspect", "-m", broken}, 1, {broken, "blk.0.ffn_up.weight", "spqr statistic", "row group 2"});
+  expect_refused(f.out, {"quantize", "-m", clean, "-r", "rtn:spqr3g16", "-o", f.out + "/x.lmp"}, 1,
+                 {"only the spqr method"});
 }

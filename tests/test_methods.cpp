@@ -41,7 +41,7 @@ TEST(Methods, RegistryAndChains) {
   expect_recipe_error("easyquant:lut3", "no range");
   expect_recipe_error("easyquant:w3g64,steps=-1", "steps");
   expect_recipe_error("quantease:w3g64+s0.5", "sparse outliers");
-  EXPECT_THROW(find_method("spqr"), Error);
+  EXPECT_THROW(find_method("pbllm"), Error);
   const TensorRule a = parse_rule("awq+gptq:w4g128,act_order,grid=10,noclip");
   EXPECT_EQ(a.chain, (std::vector<std::string>{"awq", "gptq"}));
   EXPECT_EQ(a.rounding(), "gptq");
@@ -71,7 +71,8 @@ TEST(Methods, RegistryAndChains) {
   expect_recipe_error("rtn:lut4,clip", "no range");
   expect_recipe_error("gptq:lut4,mse", "no range");
   expect_recipe_error("awq+gptq:w4g32,grid=0", "grid");
-  expect_recipe_error("spqr:w3g16", "unknown method");
+  expect_recipe_error("pbllm:w3g16", "unknown method");
+  expect_recipe_error("spqr:w3g16", "spqr quantizes onto its own formats");
   expect_recipe_error(":w4g32", "missing method");  // (found by fuzz_recipe: an empty chain)
   expect_recipe_error(" :w4g32", "missing method");
   expect_recipe_error("+:w4g32", "empty method name");
@@ -671,4 +672,24 @@ TEST(Methods, QuantEaseAndSmoothQuantEndToEndOnTinystories) {
               rtn, sq_gptq, gptq);
   EXPECT_LT(sq, rtn);
   EXPECT_LT(sq_gptq, sq);
+}
+
+TEST(Methods, SpqrEndToEndOnTinystories) {
+  LMP_REQUIRE_SHARED("models/tinystories-279k/model.bin");
+  LMP_REQUIRE_SHARED("data/tinystories/calib.txt");
+  LMP_REQUIRE_SHARED("data/tinystories/eval.txt");
+  Model m = load_model(test::shared("models/tinystories-279k/model.bin"));
+  const auto toks = m.tokenizer->encode(read_text_file(test::shared("data/tinystories/eval.txt")), true);
+  auto kld = [&](const std::string& recipe) { return tinystories_kld(m, toks, recipe, true); };
+  const double rtn = kld("rtn:w3g64;token_embd.weight=rtn:w8g32");
+  const double sp = kld("spqr:spqr3g16;token_embd.weight=rtn:w8g32");
+  const double sp_out = kld("spqr:spqr3g16+s1.00;token_embd.weight=rtn:w8g32");
+  std::printf("[ methods  ] tinystories KLD: rtn w3g64 %.4f, spqr3g16 %.4f, spqr3g16+s1.00 %.4f\n", rtn, sp, sp_out);
+  EXPECT_LT(sp, rtn);
+  EXPECT_LT(sp_out, sp);
+  // the recipe grammar: spqr's options, its formats only
+  EXPECT_NO_THROW(parse_recipe("spqr:spqr3g32r32+s0.5,tau=0.3,damp=0.02"));
+  EXPECT_THROW(parse_recipe("spqr:w3g64"), Error);
+  EXPECT_THROW(parse_recipe("spqr:spqr3g16,tau=0.2"), Error);  // no +s budget
+  EXPECT_THROW(parse_recipe("spqr:spqr3g16,act_order"), Error);
 }

@@ -82,4 +82,15 @@ inline bool run_python_ref(const std::string& py, const std::string& module, con
   return true;
 }
 
+// The Python of the pinned reference environment (scripts/setup.sh: numpy + the `gguf` package).
+inline std::string ref_python() {
+  if (const char* e = std::getenv("LMPRESS_TEST_PYTHON")) return e;
+  return std::string(LMPRESS_SOURCE_DIR) + "/build/pyenv/bin/python3";
+}
+// Runs tests/ggml_ref.py with `args` (see run_python_ref).
+inline bool run_ggml_ref(const std::string& args, std::string* why) {
+  return run_python_ref(ref_python(), "gguf.quants", "run scripts/setup.sh: it installs numpy and the pinned gguf package",
+                        "ggml_ref.py " + args, why);
+}
+
 }  // namespace lmpress::test

@@ -155,6 +155,33 @@ struct QuantEaseOptions {
 QuantizedMatrix quantease_refine(const float* w, int64_t rows, int64_t cols, const QuantizedMatrix& init,
                                  const std::vector<double>& H, int iters, bool act_order, ThreadPool& pool,
                                  std::vector<double>* objective = nullptr);
+// SpQR (Dettmers et al. 2023) onto an spqr format (src/algo/spqr.cpp): its own GPTQ sweep in the
+// original column order; at each group of the format's G columns every row's scale and zero are
+// fitted to the (updated) weights, leaving out the weights whose leave-one-out GPTQ loss reduction
+// exceeds the outlier threshold, and quantized to 3 bits over the row groups; a weight whose
+// scaled error ((w - q) / U_ii)^2 exceeds the threshold is kept as an f16 outlier (the format's +s
+// part) and takes no rounding error into the feedback. Threshold = tau * mean_j(var_j / U_jj^2)
+// (the reference's outlier_relative_threshold). docs/methods.md lists the deviations.
+struct SpqrOptions {
+  double tau = -1;      // >= 0: this relative threshold; < 0: searched so the outliers fill the +s budget
+  double damp = 0.01;   // fraction of mean(diag H) added to the diagonal
+  int64_t block = 128;  // lazy-batch block size (a multiple of the group)
+};
+// The core step: one sweep with relative threshold tau (infinity: no outliers) onto the spqr format
+// s (its sparse part ignored); the outliers it keeps (positions r * cols + c ascending, f16 values
+// on top of the dense value) go to sp_idx / sp_val of the result, whatever their number.
+QuantizedMatrix spqr_sweep(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
+                           const std::vector<double>& H, double tau, const SpqrOptions& o, ThreadPool& pool);
+// The method: the sweep, with tau searched (or given) so the outliers fit s's +s budget, then the
+// rest of the budget filled after the sweep by the single-weight corrections that lower the
+// layer loss tr(D H D^T) most (docs/methods.md). sweeps (optional): how many sweeps ran.
+QuantizedMatrix quantize_spqr(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
+                              const std::vector<double>& H, const SpqrOptions& o, ThreadPool& pool,
+                              int* sweeps = nullptr);
+// tr(D H D^T)/rows with D = W - Wq for dequantized weights Wq (formats without a per-group grid);
+// rel and max_rows as layer_error below.
+double dense_layer_error(const float* w, const std::vector<float>& wq, int64_t rows, int64_t cols,
+                         const std::vector<double>& H, double* rel = nullptr, int64_t max_rows = 0);
 // Proxy loss tr(D H D^T)/rows with D = W - dequant(Q); rel (optional) = that / tr(W H W^T)/rows.
 // max_rows > 0: estimated on max_rows evenly spaced rows (the exact value costs rows * cols^2
 // flops per quadratic form, as much as GPTQ itself on a big layer).
@@ -171,7 +198,8 @@ namespace lmpress {
 //   override := PATTERN '=' rule          PATTERN: glob over canonical tensor names (* and ?)
 //   rule     := 'keep' | 'f16' | 'bf16' | 'f32' | CHAIN ':' FORMAT (',' option)*
 //   CHAIN    := METHOD ('+' METHOD)*      transforms first, one rounding method last (default rtn)
-//   METHOD   := a registry name: rtn | gptq | quantease | squeezellm | easyquant | nupes | bitmod | awq | smoothquant
+//   METHOD   := a registry name: rtn | gptq | quantease | squeezellm | easyquant | spqr | nupes | bitmod | awq |
+//               smoothquant
 //   FORMAT   := a format name (formats.h): w4g32, w3g128a, w8row, nf4g64, fp4g32, mxfp4, fp8row, lut3 ...
 //   option   := a key (or key=value) taken by exactly one method of the chain: gptq act_order,
 //               static_groups, mse, damp=F, block=N, emb=F; rtn clip, mse; quantease iters=N,
@@ -200,6 +228,7 @@ struct TensorRule {
   AwqOptions awq;
   QuantEaseOptions quantease;
   SmoothOptions smooth;
+  SpqrOptions spqr;
   bool clip = false;
   int easyquant_steps = 100;  // easyquant: gradient steps per group
   NupesErr nupes_err = NupesErr::Full;  // nupes: the exponent search's error
@@ -288,5 +317,127 @@ struct QuantizeReport {
 };
 // Returns a new model whose tensors own their (quantized or converted) data.
 Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport* report);
+
+}  // namespace lmpress
+
+namespace lmpress {
+
+// ---- mixed precision under a budget (docs/methods.md, "Mixed precision under a budget") -----------
+// Candidates: the rules a tensor may get (rounding-method chains, no transforms), cheapest first
+// after sorting by bytes. kDefaultCandidates is the set `quantize --target-bpw` uses.
+extern const char* const kDefaultCandidates;
+std::vector<TensorRule> parse_candidates(const std::string& s);  // space-separated rules; throws Error
+
+// Exact byte accounting: every weight tensor of the output (norms and biases too) is either fixed
+// (not a quantizable tensor: its bytes do not depend on the choice) or choosable, with the exact
+// bytes of each candidate (packed_geometry's total, as plan_quantization plans them). The tied
+// embedding/classifier is one tensor, counted once.
+struct BudgetTable {
+  std::vector<std::string> names;              // the choosable tensors, in pipeline order
+  std::vector<std::vector<int64_t>> bytes;     // [tensor][candidate]
+  int64_t fixed_bytes = 0;                     // all other weight tensors
+  int64_t params = 0;                          // Model::n_params() (bpw denominator)
+  int64_t min_bytes() const;                   // every tensor on its cheapest candidate (+ fixed)
+  int64_t max_bytes() const;
+  int64_t bytes_of(const std::vector<int>& choice) const;  // fixed + chosen
+};
+BudgetTable budget_table(const Model& m, const std::vector<TensorRule>& cands);
+// Target bytes of a bpw budget: floor(bpw * params / 8) (bpw counts every weight tensor).
+int64_t bpw_to_bytes(double bpw, int64_t params);
+
+// Multiple-choice knapsack: choose one option per item minimising sum cost[i][c] subject to
+// sum bytes[i][c] <= budget. Dynamic programming over a byte grid: weights are offsets from each
+// item's cheapest option, in quanta of q = the gcd of those offsets (exact) or, when the grid
+// would exceed max_cells, a coarser q with every weight rounded up (feasible, within n*q bytes of
+// optimal use), then a greedy fix-up spends the real slack left. Throws Error if even the
+// cheapest choice exceeds the budget.
+struct KnapsackResult {
+  std::vector<int> choice;
+  int64_t bytes = 0;
+  double cost = 0;
+  bool exact = false;  // the grid was the gcd: the optimum of the problem as stated
+  int64_t quantum = 1;
+};
+KnapsackResult solve_mckp(const std::vector<std::vector<int64_t>>& bytes, const std::vector<std::vector<double>>& cost,
+                          int64_t budget, int64_t max_cells = int64_t(1) << 18);
+
+// The database of compressed variants: every choosable tensor quantized once per candidate,
+// from the statistics of the unquantized model's activations (not true-sequential: every
+// variant of a block sees the f32 block's inputs, so variants can be swapped freely). Kept in
+// memory (packed tensors, db_bytes of them).
+struct Variant {
+  Tensor t;        // packed (owns its data)
+  LayerReport rep; // err = tr(D H D^T)/rows (0 without a Hessian: the untied embedding)
+};
+struct VariantDb {
+  std::vector<TensorRule> candidates;
+  BudgetTable table;
+  std::vector<std::vector<Variant>> v;  // [tensor][candidate], tensors as table.names
+  double seconds = 0;
+  int64_t db_bytes = 0;
+};
+VariantDb build_variant_db(const Model& src, const std::vector<TensorRule>& cands, const CalibOptions& calib,
+                           int n_threads, bool progress = true);
+// The database on disk (`quantize --database DIR`): one uniform .lmp per candidate (cand<k>.lmp,
+// every choosable tensor on candidate k: a usable model and the uniform baseline) and
+// database.json (model, calibration, candidates, per-variant errors). load_variant_db refuses a
+// directory built for another model, calibration or candidate list; the variants map the files.
+void save_variant_db(const VariantDb& db, const Model& src, const std::string& dir, const std::string& calib_desc);
+VariantDb load_variant_db(const Model& src, const std::vector<TensorRule>& cands, const std::string& dir,
+                          const std::string& calib_desc);
+int64_t variant_db_disk_bytes(const std::string& dir);
+// src with every choosable tensor replaced by its chosen variant (sharing the db's data).
+Model assemble_model(const Model& src, const VariantDb& db, const std::vector<int>& choice);
+// The allocation as a recipe: the most frequent candidate as the default, one override per
+// other tensor (re-parsable; stored in the output's metadata).
+std::string allocation_recipe(const VariantDb& db, const std::vector<int>& choice);
+
+// KL divergence of a model from the base model on calibration windows (base log-probabilities
+// cached once): mean over the first n_windows windows and their first n_tokens positions.
+class KlEvaluator {
+ public:
+  KlEvaluator(const Model& base, std::vector<std::vector<int32_t>> windows, int n_threads);
+  double kl(const Model& m, int n_windows, int n_tokens);
+  double kl(const Model& m, const std::vector<int>& windows, int n_tokens);  // those windows
+  int windows() const { return int(win_.size()); }
+  int seqlen() const { return win_.empty() ? 0 : int(win_[0].size()); }
+  int64_t evaluations = 0;
+ private:
+  std::vector<std::vector<int32_t>> win_;
+  std::vector<std::vector<float>> base_logp_;  // [window][seqlen * vocab]
+  int n_threads_;
+  int32_t vocab_;
+};
+
+// Allocators (a registry, like the methods): each turns the database and a byte budget into a
+// choice per tensor.
+struct AllocateOptions {
+  int64_t budget = 0;               // total weight bytes allowed (fixed tensors included)
+  uint64_t seed = 0;
+  int n_threads = 0;
+  KlEvaluator* kl = nullptr;        // the allocators that measure KL need it
+  // evopress
+  int generations = 150, offspring = 16;
+  std::vector<int> stage_tokens = {64, 256};   // selection stages: tokens per window evaluated
+  std::vector<int> stage_windows = {2, 8};     // windows evaluated in each stage
+  std::vector<int> stage_survivors = {4, 1};   // survivors of each stage
+  bool progress = true;
+};
+struct AllocateResult {
+  std::vector<int> choice;
+  int64_t bytes = 0;
+  double score = 0;   // the allocator's objective at the choice
+  double seconds = 0;
+  int64_t evaluations = 0;
+  std::string note;
+};
+struct AllocatorInfo {
+  const char* name;
+  const char* summary;
+  bool needs_kl;
+  AllocateResult (*run)(const VariantDb& db, const Model& base, const AllocateOptions& o);
+};
+const std::vector<AllocatorInfo>& allocator_registry();
+const AllocatorInfo& find_allocator(const std::string& name);
 
 }  // namespace lmpress

@@ -79,6 +79,13 @@ class MappedFile {
 // Reads a whole text file. Refuses directories and devices, and anything larger than max_bytes
 // (default 1 GiB) with an Error naming the path.
 std::string read_text_file(const std::string& path, size_t max_bytes = size_t(1) << 30);
+// Like read_text_file, but a file that starts with the bzip2 magic ("BZh1".."BZh9") is
+// decompressed (libbz2; concatenated streams too); max_bytes bounds the decompressed text as well.
+// A file named *.bz2 without the magic is an error.
+std::string read_text_input(const std::string& path, size_t max_bytes = size_t(1) << 30);
+// bzip2 data -> bytes; errors (corrupt, truncated, trailing garbage, over max_bytes) name `name`.
+std::string bz2_decompress(std::string_view data, const std::string& name, size_t max_bytes);
+bool is_bz2(std::string_view data);  // starts with the bzip2 magic
 bool file_exists(const std::string& path);
 bool is_directory(const std::string& path);
 size_t file_size(const std::string& path);

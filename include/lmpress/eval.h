@@ -1,8 +1,9 @@
 // lmpress eval: perplexity (two documented protocols), KL divergence against a base model,
-// speed benchmark, synthetic models of real shapes.
+// multiple-choice task accuracy (HellaSwag), speed benchmark, synthetic models of real shapes.
 #pragma once
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "lmpress/engine.h"
@@ -42,6 +43,67 @@ struct PerplexityResult {
 // Throws Error if the text is too short for one chunk.
 PerplexityResult perplexity(const Model& m, const std::vector<int32_t>& tokens,
                             const PerplexityOptions& opt);
+
+// ---- multiple-choice tasks (HellaSwag, generic JSONL; docs/evaluation.md) --------------------
+struct ChoiceTask {
+  std::string id;       // JSONL "id" (when given), else the task's number in its file (1-based)
+  std::string context;
+  std::vector<std::string> choices;
+  int gold = 0;         // index into choices
+  int64_t line = 0;     // first line of the task in its file (1-based), for messages
+};
+
+// llama.cpp's HellaSwag text (perplexity --hellaswag): 6 lines per task: context, gold ending
+// index (0..3), 4 endings. A trailing '\r' is dropped from every line. Errors name `name`, the
+// line and the task.
+std::vector<ChoiceTask> parse_hellaswag(std::string_view text, const std::string& name);
+// One JSON object per line: {"context": str, "choices": [str, ...] (at least 2), "gold": int,
+// "id": str|int (optional)}; other keys are ignored, blank lines skipped. Errors name `name`, the
+// line and what is wrong.
+std::vector<ChoiceTask> parse_choice_jsonl(std::string_view text, const std::string& name);
+
+// The order in which llama.cpp b4747 (`--hellaswag-tasks n`) takes tasks from a file of `total`:
+// std::mt19937 seeded with 1; each pick draws an index uniformly from the tasks not yet taken
+// (libstdc++'s uniform_int_distribution, Lemire's method on 32-bit draws) and removes it.
+// Returns min(n, total) task indices in the order they are taken.
+std::vector<size_t> llamacpp_task_order(size_t total, size_t n);
+
+enum class ChoiceNorm {
+  Tokens,  // mean log-prob per scored token (llama.cpp's HellaSwag acc_norm)
+  None,    // sum of log-probs
+  Chars,   // sum of log-probs / characters (Unicode code points) of the choice
+};
+struct ChoiceOptions {
+  int32_t n_ctx = 0;  // KV cache length; every sequence must fit (0: the longest sequence)
+  int n_threads = 0;
+  ChoiceNorm norm = ChoiceNorm::Tokens;
+  bool progress = true;
+  std::string label = "tasks";  // progress label
+  std::string name;             // the tasks' file, for messages
+};
+struct ChoiceScore {
+  int pred = -1;                  // argmax of score (the first one on ties)
+  std::vector<double> logprob;    // per choice: sum of log p over its scored tokens
+  std::vector<int32_t> n_tokens;  // per choice: scored tokens
+  std::vector<double> score;      // per choice: logprob normalized by opt.norm
+};
+struct ChoiceResult {
+  int64_t tasks = 0, correct = 0;
+  double accuracy = 0;     // correct / tasks
+  double accuracy_se = 0;  // sqrt(p (1 - p) / (tasks - 1)), as llama.cpp reports it
+  double seconds = 0;
+  int64_t tokens_evaluated = 0;  // tokens run through the model (shared prefixes once)
+  int32_t n_ctx = 0;             // KV cache length used
+  std::vector<ChoiceScore> per_task;
+};
+
+// Scores every task: each choice is the sequence BOS + tokens(context + " " + choice); the
+// leading tokens shared by all of a task's sequences (at least one, leaving each sequence at
+// least one token) are run once, every choice's remaining tokens continue from that KV cache, and
+// their log-probs are summed. Throws Error (naming opt.name and the task) for a task whose
+// sequences do not fit opt.n_ctx (when set), share no first token, or contain a character the vocabulary
+// cannot represent; and when the model's logits are not finite.
+ChoiceResult score_choices(const Model& m, const std::vector<ChoiceTask>& tasks, const ChoiceOptions& opt);
 
 struct BenchOptions {
   int n_prompt = 128;

@@ -13,6 +13,8 @@
 //   ggml   q8_0, q4_0, q4_1, q5_0, q5_1, q2_k ... q6_k, iq4_nl, iq4_xs: llama.cpp's block types,
 //          stored byte for byte as in a GGUF file (scales inside the blocks); imported from GGUF
 //          or made by any method (a group is one block: its sub-block scales are fitted first);
+//   spqr   spqr<b>g<G>[r<R>]: SpQR's b-bit codes with a scale and a (real) zero per group of G
+//          columns, themselves 3-bit codes over groups of R rows (made only by the spqr method);
 //   pow    pow<b>g<G> / pow<b>a<A>g<G>: NUPES's power grid sign(u)|u|^(1/a) (u uniform in [-1, 1])
 //          as an int8 table times an f16 absmax scale; the exponent a is stored in the tensor;
 //   bitmod bitmod<b>g<G>: BitMoD's mixture of datatypes: per group one of four FP3/FP4 tables
@@ -31,7 +33,9 @@
 namespace lmpress {
 
 // Format families (the high byte of a format id).
-enum class FormatFamily : uint8_t { Int = 0, NF4 = 1, FP4 = 2, MXFP4 = 3, FP8 = 4, Lut = 5, Ggml = 6, Pow = 7, Bitmod = 8 };
+enum class FormatFamily : uint8_t {
+  Int = 0, NF4 = 1, FP4 = 2, MXFP4 = 3, FP8 = 4, Lut = 5, Ggml = 6, Spqr = 7, Pow = 8, Bitmod = 9
+};
 
 struct QuantSpec {
   int bits = 4;        // int: 2, 3, 4, 5, 6, 8; nf4/fp4/mxfp4: 4; fp8: 8; lut: 3, 4;
@@ -42,6 +46,7 @@ struct QuantSpec {
   // Sparse outliers (any family): this many hundredths of a percent of the weights (0..127, i.e.
   // up to 1.27%) are kept apart as f16 corrections with their positions; name suffix "+s0.45".
   int sparse = 0;
+  int group2 = 0;      // spqr: rows per second-level statistics group (16, 32, 64); 0 elsewhere
   // Family parameter that is NOT part of the format id (the packed tensor stores it): pow: the
   // power exponent a in hundredths (0 = the family's default, 0.75); every other family: 0.
   int param = 0;
@@ -132,6 +137,9 @@ struct QuantizedMatrix {
   std::vector<uint8_t> ggml;       // ggml family: [rows][groups][kGgmlParamBytes] block params
   std::vector<uint32_t> sp_idx;    // sparse outliers (spec.sparse): positions r * cols + c, ascending
   std::vector<float> sp_val;       //   and their f16-representable values, added to the dense value
+  // spqr (formats/spqr.cpp): zeros hold each group's 3-bit statistic codes (scale | zero << 3),
+  // scales the decoded scales, stats2 the second-level f16 values [row groups][4][groups].
+  std::vector<float> stats2;
   // Sizes every array for spec/rows/cols (codes 0, scales 1, zeros 0, tables 0).
   void init(const QuantSpec& s, int64_t rows, int64_t cols);
   // Params of (row, group) as the grid uses them / stores them (table families: the table too).

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -118,8 +119,42 @@ Vocab vocab_from_gguf(const GgufFile& g, const std::string& name);
 // Every writer is atomic and follows the output rules of core.h (check_output_path): an existing
 // output is replaced only with overwrite=true (the CLI's --force), and only when it is a regular
 // file (file outputs) or a directory written by lmpress (write_hf_model).
+// How a writer stores each weight (lmpress convert --dtype / --requant). 1-D tensors (norms,
+// biases) are always F32.
+struct WriteOptions {
+  // F32 / F16 / BF16: the type of every dense 2-D weight. Unset: each keeps its dtype.
+  std::optional<DType> dtype;
+  // Packed weights: true: dequantized (the reference dequantization, sparse outliers included) to
+  // `dtype` (F32 when unset): `lmpress convert --dtype`. false (the default): in GGUF as their
+  // exact llama.cpp type (docs/formats.md, "Writers"; a format without one is refused, naming the
+  // tensor and the nearest exact choice); a Hugging Face directory always dequantizes them.
+  bool dequantize = false;
+  // GGUF without `dequantize`: a llama.cpp type name ("q4_k"): packed weights without an exact
+  // type are dequantized and re-quantized to it (RTN) instead of refused; the added error is reported.
+  std::string requant;
+  bool overwrite = true;
+};
+
+// What write_gguf_model did with packed weights.
+struct GgufWriteReport {
+  uint32_t file_type = 0;               // general.file_type written (llama.cpp's LLAMA_FTYPE)
+  std::map<std::string, int> mapped;    // "w4g32 -> Q4_0": tensor count (exact maps, copies)
+  int n_dequantized = 0;                // packed weights written dense (dtype given)
+  // Asymmetric exact maps (value = d q + m, m = f16(-scale * zero)): the change the f16 offset adds.
+  int n_asym = 0, n_asym_changed = 0;   // asymmetric tensors / of them with a changed value
+  double asym_max_abs = 0;              // largest |GGUF value - lmpress value|
+  double asym_rel_rms = 0;              // RMS of the change / RMS of the weights, all asymmetric tensors
+  struct Requant {
+    std::string name, from, to;
+    double rel_rms;                     // RMS(requantized - lmpress) / RMS(lmpress), this tensor
+  };
+  std::vector<Requant> requant;         // --requant: every re-quantized tensor
+  double requant_rel_rms = 0;           // the same over all of them
+};
+
 // Hugging Face directory: config.json, model.safetensors, tokenizer.model or tokenizer.json,
 // tokenizer_config.json, generation_config.json. q/k rows are permuted to the HF convention.
+void write_hf_model(const Model& m, const std::string& dir, const WriteOptions& opt);
 void write_hf_model(const Model& m, const std::string& dir, DType dtype, bool overwrite = true);
 // Hugging Face GPTQ directory (docs/formats.md "Hugging Face GPTQ and AWQ"): every linear layer
 // in an int format (2, 3, 4 or 8 bits, groups dividing its columns or per row, sym or asym) as
@@ -128,7 +163,10 @@ void write_hf_model(const Model& m, const std::string& dir, DType dtype, bool ov
 // 0, which v1 cannot store), also as quantize_config.json; dense tensors in `dtype`, a packed
 // embedding dequantized to f32 (exact). Any other packed tensor is refused, naming it.
 void write_hf_gptq_model(const Model& m, const std::string& dir, DType dtype, bool overwrite = true);
-// GGUF v3 with llama architecture metadata and the tokenizer; q/k rows in GGUF convention.
+// GGUF v3 with llama architecture metadata and the tokenizer; q/k rows in GGUF convention
+// (packed rows too); general.file_type from the most frequent tensor type, and
+// general.quantization_version 2 when a weight is quantized.
+GgufWriteReport write_gguf_model(const Model& m, const std::string& path, const WriteOptions& opt);
 void write_gguf_model(const Model& m, const std::string& path, DType dtype, bool overwrite = true);
 
 }  // namespace lmpress

@@ -245,6 +245,39 @@ QuantizedMatrix easyquant_round(const RoundArgs& a) {
   return quantize_easyquant(a.w, a.rows, a.cols, a.rule->spec, a.rule->easyquant_steps, *a.pool);
 }
 
+// ---- spqr ----
+bool spqr_option(TensorRule& r, const std::string& k, const std::string& v) {
+  SpqrOptions& o = r.spqr;
+  if (k == "tau" && !v.empty()) {
+    if (!parse_double(v, 0, 1e12, &o.tau)) bad_value(k, v, "tau must be in [0, 1e12]");
+    return true;
+  }
+  if (k == "damp" && !v.empty()) {
+    if (!parse_double(v, 0, 10 - 1e-12, &o.damp)) bad_value(k, v, "damp must be in [0, 10)");
+    return true;
+  }
+  if (k == "emb" && !v.empty()) {
+    if (!parse_double(v, 0, 1000, &r.gptq.emb)) bad_value(k, v, "emb must be in [0, 1000]");
+    return true;
+  }
+  return false;
+}
+void spqr_check(const TensorRule& r) {
+  if (r.spec.family != FormatFamily::Spqr)
+    fail("recipe", "spqr quantizes onto its own formats (spqr3g16, spqr3g32r32, ... with outliers +s<percent>), not " +
+                       format_name(r.spec));
+  if (r.spqr.tau >= 0 && !r.spec.sparse)
+    fail("recipe", "tau is the outlier threshold: it needs a format with outliers (" + format_name(r.spec) + "+s0.50)");
+}
+QuantizedMatrix spqr_round(const RoundArgs& a) {
+  if (!a.H) fail("spqr", "spqr needs calibration data (--calib FILE)");
+  int sweeps = 0;
+  QuantizedMatrix q = quantize_spqr(a.w, a.rows, a.cols, a.rule->spec, *a.H, a.rule->spqr, *a.pool, &sweeps);
+  log_debug("spqr [%lld x %lld] %s: %d sweep(s), %zu outliers", (long long)a.rows, (long long)a.cols,
+            format_name(a.rule->spec).c_str(), sweeps, q.sp_idx.size());
+  return q;
+}
+
 // ---- awq ----
 bool awq_option(TensorRule& r, const std::string& k, const std::string& v) {
   if (k == "grid" && !v.empty()) {
@@ -300,6 +333,9 @@ const std::vector<MethodInfo> kMethods = {
     {"easyquant", "EasyQuant: data-free; outliers apart (+s), each group's range optimised by gradient descent "
      "on the reconstruction error (Tang et al. 2023)", true, false, 0, "steps=N", easyquant_option, easyquant_check,
      easyquant_round, nullptr},
+    {"spqr", "SpQR: its GPTQ sweep onto spqr formats (3-bit statistics of small groups), outliers by "
+     "leave-one-out GPTQ loss kept in f16 (Dettmers et al. 2023)", true, false, kStatHessian, "tau=F, damp=F, emb=F",
+     spqr_option, spqr_check, spqr_round, nullptr},
     {"awq", "AWQ: activation-aware per-channel scales folded into the producer, and clipping (Lin et al. 2024)",
      false, false, kStatMeanAbs | kStatSamples | kStatHessian, "grid=N, noclip", awq_option, nothing_to_check, nullptr,
      awq_transform},

@@ -170,7 +170,7 @@ Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* 
     const std::vector<float> w = t.dtype == DType::Q ? dequantize_ref(t) : tensor_to_f32(t);
     const std::vector<double>* H = stats && !stats->H.empty() ? &stats->H : nullptr;
     std::vector<double> Ht;
-    if (tied && H && (r.rounding() == "gptq" || r.rounding() == "quantease")) {
+    if (tied && H && (r.rounding() == "gptq" || r.rounding() == "quantease" || r.rounding() == "spqr")) {
       Ht = tied_embedding_hessian(*H, t.cols(), r.gptq.emb);
     }
     RoundArgs a;
@@ -183,7 +183,7 @@ Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* 
     a.pool = &pool;
     QuantizedMatrix qm;
     try {
-      if (r.spec.sparse)
+      if (r.spec.sparse && r.spec.family != FormatFamily::Spqr)  // spqr chooses its own outliers
         qm = round_with_outliers(a, w);
       else
         qm = find_method(r.rounding()).round(a);
@@ -191,7 +191,10 @@ Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* 
       fail(t.name, e.what());
     }
     // (the reported proxy error is estimated on 256 rows: exact, it costs as much as GPTQ)
-    if (H) rep.err = layer_error(w.data(), qm, *H, &rep.rel_err, kErrorRows);
+    if (H && qm.spec.family == FormatFamily::Spqr)  // no per-group grid: from the dequantized weights
+      rep.err = dense_layer_error(w.data(), dequantize_matrix(qm), qm.rows, qm.cols, *H, &rep.rel_err, kErrorRows);
+    else if (H)
+      rep.err = layer_error(w.data(), qm, *H, &rep.rel_err, kErrorRows);
     out.t = pack_tensor(t.name, qm);
   }
   out.t.name = t.name;
@@ -237,7 +240,9 @@ std::vector<PlannedTensor> plan_quantization(const Model& src, const Recipe& rc)
     if (linear.count(t->name) || is_embd || is_out) {
       const TensorRule& r = rc.rule_for(t->name, tied && is_embd);
       if (r.quantized()) {
-        (void)make_grid(r.spec);  // refuses formats lmpress does not produce (llama.cpp's block types)
+        // refuses formats lmpress does not produce (llama.cpp's block types) and spqr formats to
+        // any method but spqr (no per-group grid)
+        if (r.rounding() != "spqr") (void)make_grid(r.spec);
         p.dtype = DType::Q;
         p.format = format_id(r.spec);
         p.nbytes = size_t(packed_geometry(r.spec, t->rows(), t->cols()).total_bytes);
@@ -477,12 +482,20 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
       rep.layers.push_back(r.rep);
       // Untied embedding: a lookup table with no input activations, so no Hessian. GPTQ with
       // H = I is exactly RTN (tests: Gptq.DiagonalHessianIsRtn), so a gptq rule runs as rtn.
+      // spqr has no rtn form: it runs with H = I (its sweep then reduces to its round to nearest,
+      // outliers by the same criterion).
       TensorRule er = rule(m.tok_embd);
-      if (er.quantized() && find_method(er.rounding()).stats != 0) {
+      InputStats eye;
+      if (er.quantized() && er.rounding() == "spqr") {
+        const int64_t n = m.tok_embd.cols();
+        eye.n = n;
+        eye.H.assign(size_t(n * n), 0.0);
+        for (int64_t j = 0; j < n; ++j) eye.H[size_t(j * n + j)] = 1.0;
+      } else if (er.quantized() && find_method(er.rounding()).stats != 0) {
         er.chain = {"rtn"};
         er.method = "rtn";
       }
-      Rounded e = compress_tensor(m.tok_embd, er, nullptr, pool);
+      Rounded e = compress_tensor(m.tok_embd, er, eye.H.empty() ? nullptr : &eye, pool);
       m.tok_embd = std::move(e.t);
       rep.layers.push_back(e.rep);
     }
@@ -503,6 +516,122 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
   m.metadata["source"] = src.path;
   m.files = src.files;  // kept tensors may still point into the source mapping
   return m;
+}
+
+
+// ---- the variant database (mixed precision under a budget) -----------------------------------------
+// One calibration pass over the unquantized model: per block, the four inputs' statistics are
+// captured once (the f32 block's activations), every choosable tensor is rounded once per
+// candidate from them, and the calibration streams go on through the unquantized block. So no
+// variant depends on another tensor's choice (unlike true-sequential GPTQ), which is what lets a
+// search swap variants freely; the price is the small gain true-sequential would give.
+VariantDb build_variant_db(const Model& src, const std::vector<TensorRule>& cands, const CalibOptions& calib,
+                           int n_threads, bool progress) {
+  if (calib.text_path.empty()) fail("budget", "a mixed-precision allocation needs calibration data: pass --calib FILE");
+  const double t0 = now_seconds();
+  VariantDb db;
+  db.candidates = cands;
+  db.table = budget_table(src, cands);
+  std::map<std::string, size_t> idx;
+  for (size_t i = 0; i < db.table.names.size(); ++i) idx[db.table.names[i]] = i;
+  db.v.assign(db.table.names.size(), std::vector<Variant>(cands.size()));
+  uint32_t kinds = kStatHessian;
+  for (const auto& c : cands) kinds |= find_method(c.rounding()).stats;
+  Model m = clone_model(src);
+  const auto& c = m.cfg;
+  ThreadPool pool(n_threads > 0 ? n_threads : default_threads());
+  const auto windows = calibration_windows(m, calib);
+  const int64_t seqlen = calib.seqlen, d = c.dim;
+  EngineOptions eo;
+  eo.n_threads = pool.size();
+  eo.n_ctx = int32_t(seqlen);
+  Engine eng(m, eo);
+  std::vector<std::vector<float>> X(windows.size());
+  for (size_t w = 0; w < windows.size(); ++w) {
+    X[w].resize(size_t(seqlen * d));
+    eng.embed(windows[w].data(), seqlen, X[w].data());
+  }
+  const int64_t rows_expected = int64_t(windows.size()) * seqlen;
+  const std::vector<Step> S = steps_of(arch_info(c.arch));
+  auto put = [&](const Tensor& t, size_t ci, Rounded&& r) {
+    auto it = idx.find(t.name);
+    LMP_ASSERT(it != idx.end());
+    LMP_ASSERT(int64_t(r.t.nbytes) == db.table.bytes[it->second][ci]);  // the accounting is exact
+    db.db_bytes += int64_t(r.t.nbytes);
+    db.v[it->second][ci] = Variant{std::move(r.t), std::move(r.rep)};
+  };
+  Progress prog("database", c.n_layers);
+  for (int l = 0; l < c.n_layers; ++l) {
+    auto& L = m.layers[size_t(l)];
+    std::map<std::string, std::unique_ptr<StatsCollector>> acc;
+    for (const auto& st : S) acc[st.input] = std::make_unique<StatsCollector>((L.*(st.tensors[0])).cols(), kinds, rows_expected);
+    eng.set_hook([&](const std::string& name, int layer, const float* x, int64_t n, int64_t) {
+      if (layer != l) return;
+      auto it = acc.find(name);
+      if (it != acc.end()) it->second->add(x, n, pool);
+    });
+    // the streams go through the unquantized block: capture and propagate in one pass
+    for (size_t w = 0; w < X.size(); ++w) eng.run_layers(X[w].data(), seqlen, 0, l, l + 1);
+    eng.set_hook(nullptr);
+    for (const auto& st : S) {
+      const InputStats stats = acc.at(st.input)->finish();
+      for (auto mp : st.tensors) {
+        const Tensor& t = L.*mp;
+        for (size_t ci = 0; ci < cands.size(); ++ci) put(t, ci, compress_tensor(t, cands[ci], &stats, pool));
+      }
+    }
+    if (progress) prog.update(l + 1, "layer " + std::to_string(l));
+  }
+  prog.finish();
+  const bool tied = c.tied_embeddings;
+  StatsCollector acc(d, kinds, rows_expected);
+  std::vector<float> logits(size_t(seqlen) * size_t(c.vocab_size));
+  eng.set_hook([&](const std::string& name, int, const float* x, int64_t n, int64_t) {
+    if (name == "output_in") acc.add(x, n, pool);
+  });
+  for (size_t w = 0; w < X.size(); ++w) eng.final_logits(X[w].data(), seqlen, logits.data());
+  eng.set_hook(nullptr);
+  const InputStats H = acc.finish();
+  for (size_t ci = 0; ci < cands.size(); ++ci) {
+    if (tied) {
+      put(m.tok_embd, ci, compress_tensor(m.tok_embd, cands[ci], &H, pool, /*tied=*/true));
+    } else {
+      put(m.output, ci, compress_tensor(m.output, cands[ci], &H, pool));
+      TensorRule er = cands[ci];  // untied embedding: no Hessian, so a calibrated rule runs as rtn
+      if (find_method(er.rounding()).stats != 0) er.chain = {"rtn"}, er.method = "rtn";
+      put(m.tok_embd, ci, compress_tensor(m.tok_embd, er, nullptr, pool));
+    }
+  }
+  for (const auto& row : db.v)
+    for (const auto& var : row)
+      if (!std::isfinite(var.rep.err)) fail(src.path, "quantizing " + var.rep.name + " gave a non-finite error");
+  db.seconds = now_seconds() - t0;
+  return db;
+}
+
+Model assemble_model(const Model& src, const VariantDb& db, const std::vector<int>& choice) {
+  Model m = clone_model(src);
+  if (choice.empty()) return m;
+  LMP_ASSERT(choice.size() == db.v.size());
+  std::map<std::string, size_t> idx;
+  for (size_t i = 0; i < db.table.names.size(); ++i) idx[db.table.names[i]] = i;
+  for (Tensor* t : m.weight_tensors()) {
+    auto it = idx.find(t->name);
+    if (it != idx.end()) *t = db.v[it->second][size_t(choice[it->second])].t;
+  }
+  if (m.cfg.tied_embeddings) m.output = m.tok_embd;
+  return m;
+}
+
+std::string allocation_recipe(const VariantDb& db, const std::vector<int>& choice) {
+  LMP_ASSERT(choice.size() == db.v.size());
+  std::vector<int> count(db.candidates.size(), 0);
+  for (int c : choice) ++count[size_t(c)];
+  const int base = int(std::max_element(count.begin(), count.end()) - count.begin());
+  std::string r = db.candidates[size_t(base)].text;
+  for (size_t i = 0; i < choice.size(); ++i)
+    if (choice[i] != base) r += ";" + db.table.names[i] + "=" + db.candidates[size_t(choice[i])].text;
+  return r;
 }
 
 }  // namespace lmpress

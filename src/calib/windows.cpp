@@ -7,7 +7,7 @@ namespace lmpress {
 std::vector<std::vector<int32_t>> calibration_windows(const Model& m, const CalibOptions& o) {
   if (o.nsamples < 1 || o.seqlen < 2) fail("calibration", "--nsamples must be >= 1 and --seqlen >= 2");
   if (!m.tokenizer) fail(m.path, "calibration needs a tokenizer");
-  const std::string text = read_text_file(o.text_path);
+  const std::string text = read_text_input(o.text_path);
   std::vector<int32_t> toks;
   try {
     toks = m.tokenizer->encode(text, true);

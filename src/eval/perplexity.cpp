@@ -1,22 +1,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include "eval/eval_internal.h"
 #include "lmpress/eval.h"
 
 namespace lmpress {
-
-namespace {
-// log-softmax of one row, in double for a stable reference-quality sum.
-void log_softmax(const float* logits, int64_t nv, std::vector<double>& out) {
-  out.resize(size_t(nv));
-  double mx = -INFINITY;
-  for (int64_t i = 0; i < nv; ++i) mx = std::max(mx, double(logits[i]));
-  double s = 0;
-  for (int64_t i = 0; i < nv; ++i) s += std::exp(double(logits[i]) - mx);
-  const double lse = mx + std::log(s);
-  for (int64_t i = 0; i < nv; ++i) out[size_t(i)] = double(logits[i]) - lse;
-}
-}  // namespace
 
 PerplexityResult perplexity(const Model& m, const std::vector<int32_t>& tokens,
                             const PerplexityOptions& opt) {

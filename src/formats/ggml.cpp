@@ -6,6 +6,8 @@
 //
 // Every method can also quantize to them: their grid, pack and unpack are in ggml_quant.cpp (a
 // group is one block; QuantizedMatrix::ggml holds each block's integer params).
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "formats/ggml_family.h"
@@ -124,6 +126,103 @@ void ggml_random_blocks(uint32_t type, int64_t rows, int64_t cols, uint64_t seed
       std::memcpy(b + t->f16_off[f], &h, 2);
     }
   }
+}
+
+uint32_t ggml_exact_type(const QuantSpec& s, int64_t cols) {
+  if (s.family != FormatFamily::Int || s.sparse || cols % kern::kQBlock != 0) return 0;
+  if (s.group != 0 && s.group % kern::kQBlock != 0) return 0;  // g16: two scales per block
+  switch (s.bits) {
+    case 4: return s.sym ? kg::kQ4_0 : kg::kQ4_1;
+    case 5: return s.sym ? kg::kQ5_0 : kg::kQ5_1;
+    case 8: return s.sym ? uint32_t(kg::kQ8_0) : 0u;  // no asymmetric 8-bit storage type
+    default: return 0;
+  }
+}
+
+namespace {
+
+// One block of `type` from 32 codes q of an int format (symmetric zero 2^(b-1): llama.cpp's
+// q - 8 / q - 16 / int8 q - 128 are the same integers), f16 scale d and offset m (asymmetric).
+template <class B>
+void put_block(const B& blk, uint8_t* dst) {
+  std::memcpy(dst, &blk, sizeof blk);
+}
+void encode_block(uint32_t type, const uint8_t* q, uint16_t d, uint16_t m, uint8_t* dst) {
+  uint8_t qs[16], qh[4] = {};
+  for (int j = 0; j < 16; ++j) qs[j] = uint8_t((q[j] & 15) | (q[j + 16] & 15) << 4);
+  for (int i = 0; i < 32; ++i) qh[i / 8] = uint8_t(qh[i / 8] | ((q[i] >> 4) & 1) << (i % 8));
+  switch (type) {
+    case kg::kQ8_0: {
+      kg::BlockQ8_0 b{d, {}};
+      for (int i = 0; i < 32; ++i) b.qs[i] = int8_t(int(q[i]) - 128);
+      return put_block(b, dst);
+    }
+    case kg::kQ4_0: {
+      kg::BlockQ4_0 b{d, {}};
+      std::memcpy(b.qs, qs, 16);
+      return put_block(b, dst);
+    }
+    case kg::kQ4_1: {
+      kg::BlockQ4_1 b{d, m, {}};
+      std::memcpy(b.qs, qs, 16);
+      return put_block(b, dst);
+    }
+    case kg::kQ5_0: {
+      kg::BlockQ5_0 b{d, {}, {}};
+      std::memcpy(b.qh, qh, 4);
+      std::memcpy(b.qs, qs, 16);
+      return put_block(b, dst);
+    }
+    case kg::kQ5_1: {
+      kg::BlockQ5_1 b{d, m, {}, {}};
+      std::memcpy(b.qh, qh, 4);
+      std::memcpy(b.qs, qs, 16);
+      return put_block(b, dst);
+    }
+    default: LMP_ASSERT(false);
+  }
+}
+
+}  // namespace
+
+Tensor ggml_encode_exact(const Tensor& t, GgmlExactError* err, const std::string& where) {
+  const QuantSpec s = format_spec(t.format);
+  const uint32_t type = ggml_exact_type(s, t.cols());
+  LMP_ASSERT(type != 0);
+  const kg::TypeInfo& ti = info(ggml_spec(type));
+  const QuantizedMatrix qm = unpack_tensor(t);
+  const int64_t nb = qm.cols / kern::kQBlock, glen = qm.group_len();
+  std::vector<uint8_t> out(size_t(qm.rows * nb * ti.bytes));
+  for (int64_t r = 0; r < qm.rows; ++r) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const GroupParams p = qm.params(r, b * kern::kQBlock / glen);
+      const uint8_t* q = qm.q.data() + r * qm.cols + b * kern::kQBlock;
+      const uint16_t d = f32_to_f16(p.scale);  // lmpress scales are f16 values: exact
+      LMP_ASSERT(f16_to_f32(d) == p.scale || std::isnan(p.scale));
+      uint16_t m = 0;
+      if (!s.sym) {
+        // value = scale (q - zero) = d q + m with m = -scale * zero (exact in f32, rounded to f16)
+        const float m32 = -p.scale * float(p.zero);
+        m = f32_to_f16(m32);
+        if ((m & 0x7c00) == 0x7c00 && std::isfinite(m32))
+          fail(where, "tensor " + t.name + ": " + format_name(s) + " -> " + ti.gname + ": offset -scale*zero = " + std::to_string(m32) +
+                           " of block " + std::to_string(b) + " of row " + std::to_string(r) +
+                           " is beyond the f16 range");
+        const float mf = f16_to_f32(m), df = f16_to_f32(d);
+        for (int i = 0; err && i < kern::kQBlock; ++i) {
+          const float ref = p.scale * float(int32_t(q[i]) - p.zero);  // lmpress's dequantization
+          const float got = df * float(q[i]) + mf;                    // llama.cpp's d * q + m
+          const double e = std::fabs(double(got) - double(ref));
+          err->n_changed += e > 0;
+          err->max_abs = std::max(err->max_abs, e);
+          err->sum_sq += e * e;
+          err->sum_ref_sq += double(ref) * ref;
+        }
+      }
+      encode_block(type, q, d, m, out.data() + (r * nb + b) * ti.bytes);
+    }
+  }
+  return make_owned_tensor(t.name, DType::Q, t.shape, std::move(out), format_id(ggml_spec(type)));
 }
 
 const FormatTraits ggml_format = {

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "formats/ggml_family.h"
+#include "formats/spqr.h"
 #include "formats/traits.h"
 
 namespace lmpress {
@@ -62,6 +63,7 @@ GroupParams minmax_params(const float* w, int64_t n, const QuantSpec& s, float c
 
 QuantizedMatrix quantize_rtn_ref(const float* w, int64_t rows, int64_t cols, const QuantSpec& s) {
   const PackedGeometry g = packed_geometry(s, rows, cols);
+  if (s.family == FormatFamily::Spqr) return spqr::quantize_rtn(w, rows, cols, s);  // statistics shared by rows
   const std::unique_ptr<Grid> grid = make_grid(s);
   QuantizedMatrix qm;
   qm.init(s, rows, cols);
@@ -113,6 +115,8 @@ void QuantizedMatrix::init(const QuantSpec& s, int64_t r, int64_t c) {
   ggml.clear();
   if (s.family == FormatFamily::Lut) table.assign(size_t(rows << s.bits), 0);
   if (s.family == FormatFamily::Ggml) ggml.assign(size_t(rows * G * kGgmlParamBytes), 0);
+  stats2.clear();
+  if (s.family == FormatFamily::Spqr) stats2.assign(size_t(spqr::row_groups(s, rows) * 4 * G), 0.f);
 }
 
 GroupParams QuantizedMatrix::params(int64_t r, int64_t g) const {
@@ -155,7 +159,9 @@ void QuantizedMatrix::set_params(int64_t r, int64_t g, const GroupParams& p) {
   }
 }
 
-std::vector<float> dequantize_matrix(const QuantizedMatrix& qm) {
+namespace {
+std::vector<float> dequantize_dense(const QuantizedMatrix& qm) {
+  if (qm.spec.family == FormatFamily::Spqr) return spqr::dequantize_dense(qm);  // no per-group grid
   const std::unique_ptr<Grid> grid = make_grid(qm.spec);
   const int64_t g = qm.group_len(), G = qm.groups();
   std::vector<float> out(size_t(qm.rows * qm.cols));
@@ -165,6 +171,12 @@ std::vector<float> dequantize_matrix(const QuantizedMatrix& qm) {
       for (int64_t c = gi * g; c < std::min(qm.cols, (gi + 1) * g); ++c)
         out[size_t(r * qm.cols + c)] = grid->dequantize_at(qm.q[size_t(r * qm.cols + c)], p, c - gi * g);
     }
+  return out;
+}
+}  // namespace
+
+std::vector<float> dequantize_matrix(const QuantizedMatrix& qm) {
+  std::vector<float> out = dequantize_dense(qm);
   for (size_t k = 0; k < qm.sp_idx.size() && k < qm.sp_val.size(); ++k)
     if (qm.sp_idx[k] < out.size()) out[qm.sp_idx[k]] += qm.sp_val[k];
   return out;
@@ -316,8 +328,10 @@ std::pair<QuantSpec, PackedGeometry> check_layout(const Tensor& t, const std::st
 
 void validate_packed(const Tensor& t, const std::string& where) {
   const auto [s, g] = check_layout(t, where);
-  format_traits(s).check(static_cast<const uint8_t*>(t.data), g, s, where.empty() ? t.name : where);
-  if (s.sparse) check_sparse_part(static_cast<const uint8_t*>(t.data), g, where.empty() ? t.name : where);
+  // content errors name the file and the tensor
+  const std::string w = where.empty() || where == t.name ? t.name : where + ": tensor " + t.name;
+  format_traits(s).check(static_cast<const uint8_t*>(t.data), g, s, w);
+  if (s.sparse) check_sparse_part(static_cast<const uint8_t*>(t.data), g, w);
 }
 
 QuantizedMatrix unpack_tensor(const Tensor& t) {

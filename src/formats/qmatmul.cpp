@@ -68,14 +68,14 @@ void quantize_block_acts(const float* x, int64_t n, int64_t cols, ThreadPool& po
 
 // The kernel's view of the activations for w: int8 blocks plus (int family) the zero-point sums
 // X[t][g] = sum over the group's 16-halves of d_b * (sum of a over the half), into xbuf.
-// The ggml family's offsets use X per 16-column half instead: X[t][h] = d_b * hs[h], [n][2 nb].
+// The ggml and spqr families' offsets use X per 16-column half instead: X[t][h] = d_b * hs[h], [n][2 nb].
 kern::QActs block_acts(const kern::QWeights& w, FormatFamily family, const ActBuffers& B, std::vector<float>& xbuf) {
   kern::QActs a;
   a.qa = B.qa.data();
   a.a_stride = B.stride;
   a.d = B.d.data();
   a.n = B.n;
-  if (family == FormatFamily::Ggml) {
+  if (family == FormatFamily::Ggml || family == FormatFamily::Spqr) {
     const int64_t nh = 2 * B.nb, n = B.n;
     xbuf.resize(size_t(n * nh));
     for (int64_t t = 0; t < n; ++t) {

@@ -19,9 +19,16 @@ const std::vector<const FormatTraits*> kFormats = {
     &fp8_format,    // fp8row / fp8g<G>: E4M3, f16 scale
     &lut_format,    // lut3 / lut4: per-row tables
     &ggml_format,   // q4_0, q4_k, ...: llama.cpp's block types, GGUF bytes as they are
+    &spqr_format,   // spqr3g16, ...: SpQR, 3-bit statistics of small groups
     &pow_format,    // pow4g64 / pow4a0.60g64: NUPES power grid, exponent stored in the tensor
     &bitmod_format, // bitmod4g128: BitMoD, one of four FP3/FP4 tables per group
 };
+
+// The family's own validity; only spqr has second-level groups, only pow a parameter (its exponent).
+bool spec_valid(const QuantSpec& s) {
+  return size_t(s.family) < kFormats.size() && (s.group2 == 0 || s.family == FormatFamily::Spqr) &&
+         (s.param == 0 || s.family == FormatFamily::Pow) && kFormats[size_t(s.family)]->valid(s);
+}
 
 std::string spec_str(const QuantSpec& s) {
   return "family=" + std::to_string(int(s.family)) + " bits=" + std::to_string(s.bits) +
@@ -50,14 +57,15 @@ const FormatTraits& format_traits(const QuantSpec& s) { return format_traits(s.f
 const char* family_name(FormatFamily f) { return format_traits(f).name; }
 
 uint32_t format_id(const QuantSpec& s) {
-  if (size_t(s.family) >= all_format_traits().size() || !format_traits(s).valid(s) ||
-      (s.param != 0 && s.family != FormatFamily::Pow))
+  if (!spec_valid(s))
     fail("", "unsupported quantization format (" + spec_str(s) +
                  "): int bits must be 2, 3, 4, 5, 6 or 8 and group 16, 32, 64, 128 or 0 (whole row); "
                  "see docs/formats.md for the other families");
   if (s.sparse < 0 || s.sparse > 127)
     fail("", "sparse outlier fraction " + std::to_string(s.sparse) + " (in 0.01%) out of range 0..127");
-  return uint32_t(s.bits) | uint32_t(fmt::group_code(s.group)) << 8 | uint32_t(s.sym ? 1 : 0) << 16 |
+  // group2 (spqr's second-level groups) in the group byte's high nibble; 0 for every other family
+  const uint32_t gc = uint32_t(fmt::group_code(s.group)) | uint32_t(s.group2 ? fmt::group_code(s.group2) : 0) << 4;
+  return uint32_t(s.bits) | gc << 8 | uint32_t(s.sym ? 1 : 0) << 16 |
          uint32_t(s.sparse) << 17 | uint32_t(s.family) << 24;
 }
 
@@ -66,14 +74,15 @@ bool decode_id(uint32_t id, QuantSpec* out) {
   const uint32_t bits = id & 0xff, gc = (id >> 8) & 0xff, sym = (id >> 16) & 1, sparse = (id >> 17) & 0x7f,
                  fam = id >> 24;
   if (fam >= all_format_traits().size()) return false;
-  const int g = fmt::group_of_code(int(gc));
-  if (g < 0) return false;
+  const int g = fmt::group_of_code(int(gc & 15)), g2 = gc >> 4 ? fmt::group_of_code(int(gc >> 4)) : 0;
+  if (g < 0 || g2 < 0) return false;
   QuantSpec s;
   s.bits = int(bits);
   s.group = g;
+  s.group2 = g2;
   s.sym = sym != 0;
   s.family = FormatFamily(fam);
-  if (!format_traits(s).valid(s)) return false;
+  if (!spec_valid(s)) return false;
   s.sparse = int(sparse);
   *out = s;
   return true;
@@ -133,7 +142,7 @@ QuantSpec parse_format_name(const std::string& name) {
   const std::string base = plus == std::string::npos ? name : name.substr(0, plus);
   for (const FormatTraits* t : all_format_traits()) {
     QuantSpec s;
-    if (t->parse(base, &s) && t->valid(s)) {
+    if (t->parse(base, &s) && spec_valid(s)) {
       s.sparse = sparse;
       return s;
     }
@@ -142,7 +151,8 @@ QuantSpec parse_format_name(const std::string& name) {
                "': expected w<bits>g<group>[a] or w<bits>row[a] (bits 2,3,4,5,6,8; group "
                "16,32,64,128; e.g. w4g32, w4g128a, w8row), nf4g<group>, fp4g<group>, mxfp4, "
                "fp8row, fp8g<group>, lut3 or lut4, or a llama.cpp type (q8_0, q4_0, q4_1, q5_0, q5_1, "
-               "q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs), pow<3|4>[a<A>]g<group> (NUPES; A 0.20..2.00), "
+               "q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs), spqr<bits>g<group>[r<rows>] (bits 2,3,4; "
+               "group 16,32,64; rows 16,32,64; e.g. spqr3g16), pow<3|4>[a<A>]g<group> (NUPES; A 0.20..2.00), "
                "bitmod<3|4>g<32|64|128>; lmpress's own formats with sparse outliers "
                "+s<percent>");
 }

@@ -1,13 +1,20 @@
 // GGUF v3 writer for Llama-family models, laid out the way llama.cpp expects: "llama"
 // architecture keys, tokenizer.ggml.* vocabulary, q/k rows in the adjacent-pair RoPE order,
-// 1-D tensors in F32, tensor data aligned to 32 bytes.
+// 1-D tensors in F32, tensor data aligned to 32 bytes. Packed weights keep their values: llama.cpp
+// block types are copied, lmpress int formats with an exact llama.cpp type are re-encoded as it
+// (docs/formats.md, "Writers"), others are refused, re-quantized (--requant) or dequantized (--dtype).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <numbers>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "formats/ggml_family.h"
 #include "io/io_internal.h"
+#include "kernels/ggml_blocks.h"
 #include "lmpress/formats.h"
 #include "lmpress/io.h"
 
@@ -81,18 +88,80 @@ uint32_t ggml_type_of(DType t) {
   }
 }
 
+// How a weight goes out.
+enum class Out : uint8_t {
+  Dense,    // F32/F16/BF16 (a packed weight dequantized)
+  Copy,     // a ggml-family tensor: its blocks as they are
+  Exact,    // an lmpress int tensor re-encoded as its exact llama.cpp type (ggml_encode_exact)
+  Requant,  // dequantized and re-quantized to WriteOptions::requant
+};
+
 // One tensor to write: where its values come from and how they are stored.
 struct OutTensor {
   std::string name;
   const Tensor* src = nullptr;  // null: values in `values` (rope_freqs)
   std::vector<float> values;
   std::vector<int64_t> shape;
-  DType dtype = DType::F32;     // Q: a ggml-family tensor written as its block type, bytes as they are
+  Out how = Out::Dense;
+  DType dtype = DType::F32;     // Out::Dense: the stored type
   uint32_t ggml_type = 0;       // the GGUF tensor type
   int32_t permute_heads = 0;    // >0: reorder q/k rows halves -> interleaved
   uint64_t offset = 0;
   size_t nbytes = 0;
 };
+
+// llama.cpp's LLAMA_FTYPE (include/llama.h) of a file whose most frequent tensor type is `type`.
+uint32_t llama_ftype_of(uint32_t type) {
+  namespace kg = kern::ggml;
+  switch (type) {
+    case 0: return 0;             // ALL_F32
+    case 1: return 1;             // MOSTLY_F16
+    case 30: return 32;           // MOSTLY_BF16
+    case kg::kQ4_0: return 2;
+    case kg::kQ4_1: return 3;
+    case kg::kQ8_0: return 7;
+    case kg::kQ5_0: return 8;
+    case kg::kQ5_1: return 9;
+    case kg::kQ2_K: return 10;
+    case kg::kQ3_K: return 12;    // Q3_K_M
+    case kg::kQ4_K: return 15;    // Q4_K_M
+    case kg::kQ5_K: return 17;    // Q5_K_M
+    case kg::kQ6_K: return 18;
+    case kg::kIQ4_NL: return 25;
+    case kg::kIQ4_XS: return 30;
+    default: LMP_ASSERT(false);
+  }
+}
+
+std::string ggml_name(uint32_t type) { return kern::ggml::type_info(type)->gname; }
+
+// Bits of a packed format's codes (for the nearest exact / re-quantization advice).
+int code_bits(const QuantSpec& s) {
+  switch (s.family) {
+    case FormatFamily::NF4: case FormatFamily::FP4: case FormatFamily::MXFP4: return 4;
+    case FormatFamily::FP8: return 8;
+    default: return s.bits;
+  }
+}
+
+// Why `s` on rows of `cols` columns has no exact llama.cpp type, and what to do instead.
+std::string no_exact_type_advice(const QuantSpec& s, int64_t cols) {
+  std::string why;
+  if (s.sparse) why = " (sparse outliers)";
+  else if (s.family == FormatFamily::Int && cols % 32 != 0) why = " (rows of " + std::to_string(cols) + " columns are not whole 32-weight blocks)";
+  else if (s.family == FormatFamily::Int && s.group == 16) why = " (two scales per 32-weight block)";
+  const int b = code_bits(s);
+  const bool asym = s.family == FormatFamily::Int && !s.sym && b <= 5;
+  const std::string exact = b <= 4 ? (asym ? "w4g32a (-> Q4_1)" : "w4g32 (-> Q4_0)")
+                            : b == 5 ? (asym ? "w5g32a (-> Q5_1)" : "w5g32 (-> Q5_0)")
+                                     : "w8g32 (-> Q8_0)";
+  const bool k = cols % 256 == 0;
+  const std::string requant = b <= 2 ? (k ? "q2_k" : "q4_0") : b == 3 ? (k ? "q3_k" : "q4_0")
+                              : b == 4 ? (k ? "q4_k" : "q4_0") : b == 5 ? (k ? "q5_k" : "q5_0")
+                              : b == 6 ? (k ? "q6_k" : "q8_0") : "q8_0";
+  return format_name(s) + " has no exact llama.cpp type" + why + "; quantize with " + exact + " or pass --requant " +
+         requant + " to re-quantize with added error";
+}
 
 // Per-frequency divisors of llama3-style RoPE scaling, as llama.cpp reads them from
 // rope_freqs.weight: frequency i is divided by the returned factor.
@@ -151,17 +220,118 @@ void write_vocab(Header& h, const Vocab& v0, int32_t model_vocab) {
 }  // namespace
 
 void write_gguf_model(const Model& m, const std::string& path, DType dtype, bool overwrite) {
-  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
-    fail(path, std::string("GGUF output type ") + dtype_name(dtype) +
-                   " is not supported (use f32, f16 or bf16)");
+  WriteOptions opt;
+  opt.dtype = dtype;
+  opt.overwrite = overwrite;
+  write_gguf_model(m, path, opt);
+}
+
+GgufWriteReport write_gguf_model(const Model& m, const std::string& path, const WriteOptions& opt) {
+  if (opt.dtype && *opt.dtype != DType::F32 && *opt.dtype != DType::F16 && *opt.dtype != DType::BF16)
+    fail(path, std::string("GGUF output type ") + dtype_name(*opt.dtype) + " is not supported (use f32, f16 or bf16)");
+  std::optional<QuantSpec> requant;
+  if (!opt.requant.empty()) {
+    std::string names;
+    for (const QuantSpec& s : all_formats())
+      if (s.family == FormatFamily::Ggml) names += (names.empty() ? "" : ", ") + format_name(s);
+    QuantSpec s;
+    try {
+      s = parse_format_name(opt.requant);
+    } catch (const Error&) {
+      s.family = FormatFamily::Int;
+    }
+    if (s.family != FormatFamily::Ggml)
+      fail(path, "--requant " + opt.requant + " is not a llama.cpp type (one of " + names + ")");
+    if (opt.dequantize)
+      fail(path, "--requant " + opt.requant + " and dequantizing (--dtype) exclude each other");
+    requant = s;
+  }
   m.validate();
   const ModelConfig& c = m.cfg;
+  GgufWriteReport report;
+
+  // Tensor table. The q/k rows go out in the adjacent-pair order llama.cpp's "llama" graph uses
+  // (rows are independent in every stored form: dense rows, llama.cpp blocks).
+  std::vector<OutTensor> outs;
+  std::map<uint32_t, int> type_count;  // 2-D weights per GGUF type: general.file_type
+  for (const NamedTensor& nt : canonical_tensors(m)) {
+    const Tensor& t = *nt.t;
+    OutTensor o;
+    o.name = nt.name;
+    o.src = &t;
+    o.shape = t.shape;
+    o.dtype = writer_dense_type(t, opt);
+    o.ggml_type = ggml_type_of(o.dtype);
+    if (c.rope_style == RopeStyle::Halves) {
+      if (nt.kind == "attn_q" || nt.kind == "attn_q.bias") o.permute_heads = c.n_heads;
+      if (nt.kind == "attn_k" || nt.kind == "attn_k.bias") o.permute_heads = c.n_kv_heads;
+    }
+    if (t.dtype == DType::Q && !opt.dequantize) {
+      const QuantSpec s = format_spec(t.format);
+      if (s.family == FormatFamily::Ggml) {  // llama.cpp's block types (imported from GGUF): a byte copy
+        o.how = Out::Copy;
+        o.ggml_type = uint32_t(s.bits);
+      } else if (const uint32_t et = ggml_exact_type(s, t.cols())) {
+        o.how = Out::Exact;
+        o.ggml_type = et;
+      } else if (requant) {
+        int qk = 0, bytes = 0;
+        ggml_type_block(uint32_t(requant->bits), &qk, &bytes);
+        if (t.cols() % qk != 0)
+          fail(m.path, "tensor " + o.name + ": --requant " + format_name(*requant) + " needs rows of whole " +
+                           std::to_string(qk) + "-weight blocks, the tensor has " + std::to_string(t.cols()) + " columns");
+        o.how = Out::Requant;
+        o.ggml_type = uint32_t(requant->bits);
+      } else {
+        fail(m.path, "tensor " + o.name + ": " + no_exact_type_advice(s, t.cols()));
+      }
+      if (o.how != Out::Requant)
+        ++report.mapped[format_name(s) + " -> " + ggml_name(o.ggml_type) +
+                        (o.how == Out::Exact && s.group != 32 ? " (scale repeated per 32 weights)" : "")];
+    } else if (t.dtype == DType::Q) {
+      ++report.n_dequantized;
+    }
+    if (o.shape.size() > 1) ++type_count[o.ggml_type];
+    outs.push_back(std::move(o));
+  }
+  if (c.rope_scaling.type == "llama3") {
+    OutTensor o;
+    o.name = "rope_freqs.weight";
+    o.values = llama3_rope_factors(c);
+    o.shape = {int64_t(o.values.size())};
+    outs.push_back(std::move(o));
+  }
+  uint64_t offset = 0;
+  for (OutTensor& o : outs) {
+    int64_t numel = 1;
+    for (int64_t d : o.shape) numel *= d;
+    if (o.how == Out::Dense) {
+      o.nbytes = size_t(numel) * dtype_size(o.dtype);
+    } else {
+      int qk = 0, bytes = 0;
+      LMP_ASSERT(ggml_type_block(o.ggml_type, &qk, &bytes));
+      o.nbytes = size_t(numel / qk * bytes);
+    }
+    o.offset = offset;
+    offset += (o.nbytes + kAlign - 1) / kAlign * kAlign;
+  }
+
+  // general.file_type: the most frequent 2-D tensor type (as llama.cpp guesses it).
+  uint32_t dominant = 0;
+  int most = 0;
+  bool quantized = false;
+  for (const auto& [type, n] : type_count) {
+    quantized = quantized || (type != 0 && type != 1 && type != 30);
+    if (n > most) dominant = type, most = n;
+  }
+  report.file_type = llama_ftype_of(dominant);
 
   Header h;
   h.kv_str("general.architecture", "llama");
   auto name_it = m.metadata.find("name");
   h.kv_str("general.name", name_it != m.metadata.end() ? name_it->second : "lmpress");
-  h.kv_u32("general.file_type", dtype == DType::F32 ? 0 : dtype == DType::F16 ? 1 : 32);
+  h.kv_u32("general.file_type", report.file_type);
+  if (quantized) h.kv_u32("general.quantization_version", 2);
   h.kv_u32("general.alignment", uint32_t(kAlign));
   h.kv_u32("llama.vocab_size", uint32_t(c.vocab_size));
   h.kv_u32("llama.context_length", uint32_t(c.max_seq_len));
@@ -192,47 +362,7 @@ void write_gguf_model(const Model& m, const std::string& path, DType dtype, bool
   }
   if (m.tokenizer) write_vocab(h, m.tokenizer->vocab(), c.vocab_size);
 
-  // Tensor table. The q/k rows go out in the adjacent-pair order llama.cpp's "llama" graph uses.
-  std::vector<OutTensor> outs;
-  for (const NamedTensor& nt : canonical_tensors(m)) {
-    OutTensor o;
-    o.name = nt.name;
-    o.src = nt.t;
-    o.shape = nt.t->shape;
-    o.dtype = o.shape.size() == 1 ? DType::F32 : dtype;
-    o.ggml_type = ggml_type_of(o.dtype);
-    if (c.rope_style == RopeStyle::Halves) {
-      if (nt.kind == "attn_q" || nt.kind == "attn_q.bias") o.permute_heads = c.n_heads;
-      if (nt.kind == "attn_k" || nt.kind == "attn_k.bias") o.permute_heads = c.n_kv_heads;
-    }
-    // llama.cpp's block types (imported from GGUF) go out as they came in: a byte copy.
-    if (nt.t->dtype == DType::Q && format_id_valid(nt.t->format) &&
-        format_spec(nt.t->format).family == FormatFamily::Ggml) {
-      if (o.permute_heads > 0)
-        fail(path, "tensor " + o.name + " (" + format_name(format_spec(nt.t->format)) +
-                       ") would need its RoPE rows reordered for GGUF; convert from an unquantized model");
-      o.dtype = DType::Q;
-      o.ggml_type = uint32_t(format_spec(nt.t->format).bits);
-    }
-    outs.push_back(std::move(o));
-  }
-  if (c.rope_scaling.type == "llama3") {
-    OutTensor o;
-    o.name = "rope_freqs.weight";
-    o.values = llama3_rope_factors(c);
-    o.shape = {int64_t(o.values.size())};
-    outs.push_back(std::move(o));
-  }
-  uint64_t offset = 0;
-  for (OutTensor& o : outs) {
-    int64_t numel = 1;
-    for (int64_t d : o.shape) numel *= d;
-    o.nbytes = o.dtype == DType::Q ? o.src->nbytes : size_t(numel) * dtype_size(o.dtype);
-    o.offset = offset;
-    offset += (o.nbytes + kAlign - 1) / kAlign * kAlign;
-  }
-
-  AtomicFile f(path, overwrite);
+  AtomicFile f(path, opt.overwrite);
   f.write("GGUF", 4);
   const uint32_t version = 3;
   f.write(&version, 4);
@@ -251,22 +381,60 @@ void write_gguf_model(const Model& m, const std::string& path, DType dtype, bool
   f.write(ti.buf);
   f.pad_to(kAlign);
   const size_t data_start = f.tell();
+  GgmlExactError asym;            // over every asymmetric exact map
+  double rq_sq = 0, rq_ref = 0;   // over every re-quantized tensor
   for (const OutTensor& o : outs) {
     LMP_ASSERT(f.tell() - data_start == o.offset);
     if (!o.src) {
       f.write(o.values.data(), o.values.size() * 4);
-    } else {
-      Tensor t = o.permute_heads > 0 ? permute_rope_rows(*o.src, o.permute_heads, false) : *o.src;
-      if (o.dtype == DType::Q) validate_packed(t, path);
-      else if (t.dtype != o.dtype) t = convert_tensor(t, o.dtype);
-      if (t.nbytes != o.nbytes)
-        fail(path, "tensor " + o.name + " holds " + std::to_string(t.nbytes) + " bytes, expected " +
-                       std::to_string(o.nbytes));
-      f.write(t.data, t.nbytes);
+      f.pad_to(kAlign);
+      continue;
     }
+    Tensor t;
+    switch (o.how) {
+      case Out::Dense: t = to_dense(*o.src, o.dtype); break;
+      case Out::Copy: t = *o.src; validate_packed(t, path); break;
+      case Out::Exact: {
+        GgmlExactError e;
+        t = ggml_encode_exact(*o.src, &e, m.path);
+        if (!format_spec(o.src->format).sym) {
+          ++report.n_asym;
+          report.n_asym_changed += e.n_changed > 0;
+          asym.max_abs = std::max(asym.max_abs, e.max_abs);
+          asym.sum_sq += e.sum_sq;
+          asym.sum_ref_sq += e.sum_ref_sq;
+        }
+        break;
+      }
+      case Out::Requant: {
+        const std::vector<float> w = dequantize_ref(*o.src);
+        t = pack_tensor(o.name, quantize_rtn_ref(w.data(), o.src->rows(), o.src->cols(), *requant));
+        const std::vector<float> back = dequantize_ref(t);
+        double sq = 0, ref = 0;
+        for (size_t i = 0; i < w.size(); ++i) {
+          const double d = double(back[i]) - double(w[i]);
+          sq += d * d;
+          ref += double(w[i]) * w[i];
+        }
+        rq_sq += sq;
+        rq_ref += ref;
+        report.requant.push_back({o.name, format_name(format_spec(o.src->format)), ggml_name(o.ggml_type),
+                                  ref > 0 ? std::sqrt(sq / ref) : 0.0});
+        break;
+      }
+    }
+    if (o.permute_heads > 0) t = permute_rope_rows(t, o.permute_heads, false);
+    if (t.nbytes != o.nbytes)
+      fail(path, "tensor " + o.name + " holds " + std::to_string(t.nbytes) + " bytes, expected " +
+                     std::to_string(o.nbytes));
+    f.write(t.data, t.nbytes);
     f.pad_to(kAlign);
   }
   f.commit();
+  report.asym_max_abs = asym.max_abs;
+  report.asym_rel_rms = asym.sum_ref_sq > 0 ? std::sqrt(asym.sum_sq / asym.sum_ref_sq) : 0.0;
+  report.requant_rel_rms = rq_ref > 0 ? std::sqrt(rq_sq / rq_ref) : 0.0;
+  return report;
 }
 
 }  // namespace lmpress

@@ -451,29 +451,45 @@ void io_detail::write_hf_metadata(const Model& m, const std::string& tmp, const 
 }
 
 void write_hf_model(const Model& m, const std::string& dir, DType dtype, bool overwrite) {
-  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
-    fail(dir, std::string("Hugging Face output type ") + dtype_name(dtype) +
+  WriteOptions opt;
+  opt.dtype = dtype;
+  opt.overwrite = overwrite;
+  write_hf_model(m, dir, opt);
+}
+
+void write_hf_model(const Model& m, const std::string& dir, const WriteOptions& opt) {
+  if (opt.dtype && *opt.dtype != DType::F32 && *opt.dtype != DType::F16 && *opt.dtype != DType::BF16)
+    fail(dir, std::string("Hugging Face output type ") + dtype_name(*opt.dtype) +
                   " is not supported (use f32, f16 or bf16)");
+  if (!opt.requant.empty())
+    fail(dir, "re-quantizing (--requant) applies to GGUF output only; a Hugging Face directory holds dense weights");
   m.validate();
-  AtomicDir out(dir, overwrite);
+  AtomicDir out(dir, opt.overwrite);
   const std::string tmp = out.tmp_path();
 
-  // Weights. HF q/k rows rotate halves: permute interleaved models per head.
+  // Weights (packed ones dequantized). HF q/k rows rotate halves: permute interleaved models per head.
   std::vector<NamedTensor> named = canonical_tensors(m);
   std::vector<SafetensorsWriteTensor> specs;
   std::vector<int32_t> permute(named.size(), 0);
   std::vector<DType> types(named.size());
+  std::map<DType, int> type_count;  // config.json's torch_dtype: the most frequent weight type
   for (size_t i = 0; i < named.size(); ++i) {
     const NamedTensor& nt = named[i];
     const Tensor& t = *nt.t;
-    types[i] = t.shape.size() == 1 ? DType::F32 : dtype;
+    types[i] = writer_dense_type(t, opt);
+    if (t.shape.size() > 1) ++type_count[types[i]];
     permute[i] = rope_permute_heads(m, nt);
     specs.push_back({hf_name(nt), st_dtype_name(types[i]), t.shape, nullptr,
                      size_t(t.numel()) * dtype_size(types[i])});
   }
+  DType dtype = DType::F32;
+  int most = 0;
+  for (const auto& [dt, n] : type_count)
+    if (n > most) dtype = dt, most = n;
+  if (opt.dtype) dtype = *opt.dtype;
   write_safetensors_lazy(tmp + "/model.safetensors", specs, {{"format", "pt"}}, [&](size_t i) {
-    Tensor t = permute[i] ? permute_rope_rows(*named[i].t, permute[i], true) : *named[i].t;
-    return t.dtype == types[i] ? t : convert_tensor(t, types[i]);
+    Tensor t = to_dense(*named[i].t, types[i]);
+    return permute[i] ? permute_rope_rows(t, permute[i], true) : t;
   });
 
   write_hf_metadata(m, tmp, hf_config_json(m, dtype, dir));

@@ -54,6 +54,13 @@ struct NamedTensor {
 };
 std::vector<NamedTensor> canonical_tensors(const Model& m);
 
+// The dense type a writer stores weight `t` in (WriteOptions): 1-D tensors F32; otherwise
+// opt.dtype when given, else the tensor's own dtype (a packed tensor, when dequantized: F32).
+DType writer_dense_type(const Tensor& t, const WriteOptions& opt);
+// `t` as a dense tensor of type `to` (F32/F16/BF16): `t` itself when it already is one, else an
+// owned conversion; a packed tensor through the reference dequantization (sparse outliers included).
+Tensor to_dense(const Tensor& t, DType to);
+
 // safetensors writer that asks for each tensor's bytes only when it is written, so a converted
 // copy of the whole model never has to exist in memory. specs[i].data is ignored; produce(i)
 // returns a tensor holding exactly specs[i].nbytes bytes (it may own them).

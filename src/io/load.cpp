@@ -107,6 +107,19 @@ std::vector<NamedTensor> canonical_tensors(const Model& m) {
   return v;
 }
 
+DType writer_dense_type(const Tensor& t, const WriteOptions& opt) {
+  if (t.shape.size() == 1) return DType::F32;
+  if (opt.dtype) return *opt.dtype;
+  return t.dtype == DType::Q ? DType::F32 : t.dtype;
+}
+
+Tensor to_dense(const Tensor& t, DType to) {
+  if (t.dtype == to) return t;
+  if (t.dtype != DType::Q) return convert_tensor(t, to);
+  Tensor f = make_f32_tensor(t.name, t.shape, dequantize_ref(t));
+  return to == DType::F32 ? f : convert_tensor(f, to);
+}
+
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string r = "[";
   for (size_t i = 0; i < s.size(); ++i) {

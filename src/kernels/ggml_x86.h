@@ -321,23 +321,19 @@ inline __m256i step_lanes(const uint8_t* p, int j) {
   else return D::lanes(p, j);
 }
 
-// One row, NT tokens (d: per token contiguous block scales, X: per token per-half X).
-template <uint32_t T, int NT>
-inline void decode_row_fused(const QWeights& w, int64_t r, const int8_t* const* a, const float* const* d,
-                             const float* const* X, float* out) {
-  using D = Dec<T>;
-  constexpr int STEP_BYTES = D::QK == 32 ? 8 * D::BYTES : D::BYTES;
-  const int64_t nb = w.nb, nsteps = (nb + 7) / 8;
-  const uint8_t* row = w.q + r * w.row_bytes;
-  const uint8_t* pf = row + w.row_bytes;
+// One row, NT tokens (d: per token contiguous block scales, X: per token per-half X), in steps of 8
+// blocks: `step.factors(s, k, S, M)` gives step s's per-half factors (k = its blocks, < 8 only in a
+// row's last step: the rest zero), `step.lanes(s, j)` the lanes of its block j.
+template <int NT, bool SIGNED, class Step>
+inline void fused_row(int64_t nb, const Step& step, const int8_t* const* a, const float* const* d,
+                      const float* const* X, float* out) {
+  const int64_t nsteps = (nb + 7) / 8;
   __m256 acc[NT], accm[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps(), accm[t] = _mm256_setzero_ps();
   for (int64_t s = 0; s < nsteps; ++s) {
-    const uint8_t* p = row + s * STEP_BYTES;
-    for (int l = 0; l < STEP_BYTES; l += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + s * STEP_BYTES + l), _MM_HINT_T0);
-    const int k = int(std::min<int64_t>(8, nb - 8 * s));  // 8 except a legacy row's last step
+    const int k = int(std::min<int64_t>(8, nb - 8 * s));
     __m256 S[2], M[2];
-    step_factors<T>(p, k, S, M);
+    step.factors(s, k, S, M);
     __m256 SD[NT][2];
     alignas(32) float dt[8], xt[16];
     for (int t = 0; t < NT; ++t) {
@@ -357,12 +353,12 @@ inline void decode_row_fused(const QWeights& w, int64_t r, const int8_t* const* 
       accm[t] = _mm256_fmadd_ps(M[1], x1, accm[t]);
     }
     auto sub = [&](int j) {
-      const __m256i wv = step_lanes<T>(p, j);
+      const __m256i wv = step.lanes(s, j);
       const __m256i idx = _mm256_setr_epi32(2 * (j % 4), 2 * (j % 4), 2 * (j % 4), 2 * (j % 4), 2 * (j % 4) + 1,
                                             2 * (j % 4) + 1, 2 * (j % 4) + 1, 2 * (j % 4) + 1);
       for (int t = 0; t < NT; ++t) {
         const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t] + (8 * s + j) * kQBlock));
-        const __m256 pr = _mm256_cvtepi32_ps(bdot<D::SIGNED>(wv, av));
+        const __m256 pr = _mm256_cvtepi32_ps(bdot<SIGNED>(wv, av));
         acc[t] = _mm256_fmadd_ps(pr, _mm256_permutevar8x32_ps(SD[t][j / 4], idx), acc[t]);
       }
     };
@@ -376,6 +372,33 @@ inline void decode_row_fused(const QWeights& w, int64_t r, const int8_t* const* 
   for (int t = 0; t < NT; ++t) out[t] = hsum(acc[t]) - hsum(accm[t]);
 }
 
+// A ggml row as fused_row's steps (256 weights: 8 legacy blocks or one super-block), prefetching
+// the next row.
+template <uint32_t T>
+struct GgmlStep {
+  static constexpr int STEP_BYTES = Dec<T>::QK == 32 ? 8 * Dec<T>::BYTES : Dec<T>::BYTES;
+  const uint8_t* row;
+  const uint8_t* pf;
+  void factors(int64_t s, int k, __m256* S, __m256* M) const {
+    for (int l = 0; l < STEP_BYTES; l += 64) _mm_prefetch(reinterpret_cast<const char*>(pf + s * STEP_BYTES + l), _MM_HINT_T0);
+    step_factors<T>(row + s * STEP_BYTES, k, S, M);
+  }
+  __m256i lanes(int64_t s, int j) const { return step_lanes<T>(row + s * STEP_BYTES, j); }
+};
+
+// The ggml family for half_rows_gemm below.
+template <uint32_t T>
+struct GgmlRows {
+  static constexpr bool SIGNED = Dec<T>::SIGNED;
+  static void decode(const QWeights& w, int64_t r, uint8_t* u, float* S, float* M) { decode_row<T>(w, r, u, S, M); }
+  template <int NT>
+  static void fused(const QWeights& w, int64_t r, const int8_t* const* a, const float* const* d, const float* const* X,
+                    float* out) {
+    const uint8_t* row = w.q + r * w.row_bytes;
+    fused_row<NT, SIGNED>(w.nb, GgmlStep<T>{row, row + w.row_bytes}, a, d, X, out);
+  }
+};
+
 // Per-thread buffers: R decoded rows.
 struct GgmlScratch {
   std::vector<uint8_t> u;
@@ -386,9 +409,17 @@ inline GgmlScratch& ggml_scratch() {
   return s;
 }
 
-template <class Cfg, uint32_t T>
-void gemm_t(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
-  using D = Dec<T>;
+// Prefill tiles of half_rows_gemm: AVX2 2 rows x 4 tokens (8 accumulators of 16 registers), AVX-512
+// 4 x 4 (32 registers); token chunks of activations that stay in L2.
+struct HalfRowsCfg {
+  static constexpr int GR = kVnni ? 4 : 2, GT = 4;
+  static constexpr int64_t kChunkBytes = kVnni ? (384 << 10) : (192 << 10);
+};
+
+// Rows whose blocks decode to lanes and per-half factors (w = S v - M): Rows gives SIGNED,
+// decode(w, r, u, S, M) (a row into lanes u[nb * 32], S, M[2 nb]; prefill) and fused<NT> (decode).
+template <class Cfg, class Rows>
+void half_rows_gemm(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   const QWeights& w = A.w;
   const int64_t nb = w.nb, cols = w.cols, nh = 2 * nb, n = A.a.n;
   constexpr int R = Cfg::GR, TT = Cfg::GT;
@@ -417,9 +448,9 @@ void gemm_t(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) 
     }
     for (int64_t r = r0; r < r1; ++r) {
       float y[3];
-      if (nt == 1) decode_row_fused<T, 1>(w, r, a, d, X, y);
-      else if (nt == 2) decode_row_fused<T, 2>(w, r, a, d, X, y);
-      else decode_row_fused<T, 3>(w, r, a, d, X, y);
+      if (nt == 1) Rows::template fused<1>(w, r, a, d, X, y);
+      else if (nt == 2) Rows::template fused<2>(w, r, a, d, X, y);
+      else Rows::template fused<3>(w, r, a, d, X, y);
       for (int64_t t = 0; t < nt; ++t) A.y[(t0 + t) * A.ldy + r] = y[t];
     }
     return;
@@ -433,7 +464,7 @@ void gemm_t(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) 
       const float* S[R];
       for (int i = 0; i < R; ++i) {
         const int ii = i < nr ? i : nr - 1;
-        if (i < nr) decode_row<T>(w, r + i, Sc.u.data() + i * ustride, Sc.S.data() + i * hstride, Sc.M.data() + i * hstride);
+        if (i < nr) Rows::decode(w, r + i, Sc.u.data() + i * ustride, Sc.S.data() + i * hstride, Sc.M.data() + i * hstride);
         u[i] = Sc.u.data() + ii * ustride;
         S[i] = Sc.S.data() + ii * hstride;
       }
@@ -447,7 +478,7 @@ void gemm_t(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) 
           d[j] = A.a.d + tj;
         }
         float out[R][TT];
-        dot_tile<R, TT, D::SIGNED>(nb, u, S, a, d, n, out);
+        dot_tile<R, TT, Rows::SIGNED>(nb, u, S, a, d, n, out);
         for (int i = 0; i < nr; ++i)
           for (int j = 0; j < nt; ++j) finish(r + i, i, t + j, out[i][j]);
       }
@@ -461,24 +492,24 @@ template <class Cfg>
 void ggml_gemm(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   using namespace ggml;
   switch (uint32_t(A.w.bits)) {
-    case kQ4_0: return gx::gemm_t<Cfg, kQ4_0>(A, r0, r1, t0, t1);
-    case kQ4_1: return gx::gemm_t<Cfg, kQ4_1>(A, r0, r1, t0, t1);
-    case kQ5_0: return gx::gemm_t<Cfg, kQ5_0>(A, r0, r1, t0, t1);
-    case kQ5_1: return gx::gemm_t<Cfg, kQ5_1>(A, r0, r1, t0, t1);
-    case kQ8_0: return gx::gemm_t<Cfg, kQ8_0>(A, r0, r1, t0, t1);
-    case kQ2_K: return gx::gemm_t<Cfg, kQ2_K>(A, r0, r1, t0, t1);
-    case kQ3_K: return gx::gemm_t<Cfg, kQ3_K>(A, r0, r1, t0, t1);
-    case kQ4_K: return gx::gemm_t<Cfg, kQ4_K>(A, r0, r1, t0, t1);
-    case kQ5_K: return gx::gemm_t<Cfg, kQ5_K>(A, r0, r1, t0, t1);
-    case kQ6_K: return gx::gemm_t<Cfg, kQ6_K>(A, r0, r1, t0, t1);
-    case kIQ4_NL: return gx::gemm_t<Cfg, kIQ4_NL>(A, r0, r1, t0, t1);
-    case kIQ4_XS: return gx::gemm_t<Cfg, kIQ4_XS>(A, r0, r1, t0, t1);
+    case kQ4_0: return gx::half_rows_gemm<Cfg, gx::GgmlRows<kQ4_0>>(A, r0, r1, t0, t1);
+    case kQ4_1: return gx::half_rows_gemm<Cfg, gx::GgmlRows<kQ4_1>>(A, r0, r1, t0, t1);
+    case kQ5_0: return gx::half_rows_gemm<Cfg, gx::GgmlRows<kQ5_0>>(A, r0, r1, t0, t1);
+    case kQ5_1: return gx::half_rows_gemm<Cfg, gx::GgmlRows<kQ5_1>>(A, r0, r1, t0, t1);
+    case kQ8_0: return gx::half_rows_gemm<Cfg, gx::GgmlRows<kQ8_0>>(A, r0, r1, t0, t1);
+    case kQ2_K: return gx::half_rows_gemm<Cfg, gx::GgmlRows<kQ2_K>>(A, r0, r1, t0, t1);
+    case kQ3_K: return gx::half_rows_gemm<Cfg, gx::GgmlRows<kQ3_K>>(A, r0, r1, t0, t1);
+    case kQ4_K: return gx::half_rows_gemm<Cfg, gx::GgmlRows<kQ4_K>>(A, r0, r1, t0, t1);
+    case kQ5_K: return gx::half_rows_gemm<Cfg, gx::GgmlRows<kQ5_K>>(A, r0, r1, t0, t1);
+    case kQ6_K: return gx::half_rows_gemm<Cfg, gx::GgmlRows<kQ6_K>>(A, r0, r1, t0, t1);
+    case kIQ4_NL: return gx::half_rows_gemm<Cfg, gx::GgmlRows<kIQ4_NL>>(A, r0, r1, t0, t1);
+    case kIQ4_XS: return gx::half_rows_gemm<Cfg, gx::GgmlRows<kIQ4_XS>>(A, r0, r1, t0, t1);
     default: return ggml_kernels_scalar.gemm(A, r0, r1, t0, t1);
   }
 }
 
 // The scalar reference (a function, not the scalar table's pointer: no cross-TU static init order).
-void ggml_dequant(const QWeights& w, int64_t r0, int64_t r1, float* out, int64_t ldo) {
+inline void ggml_dequant(const QWeights& w, int64_t r0, int64_t r1, float* out, int64_t ldo) {
   ggml_kernels_scalar.dequant_rows(w, r0, r1, out, ldo);
 }
 

@@ -54,6 +54,11 @@ struct QWeights {
     return lut_sel ? lut + 16 * int64_t(lut_sel[r * groups + g]) : lut + r * lut_stride;
   }
   const uint8_t* e8m0 = nullptr;  // mxfp4: [rows][groups] E8M0 scales (2^(e-128)) instead of f16
+  // spqr: second-level statistics [row groups][4][groups] f16 (scale step, scale low, zero step,
+  // zero low) of groups of stat_rows rows; each row's 6-bit statistic codes (scale | zero << 3,
+  // group g at bit 6g) follow its code blocks, at byte nb * qblock_bytes(bits) of the row.
+  const uint16_t* stats2 = nullptr;
+  int64_t stat_rows = 0;
   // Scale of (row, group) as f32 (either stored kind).
   float scale(int64_t r, int64_t g) const;
   bool g16() const { return group == 16; }
@@ -140,6 +145,30 @@ void sparse_add_avx512(const SparseArgs& a, int64_t r0, int64_t r1, int64_t t0, 
 // activations, per-type unpacking of a block to int8 lanes and f32 scales (+ offsets, QActs::x
 // holding X per 16-column half).
 extern const FormatKernels ggml_kernels_scalar, ggml_kernels_avx2, ggml_kernels_avx512;
+// SpQR (spqr family): b-bit codes, w = s_g (q - z_g) with s_g, z_g decoded from 3-bit codes and the
+// second-level statistics (QWeights::stats2); int8 activations and, like ggml, per-16-half scales S
+// and offsets M = s z against QActs::x per half.
+extern const FormatKernels spqr_kernels_scalar, spqr_kernels_avx2, spqr_kernels_avx512;
+// Row r's per-half factors (the specification of the statistics' decoding): S[h] = s_g, M[h] =
+// s_g * z_g of the group holding half h, for h < 2 * nb (0 past the row's groups), where
+// s = s_low + s_step * code_s and z = z_low + z_step * code_z in f32 (one product, one sum).
+void spqr_row_factors(const QWeights& w, int64_t r, float* S, float* M);
+// Rows whose blocks decode to int8 values v and per-16-half factors (ggml, spqr): w = S v - M,
+//   y[t][r] = sum_b d[t][b] sum_{h in b} S[h] (sum_{i in h} v_i a_i) - sum_h M[h] X[t][h].
+// The scalar reference of that product for any row decoder (kernels/generic/ggml.cpp).
+using HalfRowDecoder = void (*)(const QWeights& w, int64_t r, int8_t* v, float* S, float* M);
+void half_rows_gemm_ref(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1, HalfRowDecoder dec);
+// Their reference dequantization: w = S v - M in f32 (one product, one difference).
+void half_rows_dequant_ref(const QWeights& w, int64_t r0, int64_t r1, float* out, int64_t ldo, HalfRowDecoder dec);
+// The two as kernel-table entries for one decoder.
+template <HalfRowDecoder DEC>
+void half_rows_gemm_of(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  half_rows_gemm_ref(A, r0, r1, t0, t1, DEC);
+}
+template <HalfRowDecoder DEC>
+void half_rows_dequant_of(const QWeights& w, int64_t r0, int64_t r1, float* out, int64_t ldo) {
+  half_rows_dequant_ref(w, r0, r1, out, ldo, DEC);
+}
 // E4M3 code -> float (scalar reference; 0x7f / 0xff are NaN).
 float e4m3_to_f32(uint8_t c);
 

@@ -7,16 +7,143 @@
 
 namespace lmpress::cli {
 
+namespace {
+
+struct QuantizeOpt {
+  Common c;
+  std::string recipe = "gptq:w4g32;token_embd.weight=rtn:w8g32", recipe_file, out, calib;
+  int nsamples = 32, seqlen = 128;
+  uint64_t seed = 0;
+  bool no_true_seq = false, force = false;
+  // mixed precision under a budget
+  double target_bpw = 0;
+  int64_t target_bytes = 0;
+  std::string candidates, allocator = "proxy", database;
+  int generations = 150, offspring = 16, kl_windows = 16;
+};
+
+// --target-bpw / --target-bytes: the database of variants, an allocator, the chosen variants
+// written as one file (docs/methods.md, "Mixed precision under a budget").
+void quantize_to_budget(const QuantizeOpt& o) {
+  if (o.calib.empty()) fail("quantize", "--target-bpw/--target-bytes need calibration data: pass --calib FILE");
+  const AllocatorInfo& alloc = find_allocator(o.allocator);
+  const std::vector<TensorRule> cands = parse_candidates(o.candidates.empty() ? kDefaultCandidates : o.candidates);
+  const int nt = threads(o.c);
+  Model m = load(o.c);
+  const BudgetTable table = budget_table(m, cands);
+  const int64_t target = o.target_bytes > 0 ? o.target_bytes : bpw_to_bytes(o.target_bpw, table.params);
+  auto bpw = [&](int64_t b) { return 8.0 * double(b) / double(table.params); };
+  if (target < table.min_bytes())
+    fail("quantize", "the budget of " + std::to_string(target) + " weight bytes (" + std::to_string(bpw(target)) +
+                         " bpw) is below the cheapest candidates' " + std::to_string(table.min_bytes()) + " bytes (" +
+                         std::to_string(bpw(table.min_bytes())) + " bpw)");
+  if (target >= table.max_bytes())
+    log_info("note: the budget (%.4f bpw) holds every tensor on its largest candidate (%.4f bpw)", bpw(target),
+             bpw(table.max_bytes()));
+  CalibOptions calib{o.calib, o.nsamples, o.seqlen, o.seed};
+  log_info("database: %zu candidates x %zu tensors of %s, calibration %s", cands.size(), table.names.size(),
+           m.path.c_str(), o.calib.c_str());
+  const std::string calib_desc = o.calib + " nsamples=" + std::to_string(o.nsamples) + " seqlen=" +
+                                 std::to_string(o.seqlen) + " seed=" + std::to_string(o.seed);
+  VariantDb db;
+  bool reused = false;
+  if (!o.database.empty() && file_exists(o.database + "/database.json")) {
+    db = load_variant_db(m, cands, o.database, calib_desc);
+    reused = true;
+    log_info("database %s reused (built in %.1f s; %s on disk)", o.database.c_str(), db.seconds,
+             human_bytes(double(variant_db_disk_bytes(o.database))).c_str());
+  } else {
+    db = build_variant_db(m, cands, calib, nt);
+    log_info("database built in %.1f s, %s of packed variants", db.seconds, human_bytes(double(db.db_bytes)).c_str());
+    if (!o.database.empty()) {
+      save_variant_db(db, m, o.database, calib_desc);
+      db = load_variant_db(m, cands, o.database, calib_desc);  // what a later run reads
+      log_info("database saved to %s (%s)", o.database.c_str(), human_bytes(double(variant_db_disk_bytes(o.database))).c_str());
+    }
+  }
+  std::unique_ptr<KlEvaluator> kl;
+  if (alloc.needs_kl) {
+    CalibOptions kc = calib;
+    kc.seed = o.seed + 1;  // other windows than the statistics' ones
+    kc.nsamples = o.kl_windows;
+    kl = std::make_unique<KlEvaluator>(m, calibration_windows(m, kc), nt);
+  }
+  AllocateOptions ao;
+  ao.budget = target;
+  ao.seed = o.seed;
+  ao.n_threads = nt;
+  ao.kl = kl.get();
+  ao.generations = o.generations;
+  ao.offspring = o.offspring;
+  ao.stage_tokens = {std::max(2, o.seqlen / 4), o.seqlen};
+  ao.stage_windows = {std::max(1, o.kl_windows / 4), o.kl_windows};
+  ao.stage_survivors = {std::max(1, o.offspring / 4), 1};
+  const AllocateResult ar = alloc.run(db, m, ao);
+  if (ar.bytes > target) fail("quantize", "internal: the allocation exceeds the budget");  // never
+  const std::string recipe = allocation_recipe(db, ar.choice);
+  const Recipe rc = parse_recipe(recipe);
+  const std::vector<PlannedTensor> plan = plan_quantization(m, rc);
+  int64_t planned = 0;
+  for (const auto& p : plan) planned += int64_t(p.nbytes);
+  if (planned != ar.bytes) fail("quantize", "internal: planned bytes differ from the budget table");
+  std::map<std::string, std::string> meta = m.metadata;
+  meta["recipe"] = recipe;
+  meta["source"] = m.path;
+  meta["calib"] = calib_desc;
+  meta["allocation"] = std::string(alloc.name) + " target_bytes=" + std::to_string(target);
+  {
+    const Model q = assemble_model(m, db, ar.choice);
+    LmpressStreamWriter writer(o.out, m, plan, meta, o.force);
+    for (const Tensor* t : q.weight_tensors()) writer.put(*t);
+    writer.commit();
+  }
+  const uint64_t fbytes = file_size(o.out);
+  const double used = 100.0 * double(ar.bytes) / double(target);
+  if (used < 99.0)
+    log_info("note: the allocation uses %.2f%% of the budget (the candidates cannot fill it closer)", used);
+  if (o.c.json) {
+    nlohmann::json tensors = nlohmann::json::array();
+    for (size_t i = 0; i < ar.choice.size(); ++i) {
+      const Variant& v = db.v[i][size_t(ar.choice[i])];
+      tensors.push_back({{"name", db.table.names[i]}, {"rule", cands[size_t(ar.choice[i])].text},
+                         {"format", format_name(v.rep.spec)}, {"bytes", db.table.bytes[i][size_t(ar.choice[i])]},
+                         {"err", v.rep.err}, {"rel_err", v.rep.rel_err}});
+    }
+    nlohmann::json cj = nlohmann::json::array();
+    for (const auto& c : cands) cj.push_back(c.text);
+    print_json({{"model", m.path}, {"out", o.out}, {"recipe", recipe}, {"allocator", alloc.name},
+                {"candidates", cj}, {"target_bytes", target}, {"weight_bytes", ar.bytes},
+                {"fixed_bytes", table.fixed_bytes}, {"budget_used", double(ar.bytes) / double(target)},
+                {"params", table.params}, {"bpw", bpw(ar.bytes)}, {"file_bytes", fbytes},
+                {"database_seconds", db.seconds}, {"database_bytes", db.db_bytes}, {"database_reused", reused},
+                {"database_dir", o.database},
+                {"allocator_seconds", ar.seconds}, {"allocator_score", ar.score},
+                {"kl_evaluations", ar.evaluations}, {"note", ar.note}, {"tensors", tensors}});
+    return;
+  }
+  std::printf("| tensor | rule | bytes | rel. error |\n|---|---|---|---|\n");
+  for (size_t i = 0; i < ar.choice.size(); ++i) {
+    const Variant& v = db.v[i][size_t(ar.choice[i])];
+    std::printf("| %s | %s | %lld | %.5f |\n", db.table.names[i].c_str(), cands[size_t(ar.choice[i])].text.c_str(),
+                (long long)db.table.bytes[i][size_t(ar.choice[i])], v.rep.rel_err);
+  }
+  std::printf("allocator %s (%s): %.2f s, %lld KL evaluations, objective %.6g\n", alloc.name, ar.note.c_str(),
+              ar.seconds, (long long)ar.evaluations, ar.score);
+  std::printf("budget %lld weight bytes (%.4f bpw); used %lld (%.4f bpw, %.3f%% of the budget; %lld bytes of norms "
+              "and other fixed tensors)\n",
+              (long long)target, bpw(target), (long long)ar.bytes, bpw(ar.bytes), used, (long long)table.fixed_bytes);
+  std::printf("database: %zu candidates x %zu tensors, built in %.1f s%s, %s of variants; file %s (%s)\n",
+              cands.size(), db.v.size(), db.seconds, reused ? " (reused)" : "", human_bytes(double(db.db_bytes)).c_str(),
+              o.out.c_str(),
+              human_bytes(double(fbytes)).c_str());
+}
+
+}  // namespace
+
+
 void add_quantize(CLI::App& app) {
   auto* sub = app.add_subcommand("quantize", "Compress a model by a recipe into an lmpress file");
-  struct Opt {
-    Common c;
-    std::string recipe = "gptq:w4g32;token_embd.weight=rtn:w8g32", recipe_file, out, calib;
-    int nsamples = 32, seqlen = 128;
-    uint64_t seed = 0;
-    bool no_true_seq = false, force = false;
-  };
-  auto o = std::make_shared<Opt>();
+  auto o = std::make_shared<QuantizeOpt>();
   add_common(sub, o->c);
   sub->add_option("-r,--recipe", o->recipe,
                   "Recipe, e.g. \"gptq:w4g32,act_order;token_embd.weight=rtn:w8g32\" (docs/recipes.md)");
@@ -28,9 +155,33 @@ void add_quantize(CLI::App& app) {
   sub->add_option("--seed", o->seed, "Seed for window selection");
   sub->add_flag("--no-true-sequential", o->no_true_seq,
                 "Capture all inputs of a block before quantizing any of it (faster, slightly worse)");
+  auto* o_bpw = sub->add_option("--target-bpw", o->target_bpw,
+                  "Mixed precision: choose each tensor's rule among --candidates so that the weights take at "
+                  "most this many bits per weight (all weight tensors counted)")->check(real_between(0.5, 32, true));
+  auto* o_bytes = sub->add_option("--target-bytes", o->target_bytes, "Mixed precision: the budget as total weight bytes")
+                      ->check(CLI::Range(int64_t(1), int64_t(1) << 50));
+  o_bpw->excludes(o_bytes);
+  sub->add_option("--candidates", o->candidates,
+                  std::string("Space-separated rules a tensor may get (default \"") + kDefaultCandidates + "\")");
+  sub->add_option("--database", o->database,
+                  "Keep the variant database in DIR (one uniform .lmp per candidate + database.json) and reuse it "
+                  "when DIR already holds one for the same model, calibration and candidates");
+  sub->add_option("--allocator", o->allocator, "proxy | kl | evopress (docs/methods.md)");
+  sub->add_option("--generations", o->generations, "evopress: generations")->check(int_between(0, 1000000));
+  sub->add_option("--offspring", o->offspring, "evopress: offspring per generation")->check(int_between(1, 10000));
+  sub->add_option("--kl-windows", o->kl_windows, "kl / evopress: calibration windows for the KL fitness (seed + 1)")
+      ->check(int_between(1, 1 << 16));
   add_force(sub, o->force);
-  sub->callback([o] {
+  sub->callback([o, sub] {
     check_output_path(o->out, OutputKind::File, o->force);
+    if (o->target_bpw > 0 || o->target_bytes > 0) {
+      if (sub->count("--recipe") || sub->count("--recipe-file"))
+        fail("quantize", "--target-bpw/--target-bytes choose the rules from --candidates; do not pass --recipe");
+      quantize_to_budget(*o);
+      return;
+    }
+    if (sub->count("--candidates") || sub->count("--allocator") || sub->count("--database"))
+      fail("quantize", "--candidates, --allocator and --database need --target-bpw or --target-bytes");
     QuantizeOptions qo;
     qo.recipe = o->recipe_file.empty() ? parse_recipe(o->recipe) : load_recipe_file(o->recipe_file);
     const int nt = threads(o->c);

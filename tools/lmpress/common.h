@@ -32,7 +32,7 @@ Model load(const Common& c, bool require_tokenizer = true);
 // -t resolved: 0 -> default_threads(); more than the machine's logical CPUs is clamped (a note).
 int threads(const Common& c);
 void print_json(const nlohmann::json& j);  // stdout, pretty; invalid UTF-8 replaced, never throws
-// The whole text file tokenized with BOS; errors name the text file.
+// The whole text file (plain or .bz2) tokenized with BOS; errors name the text file.
 std::vector<int32_t> tokenize_file(const Model& m, const std::string& path);
 std::string human_bytes(double b);
 std::string human_seconds(double s);
@@ -67,5 +67,7 @@ void add_synth(CLI::App& app);
 void add_convert(CLI::App& app);
 void add_quantize(CLI::App& app);
 void add_sweep(CLI::App& app);
+void add_hellaswag(CLI::App& app);
+void add_mc(CLI::App& app);
 
 }  // namespace lmpress::cli

@@ -108,7 +108,7 @@ Model load(const Common& c, bool require_tokenizer) {
 }
 
 std::vector<int32_t> tokenize_file(const Model& m, const std::string& path) {
-  const std::string text = read_text_file(path);
+  const std::string text = read_text_input(path);
   try {
     return m.tokenizer->encode(text, true);
   } catch (const Error& e) {
@@ -204,6 +204,8 @@ int main(int argc, char** argv) {
   cli::add_convert(app);
   cli::add_quantize(app);
   cli::add_sweep(app);
+  cli::add_hellaswag(app);
+  cli::add_mc(app);
   app.parse_complete_callback([&] {
     if (cli::log_flags().quiet) set_log_level(LogLevel::Quiet);
     if (cli::log_flags().verbose) set_log_level(LogLevel::Debug);

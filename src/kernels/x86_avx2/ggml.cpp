@@ -3,13 +3,7 @@
 #include "kernels/ggml_x86.h"
 
 namespace lmpress::kern {
-namespace {
-struct GgmlCfgAvx2 {
-  static constexpr int GR = 2, GT = 4;
-  static constexpr int64_t kChunkBytes = 192 << 10;  // activations per token chunk (L2)
-};
-}  // namespace
 
-const FormatKernels ggml_kernels_avx2 = {SimdLevel::AVX2, ggml_gemm<GgmlCfgAvx2>, ggml_dequant};
+const FormatKernels ggml_kernels_avx2 = {SimdLevel::AVX2, ggml_gemm<gx::HalfRowsCfg>, ggml_dequant};
 
 }  // namespace lmpress::kern

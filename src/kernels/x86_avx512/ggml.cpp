@@ -5,13 +5,7 @@
 #include "kernels/ggml_x86.h"
 
 namespace lmpress::kern {
-namespace {
-struct GgmlCfgAvx512 {
-  static constexpr int GR = 4, GT = 4;
-  static constexpr int64_t kChunkBytes = 384 << 10;
-};
-}  // namespace
 
-const FormatKernels ggml_kernels_avx512 = {SimdLevel::AVX512, ggml_gemm<GgmlCfgAvx512>, ggml_dequant};
+const FormatKernels ggml_kernels_avx512 = {SimdLevel::AVX512, ggml_gemm<gx::HalfRowsCfg>, ggml_dequant};
 
 }  // namespace lmpress::kern

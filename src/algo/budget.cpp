@@ -1,0 +1,573 @@
+// Mixed precision under a budget (docs/methods.md, "Mixed precision under a budget"): candidate
+// rules, exact byte accounting per tensor and candidate, the multiple-choice knapsack, the KL
+// evaluator on calibration windows, and the allocators (proxy, kl: one-shot knapsacks; evopress:
+// evolutionary search). The variant database itself is built by the pipeline (pipeline.cpp).
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <numeric>
+#include <random>
+#include <set>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "lmpress/compress.h"
+#include "lmpress/engine.h"
+#include "lmpress/io.h"
+
+namespace lmpress {
+
+const char* const kDefaultCandidates =
+    "gptq:w2g64,mse gptq:w3g64,mse gptq:w4g64,mse gptq:w5g64,mse gptq:w6g64 gptq:w8g64";
+
+std::vector<TensorRule> parse_candidates(const std::string& s) {
+  std::istringstream ss(s);
+  std::string tok;
+  std::vector<TensorRule> out;
+  std::set<std::string> seen;
+  while (ss >> tok) {
+    TensorRule r = parse_rule(tok);
+    if (!r.quantized()) fail("candidates", "'" + tok + "' is not a quantizing rule (keep/f16/bf16/f32 are not candidates)");
+    for (const auto& m : r.chain)
+      if (!find_method(m).rounds)
+        fail("candidates", "'" + tok + "' holds the transform " + m + " (candidates are rounding rules: transforms rewrite the model and cannot be swapped per tensor)");
+    if (r.spec.sparse) fail("candidates", "'" + tok + "': sparse-outlier formats (+s) are not candidates yet");
+    if (!seen.insert(r.text).second) fail("candidates", "'" + tok + "' is given twice");
+    out.push_back(std::move(r));
+  }
+  if (out.empty()) fail("candidates", "no candidate rules given (e.g. \"gptq:w2g64,mse gptq:w4g64,mse\")");
+  return out;
+}
+
+int64_t BudgetTable::min_bytes() const {
+  int64_t b = fixed_bytes;
+  for (const auto& r : bytes) b += *std::min_element(r.begin(), r.end());
+  return b;
+}
+int64_t BudgetTable::max_bytes() const {
+  int64_t b = fixed_bytes;
+  for (const auto& r : bytes) b += *std::max_element(r.begin(), r.end());
+  return b;
+}
+int64_t BudgetTable::bytes_of(const std::vector<int>& choice) const {
+  LMP_ASSERT(choice.size() == bytes.size());
+  int64_t b = fixed_bytes;
+  for (size_t i = 0; i < choice.size(); ++i) b += bytes[i][size_t(choice[i])];
+  return b;
+}
+
+BudgetTable budget_table(const Model& m, const std::vector<TensorRule>& cands) {
+  BudgetTable t;
+  t.params = m.n_params();
+  std::set<std::string> choosable;
+  for (const auto& L : m.layers)
+    for (const Tensor* x : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) choosable.insert(x->name);
+  choosable.insert(m.tok_embd.name);
+  if (!m.cfg.tied_embeddings) choosable.insert(m.output.name);
+  // One plan per candidate (every tensor on that candidate): the planned bytes are what the
+  // writer will check each tensor against, so they are exact by construction.
+  std::vector<std::map<std::string, int64_t>> per(cands.size());
+  std::vector<PlannedTensor> first;
+  for (size_t c = 0; c < cands.size(); ++c) {
+    Recipe rc;
+    rc.base = cands[c];
+    rc.text = cands[c].text;
+    std::vector<PlannedTensor> plan;
+    try {
+      plan = plan_quantization(m, rc);
+    } catch (const Error& e) {
+      fail("candidates", "'" + cands[c].text + "' does not fit this model: " + e.what());
+    }
+    for (const auto& p : plan) per[c][p.name] = int64_t(p.nbytes);
+    if (c == 0) first = plan;
+  }
+  for (const auto& p : first) {
+    if (choosable.count(p.name)) {
+      t.names.push_back(p.name);
+      std::vector<int64_t> b;
+      for (size_t c = 0; c < cands.size(); ++c) b.push_back(per[c].at(p.name));
+      t.bytes.push_back(std::move(b));
+    } else {
+      t.fixed_bytes += int64_t(p.nbytes);
+    }
+  }
+  return t;
+}
+
+int64_t bpw_to_bytes(double bpw, int64_t params) {
+  if (!(bpw > 0) || !std::isfinite(bpw)) fail("budget", "bits per weight must be a positive number");
+  return int64_t(std::floor(bpw * double(params) / 8.0));
+}
+
+KnapsackResult solve_mckp(const std::vector<std::vector<int64_t>>& bytes, const std::vector<std::vector<double>>& cost,
+                          int64_t budget, int64_t max_cells) {
+  const size_t n = bytes.size();
+  LMP_ASSERT(cost.size() == n && max_cells >= 1);
+  KnapsackResult res;
+  res.choice.assign(n, 0);
+  int64_t base = 0;
+  std::vector<int64_t> lo(n);
+  for (size_t i = 0; i < n; ++i) {
+    LMP_ASSERT(!bytes[i].empty() && bytes[i].size() == cost[i].size());
+    lo[i] = *std::min_element(bytes[i].begin(), bytes[i].end());
+    base += lo[i];
+  }
+  if (base > budget)
+    fail("budget", "the budget of " + std::to_string(budget) + " bytes is below the cheapest choice (" +
+                       std::to_string(base) + " bytes)");
+  const int64_t cap = budget - base;
+  int64_t g = 0;
+  for (size_t i = 0; i < n; ++i)
+    for (int64_t b : bytes[i]) g = std::gcd(g, b - lo[i]);
+  if (g == 0) g = 1;
+  int64_t q = g;
+  if (cap / q > max_cells) {
+    q = (cap + max_cells - 1) / max_cells;
+    q = (q + g - 1) / g * g;  // a multiple of g
+  }
+  res.quantum = q;
+  res.exact = q == g;
+  const int64_t cells = cap / q;
+  const size_t W = size_t(cells) + 1;
+  const double inf = std::numeric_limits<double>::infinity();
+  // best[w] = least cost of the items so far using at most w cells; pick[i][w] = option chosen.
+  std::vector<double> best(W, 0.0), next(W);
+  std::vector<std::vector<uint8_t>> pick(n, std::vector<uint8_t>(W, 0));
+  LMP_ASSERT(std::all_of(bytes.begin(), bytes.end(), [](const auto& r) { return r.size() <= 255; }));
+  for (size_t i = 0; i < n; ++i) {
+    std::fill(next.begin(), next.end(), inf);
+    for (size_t c = 0; c < bytes[i].size(); ++c) {
+      const int64_t wc = (bytes[i][c] - lo[i] + q - 1) / q;  // rounded up: feasible in real bytes
+      if (wc > cells) continue;
+      const double cc = cost[i][c];
+      for (size_t w = size_t(wc); w < W; ++w) {
+        const double v = best[w - size_t(wc)] + cc;
+        if (v < next[w]) {
+          next[w] = v;
+          pick[i][w] = uint8_t(c);
+        }
+      }
+    }
+    best.swap(next);
+  }
+  // backtrack from the full capacity (best is monotone in w: "at most w cells")
+  size_t w = W - 1;
+  for (size_t i = n; i-- > 0;) {
+    const int c = pick[i][w];
+    res.choice[i] = c;
+    w -= size_t((bytes[i][size_t(c)] - lo[i] + q - 1) / q);
+  }
+  auto total = [&] {
+    int64_t b = 0;
+    for (size_t i = 0; i < n; ++i) b += bytes[i][size_t(res.choice[i])];
+    return b;
+  };
+  // Fix-up (coarse grid only): spend the real slack on the single switches that lower the cost most.
+  if (!res.exact) {
+    for (;;) {
+      const int64_t slack = budget - total();
+      double gain = 0;
+      size_t bi = 0;
+      int bc = -1;
+      for (size_t i = 0; i < n; ++i)
+        for (size_t c = 0; c < bytes[i].size(); ++c) {
+          const int64_t extra = bytes[i][c] - bytes[i][size_t(res.choice[i])];
+          const double d = cost[i][size_t(res.choice[i])] - cost[i][c];
+          if (extra <= slack && d > gain) gain = d, bi = i, bc = int(c);
+        }
+      if (bc < 0) break;
+      res.choice[bi] = bc;
+    }
+  }
+  res.bytes = total();
+  res.cost = 0;
+  for (size_t i = 0; i < n; ++i) res.cost += cost[i][size_t(res.choice[i])];
+  LMP_ASSERT(res.bytes <= budget);
+  return res;
+}
+
+// ---- the database on disk ------------------------------------------------------------------------
+namespace {
+std::string db_file(const std::string& dir, size_t k) { return dir + "/cand" + std::to_string(k) + ".lmp"; }
+}  // namespace
+
+void save_variant_db(const VariantDb& db, const Model& src, const std::string& dir, const std::string& calib_desc) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) fail(dir, "cannot create the database directory: " + ec.message());
+  nlohmann::json j;
+  j["lmpress.database"] = 1;
+  j["model"] = src.path;
+  j["calib"] = calib_desc;
+  j["seconds"] = db.seconds;
+  nlohmann::json cj = nlohmann::json::array(), tj = nlohmann::json::array();
+  for (const auto& c : db.candidates) cj.push_back(c.text);
+  j["candidates"] = cj;
+  for (size_t i = 0; i < db.v.size(); ++i) {
+    nlohmann::json err = nlohmann::json::array(), rel = nlohmann::json::array();
+    for (const auto& v : db.v[i]) err.push_back(v.rep.err), rel.push_back(v.rep.rel_err);
+    tj.push_back({{"name", db.table.names[i]}, {"err", err}, {"rel_err", rel}});
+  }
+  j["tensors"] = tj;
+  for (size_t k = 0; k < db.candidates.size(); ++k) {
+    const std::vector<int> all(db.v.size(), int(k));
+    const Model q = assemble_model(src, db, all);
+    Recipe rc;
+    rc.base = db.candidates[k];
+    rc.text = rc.base.text;
+    std::map<std::string, std::string> meta = src.metadata;
+    meta["recipe"] = rc.text;
+    meta["source"] = src.path;
+    meta["calib"] = calib_desc + " (variant database: not true-sequential)";
+    LmpressStreamWriter w(db_file(dir, k), src, plan_quantization(src, rc), meta, true);
+    for (const Tensor* t : q.weight_tensors()) w.put(*t);
+    w.commit();
+  }
+  AtomicFile f(dir + "/database.json", true);
+  f.write(j.dump(1));
+  f.commit();
+}
+
+VariantDb load_variant_db(const Model& src, const std::vector<TensorRule>& cands, const std::string& dir,
+                          const std::string& calib_desc) {
+  const std::string jp = dir + "/database.json";
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_text_file(jp));
+  } catch (const nlohmann::json::exception& e) {
+    fail(jp, std::string("not a database index: ") + e.what());
+  }
+  auto str = [&](const char* k) {
+    if (!j.contains(k) || !j[k].is_string()) fail(jp, std::string("missing '") + k + "'");
+    return j[k].get<std::string>();
+  };
+  if (str("model") != src.path) fail(jp, "built for model " + str("model") + ", not " + src.path + " (use another --database directory)");
+  if (str("calib") != calib_desc) fail(jp, "built with calibration '" + str("calib") + "', not '" + calib_desc + "'");
+  std::vector<std::string> names;
+  if (!j.contains("candidates") || !j["candidates"].is_array()) fail(jp, "missing 'candidates'");
+  for (const auto& c : j["candidates"]) names.push_back(c.is_string() ? c.get<std::string>() : std::string("?"));
+  std::vector<std::string> want;
+  for (const auto& c : cands) want.push_back(c.text);
+  if (names != want) fail(jp, "built for other candidates (use another --database directory)");
+  VariantDb db;
+  db.candidates = cands;
+  db.table = budget_table(src, cands);
+  db.seconds = j.value("seconds", 0.0);
+  const size_t n = db.table.names.size();
+  if (!j.contains("tensors") || !j["tensors"].is_array() || j["tensors"].size() != n) fail(jp, "wrong tensor list");
+  db.v.assign(n, std::vector<Variant>(cands.size()));
+  for (size_t k = 0; k < cands.size(); ++k) {
+    const Model m = load_model(db_file(dir, k));
+    std::map<std::string, const Tensor*> by;
+    for (const Tensor* t : m.weight_tensors()) by[t->name] = t;
+    for (size_t i = 0; i < n; ++i) {
+      const auto& tj = j["tensors"][i];
+      if (!tj.is_object() || tj.value("name", "") != db.table.names[i]) fail(jp, "wrong tensor list");
+      auto it = by.find(db.table.names[i]);
+      if (it == by.end() || int64_t(it->second->nbytes) != db.table.bytes[i][k] || it->second->dtype != DType::Q)
+        fail(db_file(dir, k), "tensor " + db.table.names[i] + " is not the candidate's variant");
+      Variant& v = db.v[i][k];
+      v.t = *it->second;
+      if (!m.files.empty()) v.t.owner = m.files[0];  // the mapping outlives the loaded model
+      v.rep.name = db.table.names[i];
+      v.rep.method = cands[k].method;
+      v.rep.spec = cands[k].spec;
+      const auto& e = tj["err"];
+      const auto& r = tj["rel_err"];
+      if (!e.is_array() || !r.is_array() || e.size() != cands.size() || r.size() != cands.size() ||
+          !e[k].is_number() || !r[k].is_number())
+        fail(jp, "bad errors of " + db.table.names[i]);
+      v.rep.err = e[k].get<double>();
+      v.rep.rel_err = r[k].get<double>();
+      db.db_bytes += int64_t(v.t.nbytes);
+    }
+  }
+  return db;
+}
+
+int64_t variant_db_disk_bytes(const std::string& dir) {
+  int64_t b = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec))
+    if (e.is_regular_file()) b += int64_t(e.file_size());
+  return b;
+}
+
+// ---- KL evaluator --------------------------------------------------------------------------------
+namespace {
+void log_softmax(const float* x, int32_t n, float* out) {
+  float mx = x[0];
+  for (int32_t i = 1; i < n; ++i) mx = std::max(mx, x[i]);
+  double s = 0;
+  for (int32_t i = 0; i < n; ++i) s += std::exp(double(x[i] - mx));
+  const float l = float(std::log(s)) + mx;
+  for (int32_t i = 0; i < n; ++i) out[i] = x[i] - l;
+}
+}  // namespace
+
+KlEvaluator::KlEvaluator(const Model& base, std::vector<std::vector<int32_t>> windows, int n_threads)
+    : win_(std::move(windows)), n_threads_(n_threads), vocab_(base.cfg.vocab_size) {
+  if (win_.empty()) fail("kl", "no calibration windows");
+  EngineOptions eo;
+  eo.n_threads = n_threads;
+  eo.n_ctx = int32_t(win_[0].size());
+  Engine e(base, eo);
+  std::vector<float> logits(win_[0].size() * size_t(vocab_));
+  for (const auto& w : win_) {
+    e.reset();
+    e.forward(w.data(), int64_t(w.size()), 0, logits.data(), true);
+    std::vector<float> lp(logits.size());
+    for (size_t t = 0; t < w.size(); ++t)
+      log_softmax(logits.data() + t * size_t(vocab_), vocab_, lp.data() + t * size_t(vocab_));
+    base_logp_.push_back(std::move(lp));
+  }
+}
+
+double KlEvaluator::kl(const Model& m, int n_windows, int n_tokens) {
+  n_windows = std::clamp(n_windows, 1, windows());
+  std::vector<int> w(static_cast<size_t>(n_windows));
+  std::iota(w.begin(), w.end(), 0);
+  return kl(m, w, n_tokens);
+}
+
+double KlEvaluator::kl(const Model& m, const std::vector<int>& which, int n_tokens) {
+  LMP_ASSERT(!which.empty());
+  n_tokens = std::clamp(n_tokens, 1, seqlen());
+  ++evaluations;
+  EngineOptions eo;
+  eo.n_threads = n_threads_;
+  eo.n_ctx = int32_t(n_tokens);
+  Engine e(m, eo);
+  std::vector<float> logits(size_t(n_tokens) * size_t(vocab_)), lq(static_cast<size_t>(vocab_));
+  double sum = 0;
+  for (int w : which) {
+    LMP_ASSERT(w >= 0 && w < windows());
+    e.reset();
+    e.forward(win_[size_t(w)].data(), n_tokens, 0, logits.data(), true);
+    for (int t = 0; t < n_tokens; ++t) {
+      log_softmax(logits.data() + size_t(t) * size_t(vocab_), vocab_, lq.data());
+      const float* lp = base_logp_[size_t(w)].data() + size_t(t) * size_t(vocab_);
+      double k = 0;
+      for (int32_t v = 0; v < vocab_; ++v) k += std::exp(double(lp[v])) * (double(lp[v]) - double(lq[size_t(v)]));
+      sum += k;
+    }
+  }
+  return sum / (double(which.size()) * n_tokens);
+}
+
+// ---- allocators ----------------------------------------------------------------------------------
+namespace {
+
+// cost[i][c] -> the knapsack over the db's table, with the fixed bytes taken off the budget.
+AllocateResult knapsack_of(const VariantDb& db, const std::vector<std::vector<double>>& cost, int64_t budget) {
+  const int64_t var_budget = budget - db.table.fixed_bytes;
+  if (var_budget < 0) fail("budget", "the budget is below the bytes of the tensors that are not quantized");
+  KnapsackResult k = solve_mckp(db.table.bytes, cost, var_budget);
+  AllocateResult r;
+  r.choice = k.choice;
+  r.bytes = db.table.bytes_of(k.choice);
+  r.score = k.cost;
+  r.note = k.exact ? "exact knapsack" : "knapsack on a " + std::to_string(k.quantum) + "-byte grid + fix-up";
+  return r;
+}
+
+// proxy: the layer objective tr(D H D^T) of each variant (the report's err times rows): the
+// squared output error per calibration token that the tensor's rounding adds, summed over tensors.
+AllocateResult alloc_proxy(const VariantDb& db, const Model&, const AllocateOptions& o) {
+  const double t0 = now_seconds();
+  std::vector<std::vector<double>> cost(db.v.size());
+  for (size_t i = 0; i < db.v.size(); ++i)
+    for (const auto& var : db.v[i]) cost[i].push_back(var.rep.err * double(var.t.rows()));
+  AllocateResult r = knapsack_of(db, cost, o.budget);
+  r.seconds = now_seconds() - t0;
+  return r;
+}
+
+// kl: each variant's own KL divergence from the base model (only that tensor quantized, every
+// other tensor unquantized) on the first windows of the evaluator; the knapsack then assumes the
+// KLs add up.
+AllocateResult alloc_kl(const VariantDb& db, const Model& base, const AllocateOptions& o) {
+  const double t0 = now_seconds();
+  LMP_ASSERT(o.kl);
+  const int nw = o.stage_windows.empty() ? 2 : o.stage_windows.front();
+  const int nt = o.stage_tokens.empty() ? 128 : o.stage_tokens.back();
+  Model m = assemble_model(base, db, {});  // an unquantized copy whose tensors are swapped below
+  std::vector<Tensor*> slot;
+  for (const auto& name : db.table.names) {
+    Tensor* t = nullptr;
+    for (Tensor* x : m.weight_tensors())
+      if (x->name == name) t = x;
+    LMP_ASSERT(t);
+    slot.push_back(t);
+  }
+  std::vector<std::vector<double>> cost(db.v.size());
+  const int64_t e0 = o.kl->evaluations;
+  Progress prog("kl sensitivities", int64_t(db.v.size()));
+  for (size_t i = 0; i < db.v.size(); ++i) {
+    const Tensor orig = *slot[i];
+    for (const auto& var : db.v[i]) {
+      *slot[i] = var.t;
+      if (m.cfg.tied_embeddings && slot[i] == &m.tok_embd) m.output = m.tok_embd;
+      cost[i].push_back(o.kl->kl(m, nw, nt));
+    }
+    *slot[i] = orig;
+    if (m.cfg.tied_embeddings && slot[i] == &m.tok_embd) m.output = m.tok_embd;
+    if (o.progress) prog.update(int64_t(i + 1));
+  }
+  prog.finish();
+  AllocateResult r = knapsack_of(db, cost, o.budget);
+  r.evaluations = o.kl->evaluations - e0;
+  r.seconds = now_seconds() - t0;
+  return r;
+}
+
+// EvoPress (Sieberling et al. 2024): a (1 + lambda) evolutionary search over the levels with KL
+// to the base model as fitness, selected in stages on growing numbers of calibration tokens.
+AllocateResult alloc_evopress(const VariantDb& db, const Model& base, const AllocateOptions& o) {
+  const double t0 = now_seconds();
+  LMP_ASSERT(o.kl);
+  KlEvaluator& kl = *o.kl;
+  const int64_t e0 = kl.evaluations;
+  const size_t n = db.v.size(), C = db.candidates.size();
+  const auto& B = db.table.bytes;
+  // levels per tensor: candidate indices sorted by bytes (a "higher level" costs more bytes)
+  std::vector<std::vector<int>> order(n);
+  for (size_t i = 0; i < n; ++i) {
+    order[i].resize(C);
+    std::iota(order[i].begin(), order[i].end(), 0);
+    std::stable_sort(order[i].begin(), order[i].end(), [&](int a, int b) { return B[i][size_t(a)] < B[i][size_t(b)]; });
+  }
+  // start: the proxy knapsack's allocation (within the budget), as levels
+  const AllocateResult init = alloc_proxy(db, base, o);
+  std::vector<int> parent(n);
+  for (size_t i = 0; i < n; ++i)
+    parent[i] = int(std::find(order[i].begin(), order[i].end(), init.choice[i]) - order[i].begin());
+  auto choice_of = [&](const std::vector<int>& lv) {
+    std::vector<int> c(n);
+    for (size_t i = 0; i < n; ++i) c[i] = order[i][size_t(lv[i])];
+    return c;
+  };
+  auto bytes_of = [&](const std::vector<int>& lv) { return db.table.bytes_of(choice_of(lv)); };
+  std::mt19937_64 rng(o.seed ^ 0x9e3779b97f4a7c15ull);
+  auto uni = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  const int nwin = kl.windows();
+  // fitness of a set of level vectors on `nw` windows drawn for this stage, first `nt` tokens
+  Model m = assemble_model(base, db, choice_of(parent));
+  std::vector<Tensor*> slot;
+  for (const auto& name : db.table.names)
+    for (Tensor* x : m.weight_tensors())
+      if (x->name == name) slot.push_back(x);
+  LMP_ASSERT(slot.size() == n);
+  auto load = [&](const std::vector<int>& lv) {
+    for (size_t i = 0; i < n; ++i) *slot[i] = db.v[i][size_t(order[i][size_t(lv[i])])].t;
+    if (m.cfg.tied_embeddings) m.output = m.tok_embd;
+  };
+  const int stages = int(std::min({o.stage_tokens.size(), o.stage_windows.size(), o.stage_survivors.size()}));
+  if (stages < 1) fail("evopress", "no selection stages");
+  double parent_fit = std::numeric_limits<double>::infinity();
+  int64_t budget = o.budget;
+  Progress prog("evopress", o.generations);
+  for (int gen = 0; gen < o.generations; ++gen) {
+    std::vector<std::vector<int>> kids;
+    int tries = 0;
+    const int64_t pbytes = bytes_of(parent);
+    while (int(kids.size()) < o.offspring && tries++ < 100 * o.offspring) {
+      std::vector<int> kid = parent;
+      int64_t kb = pbytes, added = 0, removed = 0;
+      const int flips = std::min(uni(1, 3), uni(1, 3));  // biased towards fewer
+      bool ok = true;
+      for (int f = 0; f < flips && ok; ++f) {
+        std::vector<size_t> up;
+        for (size_t i = 0; i < n; ++i)
+          if (kid[i] + 1 < int(C)) up.push_back(i);
+        if (up.empty()) { ok = false; break; }
+        const size_t i = up[size_t(uni(0, int(up.size()) - 1))];
+        const int64_t d = B[i][size_t(order[i][size_t(kid[i] + 1)])] - B[i][size_t(order[i][size_t(kid[i])])];
+        ++kid[i], kb += d, added += d;
+      }
+      int changes = flips;
+      while (ok && kb > budget) {  // lower random tensors until back within the budget
+        std::vector<size_t> down;
+        for (size_t i = 0; i < n; ++i)
+          if (kid[i] > 0) down.push_back(i);
+        if (down.empty()) { ok = false; break; }
+        const size_t i = down[size_t(uni(0, int(down.size()) - 1))];
+        const int64_t d = B[i][size_t(order[i][size_t(kid[i])])] - B[i][size_t(order[i][size_t(kid[i] - 1)])];
+        --kid[i], kb -= d, removed += d;
+        ++changes;
+      }
+      // as the reference: no offspring with too many switches or that gives up much of the budget
+      if (!ok || changes > 10 || (removed > 0 && double(added) / double(removed) < 0.8)) continue;
+      if (kid == parent || std::find(kids.begin(), kids.end(), kid) != kids.end()) continue;
+      LMP_ASSERT(kb <= budget);
+      kids.push_back(std::move(kid));
+    }
+    // windows of this generation: a random subset of the evaluator's, the same for every stage
+    // prefix (stage s uses the first stage_windows[s] of the shuffled list)
+    std::vector<int> wperm(static_cast<size_t>(nwin));
+    std::iota(wperm.begin(), wperm.end(), 0);
+    std::shuffle(wperm.begin(), wperm.end(), rng);
+    std::vector<double> fit;
+    for (int s = 0; s < stages; ++s) {
+      const bool last = s == stages - 1;
+      if (last && std::find(kids.begin(), kids.end(), parent) == kids.end()) kids.push_back(parent);  // elitist
+      const int nw = std::min(o.stage_windows[size_t(s)], nwin), nt = o.stage_tokens[size_t(s)];
+      fit.assign(kids.size(), 0.0);
+      for (size_t k = 0; k < kids.size(); ++k) {
+        load(kids[k]);
+        fit[k] = kl.kl(m, std::vector<int>(wperm.begin(), wperm.begin() + nw), nt);
+      }
+      std::vector<size_t> idx(kids.size());
+      std::iota(idx.begin(), idx.end(), 0);
+      std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return fit[a] < fit[b]; });
+      const size_t keep = last ? 1 : std::min(idx.size(), size_t(std::max(1, o.stage_survivors[size_t(s)])));
+      std::vector<std::vector<int>> nk;
+      std::vector<double> nf;
+      for (size_t j = 0; j < keep; ++j) nk.push_back(kids[idx[j]]), nf.push_back(fit[idx[j]]);
+      kids.swap(nk);
+      fit.swap(nf);
+    }
+    parent = kids[0];
+    parent_fit = fit[0];
+    if (o.progress) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "fitness %.5f", parent_fit);
+      prog.update(gen + 1, buf);
+    }
+  }
+  prog.finish();
+  AllocateResult r;
+  r.choice = choice_of(parent);
+  r.bytes = db.table.bytes_of(r.choice);
+  LMP_ASSERT(r.bytes <= o.budget);
+  r.score = parent_fit;
+  r.evaluations = kl.evaluations - e0;
+  r.seconds = now_seconds() - t0;
+  r.note = "start: proxy knapsack; " + std::to_string(o.generations) + " generations x " +
+           std::to_string(o.offspring) + " offspring";
+  return r;
+}
+
+}  // namespace
+
+const std::vector<AllocatorInfo>& allocator_registry() {
+  static const std::vector<AllocatorInfo> reg = {
+      {"proxy", "knapsack on the layer objective tr(D H D^T) of each variant (seconds)", false, alloc_proxy},
+      {"kl", "knapsack on each variant's own KL to the base model (one evaluation per variant)", true, alloc_kl},
+      {"evopress", "EvoPress: evolutionary search, level-switch mutations, KL fitness in stages", true, alloc_evopress},
+  };
+  return reg;
+}
+
+const AllocatorInfo& find_allocator(const std::string& name) {
+  std::string names;
+  for (const auto& a : allocator_registry()) {
+    if (name == a.name) return a;
+    names += names.empty() ? a.name : std::string(", ") + a.name;
+  }
+  fail("allocator", "unknown allocator '" + name + "' (one of: " + names + ")");
+}
+
+}  // namespace lmpress
