@@ -253,6 +253,12 @@ TEST(NupesBitmod, Recipes) {
   EXPECT_EQ(parse_rule("nupes+gptq:pow3g64").chain, (std::vector<std::string>{"nupes", "gptq"}));
   EXPECT_EQ(parse_rule("nupes:pow4g128,err=diag").nupes_err, NupesErr::Diag);
   EXPECT_EQ(parse_rule("bitmod+gptq:bitmod3g128").chain, (std::vector<std::string>{"bitmod", "gptq"}));
+  // the statistics follow the search error: err=mse is data-free, err=diag needs only diag(H)
+  EXPECT_TRUE(parse_recipe("nupes:pow4g64").needs_calibration());
+  EXPECT_FALSE(parse_recipe("nupes:pow4g64,err=mse").needs_calibration());
+  EXPECT_TRUE(parse_recipe("nupes+gptq:pow4g64,err=mse").needs_calibration());
+  EXPECT_EQ(parse_rule("nupes:pow4g64,err=diag").stats(), uint32_t(kStatDiag));
+  EXPECT_EQ(parse_rule("nupes:pow4g64").stats() & kStatHessian, uint32_t(kStatHessian));
   for (const auto& [r, needle] : std::vector<std::pair<std::string, std::string>>{
            {"nupes:w4g64", "pow3g<G>"}, {"nupes:pow4a0.60g64", "without one"}, {"nupes:pow4g64,err=x", "err"},
            {"bitmod:nf4g64", "bitmod3g<G>"}, {"nupes+rtn:pow4g64", "right before gptq"}}) {
@@ -302,3 +308,86 @@ TEST(NupesBitmod, EndToEndOnTinystories) {
   EXPECT_LT(nupes, pow_default);
   EXPECT_LT(bitmod, rtn_fp4);
 }
+
+// ---- kernels at every ISA level ------------------------------------------------------------------
+// The pow and bitmod families run on the table kernels (pow: one table per tensor, its exponent's;
+// bitmod: a table per group, picked by the group's selector). Every level's matmul (decode, the
+// multi-token decode path, prefill with K slices and row tiles) against the exact product with the
+// dequantized weights in double, within the int8-activation bound, and against the scalar level.
+class NupesBitmodKernels : public ::testing::TestWithParam<SimdLevel> {
+ protected:
+  void SetUp() override {
+    if (GetParam() > cpu_simd_level())
+      GTEST_SKIP() << "SKIPPED: ISA level " << simd_level_name(GetParam()) << " not supported by this CPU ("
+                   << cpu_feature_string() << ")";
+  }
+};
+
+TEST_P(NupesBitmodKernels, MatmulMatchesDoubleReference) {
+  const SimdLevel level = GetParam();
+  ThreadPool pool1(1), pool2(2);
+  int cases = 0;
+  for (const char* name : {"pow4a0.40g32", "pow3a1.50g64", "pow4a0.95g16", "pow3a0.30g128", "bitmod4g32", "bitmod4g64",
+                           "bitmod4g128", "bitmod3g32", "bitmod3g64", "bitmod3g128"}) {
+    const QuantSpec s = parse_format_name(name);
+    // 4000 columns: prefill K slices of 64 blocks and a partial last group; 97: a partial block
+    for (const auto& [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{13, 4000}, {5, 97}, {33, 256}}) {
+      auto w = randn(size_t(rows * cols), uint32_t(rows * 131 + cols));
+      QuantizedMatrix q = quantize_rtn(w.data(), rows, cols, s, false, nullptr);
+      if (s.family == FormatFamily::Bitmod) {
+        // every selector in every row, in a pattern unrelated to the data (a table per group must
+        // be looked up per group, not per row or per block)
+        const int64_t G = (cols + s.group - 1) / s.group;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t g = 0; g < G; ++g) q.zeros[size_t(r * G + g)] = int32_t((r * 3 + g * g + g / 2) % 4);
+      }
+      const Tensor t = pack_tensor("w", q);
+      EXPECT_EQ(unpack_tensor(t).spec, s) << name;
+      const std::vector<float> wd = dequantize_ref(t);
+      for (int64_t n : {1, 3, 16, 70}) {
+        auto x = randn(size_t(n * cols), uint32_t(7 + n + cols));
+        for (int64_t tk = 0; tk < n; ++tk) x[size_t(tk * cols + (tk * 31) % cols)] = 25.f;  // an outlier per token
+        std::vector<float> y(size_t(n * rows), -1.f), yref(size_t(n * rows), -2.f);
+        {
+          ScopedSimdLevel sl(SimdLevel::Scalar);
+          matmul(t, x.data(), n, yref.data(), pool1);
+        }
+        {
+          ScopedSimdLevel sl(level);
+          ASSERT_EQ(active_simd_level(), level);
+          matmul(t, x.data(), n, y.data(), n >= 16 ? pool2 : pool1);
+        }
+        for (int64_t tk = 0; tk < n; ++tk) {
+          const float* xt = x.data() + tk * cols;
+          for (int64_t r = 0; r < rows; ++r) {
+            // exact product; int8 activations err by at most d_b / 2 per weight (d_b = block absmax / 127)
+            double e = 0, bound = 0, mag = 0;
+            for (int64_t b = 0; b * 32 < cols; ++b) {
+              double amax = 0;
+              for (int64_t c = b * 32; c < std::min(cols, b * 32 + 32); ++c) amax = std::max(amax, std::fabs(double(xt[c])));
+              for (int64_t c = b * 32; c < std::min(cols, b * 32 + 32); ++c) {
+                const double wv = wd[size_t(r * cols + c)];
+                e += wv * xt[c];
+                bound += std::fabs(wv) * amax / 127.0 * 0.5;
+                mag += std::fabs(wv) * (std::fabs(double(xt[c])) + amax / 127.0);
+              }
+            }
+            const size_t i = size_t(tk * rows + r);
+            const std::string where = std::string(name) + " " + simd_level_name(level) + " rows=" + std::to_string(rows) +
+                                      " cols=" + std::to_string(cols) + " n=" + std::to_string(n) + " t=" +
+                                      std::to_string(tk) + " r=" + std::to_string(r);
+            ASSERT_NEAR(yref[i], e, bound + 3e-5 * mag) << where;
+            ASSERT_NEAR(y[i], e, bound + 3e-5 * mag) << where;
+            ASSERT_NEAR(y[i], yref[i], 3e-5 * mag) << where;
+          }
+        }
+        ++cases;
+      }
+    }
+  }
+  EXPECT_EQ(cases, 10 * 3 * 4);
+}
+
+INSTANTIATE_TEST_SUITE_P(Levels, NupesBitmodKernels,
+                         ::testing::Values(SimdLevel::Scalar, SimdLevel::AVX2, SimdLevel::AVX512),
+                         [](const ::testing::TestParamInfo<SimdLevel>& i) { return std::string(simd_level_name(i.param)); });

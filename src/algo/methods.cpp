@@ -365,7 +365,15 @@ const std::string& TensorRule::rounding() const {
 
 uint32_t TensorRule::stats() const {
   uint32_t s = 0;
-  for (const auto& m : chain) s |= find_method(m).stats;
+  for (const auto& m : chain) {
+    // nupes's statistics follow its search error: err=diag needs diag(H) only, err=mse none (data-free
+    // unless another method of the chain, e.g. gptq, needs calibration)
+    if (m == "nupes" && nupes_err != NupesErr::Full) {
+      s |= nupes_err == NupesErr::Diag ? uint32_t(kStatDiag) : 0u;
+      continue;
+    }
+    s |= find_method(m).stats;
+  }
   return s;
 }
 
