@@ -175,7 +175,12 @@ TEST(Formats, IdsAndNames) {
     EXPECT_THROW(parse_format_name(bad), Error) << bad;
   // ids of one family with another family's parameters are invalid
   EXPECT_FALSE(format_id_valid(3u | 5u << 8 | 1u << 16 | 1u << 24));  // nf with 3 bits
-  EXPECT_FALSE(format_id_valid(4u | 2u << 8 | 1u << 16 | 9u << 24));  // no family 9
+  EXPECT_FALSE(format_id_valid(4u | 2u << 8 | 1u << 16 | 10u << 24));  // no family 10
+  // family numbers are file format: spqr 7, pow 8, bitmod 9 (pow/bitmod were 7/8 before spqr landed)
+  EXPECT_EQ(format_id(parse_format_name("pow4g64")), 4u | 3u << 8 | 1u << 16 | 8u << 24);
+  EXPECT_EQ(format_id(parse_format_name("bitmod3g128")), 3u | 4u << 8 | 1u << 16 | 9u << 24);
+  EXPECT_EQ(format_spec(4u | 2u << 8 | 1u << 16 | 9u << 24).family, FormatFamily::Bitmod);
+  EXPECT_FALSE(format_id_valid(4u | 1u << 8 | 1u << 16 | 9u << 24));  // bitmod has no groups of 16
   // every family of the table has a parity entry
   for (const FormatTraits* t : all_format_traits()) {
     bool found = false;
