@@ -89,14 +89,30 @@ inline __m256 step_scales(const QWeights& w, int64_t r, int64_t b, __m256 srow) 
 
 // ---- table families: decode ----------------------------------------------------------------------
 // One row, groups >= 32, one token: y = sum_b s_g(b) d_b sum_i T[q_i] a_i. 4-bit activations in
-// pair order (pair_acts), 3-bit natural.
-template <int BITS, int BPG, bool E8>
+// pair order (pair_acts), 3-bit natural. SEL (bitmod, BPG 1/2/4): the table of each block is its
+// group's (QWeights::lut_sel); a 4-bit pair holds block b in the low 128-bit lane and b + 1 in the
+// high one, and pshufb looks up per lane, so a pair takes the two blocks' tables side by side.
+template <int BITS, int BPG, bool E8, bool SEL = false>
 inline float table_row(const QWeights& w, int64_t r, const int8_t* a, const float* d) {
   constexpr int BPB = qblock_bytes(BITS);
   const int64_t nb = w.nb;
   const uint8_t* q = w.q + r * w.row_bytes;
   const uint8_t* pf = q + w.row_bytes;  // the next row, one row ahead
-  const __m256i tab = load_table<BITS>(w.lut + r * w.lut_stride);
+  const __m256i tab_row = SEL ? _mm256_setzero_si256() : load_table<BITS>(w.lut + r * w.lut_stride);
+  const uint8_t* sel = SEL ? w.lut_sel + r * w.groups : nullptr;
+  constexpr int kBpg = BPG > 0 ? BPG : 1;
+  auto tab1 = [&](int64_t blk) -> __m256i {  // the table of block blk
+    if constexpr (SEL) return load_table<BITS>(w.lut + 16 * sel[blk / kBpg]);
+    else return tab_row;
+  };
+  auto tab2 = [&](int64_t b0) -> __m256i {  // 4-bit: blocks b0 (even) and b0 + 1
+    if constexpr (SEL && BPG == 1)
+      return _mm256_inserti128_si256(
+          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.lut + 16 * sel[b0]))),
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.lut + 16 * sel[b0 + 1])), 1);
+    else return tab1(b0);  // one group holds both (b0 even, groups of 2 or 4 blocks)
+  };
+  (void)sel;
   const __m256i m4 = _mm256_set1_epi8(15);
   const __m256 srow = BPG == 0 ? _mm256_set1_ps(w.scale(r, 0)) : _mm256_setzero_ps();
   auto sc = [&](int64_t blk) { return BPG == 0 ? w.scale(r, 0) : w.scale(r, blk / (BPG ? BPG : 1)); };
@@ -111,6 +127,7 @@ inline float table_row(const QWeights& w, int64_t r, const int8_t* a, const floa
       for (int p = 0; p < 4; ++p) {
         const __m256 F = _mm256_permutevar8x32_ps(f8, _mm256_setr_epi32(2 * p, 2 * p, 2 * p, 2 * p, 2 * p + 1, 2 * p + 1, 2 * p + 1, 2 * p + 1));
         const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + b * 16 + 32 * p));
+        const __m256i tab = tab2(b + 2 * p);
         const __m256i vl = _mm256_shuffle_epi8(tab, _mm256_and_si256(x, m4));
         const __m256i vh = _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(x, 4), m4));
         const int8_t* ap = a + b * kQBlock + 64 * p;
@@ -123,7 +140,7 @@ inline float table_row(const QWeights& w, int64_t r, const int8_t* a, const floa
 #pragma GCC unroll 8
       for (int u = 0; u < 8; ++u) {
         const __m256 F = _mm256_permutevar8x32_ps(f8, _mm256_set1_epi32(u));
-        const __m256i v = _mm256_shuffle_epi8(tab, unpack<BITS>(q + (b + u) * BPB));
+        const __m256i v = _mm256_shuffle_epi8(tab1(b + u), unpack<BITS>(q + (b + u) * BPB));
         const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + (b + u) * kQBlock));
         const __m256 p = _mm256_cvtepi32_ps(sdot0(v, av));
         if (u & 1) acc1 = _mm256_fmadd_ps(p, F, acc1);
@@ -136,6 +153,7 @@ inline float table_row(const QWeights& w, int64_t r, const int8_t* a, const floa
     const float fb = sc(b) * d[b];
     if (BITS == 4 && b + 2 <= nb) {
       const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + b * 16));
+      const __m256i tab = tab2(b);
       const __m256i vl = _mm256_shuffle_epi8(tab, _mm256_and_si256(x, m4));
       const __m256i vh = _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(x, 4), m4));
       const int8_t* ap = a + b * kQBlock;
@@ -145,7 +163,7 @@ inline float table_row(const QWeights& w, int64_t r, const int8_t* a, const floa
       acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp), F, acc0);
       ++b;
     } else {
-      const __m256i v = _mm256_shuffle_epi8(tab, unpack<BITS>(q + b * BPB));
+      const __m256i v = _mm256_shuffle_epi8(tab1(b), unpack<BITS>(q + b * BPB));
       const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + b * kQBlock));
       acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sdot0(v, av)), _mm256_set1_ps(fb), acc0);
     }
@@ -251,7 +269,7 @@ inline TableScratch& table_scratch() {
 
 // Decode of rows [r0, r1) x tokens [t0, t1) (<= 3 tokens: each row is streamed once and stays in
 // L1 for the other tokens).
-template <int BITS, bool G16, int BPG, bool E8>
+template <int BITS, bool G16, int BPG, bool E8, bool SEL = false>
 void table_decode(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   const QWeights& w = A.w;
   const int64_t nb = w.nb, n = A.a.n, nt = t1 - t0, as = A.a.a_stride;
@@ -280,7 +298,7 @@ void table_decode(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_
     for (int64_t j = 0; j < nt; ++j) {
       float y;
       if constexpr (G16) y = table_row_g16<BITS, E8>(w, r, at[j], dt[j]);
-      else y = table_row<BITS, BPG, E8>(w, r, at[j], dt[j]);
+      else y = table_row<BITS, BPG, E8, SEL>(w, r, at[j], dt[j]);
       A.y[(t0 + j) * A.ldy + r] = y;
     }
 }
@@ -475,45 +493,17 @@ void table_prefill(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64
   }
 }
 
-// ---- per-group tables (bitmod: groups of 32, 64 or 128, f16 scales) ----------------------------
-// Decode: one row, one token (activation scales d[b * ds]); the group's table is loaded once per
-// group, blocks in natural order.
-template <int BITS>
-inline float sel_row(const QWeights& w, int64_t r, const int8_t* a, const float* d, int64_t ds) {
-  constexpr int BPB = qblock_bytes(BITS);
-  const int64_t nb = w.nb, bpg = w.blocks_per_group();
-  const uint8_t* q = w.q + r * w.row_bytes;
-  const uint8_t* sel = w.lut_sel + r * w.groups;
-  const uint16_t* sc = w.scales + r * w.groups;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  int64_t b = 0;
-  for (int64_t g = 0; g < w.groups; ++g) {
-    const __m256i tab = load_table<BITS>(w.lut + 16 * sel[g]);
-    const float s = _cvtsh_ss(sc[g]);
-    for (const int64_t be = std::min(nb, b + bpg); b < be; ++b) {
-      const __m256i v = _mm256_shuffle_epi8(tab, unpack<BITS>(q + b * BPB));
-      const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + b * kQBlock));
-      const __m256 p = _mm256_cvtepi32_ps(sdot0(v, av));
-      if (b & 1) acc1 = _mm256_fmadd_ps(p, _mm256_set1_ps(s * d[b * ds]), acc1);
-      else acc0 = _mm256_fmadd_ps(p, _mm256_set1_ps(s * d[b * ds]), acc0);
-    }
-  }
-  return hsum(_mm256_add_ps(acc0, acc1));
-}
-
-template <int BITS>
-void sel_decode(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
-  for (int64_t r = r0; r < r1; ++r)
-    for (int64_t t = t0; t < t1; ++t)
-      A.y[t * A.ldy + r] = sel_row<BITS>(A.w, r, A.a.qa + t * A.a.a_stride, A.a.d + t, A.a.n);
-}
-
 template <class Cfg, int BITS, bool E8>
 void table_gemm_t(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   const QWeights& w = A.w;
   if constexpr (!E8) {
-    if (w.lut_sel) {
-      if (t1 - t0 <= 3) return sel_decode<BITS>(A, r0, r1, t0, t1);
+    if (w.lut_sel) {  // bitmod: a table per group (groups of 1, 2 or 4 blocks, checked by table_gemm)
+      if (t1 - t0 <= 3) {
+        const int64_t bpg = w.blocks_per_group();
+        if (bpg == 1) return table_decode<BITS, false, 1, false, true>(A, r0, r1, t0, t1);
+        if (bpg == 2) return table_decode<BITS, false, 2, false, true>(A, r0, r1, t0, t1);
+        return table_decode<BITS, false, 4, false, true>(A, r0, r1, t0, t1);
+      }
       return table_prefill<Cfg, BITS, false, true>(A, r0, r1, t0, t1);
     }
   }
