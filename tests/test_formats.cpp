@@ -112,6 +112,7 @@ int64_t doc_bytes(const QuantSpec& s, int64_t rows, int64_t cols) {
       const auto [qk, bytes] = kBlocks.at(s.bits);
       return rows * (cols / qk) * bytes;
     }
+    case FormatFamily::Binary: return rows * (nb * 4 + G * 2);  // a u32 bit plane per block, f16 alpha
     case FormatFamily::Spqr: {
       // per row: codes, 6 bits of statistic codes per group (even bytes); per row group: 4 f16 per group
       const int64_t stat = (6 * G + 15) / 16 * 2, row_groups = (rows + s.group2 - 1) / s.group2;
@@ -136,6 +137,7 @@ constexpr ParityEntry kParity[] = {
     {FormatFamily::Ggml, true, 3e-4},
     // spqr: w = s q - s z, the zero term s z X apart from the codes' dot (like ggml's offsets)
     {FormatFamily::Spqr, true, 3e-4},
+    {FormatFamily::Binary, true, 3e-5},
     {FormatFamily::Pow, true, 3e-5}, {FormatFamily::Bitmod, true, 3e-5},
 };
 const ParityEntry& parity_entry(const QuantSpec& s) {
@@ -152,8 +154,8 @@ const ParityEntry& parity_entry(const QuantSpec& s) {
 TEST(Formats, IdsAndNames) {
   const auto fmts = all_formats();
   // int: 6 widths x 5 groups x sym/asym; nf4, fp4: 4 groups; mxfp4; fp8: 5 groups; lut3/4; 12 ggml types;
-  // spqr: 3 widths x 3 groups x 3 row groups; pow3/4: 4 groups; bitmod3/4: 3 groups
-  const size_t n_formats = 60 + 4 + 4 + 1 + 5 + 2 + 12 + 27 + 8 + 6;
+  // spqr: 3 widths x 3 groups x 3 row groups; binary: 5 groups; pow3/4: 4 groups; bitmod3/4: 3 groups
+  const size_t n_formats = 60 + 4 + 4 + 1 + 5 + 2 + 12 + 27 + 5 + 8 + 6;
   EXPECT_EQ(fmts.size(), n_formats);
   std::set<uint32_t> ids;
   std::set<std::string> names;
@@ -175,12 +177,13 @@ TEST(Formats, IdsAndNames) {
     EXPECT_THROW(parse_format_name(bad), Error) << bad;
   // ids of one family with another family's parameters are invalid
   EXPECT_FALSE(format_id_valid(3u | 5u << 8 | 1u << 16 | 1u << 24));  // nf with 3 bits
-  EXPECT_FALSE(format_id_valid(4u | 2u << 8 | 1u << 16 | 10u << 24));  // no family 10
-  // family numbers are file format: spqr 7, pow 8, bitmod 9 (pow/bitmod were 7/8 before spqr landed)
-  EXPECT_EQ(format_id(parse_format_name("pow4g64")), 4u | 3u << 8 | 1u << 16 | 8u << 24);
-  EXPECT_EQ(format_id(parse_format_name("bitmod3g128")), 3u | 4u << 8 | 1u << 16 | 9u << 24);
-  EXPECT_EQ(format_spec(4u | 2u << 8 | 1u << 16 | 9u << 24).family, FormatFamily::Bitmod);
-  EXPECT_FALSE(format_id_valid(4u | 1u << 8 | 1u << 16 | 9u << 24));  // bitmod has no groups of 16
+  EXPECT_FALSE(format_id_valid(4u | 2u << 8 | 1u << 16 | 11u << 24));  // no family 11
+  // family numbers are file format: spqr 7, binary 8, pow 9, bitmod 10 (pow/bitmod were 7/8 on
+  // their branch before spqr and binary landed)
+  EXPECT_EQ(format_id(parse_format_name("pow4g64")), 4u | 3u << 8 | 1u << 16 | 9u << 24);
+  EXPECT_EQ(format_id(parse_format_name("bitmod3g128")), 3u | 4u << 8 | 1u << 16 | 10u << 24);
+  EXPECT_EQ(format_spec(4u | 2u << 8 | 1u << 16 | 10u << 24).family, FormatFamily::Bitmod);
+  EXPECT_FALSE(format_id_valid(4u | 1u << 8 | 1u << 16 | 10u << 24));  // bitmod has no groups of 16
   // every family of the table has a parity entry
   for (const FormatTraits* t : all_format_traits()) {
     bool found = false;
@@ -411,6 +414,7 @@ TEST(Formats, GoldenEdgeCases) {
     const float vmax = s.family == FormatFamily::Int ? float((1 << s.bits) - 1) / 2
                        : s.family == FormatFamily::FP8 ? 448.f
                        : s.family == FormatFamily::FP4 ? 12.f
+                       : s.family == FormatFamily::Binary ? 1.f
                        : s.family == FormatFamily::Bitmod ? 84.f  // the ER datatypes' largest value
                                                         : 127.f;
     h[3] = 6.0e4f * vmax * 0.99f;

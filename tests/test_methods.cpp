@@ -41,7 +41,7 @@ TEST(Methods, RegistryAndChains) {
   expect_recipe_error("easyquant:lut3", "no range");
   expect_recipe_error("easyquant:w3g64,steps=-1", "steps");
   expect_recipe_error("quantease:w3g64+s0.5", "sparse outliers");
-  EXPECT_THROW(find_method("pbllm"), Error);
+  EXPECT_THROW(find_method("bitnet"), Error);
   const TensorRule a = parse_rule("awq+gptq:w4g128,act_order,grid=10,noclip");
   EXPECT_EQ(a.chain, (std::vector<std::string>{"awq", "gptq"}));
   EXPECT_EQ(a.rounding(), "gptq");
@@ -71,7 +71,7 @@ TEST(Methods, RegistryAndChains) {
   expect_recipe_error("rtn:lut4,clip", "no range");
   expect_recipe_error("gptq:lut4,mse", "no range");
   expect_recipe_error("awq+gptq:w4g32,grid=0", "grid");
-  expect_recipe_error("pbllm:w3g16", "unknown method");
+  expect_recipe_error("bitnet:w3g16", "unknown method");
   expect_recipe_error("spqr:w3g16", "spqr quantizes onto its own formats");
   expect_recipe_error(":w4g32", "missing method");  // (found by fuzz_recipe: an empty chain)
   expect_recipe_error(" :w4g32", "missing method");
@@ -692,4 +692,94 @@ TEST(Methods, SpqrEndToEndOnTinystories) {
   EXPECT_THROW(parse_recipe("spqr:w3g64"), Error);
   EXPECT_THROW(parse_recipe("spqr:spqr3g16,tau=0.2"), Error);  // no +s budget
   EXPECT_THROW(parse_recipe("spqr:spqr3g16,act_order"), Error);
+}
+
+// PB-LLM's pieces: the binary grid (alpha = importance-weighted mean |w|, code = sign) against a
+// double computation; the salience denominator 1 / U_jj against an explicit inverse and Cholesky.
+TEST(Methods, PbllmBinaryGridAndSalienceMatchDouble) {
+  const QuantSpec s = parse_format_name("b1g64");
+  EXPECT_EQ(format_name(s), "b1g64");
+  EXPECT_EQ(format_name(parse_format_name("b1row+s1.00")), "b1row+s1.00");
+  const std::unique_ptr<Grid> grid = make_grid(s);
+  const std::vector<float> w = randn(64, 7, 0.05f), r = randn(64, 8);
+  std::vector<double> imp(64);
+  for (int i = 0; i < 64; ++i) imp[size_t(i)] = 0.1 + std::fabs(r[size_t(i)]);
+  double num = 0, den = 0;
+  for (int i = 0; i < 64; ++i) num += imp[size_t(i)] * std::fabs(double(w[size_t(i)])), den += imp[size_t(i)];
+  const GroupParams p = grid->params(w.data(), 64, 1.f, imp.data());
+  EXPECT_EQ(p.scale, f16_to_f32(f32_to_f16(float(num / den))));
+  // the scale minimises the weighted error for the sign codes: nudging it either way costs more
+  auto err = [&](double a) {
+    double e = 0;
+    for (int i = 0; i < 64; ++i) e += imp[size_t(i)] * std::pow(double(w[size_t(i)]) - a * (w[size_t(i)] > 0 ? 1 : -1), 2);
+    return e;
+  };
+  EXPECT_LE(err(num / den), err(num / den * 1.01));
+  EXPECT_LE(err(num / den), err(num / den * 0.99));
+  for (int i = 0; i < 64; ++i) {
+    const int32_t q = grid->quantize(w[size_t(i)], p);
+    EXPECT_EQ(q, w[size_t(i)] > 0 ? 1 : 0);
+    EXPECT_EQ(grid->dequantize(q, p), w[size_t(i)] > 0 ? p.scale : -p.scale);
+  }
+  std::vector<float> z(64, 0.f);
+  EXPECT_EQ(grid->params(z.data(), 64, 1.f, nullptr).scale, 0.f);  // all-zero group decodes to zeros
+
+  // salience: A = H + damp * mean(diag) I; A^-1 = U^T U (U upper) = L L^T with L = U^T, so U_jj = L_jj
+  const int64_t n = 12;
+  const std::vector<float> X = randn(size_t(40 * n), 9);
+  std::vector<double> H(size_t(n * n), 0.0);
+  for (int64_t t = 0; t < 40; ++t)
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) H[size_t(i * n + j)] += X[size_t(t * n + i)] * X[size_t(t * n + j)] / 40.0;
+  for (int64_t j = 0; j < n; ++j) H[size_t(3 * n + j)] = H[size_t(j * n + 3)] = 0.0;  // a dead input: H_33 -> 1
+  const double damp = 0.01;
+  std::vector<double> A(H);
+  double md = 0;
+  for (int64_t j = 0; j < n; ++j) md += (j == 3 ? 1.0 : A[size_t(j * n + j)]) / double(n);
+  A[size_t(3 * n + 3)] = 1.0;
+  for (int64_t j = 0; j < n; ++j) A[size_t(j * n + j)] += damp * md;
+  // Gauss-Jordan inverse
+  std::vector<double> M(A), inv(size_t(n * n), 0.0);
+  for (int64_t i = 0; i < n; ++i) inv[size_t(i * n + i)] = 1.0;
+  for (int64_t c = 0; c < n; ++c) {
+    const double piv = M[size_t(c * n + c)];
+    for (int64_t k = 0; k < n; ++k) M[size_t(c * n + k)] /= piv, inv[size_t(c * n + k)] /= piv;
+    for (int64_t r = 0; r < n; ++r) {
+      if (r == c) continue;
+      const double f = M[size_t(r * n + c)];
+      for (int64_t k = 0; k < n; ++k) M[size_t(r * n + k)] -= f * M[size_t(c * n + k)], inv[size_t(r * n + k)] -= f * inv[size_t(c * n + k)];
+    }
+  }
+  // lower Cholesky of inv
+  std::vector<double> L(size_t(n * n), 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j <= i; ++j) {
+      double v = inv[size_t(i * n + j)];
+      for (int64_t k = 0; k < j; ++k) v -= L[size_t(i * n + k)] * L[size_t(j * n + k)];
+      L[size_t(i * n + j)] = i == j ? std::sqrt(v) : v / L[size_t(j * n + j)];
+    }
+  const std::vector<double> got = inverse_factor_recip_diag(H, n, damp);
+  ASSERT_EQ(int64_t(got.size()), n);
+  for (int64_t j = 0; j < n; ++j) EXPECT_NEAR(got[size_t(j)], 1.0 / L[size_t(j * n + j)], 1e-9 / L[size_t(j * n + j)]) << j;
+}
+
+TEST(Methods, PbllmEndToEndOnTinystories) {
+  LMP_REQUIRE_SHARED("models/tinystories-279k/model.bin");
+  LMP_REQUIRE_SHARED("data/tinystories/calib.txt");
+  LMP_REQUIRE_SHARED("data/tinystories/eval.txt");
+  Model m = load_model(test::shared("models/tinystories-279k/model.bin"));
+  const auto toks = m.tokenizer->encode(read_text_file(test::shared("data/tinystories/eval.txt")), true);
+  auto kld = [&](const std::string& recipe) { return tinystories_kld(m, toks, recipe + ";token_embd.weight=rtn:w8g32", true); };
+  const double rtn_sp = kld("rtn:b1g64+s1.00");
+  const double pb = kld("pbllm:b1g64+s1.00"), pb_mag = kld("pbllm:b1g64+s1.00,salient=magnitude");
+  std::printf("[ methods  ] tinystories b1g64 KLD: rtn+s1.00 %.4f, pbllm+s1.00 %.4f (salient by magnitude %.4f)\n", rtn_sp,
+              pb, pb_mag);
+  EXPECT_LT(pb, rtn_sp);  // GPTQ's error feedback on the binarized part
+  EXPECT_LT(pb_mag, rtn_sp);
+  // the recipe grammar: binary formats only, salient=magnitude needs +s
+  EXPECT_NO_THROW(parse_recipe("pbllm:b1row+s0.50,salient=hessian,damp=0.02"));
+  expect_recipe_error("pbllm:w2g64+s1.00", "binary format");
+  expect_recipe_error("pbllm:b1g64,salient=magnitude", "needs a format with them");
+  expect_recipe_error("pbllm:b1g64+s1.00,salient=top", "hessian or magnitude");
+  expect_recipe_error("pbllm:b1g64+s1.00,act_order", "act_order");
 }

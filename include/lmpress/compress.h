@@ -130,6 +130,10 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
                               const std::vector<double>& H, const GptqOptions& o, ThreadPool& pool,
                               const double* fit_imp = nullptr, const uint8_t* keep = nullptr,
                               float* kept = nullptr);
+// PB-LLM's (and SparseGPT's) saliency denominator, per input column j: 1 / U_jj, where U is the
+// upper Cholesky factor of (H + damp * mean(diag H) * I)^-1 (dead inputs: H_jj = 1), as GPTQ forms
+// it. A weight's salience is w_ij^2 / U_jj^2, i.e. (|w_ij| / U_jj)^2.
+std::vector<double> inverse_factor_recip_diag(const std::vector<double>& H, int64_t n, double damp);
 // NUPES's exponent search (nupes.cpp) for a pow format s: the exponent a (hundredths, from
 // kNupesMin to kNupesMax in steps of kNupesStep) whose RTN rounding has the least layer error
 // tr(D H D^T)/rows (H given; max_rows as for layer_error), else sum_j hdiag_j sum_r D_rj^2 / rows
@@ -231,6 +235,7 @@ struct TensorRule {
   SpqrOptions spqr;
   bool clip = false;
   int easyquant_steps = 100;  // easyquant: gradient steps per group
+  bool pb_magnitude = false;  // pbllm: salient weights by |w| instead of the Hessian criterion
   NupesErr nupes_err = NupesErr::Full;  // nupes: the exponent search's error
   std::string text;  // the rule as written
   bool quantized() const { return !chain.empty(); }

@@ -15,6 +15,8 @@
 //          or made by any method (a group is one block: its sub-block scales are fitted first);
 //   spqr   spqr<b>g<G>[r<R>]: SpQR's b-bit codes with a scale and a (real) zero per group of G
 //          columns, themselves 3-bit codes over groups of R rows (made only by the spqr method);
+//   binary b1g<G> / b1row: one bit per weight, w = alpha_g * (2q - 1) with an f16 alpha per group
+//          (PB-LLM's binarized part; its salient weights are the +s sparse part).
 //   pow    pow<b>g<G> / pow<b>a<A>g<G>: NUPES's power grid sign(u)|u|^(1/a) (u uniform in [-1, 1])
 //          as an int8 table times an f16 absmax scale; the exponent a is stored in the tensor;
 //   bitmod bitmod<b>g<G>: BitMoD's mixture of datatypes: per group one of four FP3/FP4 tables
@@ -34,11 +36,11 @@ namespace lmpress {
 
 // Format families (the high byte of a format id).
 enum class FormatFamily : uint8_t {
-  Int = 0, NF4 = 1, FP4 = 2, MXFP4 = 3, FP8 = 4, Lut = 5, Ggml = 6, Spqr = 7, Pow = 8, Bitmod = 9
+  Int = 0, NF4 = 1, FP4 = 2, MXFP4 = 3, FP8 = 4, Lut = 5, Ggml = 6, Spqr = 7, Binary = 8, Pow = 9, Bitmod = 10
 };
 
 struct QuantSpec {
-  int bits = 4;        // int: 2, 3, 4, 5, 6, 8; nf4/fp4/mxfp4: 4; fp8: 8; lut: 3, 4;
+  int bits = 4;        // int: 2, 3, 4, 5, 6, 8; nf4/fp4/mxfp4: 4; fp8: 8; lut: 3, 4; binary: 1;
                        // ggml: the ggml_type value (2 = Q4_0, 12 = Q4_K, ...)
   int group = 32;      // 16, 32, 64, 128, or 0 = whole row (per-channel); ggml: 0 (unused)
   bool sym = true;     // int only (every other family is symmetric)

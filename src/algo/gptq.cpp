@@ -98,6 +98,38 @@ void inverse_cholesky_upper(std::vector<double>& r, int64_t n, float* u) {
 
 }  // namespace
 
+std::vector<double> inverse_factor_recip_diag(const std::vector<double>& H, int64_t n, double damp) {
+  if (int64_t(H.size()) != n * n) fail("pbllm", "Hessian of the wrong size");
+  // U = J L^-1 J for J H J = L L^T (see inverse_cholesky_upper), so 1 / U_jj = L_kk, k = n-1-j.
+  std::vector<double> hd(static_cast<size_t>(n));
+  double mean_diag = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const double d = H[size_t(j * n + j)];
+    if (!(d >= 0) || !std::isfinite(d)) fail("pbllm", "bad Hessian diagonal at column " + std::to_string(j));
+    hd[size_t(j)] = d == 0.0 ? 1.0 : d;
+    mean_diag += hd[size_t(j)];
+  }
+  const double dmp = damp * mean_diag / double(n);
+  std::vector<double> r(static_cast<size_t>(n * n), 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t pi = n - 1 - i;
+    // (a dead input's off-diagonal entries are zero: it never had a non-zero value)
+    for (int64_t k = 0; k < i; ++k) r[size_t(i * n + k)] = H[size_t(pi * n + (n - 1 - k))];
+    r[size_t(i * n + i)] = hd[size_t(pi)] + dmp;
+  }
+  const lapack_int ni = lapack_int(n);
+  const lapack_int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', ni, r.data(), ni);
+  if (info != 0)
+    fail("pbllm", "Hessian is not positive definite after dampening (dpotrf info " + std::to_string(info) +
+                      "); increase damp or use more calibration data");
+  std::vector<double> out(static_cast<size_t>(n));
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t k = n - 1 - j;
+    out[size_t(j)] = r[size_t(k * n + k)];
+  }
+  return out;
+}
+
 QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
                               const std::vector<double>& H, const GptqOptions& o,
                               ThreadPool& pool, const double* fit_imp, const uint8_t* keep, float* kept) {

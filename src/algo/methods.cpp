@@ -278,6 +278,32 @@ QuantizedMatrix spqr_round(const RoundArgs& a) {
   return q;
 }
 
+// ---- pbllm ----
+// PB-LLM (Shang et al. 2023): the +s salient weights (chosen in pipeline.cpp round_with_outliers by
+// the Hessian criterion w^2 / U_jj^2, or |w| with salient=magnitude) stay in f16, the rest is
+// binarized with GPTQ's error feedback (PB-GPTQ); alpha per group is the mean |w| (binary.cpp).
+bool pbllm_option(TensorRule& r, const std::string& k, const std::string& v) {
+  if (k == "salient" && !v.empty()) {
+    if (v != "hessian" && v != "magnitude") bad_value(k, v, "salient is hessian or magnitude");
+    r.pb_magnitude = v == "magnitude";
+    return true;
+  }
+  if (k == "damp" || k == "block" || k == "emb") return gptq_option(r, k, v);
+  return false;
+}
+void pbllm_check(const TensorRule& r) {
+  if (r.spec.family != FormatFamily::Binary)
+    fail("recipe", "pbllm binarizes: use a binary format (b1g128+s1.00, b1row+s0.50, ...), not " + format_name(r.spec));
+  if (r.pb_magnitude && !r.spec.sparse)
+    fail("recipe", "salient=magnitude chooses the salient weights: it needs a format with them (" + format_name(r.spec) +
+                       "+s1.00)");
+}
+QuantizedMatrix pbllm_round(const RoundArgs& a) {
+  if (!a.H) fail("pbllm", "pbllm needs calibration data (--calib FILE)");
+  return quantize_gptq(a.keep ? a.orig_w : a.w, a.rows, a.cols, a.rule->spec, *a.H, a.rule->gptq, *a.pool, nullptr,
+                       a.keep, a.kept);
+}
+
 // ---- awq ----
 bool awq_option(TensorRule& r, const std::string& k, const std::string& v) {
   if (k == "grid" && !v.empty()) {
@@ -336,6 +362,9 @@ const std::vector<MethodInfo> kMethods = {
     {"spqr", "SpQR: its GPTQ sweep onto spqr formats (3-bit statistics of small groups), outliers by "
      "leave-one-out GPTQ loss kept in f16 (Dettmers et al. 2023)", true, false, kStatHessian, "tau=F, damp=F, emb=F",
      spqr_option, spqr_check, spqr_round, nullptr},
+    {"pbllm", "PB-LLM: partial binarization: salient weights (+s, Hessian criterion) in f16, the rest binarized "
+     "with GPTQ error feedback (Shang et al. 2023)", true, false, kStatHessian, "salient=hessian|magnitude, damp=F, block=N, emb=F",
+     pbllm_option, pbllm_check, pbllm_round, nullptr},
     {"awq", "AWQ: activation-aware per-channel scales folded into the producer, and clipping (Lin et al. 2024)",
      false, false, kStatMeanAbs | kStatSamples | kStatHessian, "grid=N, noclip", awq_option, nothing_to_check, nullptr,
      awq_transform},

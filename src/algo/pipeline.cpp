@@ -88,7 +88,10 @@ QuantizedMatrix round_with_outliers(const RoundArgs& args, const std::vector<flo
   // (EasyQuant's n-sigma criterion as a ranking)
   std::vector<double> colw(static_cast<size_t>(cols), 1.0), mean(static_cast<size_t>(rows), 0.0),
       inv_sd(static_cast<size_t>(rows), 1.0);
-  if (args.H) {
+  if (args.H && args.rule->rounding() == "pbllm") {
+    // PB-LLM's salience w^2 / U_jj^2 (SparseGPT's criterion), or plain |w| with salient=magnitude
+    if (!args.rule->pb_magnitude) colw = inverse_factor_recip_diag(*args.H, cols, args.rule->gptq.damp);
+  } else if (args.H) {
     for (int64_t j = 0; j < cols; ++j) colw[size_t(j)] = std::sqrt(std::max(0.0, (*args.H)[size_t(j * cols + j)]));
   } else {
     for (int64_t r = 0; r < rows; ++r) {

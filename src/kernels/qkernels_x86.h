@@ -82,6 +82,7 @@ inline __m256i add_bit_plane(__m256i lo, const uint8_t* p, char val) {
 
 template <int BITS>
 inline __m256i unpack(const uint8_t* p) {
+  if constexpr (BITS == 1) return add_bit_plane(_mm256_setzero_si256(), p, 1);
   if constexpr (BITS == 2) return unpack2(p);
   if constexpr (BITS == 3) return add_bit_plane(unpack2(p), p + 8, 4);
   if constexpr (BITS == 4) return unpack4(p);

@@ -31,7 +31,7 @@ namespace {
 
 // ---- table families: pieces --------------------------------------------------------------------
 // The row's table in both lanes (3-bit: 8 entries, the upper 8 bytes zero and never indexed; the
-// load stops at the table's end).
+// load stops at the table's end; 1-bit: 2 entries, tables of at least 8 readable bytes).
 template <int BITS>
 inline __m256i load_table(const int8_t* t) {
   if constexpr (BITS == 4) return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t)));
@@ -496,7 +496,7 @@ void table_prefill(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64
 template <class Cfg, int BITS, bool E8>
 void table_gemm_t(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   const QWeights& w = A.w;
-  if constexpr (!E8) {
+  if constexpr (!E8 && BITS != 1) {
     if (w.lut_sel) {  // bitmod: a table per group (groups of 1, 2 or 4 blocks, checked by table_gemm)
       if (t1 - t0 <= 3) {
         const int64_t bpg = w.blocks_per_group();
@@ -525,12 +525,14 @@ void table_gemm(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t 
   const QWeights& w = A.w;
   const int64_t bpg = w.blocks_per_group();
   // Layouts the families define today; anything else takes the scalar reference.
-  const bool ok = (w.bits == 3 || w.bits == 4) && (w.g16() || w.groups == 1 || bpg == 1 || bpg == 2 || bpg == 4) &&
-                  !(w.lut_sel && (w.g16() || w.e8m0 || !(bpg == 1 || bpg == 2 || bpg == 4)));
+  const bool ok = (w.bits == 1 || w.bits == 3 || w.bits == 4) && (w.g16() || w.groups == 1 || bpg == 1 || bpg == 2 || bpg == 4) &&
+                  !(w.lut_sel && (w.bits == 1 || w.g16() || w.e8m0 || !(bpg == 1 || bpg == 2 || bpg == 4)));
   if (!ok) return table_kernels_scalar.gemm(A, r0, r1, t0, t1);
   const bool e8 = w.e8m0 != nullptr;
   if (w.bits == 4) e8 ? table_gemm_t<Cfg, 4, true>(A, r0, r1, t0, t1) : table_gemm_t<Cfg, 4, false>(A, r0, r1, t0, t1);
-  else e8 ? table_gemm_t<Cfg, 3, true>(A, r0, r1, t0, t1) : table_gemm_t<Cfg, 3, false>(A, r0, r1, t0, t1);
+  else if (w.bits == 3) e8 ? table_gemm_t<Cfg, 3, true>(A, r0, r1, t0, t1) : table_gemm_t<Cfg, 3, false>(A, r0, r1, t0, t1);
+  else if (e8) table_kernels_scalar.gemm(A, r0, r1, t0, t1);  // no 1-bit E8M0 family
+  else table_gemm_t<Cfg, 1, false>(A, r0, r1, t0, t1);
 }
 
 // scale * float(T[q]): the reference's product of two exactly representable f32 values.
@@ -563,6 +565,7 @@ void table_dequant_t(const QWeights& w, int64_t r0, int64_t r1, float* out, int6
 void table_dequant(const QWeights& w, int64_t r0, int64_t r1, float* out, int64_t ldo) {
   if (w.bits == 4) table_dequant_t<4>(w, r0, r1, out, ldo);
   else if (w.bits == 3) table_dequant_t<3>(w, r0, r1, out, ldo);
+  else if (w.bits == 1) table_dequant_t<1>(w, r0, r1, out, ldo);
   else table_kernels_scalar.dequant_rows(w, r0, r1, out, ldo);
 }
 

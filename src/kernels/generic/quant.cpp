@@ -48,6 +48,7 @@ void unpack1_or(const uint8_t* o, int shift, uint8_t* p) {
 void pack_qblock(int bits, const uint8_t* q, uint8_t* out) {
   uint8_t hi[kQBlock];
   switch (bits) {
+    case 1: pack1(q, 0, out); return;
     case 2: pack2(q, out); return;
     case 3: pack2(q, out); pack1(q, 2, out + 8); return;
     case 4: pack4(q, out); return;
@@ -65,6 +66,7 @@ void pack_qblock(int bits, const uint8_t* q, uint8_t* out) {
 void unpack_qblock(int bits, const uint8_t* in, uint8_t* q) {
   uint8_t hi[kQBlock];
   switch (bits) {
+    case 1: std::memset(q, 0, kQBlock); unpack1_or(in, 0, q); return;
     case 2: unpack2(in, q); return;
     case 3: unpack2(in, q); unpack1_or(in + 8, 2, q); return;
     case 4: unpack4(in, q); return;
