@@ -10,7 +10,8 @@
 //                                       only): tokens/s, an upper bound for the engine; int
 //                                       formats, the other families (nf4, fp4, mxfp4, lut, fp8) and llama.cpp's
 //                                       types (q4_0 ... q6_k, iq4_*: ggml family, random blocks), SpQR's
-//                                       spqr3g16 / spqr3g32r32 (SpQR's round to nearest).
+//                                       spqr3g16 / spqr3g32r32 (SpQR's round to nearest), NUPES's pow4g64 / pow3g64
+//                                       and BitMoD's bitmod4g64 / bitmod4g128 / bitmod3g128 next to w4g64 / w3g64.
 // The label says which ISA ran; the context line names the CPU features.
 #include <benchmark/benchmark.h>
 
@@ -209,10 +210,12 @@ void register_all() {
     // The other families next to w4g32 (the same bytes at 4.5 bpw for nf4g32 / fp4g32; lut4
     // 4.0 plus 18 bytes a row, mxfp4 4.25, fp8row 8.0): decode and prefill.
     // llama.cpp's types (GGUF imports) likewise: q4_0 / iq4_nl are 4.5 bpw like w4g32, q4_k 4.5,
-    // q4_1 5.0, q5_k 5.5, q6_k 6.5625, q8_0 8.5, q3_k 3.4375, q2_k 2.625, iq4_xs 4.25.
+    // q4_1 5.0, q5_k 5.5, q6_k 6.5625, q8_0 8.5, q3_k 3.4375, q2_k 2.625, iq4_xs 4.25. pow4g64 is
+    // w4g64's bytes (4.25), bitmod4g64 4.375, bitmod4g128 4.1875, pow3g64 = w3g64 3.25, bitmod3g128 3.1875.
     for (const char* f : {"nf4g32", "nf4g64", "fp4g32", "mxfp4", "lut3", "lut4", "fp8row", "q4_0", "q4_1", "q5_0",
                           "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs", "w4g32+s0.50", "lut3+s0.45",
-                          "spqr3g16", "spqr3g32r32", "spqr3g16+s0.30"}) {
+                          "spqr3g16", "spqr3g32r32", "spqr3g16+s0.30", "w4g64", "w3g64", "pow4g64", "pow3g64", "bitmod4g64",
+                          "bitmod4g128", "bitmod3g128"}) {
       const QuantSpec s = parse_format_name(f);
       const std::string base = "model_decode/tinyllama-1.1b/" + format_name(s) + "/" + lname;
       benchmark::RegisterBenchmark(base.c_str(), bm_model, s, l, int64_t(1))->Unit(benchmark::kMillisecond)->UseRealTime();

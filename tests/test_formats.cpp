@@ -103,6 +103,8 @@ int64_t doc_bytes(const QuantSpec& s, int64_t rows, int64_t cols) {
     case FormatFamily::MXFP4: return rows * (nb * 16 + G * 1);
     case FormatFamily::FP8: return rows * (nb * 32 + G * 2);
     case FormatFamily::Lut: return rows * (nb * 4 * s.bits + 2 + (1 << s.bits));
+    case FormatFamily::Pow: return rows * (nb * 4 * s.bits + G * 2) + (1 << s.bits) + 1;  // + the tensor's table, exponent
+    case FormatFamily::Bitmod: return rows * (nb * 4 * s.bits + G * 3);                    // f16 scale + u8 selector
     case FormatFamily::Ggml: {
       // ggml's block sizes (weights, bytes) by ggml_type: docs/formats.md
       const std::map<int, std::pair<int64_t, int64_t>> kBlocks = {
@@ -137,6 +139,7 @@ constexpr ParityEntry kParity[] = {
     // spqr: w = s q - s z, the zero term s z X apart from the codes' dot (like ggml's offsets)
     {FormatFamily::Spqr, true, 3e-4},
     {FormatFamily::Binary, true, 3e-5},
+    {FormatFamily::Pow, true, 3e-5}, {FormatFamily::Bitmod, true, 3e-5},
 };
 const ParityEntry& parity_entry(const QuantSpec& s) {
   for (const auto& e : kParity)
@@ -152,8 +155,8 @@ const ParityEntry& parity_entry(const QuantSpec& s) {
 TEST(Formats, IdsAndNames) {
   const auto fmts = all_formats();
   // int: 6 widths x 5 groups x sym/asym; nf4, fp4: 4 groups; mxfp4; fp8: 5 groups; lut3/4; 12 ggml types;
-  // spqr: 3 widths x 3 groups x 3 row groups; binary: 5 groups
-  const size_t n_formats = 60 + 4 + 4 + 1 + 5 + 2 + 12 + 27 + 5;
+  // spqr: 3 widths x 3 groups x 3 row groups; binary: 5 groups; pow3/4: 4 groups; bitmod3/4: 3 groups
+  const size_t n_formats = 60 + 4 + 4 + 1 + 5 + 2 + 12 + 27 + 5 + 8 + 6;
   EXPECT_EQ(fmts.size(), n_formats);
   std::set<uint32_t> ids;
   std::set<std::string> names;
@@ -175,7 +178,13 @@ TEST(Formats, IdsAndNames) {
     EXPECT_THROW(parse_format_name(bad), Error) << bad;
   // ids of one family with another family's parameters are invalid
   EXPECT_FALSE(format_id_valid(3u | 5u << 8 | 1u << 16 | 1u << 24));  // nf with 3 bits
-  EXPECT_FALSE(format_id_valid(4u | 2u << 8 | 1u << 16 | 9u << 24));  // no family 9
+  EXPECT_FALSE(format_id_valid(4u | 2u << 8 | 1u << 16 | 11u << 24));  // no family 11
+  // family numbers are file format: spqr 7, binary 8, pow 9, bitmod 10 (pow/bitmod were 7/8 on
+  // their branch before spqr and binary landed)
+  EXPECT_EQ(format_id(parse_format_name("pow4g64")), 4u | 3u << 8 | 1u << 16 | 9u << 24);
+  EXPECT_EQ(format_id(parse_format_name("bitmod3g128")), 3u | 4u << 8 | 1u << 16 | 10u << 24);
+  EXPECT_EQ(format_spec(4u | 2u << 8 | 1u << 16 | 10u << 24).family, FormatFamily::Bitmod);
+  EXPECT_FALSE(format_id_valid(4u | 1u << 8 | 1u << 16 | 10u << 24));  // bitmod has no groups of 16
   // every family of the table has a parity entry
   for (const FormatTraits* t : all_format_traits()) {
     bool found = false;
@@ -407,6 +416,7 @@ TEST(Formats, GoldenEdgeCases) {
                        : s.family == FormatFamily::FP8 ? 448.f
                        : s.family == FormatFamily::FP4 ? 12.f
                        : s.family == FormatFamily::Binary ? 1.f
+                       : s.family == FormatFamily::Bitmod ? 84.f  // the ER datatypes' largest value
                                                         : 127.f;
     h[3] = 6.0e4f * vmax * 0.99f;
     h[cols + 5] = -h[3];
@@ -887,7 +897,8 @@ TEST_P(QuantKernels, MatmulParityAllFormats) {
 TEST_P(QuantKernels, SparseOutliers) {
   ThreadPool pool(2);
   ScopedSimdLevel sl(GetParam());
-  for (const char* name : {"w4g32+s0.50", "lut3+s0.45", "nf4g64+s1.00", "fp8row+s0.30", "w3g16a+s0.05"}) {
+  for (const char* name : {"w4g32+s0.50", "lut3+s0.45", "nf4g64+s1.00", "fp8row+s0.30", "w3g16a+s0.05",
+                           "pow4a0.60g32+s0.30", "bitmod3g64+s0.50"}) {
     const QuantSpec full = parse_format_name(name);
     QuantSpec dense = full;
     dense.sparse = 0;
@@ -994,7 +1005,8 @@ TEST_P(QuantKernels, PrefillChunksAndAlternatives) {
   ScopedSimdLevel sl(GetParam());
   for (const QuantSpec s : {QuantSpec{4, 32, true}, QuantSpec{4, 16, false}, QuantSpec{3, 16, false},
                             QuantSpec{8, 128, false}, parse_format_name("nf4g64"), parse_format_name("lut3"),
-                            parse_format_name("mxfp4"), parse_format_name("fp8row")}) {
+                            parse_format_name("mxfp4"), parse_format_name("fp8row"), parse_format_name("pow3a0.50g32"),
+                            parse_format_name("bitmod4g64"), parse_format_name("bitmod3g128")}) {
     // 4000 columns: two K slices of 64 and 61 blocks (an odd tail block for the 4-bit pair path)
     const int64_t rows = 37, cols = 4000, n = 131;
     auto w = randn(size_t(rows * cols), 21);

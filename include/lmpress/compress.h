@@ -134,6 +134,13 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
 // upper Cholesky factor of (H + damp * mean(diag H) * I)^-1 (dead inputs: H_jj = 1), as GPTQ forms
 // it. A weight's salience is w_ij^2 / U_jj^2, i.e. (|w_ij| / U_jj)^2.
 std::vector<double> inverse_factor_recip_diag(const std::vector<double>& H, int64_t n, double damp);
+// NUPES's exponent search (nupes.cpp) for a pow format s: the exponent a (hundredths, from
+// kNupesMin to kNupesMax in steps of kNupesStep) whose RTN rounding has the least layer error
+// tr(D H D^T)/rows (H given; max_rows as for layer_error), else sum_j hdiag_j sum_r D_rj^2 / rows
+// (hdiag, or unweighted when null). trace (optional): (a, error) of every candidate.
+inline constexpr int kNupesMin = 30, kNupesMax = 120, kNupesStep = 5;
+int nupes_search(const float* w, int64_t rows, int64_t cols, const QuantSpec& s, const std::vector<double>* H,
+                 const double* hdiag, std::vector<std::pair<int, double>>* trace = nullptr, int64_t max_rows = 0);
 // Hessian for a matrix that is both the token embedding and the classifier (tied): the
 // classifier's input Hessian plus the embedding role's, an identity scaled so that emb = 1 gives
 // both roles the same trace: H_cls + emb * mean(diag H_cls) * I (docs/methods.md).
@@ -195,7 +202,8 @@ namespace lmpress {
 //   override := PATTERN '=' rule          PATTERN: glob over canonical tensor names (* and ?)
 //   rule     := 'keep' | 'f16' | 'bf16' | 'f32' | CHAIN ':' FORMAT (',' option)*
 //   CHAIN    := METHOD ('+' METHOD)*      transforms first, one rounding method last (default rtn)
-//   METHOD   := a registry name: rtn | gptq | quantease | squeezellm | easyquant | spqr | awq | smoothquant
+//   METHOD   := a registry name: rtn | gptq | quantease | squeezellm | easyquant | spqr | nupes | bitmod | awq |
+//               smoothquant
 //   FORMAT   := a format name (formats.h): w4g32, w3g128a, w8row, nf4g64, fp4g32, mxfp4, fp8row, lut3 ...
 //   option   := a key (or key=value) taken by exactly one method of the chain: gptq act_order,
 //               static_groups, mse, damp=F, block=N, emb=F; rtn clip, mse; quantease iters=N,
@@ -214,6 +222,8 @@ struct SmoothOptions {
   int grid = 20;       // alpha in {0, 1/grid, ..., 1}, plus no smoothing
   double alpha = -1;   // >= 0: this alpha, no search
 };
+// NUPES's search objective (recipe option err=): the layer error with H, with diag(H), or plain.
+enum class NupesErr { Full, Diag, Mse };
 struct TensorRule {
   std::string method = "keep";  // keep | f16 | bf16 | f32 | a method chain: rtn, gptq, awq+gptq, ...
   std::vector<std::string> chain;  // the chain's methods (registry names), transforms first
@@ -226,6 +236,7 @@ struct TensorRule {
   bool clip = false;
   int easyquant_steps = 100;  // easyquant: gradient steps per group
   bool pb_magnitude = false;  // pbllm: salient weights by |w| instead of the Hessian criterion
+  NupesErr nupes_err = NupesErr::Full;  // nupes: the exponent search's error
   std::string text;  // the rule as written
   bool quantized() const { return !chain.empty(); }
   bool has(const std::string& m) const;       // the chain holds method m

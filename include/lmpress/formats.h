@@ -12,11 +12,15 @@
 //          it (SqueezeLLM's non-uniform quantization);
 //   ggml   q8_0, q4_0, q4_1, q5_0, q5_1, q2_k ... q6_k, iq4_nl, iq4_xs: llama.cpp's block types,
 //          stored byte for byte as in a GGUF file (scales inside the blocks); imported from GGUF
-//          or made by any method (a group is one block: its sub-block scales are fitted first).
+//          or made by any method (a group is one block: its sub-block scales are fitted first);
 //   spqr   spqr<b>g<G>[r<R>]: SpQR's b-bit codes with a scale and a (real) zero per group of G
 //          columns, themselves 3-bit codes over groups of R rows (made only by the spqr method);
 //   binary b1g<G> / b1row: one bit per weight, w = alpha_g * (2q - 1) with an f16 alpha per group
 //          (PB-LLM's binarized part; its salient weights are the +s sparse part).
+//   pow    pow<b>g<G> / pow<b>a<A>g<G>: NUPES's power grid sign(u)|u|^(1/a) (u uniform in [-1, 1])
+//          as an int8 table times an f16 absmax scale; the exponent a is stored in the tensor;
+//   bitmod bitmod<b>g<G>: BitMoD's mixture of datatypes: per group one of four FP3/FP4 tables
+//          (extra-resolution / extra-asymmetry special values), u8 selector and f16 scale.
 // Packed layout (docs/formats.md): rows are independent; each row's codes are packed in
 // 32-weight blocks (the row is zero-padded to a multiple of 32), followed, after all rows, by the
 // per-group scales and the family's side payloads (zeros, tables).
@@ -31,7 +35,9 @@
 namespace lmpress {
 
 // Format families (the high byte of a format id).
-enum class FormatFamily : uint8_t { Int = 0, NF4 = 1, FP4 = 2, MXFP4 = 3, FP8 = 4, Lut = 5, Ggml = 6, Spqr = 7, Binary = 8 };
+enum class FormatFamily : uint8_t {
+  Int = 0, NF4 = 1, FP4 = 2, MXFP4 = 3, FP8 = 4, Lut = 5, Ggml = 6, Spqr = 7, Binary = 8, Pow = 9, Bitmod = 10
+};
 
 struct QuantSpec {
   int bits = 4;        // int: 2, 3, 4, 5, 6, 8; nf4/fp4/mxfp4: 4; fp8: 8; lut: 3, 4; binary: 1;
@@ -43,6 +49,9 @@ struct QuantSpec {
   // up to 1.27%) are kept apart as f16 corrections with their positions; name suffix "+s0.45".
   int sparse = 0;
   int group2 = 0;      // spqr: rows per second-level statistics group (16, 32, 64); 0 elsewhere
+  // Family parameter that is NOT part of the format id (the packed tensor stores it): pow: the
+  // power exponent a in hundredths (0 = the family's default, 0.75); every other family: 0.
+  int param = 0;
   bool operator==(const QuantSpec&) const = default;
 };
 // Number of sparse outliers of a [rows, cols] tensor: floor(rows * cols * sparse / 10000).

@@ -58,6 +58,60 @@ std::vector<double> grid_fit_importance(const RoundArgs& a) {
   return {};
 }
 
+// ---- nupes / bitmod: grid choices made before the rounding ----
+// The grid the rounding method quantizes onto: the rule's format, with the pow exponent searched
+// by nupes when the chain holds it (nupes alone, nupes+gptq, nupes+quantease).
+QuantSpec chosen_spec(const RoundArgs& a) {
+  QuantSpec s = a.rule->spec;
+  if (!a.rule->has("nupes")) return s;
+  const std::vector<double>* H = nullptr;
+  std::vector<double> hd;
+  const NupesErr e = a.rule->nupes_err;
+  if (e == NupesErr::Full && a.H) H = a.H;
+  else if (e != NupesErr::Mse && (a.H || (a.stats && !a.stats->diag.empty())))
+    hd = a.stats && !a.stats->diag.empty() ? a.stats->diag : diag_of(*a.H, a.cols);
+  // the full-H error on at most 256 evenly spaced rows per candidate
+  s.param = nupes_search(a.w, a.rows, a.cols, s, H, hd.empty() ? nullptr : hd.data(), nullptr, 256);
+  log_debug("nupes [%lld x %lld] %s: exponent %.2f", (long long)a.rows, (long long)a.cols, format_name(a.rule->spec).c_str(),
+            s.param / 100.0);
+  return s;
+}
+
+bool nupes_option(TensorRule& r, const std::string& k, const std::string& v) {
+  if (k == "err" && !v.empty()) {
+    if (v == "full") r.nupes_err = NupesErr::Full;
+    else if (v == "diag") r.nupes_err = NupesErr::Diag;
+    else if (v == "mse") r.nupes_err = NupesErr::Mse;
+    else bad_value(k, v, "err is full, diag or mse");
+    return true;
+  }
+  return false;
+}
+void nupes_check(const TensorRule& r) {
+  if (r.spec.family != FormatFamily::Pow)
+    fail("recipe", "nupes searches the exponent of a power grid: use the format pow3g<G> or pow4g<G>, not " + format_name(r.spec));
+  if (r.spec.param != 0)
+    fail("recipe", "nupes searches the exponent: name the format without one (" +
+                       format_name(QuantSpec{r.spec.bits, r.spec.group, true, FormatFamily::Pow}) + ", not " + format_name(r.spec) + ")");
+  if (r.spec.sparse) fail("recipe", "nupes does not search with sparse outliers: use a pow format without +s");
+}
+QuantizedMatrix nupes_round(const RoundArgs& a) {
+  return quantize_rtn(a.w, a.rows, a.cols, chosen_spec(a), false, nullptr);
+}
+
+void bitmod_check(const TensorRule& r) {
+  if (r.spec.family != FormatFamily::Bitmod)
+    fail("recipe", "bitmod chooses a datatype per group: use the format bitmod3g<G> or bitmod4g<G>, not " + format_name(r.spec));
+}
+// Each group's datatype by least diag(H)-weighted error (plain squared error without calibration,
+// as BitMoD's reference), then round to nearest.
+QuantizedMatrix bitmod_round(const RoundArgs& a) {
+  std::vector<double> imp;
+  if (a.stats && !a.stats->diag.empty()) imp = a.stats->diag;
+  else if (a.H) imp = diag_of(*a.H, a.cols);
+  return quantize_rtn(a.w, a.rows, a.cols, a.rule->spec, false, nullptr, false, imp.empty() ? nullptr : imp.data());
+}
+
 // ---- rtn ----
 bool rtn_option(TensorRule& r, const std::string& k, const std::string& v) {
   if (k == "clip" && v.empty()) return r.clip = true;
@@ -108,7 +162,7 @@ QuantizedMatrix gptq_round(const RoundArgs& a) {
   if (!a.H) fail("gptq", "gptq needs calibration data (--calib FILE)");
   const std::vector<double> imp = grid_fit_importance(a);
   // Sparse outliers: GPTQ sees the original weights and keeps the outliers exact in its sweep.
-  return quantize_gptq(a.keep ? a.orig_w : a.w, a.rows, a.cols, a.rule->spec, *a.H, a.rule->gptq, *a.pool,
+  return quantize_gptq(a.keep ? a.orig_w : a.w, a.rows, a.cols, chosen_spec(a), *a.H, a.rule->gptq, *a.pool,
                        imp.empty() ? nullptr : imp.data(), a.keep, a.kept);
 }
 
@@ -150,9 +204,9 @@ QuantizedMatrix quantease_round(const RoundArgs& a) {
   QuantizedMatrix init;
   if (r.quantease.init_rtn) {
     const std::vector<double> hd = r.clip ? diag_of(*a.H, a.cols) : std::vector<double>{};
-    init = quantize_rtn(a.w, a.rows, a.cols, r.spec, r.clip, hd.empty() ? nullptr : hd.data(), r.gptq.mse, fit);
+    init = quantize_rtn(a.w, a.rows, a.cols, chosen_spec(a), r.clip, hd.empty() ? nullptr : hd.data(), r.gptq.mse, fit);
   } else {
-    init = quantize_gptq(a.w, a.rows, a.cols, r.spec, *a.H, r.gptq, *a.pool, fit);
+    init = quantize_gptq(a.w, a.rows, a.cols, chosen_spec(a), *a.H, r.gptq, *a.pool, fit);
   }
   std::vector<double> f;
   QuantizedMatrix q = quantease_refine(a.w, a.rows, a.cols, init, *a.H, r.quantease.iters, r.gptq.act_order, *a.pool, &f);
@@ -296,6 +350,12 @@ const std::vector<MethodInfo> kMethods = {
      quantease_option, quantease_check, quantease_round, nullptr},
     {"squeezellm", "SqueezeLLM: sensitivity-weighted k-means per row onto lut3/lut4 (Kim et al. 2024); squeezellm+gptq: its tables, GPTQ rounding", true,
      true, kStatDiag, "(none)", no_option, squeezellm_check, squeezellm_round, nullptr},
+    {"nupes", "NUPES: power grid sign(u)|u|^(1/a), the exponent searched per tensor on the layer error, onto pow3/pow4 "
+     "(Yvinec et al. 2023); nupes+gptq: that grid, GPTQ rounding", true, true, kStatHessian, "err=full|diag|mse",
+     nupes_option, nupes_check, nupes_round, nullptr},
+    {"bitmod", "BitMoD: per group one of four FP3/FP4 datatypes with a special value, chosen by diag(H)-weighted error "
+     "(Chen et al. 2025); bitmod+gptq: GPTQ rounding onto the group's datatype", true, true, kStatDiag, "(none)",
+     no_option, bitmod_check, bitmod_round, nullptr},
     {"easyquant", "EasyQuant: data-free; outliers apart (+s), each group's range optimised by gradient descent "
      "on the reconstruction error (Tang et al. 2023)", true, false, 0, "steps=N", easyquant_option, easyquant_check,
      easyquant_round, nullptr},
@@ -334,7 +394,15 @@ const std::string& TensorRule::rounding() const {
 
 uint32_t TensorRule::stats() const {
   uint32_t s = 0;
-  for (const auto& m : chain) s |= find_method(m).stats;
+  for (const auto& m : chain) {
+    // nupes's statistics follow its search error: err=diag needs diag(H) only, err=mse none (data-free
+    // unless another method of the chain, e.g. gptq, needs calibration)
+    if (m == "nupes" && nupes_err != NupesErr::Full) {
+      s |= nupes_err == NupesErr::Diag ? uint32_t(kStatDiag) : 0u;
+      continue;
+    }
+    s |= find_method(m).stats;
+  }
   return s;
 }
 

@@ -128,7 +128,8 @@ GroupParams QuantizedMatrix::params(int64_t r, int64_t g) const {
     const int64_t T = int64_t(1) << spec.bits;
     std::copy(table.begin() + r * T, table.begin() + (r + 1) * T, p.row);
   } else {
-    p.table = format_traits(spec).fixed_table;
+    const FormatTraits& tr = format_traits(spec);
+    p.table = tr.group_table ? tr.group_table(spec, p.zero) : tr.fixed_table;
   }
   if (!ggml.empty()) {
     const uint8_t* b = ggml.data() + k * kGgmlParamBytes;

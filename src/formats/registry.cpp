@@ -21,12 +21,14 @@ const std::vector<const FormatTraits*> kFormats = {
     &ggml_format,   // q4_0, q4_k, ...: llama.cpp's block types, GGUF bytes as they are
     &spqr_format,   // spqr3g16, ...: SpQR, 3-bit statistics of small groups
     &binary_format, // b1g128, b1row: one bit per weight (PB-LLM)
+    &pow_format,    // pow4g64 / pow4a0.60g64: NUPES power grid, exponent stored in the tensor
+    &bitmod_format, // bitmod4g128: BitMoD, one of four FP3/FP4 tables per group
 };
 
-// The family's own validity; only spqr has second-level groups.
+// The family's own validity; only spqr has second-level groups, only pow a parameter (its exponent).
 bool spec_valid(const QuantSpec& s) {
   return size_t(s.family) < kFormats.size() && (s.group2 == 0 || s.family == FormatFamily::Spqr) &&
-         kFormats[size_t(s.family)]->valid(s);
+         (s.param == 0 || s.family == FormatFamily::Pow) && kFormats[size_t(s.family)]->valid(s);
 }
 
 std::string spec_str(const QuantSpec& s) {
@@ -151,7 +153,8 @@ QuantSpec parse_format_name(const std::string& name) {
                "16,32,64,128; e.g. w4g32, w4g128a, w8row), nf4g<group>, fp4g<group>, mxfp4, "
                "fp8row, fp8g<group>, lut3 or lut4, or a llama.cpp type (q8_0, q4_0, q4_1, q5_0, q5_1, "
                "q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs), spqr<bits>g<group>[r<rows>] (bits 2,3,4; "
-               "group 16,32,64; rows 16,32,64; e.g. spqr3g16), b1g<group> or b1row (binary); lmpress's own formats with sparse outliers "
+               "group 16,32,64; rows 16,32,64; e.g. spqr3g16), b1g<group> or b1row (binary), pow<3|4>[a<A>]g<group> "
+               "(NUPES; A 0.20..2.00), bitmod<3|4>g<32|64|128>; lmpress's own formats with sparse outliers "
                "+s<percent>");
 }
 

@@ -48,6 +48,9 @@ struct FormatTraits {
   // The family's bytes are self-contained blocks with their scales inside (ggml): no code planes;
   // pack / unpack_params write and read whole blocks (codes and params), QuantizedMatrix::ggml.
   bool opaque_blocks = false;
+  // Table of a group when it is not the family's fixed_table nor a per-row table: pow (the table
+  // of the spec's exponent) and bitmod (the table the group's selector, GroupParams::zero, names).
+  const int8_t* (*group_table)(const QuantSpec& s, int32_t selector) = nullptr;
 };
 
 const FormatTraits& format_traits(FormatFamily f);  // throws Error for unknown families
@@ -57,7 +60,7 @@ const std::vector<const FormatTraits*>& all_format_traits();
 
 // The family rows (one per file).
 extern const FormatTraits int_format, nf4_format, fp4_format, mxfp4_format, fp8_format, lut_format, ggml_format,
-    spqr_format, binary_format;
+    spqr_format, binary_format, pow_format, bitmod_format;
 
 // ---- shared pieces of the families ------------------------------------------------------------
 namespace fmt {

@@ -47,6 +47,12 @@ struct QWeights {
   // scale(r, g) * lut[r * lut_stride + q]; lut_stride 0 = one table for all rows.
   const int8_t* lut = nullptr;
   int64_t lut_stride = 0;
+  // bitmod: a table per group: [rows][groups] u8 selectors, the value of code q in group g of row
+  // r is scale(r, g) * lut[16 * lut_sel[r * groups + g] + q] (lut_stride unused; groups >= 32).
+  const uint8_t* lut_sel = nullptr;
+  const int8_t* group_lut(int64_t r, int64_t g) const {
+    return lut_sel ? lut + 16 * int64_t(lut_sel[r * groups + g]) : lut + r * lut_stride;
+  }
   const uint8_t* e8m0 = nullptr;  // mxfp4: [rows][groups] E8M0 scales (2^(e-128)) instead of f16
   // spqr: second-level statistics [row groups][4][groups] f16 (scale step, scale low, zero step,
   // zero low) of groups of stat_rows rows; each row's 6-bit statistic codes (scale | zero << 3,

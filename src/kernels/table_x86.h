@@ -89,14 +89,30 @@ inline __m256 step_scales(const QWeights& w, int64_t r, int64_t b, __m256 srow) 
 
 // ---- table families: decode ----------------------------------------------------------------------
 // One row, groups >= 32, one token: y = sum_b s_g(b) d_b sum_i T[q_i] a_i. 4-bit activations in
-// pair order (pair_acts), 3-bit natural.
-template <int BITS, int BPG, bool E8>
+// pair order (pair_acts), 3-bit natural. SEL (bitmod, BPG 1/2/4): the table of each block is its
+// group's (QWeights::lut_sel); a 4-bit pair holds block b in the low 128-bit lane and b + 1 in the
+// high one, and pshufb looks up per lane, so a pair takes the two blocks' tables side by side.
+template <int BITS, int BPG, bool E8, bool SEL = false>
 inline float table_row(const QWeights& w, int64_t r, const int8_t* a, const float* d) {
   constexpr int BPB = qblock_bytes(BITS);
   const int64_t nb = w.nb;
   const uint8_t* q = w.q + r * w.row_bytes;
   const uint8_t* pf = q + w.row_bytes;  // the next row, one row ahead
-  const __m256i tab = load_table<BITS>(w.lut + r * w.lut_stride);
+  const __m256i tab_row = SEL ? _mm256_setzero_si256() : load_table<BITS>(w.lut + r * w.lut_stride);
+  const uint8_t* sel = SEL ? w.lut_sel + r * w.groups : nullptr;
+  constexpr int kBpg = BPG > 0 ? BPG : 1;
+  auto tab1 = [&](int64_t blk) -> __m256i {  // the table of block blk
+    if constexpr (SEL) return load_table<BITS>(w.lut + 16 * sel[blk / kBpg]);
+    else return tab_row;
+  };
+  auto tab2 = [&](int64_t b0) -> __m256i {  // 4-bit: blocks b0 (even) and b0 + 1
+    if constexpr (SEL && BPG == 1)
+      return _mm256_inserti128_si256(
+          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.lut + 16 * sel[b0]))),
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.lut + 16 * sel[b0 + 1])), 1);
+    else return tab1(b0);  // one group holds both (b0 even, groups of 2 or 4 blocks)
+  };
+  (void)sel;
   const __m256i m4 = _mm256_set1_epi8(15);
   const __m256 srow = BPG == 0 ? _mm256_set1_ps(w.scale(r, 0)) : _mm256_setzero_ps();
   auto sc = [&](int64_t blk) { return BPG == 0 ? w.scale(r, 0) : w.scale(r, blk / (BPG ? BPG : 1)); };
@@ -111,6 +127,7 @@ inline float table_row(const QWeights& w, int64_t r, const int8_t* a, const floa
       for (int p = 0; p < 4; ++p) {
         const __m256 F = _mm256_permutevar8x32_ps(f8, _mm256_setr_epi32(2 * p, 2 * p, 2 * p, 2 * p, 2 * p + 1, 2 * p + 1, 2 * p + 1, 2 * p + 1));
         const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + b * 16 + 32 * p));
+        const __m256i tab = tab2(b + 2 * p);
         const __m256i vl = _mm256_shuffle_epi8(tab, _mm256_and_si256(x, m4));
         const __m256i vh = _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(x, 4), m4));
         const int8_t* ap = a + b * kQBlock + 64 * p;
@@ -123,7 +140,7 @@ inline float table_row(const QWeights& w, int64_t r, const int8_t* a, const floa
 #pragma GCC unroll 8
       for (int u = 0; u < 8; ++u) {
         const __m256 F = _mm256_permutevar8x32_ps(f8, _mm256_set1_epi32(u));
-        const __m256i v = _mm256_shuffle_epi8(tab, unpack<BITS>(q + (b + u) * BPB));
+        const __m256i v = _mm256_shuffle_epi8(tab1(b + u), unpack<BITS>(q + (b + u) * BPB));
         const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + (b + u) * kQBlock));
         const __m256 p = _mm256_cvtepi32_ps(sdot0(v, av));
         if (u & 1) acc1 = _mm256_fmadd_ps(p, F, acc1);
@@ -136,6 +153,7 @@ inline float table_row(const QWeights& w, int64_t r, const int8_t* a, const floa
     const float fb = sc(b) * d[b];
     if (BITS == 4 && b + 2 <= nb) {
       const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + b * 16));
+      const __m256i tab = tab2(b);
       const __m256i vl = _mm256_shuffle_epi8(tab, _mm256_and_si256(x, m4));
       const __m256i vh = _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(x, 4), m4));
       const int8_t* ap = a + b * kQBlock;
@@ -145,7 +163,7 @@ inline float table_row(const QWeights& w, int64_t r, const int8_t* a, const floa
       acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dp), F, acc0);
       ++b;
     } else {
-      const __m256i v = _mm256_shuffle_epi8(tab, unpack<BITS>(q + b * BPB));
+      const __m256i v = _mm256_shuffle_epi8(tab1(b), unpack<BITS>(q + b * BPB));
       const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + b * kQBlock));
       acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sdot0(v, av)), _mm256_set1_ps(fb), acc0);
     }
@@ -251,7 +269,7 @@ inline TableScratch& table_scratch() {
 
 // Decode of rows [r0, r1) x tokens [t0, t1) (<= 3 tokens: each row is streamed once and stays in
 // L1 for the other tokens).
-template <int BITS, bool G16, int BPG, bool E8>
+template <int BITS, bool G16, int BPG, bool E8, bool SEL = false>
 void table_decode(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   const QWeights& w = A.w;
   const int64_t nb = w.nb, n = A.a.n, nt = t1 - t0, as = A.a.a_stride;
@@ -280,7 +298,7 @@ void table_decode(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_
     for (int64_t j = 0; j < nt; ++j) {
       float y;
       if constexpr (G16) y = table_row_g16<BITS, E8>(w, r, at[j], dt[j]);
-      else y = table_row<BITS, BPG, E8>(w, r, at[j], dt[j]);
+      else y = table_row<BITS, BPG, E8, SEL>(w, r, at[j], dt[j]);
       A.y[(t0 + j) * A.ldy + r] = y;
     }
 }
@@ -288,9 +306,12 @@ void table_decode(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_
 // ---- table families: prefill ---------------------------------------------------------------------
 // R rows x T tokens over nb blocks: per (row, block) the values v and |v| once, per token sign(a, v)
 // and the dot; ft holds scale * d per (block, row, token) as in qkernels_x86.h's tile().
-template <int BITS, int R, int T, bool G16>
+// SEL (bitmod): the table of each (row, block) from the row's group selectors sels[i] (this slice's
+// first group at sels[i][0]; sh: log2 blocks per group) instead of tabs[i].
+template <int BITS, int R, int T, bool G16, bool SEL = false>
 inline void table_tile(int64_t nb, const uint8_t* const* wr, const __m256i* tabs, const float* ft,
-                       const int8_t* const* ar, float (&out)[R][T]) {
+                       const int8_t* const* ar, float (&out)[R][T], const uint8_t* const* sels = nullptr,
+                       const int8_t* lut = nullptr, int sh = 0) {
   constexpr int BPB = qblock_bytes(BITS), TS = T <= 4 ? 4 : 8;
   __m256 acc[R][T];
 #pragma GCC unroll 8
@@ -300,7 +321,9 @@ inline void table_tile(int64_t nb, const uint8_t* const* wr, const __m256i* tabs
   for (int64_t b = 0; b < nb; ++b) {
 #pragma GCC unroll 8
     for (int i = 0; i < R; ++i) {
-      const __m256i v = _mm256_shuffle_epi8(tabs[i], unpack<BITS>(wr[i] + b * BPB));
+      __m256i tb = tabs[i];
+      if constexpr (SEL) tb = load_table<BITS>(lut + 16 * sels[i][b >> sh]);
+      const __m256i v = _mm256_shuffle_epi8(tb, unpack<BITS>(wr[i] + b * BPB));
       const __m256i av = _mm256_abs_epi8(v);
       const float* fb = ft + (b * R + i) * (G16 ? 2 * TS : TS);
 #pragma GCC unroll 8
@@ -316,6 +339,7 @@ inline void table_tile(int64_t nb, const uint8_t* const* wr, const __m256i* tabs
       }
     }
   }
+  (void)sels, (void)lut, (void)sh;
   tile_store<R, T>(acc, out);
 }
 
@@ -377,14 +401,14 @@ inline int32_t block_sum(const int8_t* a) {
   return int32_t(_mm_cvtsi128_si64(t) + _mm_extract_epi64(t, 1)) - 32 * 128;
 }
 
-template <class Cfg, int BITS, bool G16>
+template <class Cfg, int BITS, bool G16, bool SEL = false>
 void table_prefill(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   const QWeights& w = A.w;
   const int64_t nb = w.nb, G = w.groups, n = A.a.n;
   const int64_t units = G16 ? 2 * nb : nb, fstride = units + 16, bpg = w.blocks_per_group();
   constexpr int R = Cfg::TRP, T = Cfg::TTP, BPB = qblock_bytes(BITS);
   // u8 values with the offset term (table_tile4p) where VNNI allows; else |v| x sign(a, v)
-  constexpr bool kU8 = kVnni && BITS == 4 && !G16;
+  constexpr bool kU8 = kVnni && BITS == 4 && !G16 && !SEL;
   const int64_t gstride = G + 8;
   TableScratch& S = table_scratch();
   S.f.resize(size_t(R * fstride));
@@ -413,11 +437,13 @@ void table_prefill(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64
     for (int64_t r = r0; r < r1; r += R) {
       const int nr = int(std::min<int64_t>(R, r1 - r));
       const uint8_t* wr[R];
+      const uint8_t* sl[R];
       const float* f[R];
       __m256i tabs[R];
       for (int i = 0; i < R; ++i) {
         const int k = i < nr ? i : nr - 1;  // rows past the end repeat the last one
         wr[i] = w.q + (r + k) * w.row_bytes;
+        sl[i] = SEL ? w.lut_sel + (r + k) * G : nullptr;
         f[i] = S.f.data() + k * fstride;
         tabs[i] = load_table<BITS>(w.lut + (r + k) * w.lut_stride);
         if (kU8) tabs[i] = _mm256_xor_si256(tabs[i], _mm256_set1_epi8(char(0x80)));
@@ -441,9 +467,11 @@ void table_prefill(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64
       for (int64_t k0 = 0; k0 < nb; k0 += Cfg::kSliceBlocks) {
         const int64_t kn = std::min<int64_t>(Cfg::kSliceBlocks, nb - k0);
         const uint8_t* wk[R];
+        const uint8_t* sk[R];
         const float* fk[R];
         for (int i = 0; i < R; ++i) {
           wk[i] = wr[i] + k0 * BPB;
+          sk[i] = SEL ? sl[i] + (k0 >> sh) : nullptr;
           fk[i] = f[i] + (G16 ? 2 * k0 : k0);
         }
         for (int64_t t = tc; t < tce; t += T) {
@@ -456,7 +484,7 @@ void table_prefill(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64
           if constexpr (kU8) table_tile4p<R, T>(kn, wk, tabs, S.ft.data(), ar, out);
           else
 #endif
-            table_tile<BITS, R, T, G16>(kn, wk, tabs, S.ft.data(), ar, out);
+            table_tile<BITS, R, T, G16, SEL>(kn, wk, tabs, S.ft.data(), ar, out, sk, w.lut, sh);
           for (int i = 0; i < nr; ++i)
             for (int j = 0; j < nt; ++j) A.y[(t + j) * A.ldy + r + i] += out[i][j];
         }
@@ -468,6 +496,17 @@ void table_prefill(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64
 template <class Cfg, int BITS, bool E8>
 void table_gemm_t(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   const QWeights& w = A.w;
+  if constexpr (!E8 && BITS != 1) {
+    if (w.lut_sel) {  // bitmod: a table per group (groups of 1, 2 or 4 blocks, checked by table_gemm)
+      if (t1 - t0 <= 3) {
+        const int64_t bpg = w.blocks_per_group();
+        if (bpg == 1) return table_decode<BITS, false, 1, false, true>(A, r0, r1, t0, t1);
+        if (bpg == 2) return table_decode<BITS, false, 2, false, true>(A, r0, r1, t0, t1);
+        return table_decode<BITS, false, 4, false, true>(A, r0, r1, t0, t1);
+      }
+      return table_prefill<Cfg, BITS, false, true>(A, r0, r1, t0, t1);
+    }
+  }
   if (t1 - t0 <= 3) {
     if (w.g16()) return table_decode<BITS, true, 0, E8>(A, r0, r1, t0, t1);
     if (w.groups == 1) return table_decode<BITS, false, 0, E8>(A, r0, r1, t0, t1);
@@ -486,7 +525,8 @@ void table_gemm(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t 
   const QWeights& w = A.w;
   const int64_t bpg = w.blocks_per_group();
   // Layouts the families define today; anything else takes the scalar reference.
-  const bool ok = (w.bits == 1 || w.bits == 3 || w.bits == 4) && (w.g16() || w.groups == 1 || bpg == 1 || bpg == 2 || bpg == 4);
+  const bool ok = (w.bits == 1 || w.bits == 3 || w.bits == 4) && (w.g16() || w.groups == 1 || bpg == 1 || bpg == 2 || bpg == 4) &&
+                  !(w.lut_sel && (w.bits == 1 || w.g16() || w.e8m0 || !(bpg == 1 || bpg == 2 || bpg == 4)));
   if (!ok) return table_kernels_scalar.gemm(A, r0, r1, t0, t1);
   const bool e8 = w.e8m0 != nullptr;
   if (w.bits == 4) e8 ? table_gemm_t<Cfg, 4, true>(A, r0, r1, t0, t1) : table_gemm_t<Cfg, 4, false>(A, r0, r1, t0, t1);
@@ -508,7 +548,8 @@ void table_dequant_t(const QWeights& w, int64_t r0, int64_t r1, float* out, int6
     const __m256i tab = load_table<BITS>(w.lut + r * w.lut_stride);
     row_scales(w, r, sf.data());
     for (int64_t b = 0; b < w.nb; ++b) {
-      _mm256_store_si256(reinterpret_cast<__m256i*>(v), _mm256_shuffle_epi8(tab, unpack<BITS>(w.q + r * w.row_bytes + b * BPB)));
+      const __m256i tb = w.lut_sel ? load_table<BITS>(w.group_lut(r, b * kQBlock / w.group)) : tab;
+      _mm256_store_si256(reinterpret_cast<__m256i*>(v), _mm256_shuffle_epi8(tb, unpack<BITS>(w.q + r * w.row_bytes + b * BPB)));
       const int64_t c0 = b * kQBlock, nc = std::min<int64_t>(kQBlock, w.cols - c0);
       float* dst = nc == kQBlock ? o + c0 : tmp;
       for (int k = 0; k < 4; ++k) {

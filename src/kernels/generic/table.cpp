@@ -32,14 +32,15 @@ void table_gemm(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t 
   std::vector<float> sf(static_cast<size_t>(G));
   for (int64_t r = r0; r < r1; ++r) {
     unpack_row(w, r, q.data());
-    const int8_t* T = w.lut + r * w.lut_stride;
     for (int64_t g = 0; g < G; ++g) sf[size_t(g)] = w.scale(r, g);
     for (int64_t t = t0; t < t1; ++t) {
       const int8_t* a = A.a.qa + t * A.a.a_stride;
       double acc = 0.0;
       for (int64_t b = 0; b < nb; ++b) {
         const float db = A.a.d[b * A.a.n + t];
-        // a block lies in one group when group >= 32; group 16 splits it in halves
+        // a block lies in one group when group >= 32; group 16 splits it in halves (and has one
+        // table per row: per-group tables, bitmod, need groups >= 32)
+        const int8_t* T = w.group_lut(r, w.g16() ? 0 : b / w.blocks_per_group());
         int32_t dot[2] = {0, 0};
         for (int i = 0; i < kQBlock; ++i) dot[i >> 4] += int32_t(T[q[size_t(b * kQBlock + i)]]) * int32_t(a[b * kQBlock + i]);
         if (w.g16()) {
@@ -58,9 +59,8 @@ void table_dequant_rows(const QWeights& w, int64_t r0, int64_t r1, float* out, i
   std::vector<uint8_t> q(size_t(w.nb * kQBlock));
   for (int64_t r = r0; r < r1; ++r) {
     unpack_row(w, r, q.data());
-    const int8_t* T = w.lut + r * w.lut_stride;
     float* o = out + (r - r0) * ldo;
-    for (int64_t c = 0; c < w.cols; ++c) o[c] = w.scale(r, c / w.group) * float(T[q[size_t(c)]]);
+    for (int64_t c = 0; c < w.cols; ++c) o[c] = w.scale(r, c / w.group) * float(w.group_lut(r, c / w.group)[q[size_t(c)]]);
   }
 }
 
