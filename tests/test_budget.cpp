@@ -252,7 +252,10 @@ TEST(Budget, ImportanceAllocatorsMeetBudget) {
   const std::vector<double> lim = lim_scores(f.db, f.m, kl, 2, 32);
   ASSERT_EQ(lim.size(), f.db.v.size());
   double top = 0;
-  for (double s : lim) EXPECT_TRUE(s >= 0 && s <= 2), top = std::max(top, s);
+  for (double s : lim) {
+    EXPECT_TRUE(s >= 0 && s <= 2);
+    top = std::max(top, s);
+  }
   for (size_t i = 0; i < lim.size(); ++i) {
     const std::string& nm = f.db.table.names[i];
     if (nm.rfind("blk.0.", 0) == 0) {

@@ -48,6 +48,19 @@ struct ReportOpt {
 void run_report(const ReportOpt& o) {
   if (o.runs.empty() && o.uniforms.empty()) fail("report", "nothing to report: pass --run Q.json,P.json or --uniform P.json");
   std::vector<Row> rows;
+  std::vector<Row> anchors;  // checked first: a bad --anchor fails before any file is read
+  for (const auto& a : o.anchors) {
+    Row row;
+    row.series = "llama.cpp";
+    char name[128] = {0};
+    long long bytes = 0;
+    double kld = 0;
+    char extra = 0;
+    if (std::sscanf(a.c_str(), "%127[^:]:%lld:%lf%c", name, &bytes, &kld, &extra) != 3 || bytes <= 0 || !(kld > 0))
+      fail("report", "--anchor takes NAME:WEIGHT_BYTES:KLD, not '" + a + "'");
+    row.label = name, row.bytes = bytes, row.kld = kld;
+    anchors.push_back(std::move(row));
+  }
   int64_t params = 0;
   auto set_params = [&](int64_t p, const std::string& where) {
     if (params && p != params) fail(where, "a different model (params " + std::to_string(p) + " vs " + std::to_string(params) + ")");
@@ -92,18 +105,7 @@ void run_report(const ReportOpt& o) {
     row.top1 = num(p, "top1", u);
     rows.push_back(std::move(row));
   }
-  for (const auto& a : o.anchors) {
-    Row row;
-    row.series = "llama.cpp";
-    char name[128] = {0};
-    long long bytes = 0;
-    double kld = 0;
-    char extra = 0;
-    if (std::sscanf(a.c_str(), "%127[^:]:%lld:%lf%c", name, &bytes, &kld, &extra) != 3 || bytes <= 0 || !(kld > 0))
-      fail("report", "--anchor takes NAME:WEIGHT_BYTES:KLD, not '" + a + "'");
-    row.label = name, row.bytes = bytes, row.kld = kld;
-    rows.push_back(std::move(row));
-  }
+  rows.insert(rows.end(), anchors.begin(), anchors.end());
   if (!params) fail("report", "no run or uniform file gives the parameter count");
   auto bpw = [&](int64_t b) { return 8.0 * double(b) / double(params); };
   // outputs, all composed before anything is written
