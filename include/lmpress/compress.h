@@ -414,6 +414,7 @@ struct AllocateOptions {
   std::vector<int> stage_survivors = {4, 1};   // survivors of each stage
   std::string evo_start = "kl";     // evopress start: the "kl" or the "proxy" knapsack's allocation
   double max_seconds = 0;           // evopress: > 0 stops after the generation that passes it
+  double guided = 0.5;              // evopress from kl: share of level switches drawn by the sensitivities
   // kl / evopress: each variant's own KL (kl_sensitivities), when already measured (a cache)
   const std::vector<std::vector<double>>* kl_costs = nullptr;
   int sens_windows = 0, sens_tokens = 0;  // kl sensitivities: windows x tokens (0: the first stage's

@@ -540,10 +540,45 @@ AllocateResult alloc_evopress(const VariantDb& db, const Model& base, const Allo
     std::iota(order[i].begin(), order[i].end(), 0);
     std::stable_sort(order[i].begin(), order[i].end(), [&](int a, int b) { return B[i][size_t(a)] < B[i][size_t(b)]; });
   }
+  std::mt19937_64 rng(o.seed ^ 0x9e3779b97f4a7c15ull);
+  auto uni = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   // start: a one-shot knapsack's allocation (within the budget), as levels
   if (o.evo_start != "kl" && o.evo_start != "proxy")
     fail("evopress", "unknown start '" + o.evo_start + "' (kl or proxy)");
-  const AllocateResult init = o.evo_start == "kl" ? alloc_kl(db, base, o) : alloc_proxy(db, base, o);
+  // the kl sensitivities (the start's costs) also guide the mutation
+  std::vector<std::vector<double>> sens;
+  if (o.evo_start == "kl") {
+    if (o.kl_costs && !o.kl_costs->empty()) {
+      sens = *o.kl_costs;
+    } else {
+      const int nw = o.sens_windows > 0 ? o.sens_windows : o.stage_windows.empty() ? 2 : o.stage_windows.front();
+      const int nt = o.sens_tokens > 0 ? o.sens_tokens : o.stage_tokens.empty() ? 128 : o.stage_tokens.back();
+      sens = kl_sensitivities(db, base, kl, nw, nt, o.progress);
+    }
+  }
+  AllocateOptions io = o;
+  io.kl_costs = &sens;
+  const AllocateResult init = o.evo_start == "kl" ? alloc_kl(db, base, io) : alloc_proxy(db, base, o);
+  const bool guide = !sens.empty() && o.guided > 0;
+  // marginal KL per byte of moving tensor i from level a to level b (by the sensitivities)
+  auto per_byte = [&](size_t i, int a, int b) {
+    const size_t ca = size_t(order[i][size_t(a)]), cb = size_t(order[i][size_t(b)]);
+    return std::abs(sens[i][ca] - sens[i][cb]) / double(std::max<int64_t>(1, std::abs(B[i][ca] - B[i][cb])));
+  };
+  // pick from `idx` with probability proportional to w (uniformly with probability 1 - guided)
+  auto pick = [&](const std::vector<size_t>& idx, const std::vector<double>& w) {
+    if (guide && std::uniform_real_distribution<double>(0, 1)(rng) < o.guided) {
+      double tot = 0;
+      for (double x : w) tot += x;
+      if (tot > 0 && std::isfinite(tot)) {
+        double r = std::uniform_real_distribution<double>(0, tot)(rng);
+        for (size_t k = 0; k < idx.size(); ++k)
+          if ((r -= w[k]) <= 0) return idx[k];
+        return idx.back();
+      }
+    }
+    return idx[size_t(uni(0, int(idx.size()) - 1))];
+  };
   std::vector<int> parent(n);
   for (size_t i = 0; i < n; ++i)
     parent[i] = int(std::find(order[i].begin(), order[i].end(), init.choice[i]) - order[i].begin());
@@ -553,8 +588,6 @@ AllocateResult alloc_evopress(const VariantDb& db, const Model& base, const Allo
     return c;
   };
   auto bytes_of = [&](const std::vector<int>& lv) { return db.table.bytes_of(choice_of(lv)); };
-  std::mt19937_64 rng(o.seed ^ 0x9e3779b97f4a7c15ull);
-  auto uni = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   const int nwin = kl.windows();
   // fitness of a set of level vectors on `nw` windows drawn for this stage, first `nt` tokens
   Model m = assemble_model(base, db, choice_of(parent));
@@ -572,7 +605,7 @@ AllocateResult alloc_evopress(const VariantDb& db, const Model& base, const Allo
   double parent_fit = std::numeric_limits<double>::infinity();
   int64_t budget = o.budget;
   Progress prog("evopress", o.generations);
-  int gens_run = 0;
+  int gens_run = 0, accepted = 0;
   for (int gen = 0; gen < o.generations; ++gen) {
     if (o.max_seconds > 0 && now_seconds() - t0 > o.max_seconds) break;
     ++gens_run;
@@ -586,20 +619,22 @@ AllocateResult alloc_evopress(const VariantDb& db, const Model& base, const Allo
       bool ok = true;
       for (int f = 0; f < flips && ok; ++f) {
         std::vector<size_t> up;
+        std::vector<double> wu;  // guided: the KL gained per byte spent
         for (size_t i = 0; i < n; ++i)
-          if (kid[i] + 1 < int(C)) up.push_back(i);
+          if (kid[i] + 1 < int(C)) up.push_back(i), wu.push_back(guide ? per_byte(i, kid[i], kid[i] + 1) : 0.0);
         if (up.empty()) { ok = false; break; }
-        const size_t i = up[size_t(uni(0, int(up.size()) - 1))];
+        const size_t i = pick(up, wu);
         const int64_t d = B[i][size_t(order[i][size_t(kid[i] + 1)])] - B[i][size_t(order[i][size_t(kid[i])])];
         ++kid[i], kb += d, added += d;
       }
       int changes = flips;
       while (ok && kb > budget) {  // lower random tensors until back within the budget
         std::vector<size_t> down;
+        std::vector<double> wd;  // guided: bytes freed per KL lost
         for (size_t i = 0; i < n; ++i)
-          if (kid[i] > 0) down.push_back(i);
+          if (kid[i] > 0) down.push_back(i), wd.push_back(guide ? 1.0 / (per_byte(i, kid[i], kid[i] - 1) + 1e-12) : 0.0);
         if (down.empty()) { ok = false; break; }
-        const size_t i = down[size_t(uni(0, int(down.size()) - 1))];
+        const size_t i = pick(down, wd);
         const int64_t d = B[i][size_t(order[i][size_t(kid[i])])] - B[i][size_t(order[i][size_t(kid[i] - 1)])];
         --kid[i], kb -= d, removed += d;
         ++changes;
@@ -635,6 +670,7 @@ AllocateResult alloc_evopress(const VariantDb& db, const Model& base, const Allo
       kids.swap(nk);
       fit.swap(nf);
     }
+    if (kids[0] != parent) ++accepted;
     parent = kids[0];
     parent_fit = fit[0];
     if (o.progress) {
@@ -651,7 +687,10 @@ AllocateResult alloc_evopress(const VariantDb& db, const Model& base, const Allo
   r.score = parent_fit;
   r.evaluations = kl.evaluations - e0;
   r.seconds = now_seconds() - t0;
-  r.note = "start: " + o.evo_start + " knapsack (" + init.note + "); " + std::to_string(gens_run) +
+  int accepted_count = accepted;
+  r.note = "start: " + o.evo_start + " knapsack (" + init.note + ")" +
+           (guide ? "; mutations guided by the kl sensitivities with p=" + std::to_string(o.guided).substr(0, 4) : "") +
+           "; " + std::to_string(accepted_count) + " improvements accepted; " + std::to_string(gens_run) +
            " generations x " + std::to_string(o.offspring) + " offspring";
   if (gens_run < o.generations) r.note += " (stopped by the time limit)";
   return r;

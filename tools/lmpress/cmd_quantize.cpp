@@ -22,7 +22,7 @@ struct QuantizeOpt {
   std::string candidates, allocator = "proxy", database;
   int generations = 150, offspring = 16, kl_windows = 16;
   std::string evo_start = "kl", stages;
-  double search_seconds = 0;
+  double search_seconds = 0, guided = 0.5;
   int hutchinson = 4, probe_windows = 2, probe_tokens = 128, sens_windows = 4;
 };
 
@@ -137,6 +137,7 @@ void quantize_to_budget(const QuantizeOpt& o) {
   ao.sens_tokens = o.seqlen;
   ao.evo_start = o.evo_start;
   ao.max_seconds = o.search_seconds;
+  ao.guided = o.guided;
   ao.hutchinson_samples = o.hutchinson;
   ao.probe_windows = o.probe_windows;
   ao.probe_tokens = o.probe_tokens;
@@ -250,6 +251,10 @@ void add_quantize(CLI::App& app) {
                   "offspring/4, seqlen x kl-windows : 1)");
   sub->add_option("--search-seconds", o->search_seconds, "evopress: stop after the generation that passes this time")
       ->check(CLI::Range(0.0, 1e7));
+  sub->add_option("--evo-guided", o->guided,
+                  "evopress from kl: probability that a level switch picks its tensor by the kl sensitivities (KL per "
+                  "byte) instead of uniformly (default 0.5; 0: the reference's uniform switches)")
+      ->check(real_between(0, 1));
   sub->add_option("--sens-windows", o->sens_windows,
                   "kl (and evopress's kl start): windows of each variant's own KL (x --seqlen tokens; default 4)")
       ->check(int_between(1, 1 << 16));
