@@ -77,6 +77,8 @@ if(EXISTS ${SH}/models/babyllama-936k/model.bin)
   add_test(NAME cli.report_end_to_end COMMAND bash -c
            "set -e; ${LMP} quantize -m ${T} --target-bpw 3.5 --allocator zd --candidates 'gptq:w2g32 gptq:w4g32 gptq:w8g32' --calib ${SH}/data/tinystories/calib.txt --nsamples 4 --seqlen 32 -o ${TMPD}/rep.lmp --force --json > ${TMPD}/rep.q.json; ${LMP} perplexity -m ${TMPD}/rep.lmp --kl-base ${T} -f ${SH}/data/tinystories/eval.txt --ctx 64 --chunks 4 --json > ${TMPD}/rep.p.json; ${LMP} report --run ${TMPD}/rep.q.json,${TMPD}/rep.p.json --anchor X:100000:0.5 -o ${TMPD}/report --force; grep -c '<rect' ${TMPD}/report/alloc-zd-3.50.svg; grep -q '<circle' ${TMPD}/report/budget-kld.svg; python3 -c \"import json,sys; j=json.load(open('${TMPD}/report/report.json')); r=j['rows'][0]; assert r['series']=='zd' and r['weight_bytes']<=r['target_bytes'] and len(r['bits'])==len(r['names'])>0, r\"")
   set_tests_properties(cli.report_end_to_end PROPERTIES PASS_REGULAR_EXPRESSION "\\| 3\\.50 \\| [0-9]+ \\| zd \\|")
+  lmp_cli_error(report_duplicate_series "a second run of series 'zd' at the same target" ${LMP} report --run ${TMPD}/rep.q.json,${TMPD}/rep.p.json --run ${TMPD}/rep.q.json,${TMPD}/rep.p.json -o ${TMPD}/never-written-report)
+  set_tests_properties(cli.report_duplicate_series PROPERTIES DEPENDS cli.report_end_to_end)
   lmp_cli_error(missing_tokenizer "tokenizer" ${LMP} generate -m ${SH}/models/babyllama-936k/model.bin --tokenizer ${TMPD}/nonexistent.model -p hi)
   # task accuracy: file errors name the file, the line and the problem
   lmp_cli_error(hellaswag_missing_file "nonexistent.txt: cannot open" ${LMP} hellaswag -m ${T} -f ${TMPD}/nonexistent.txt)

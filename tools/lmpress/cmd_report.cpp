@@ -68,11 +68,16 @@ void run_report(const ReportOpt& o) {
   };
   for (const auto& r : o.runs) {
     const auto comma = r.find(',');
-    if (comma == std::string::npos) fail("report", "--run takes QUANTIZE.json,PERPLEXITY.json, not '" + r + "'");
-    const std::string qp = r.substr(0, comma), pp = r.substr(comma + 1);
+    if (comma == std::string::npos) fail("report", "--run takes QUANTIZE.json,PERPLEXITY.json[,SERIES], not '" + r + "'");
+    const std::string qp = r.substr(0, comma);
+    std::string pp = r.substr(comma + 1), series;
+    if (const auto c2 = pp.find(','); c2 != std::string::npos) series = pp.substr(c2 + 1), pp = pp.substr(0, c2);
     const auto q = read_json(qp), p = read_json(pp);
     Row row;
-    row.series = str(q, "allocator", qp);
+    row.series = series.empty() ? str(q, "allocator", qp) : series;
+    for (const auto& x : rows)
+      if (x.series == row.series && x.target == int64_t(num(q, "target_bytes", qp)))
+        fail(qp, "a second run of series '" + row.series + "' at the same target (name it: --run Q.json,P.json,SERIES)");
     row.bytes = int64_t(num(q, "weight_bytes", qp));
     row.target = int64_t(num(q, "target_bytes", qp));
     set_params(int64_t(num(q, "params", qp)), qp);
@@ -195,8 +200,8 @@ void add_report(CLI::App& app) {
   auto o = std::make_shared<ReportOpt>();
   add_log_flags(sub);
   sub->add_option("--run", o->runs,
-                  "QUANTIZE.json,PERPLEXITY.json: `quantize --target-bpw --json` and `perplexity --kl-base --json` "
-                  "of its output (repeatable)");
+                  "QUANTIZE.json,PERPLEXITY.json[,SERIES]: `quantize --target-bpw --json` and `perplexity --kl-base "
+                  "--json` of its output; SERIES names the line (default: the allocator) (repeatable)");
   sub->add_option("--uniform", o->uniforms, "PERPLEXITY.json of a uniform model (its file gives the bytes; repeatable)");
   sub->add_option("--anchor", o->anchors, "NAME:WEIGHT_BYTES:KLD of a llama.cpp file (repeatable)");
   sub->add_option("--title", o->title, "Title of the plots");
