@@ -68,6 +68,17 @@ if(EXISTS ${SH}/models/babyllama-936k/model.bin)
   add_test(NAME cli.quantize_target_bpw COMMAND ${LMP} quantize -m ${T} --target-bpw 3.5 --candidates "gptq:w2g32 gptq:w4g32 gptq:w8g32"
            --calib ${SH}/data/tinystories/calib.txt --nsamples 4 --seqlen 32 -o ${TMPD}/budget.lmp --force)
   set_tests_properties(cli.quantize_target_bpw PROPERTIES PASS_REGULAR_EXPRESSION "budget 122164 weight bytes \\(3\\.5000 bpw\\); used 122112 \\(3\\.4985 bpw, 99\\.957% of the budget")
+  lmp_cli_error(budget_bad_evo_start "--evo-start must be kl or proxy" ${LMP} quantize -m ${T} --target-bpw 3 --allocator evopress --evo-start nope --calib ${TMPD}/text.txt -o ${TMPD}/never-written.lmp)
+  lmp_cli_error(budget_bad_stages "'64x4' is not TOKENSxWINDOWS:SURVIVORS" ${LMP} quantize -m ${T} --target-bpw 3 --allocator evopress --stages 64x4 --calib ${TMPD}/text.txt -o ${TMPD}/never-written.lmp)
+  lmp_cli_error(report_nothing "nothing to report" ${LMP} report -o ${TMPD}/never-written-report)
+  lmp_cli_error(report_bad_anchor "--anchor takes NAME:WEIGHT_BYTES:KLD" ${LMP} report --uniform ${TMPD}/text.txt --anchor IQ2_XS:12 -o ${TMPD}/never-written-report)
+  lmp_cli_error(report_not_json "text.txt: not JSON" ${LMP} report --run ${TMPD}/text.txt,${TMPD}/text.txt -o ${TMPD}/never-written-report)
+  # the search's report end to end: a zd allocation (data-free importance) and its evaluation
+  add_test(NAME cli.report_end_to_end COMMAND bash -c
+           "set -e; ${LMP} quantize -m ${T} --target-bpw 3.5 --allocator zd --candidates 'gptq:w2g32 gptq:w4g32 gptq:w8g32' --calib ${SH}/data/tinystories/calib.txt --nsamples 4 --seqlen 32 -o ${TMPD}/rep.lmp --force --json > ${TMPD}/rep.q.json; ${LMP} perplexity -m ${TMPD}/rep.lmp --kl-base ${T} -f ${SH}/data/tinystories/eval.txt --ctx 64 --chunks 4 --json > ${TMPD}/rep.p.json; ${LMP} report --run ${TMPD}/rep.q.json,${TMPD}/rep.p.json --anchor X:100000:0.5 -o ${TMPD}/report --force; grep -c '<rect' ${TMPD}/report/alloc-zd-3.50.svg; grep -q '<circle' ${TMPD}/report/budget-kld.svg; python3 -c \"import json,sys; j=json.load(open('${TMPD}/report/report.json')); r=j['rows'][0]; assert r['series']=='zd' and r['weight_bytes']<=r['target_bytes'] and len(r['bits'])==len(r['names'])>0, r\"")
+  set_tests_properties(cli.report_end_to_end PROPERTIES PASS_REGULAR_EXPRESSION "\\| 3\\.50 \\| [0-9]+ \\| zd \\|")
+  lmp_cli_error(report_duplicate_series "a second run of series 'zd' at the same target" ${LMP} report --run ${TMPD}/rep.q.json,${TMPD}/rep.p.json --run ${TMPD}/rep.q.json,${TMPD}/rep.p.json -o ${TMPD}/never-written-report)
+  set_tests_properties(cli.report_duplicate_series PROPERTIES DEPENDS cli.report_end_to_end)
   lmp_cli_error(missing_tokenizer "tokenizer" ${LMP} generate -m ${SH}/models/babyllama-936k/model.bin --tokenizer ${TMPD}/nonexistent.model -p hi)
   # task accuracy: file errors name the file, the line and the problem
   lmp_cli_error(hellaswag_missing_file "nonexistent.txt: cannot open" ${LMP} hellaswag -m ${T} -f ${TMPD}/nonexistent.txt)

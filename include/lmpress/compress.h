@@ -404,6 +404,8 @@ class KlEvaluator {
   KlEvaluator(const Model& base, std::vector<std::vector<int32_t>> windows, int n_threads);
   double kl(const Model& m, int n_windows, int n_tokens);
   double kl(const Model& m, const std::vector<int>& windows, int n_tokens);  // those windows
+  const std::vector<int32_t>& window(int i) const { return win_[size_t(i)]; }
+  int threads() const { return n_threads_; }
   int windows() const { return int(win_.size()); }
   int seqlen() const { return win_.empty() ? 0 : int(win_[0].size()); }
   int64_t evaluations = 0;
@@ -426,6 +428,17 @@ struct AllocateOptions {
   std::vector<int> stage_tokens = {64, 256};   // selection stages: tokens per window evaluated
   std::vector<int> stage_windows = {2, 8};     // windows evaluated in each stage
   std::vector<int> stage_survivors = {4, 1};   // survivors of each stage
+  std::string evo_start = "kl";     // evopress start: the "kl" or the "proxy" knapsack's allocation
+  double max_seconds = 0;           // evopress: > 0 stops after the generation that passes it
+  double guided = 0.5;              // evopress from kl: share of level switches drawn by the sensitivities
+  // kl / evopress: each variant's own KL (kl_sensitivities), when already measured (a cache)
+  const std::vector<std::vector<double>>* kl_costs = nullptr;
+  int sens_windows = 0, sens_tokens = 0;  // kl sensitivities: windows x tokens (0: the first stage's
+                                          // windows, the last stage's tokens)
+  // lim / hessian: windows of the evaluator used (first n), tokens per window
+  int probe_windows = 4, probe_tokens = 128;
+  // hessian: Hutchinson probes per tensor
+  int hutchinson_samples = 4;
   bool progress = true;
 };
 struct AllocateResult {
@@ -442,7 +455,38 @@ struct AllocatorInfo {
   bool needs_kl;
   AllocateResult (*run)(const VariantDb& db, const Model& base, const AllocateOptions& o);
 };
+// ---- the search's report (`lmpress report`): SVG written here, no plotting dependency ----------
+struct BudgetPoint {
+  std::string series;  // allocator name, "uniform" or "llama.cpp"
+  std::string label;   // e.g. the recipe or the llama.cpp type
+  double bpw = 0;      // weight bits per parameter
+  double kld = 0;
+};
+// KLD (log scale) against bpw: one coloured polyline per series (points sorted by bpw), one
+// <circle> per point with a <title> "series label: bpw, KLD", axes, ticks and a legend.
+std::string budget_kld_svg(const std::vector<BudgetPoint>& pts, const std::string& title);
+// The allocation as a heat map: one row per block (and one for the tensors outside blocks), one
+// column per tensor kind; each cell coloured by its bits per weight (a <rect> with a <title>
+// "name: bits"). Names "blk.N.KIND.weight" go to row N, column KIND.
+std::string allocation_heatmap_svg(const std::vector<std::string>& names, const std::vector<double>& bits,
+                                   const std::string& title);
+std::string xml_escape(const std::string& s);
+
 const std::vector<AllocatorInfo>& allocator_registry();
+// Each variant's own KL divergence from the base model (only tensor i on candidate c, every other
+// tensor unquantized), on the evaluator's first n_windows windows x n_tokens: [tensor][candidate].
+std::vector<std::vector<double>> kl_sensitivities(const VariantDb& db, const Model& base, KlEvaluator& kl,
+                                                  int n_windows, int n_tokens, bool progress);
+// Layer-wise importance scores (Dumitru et al. 2024), per choosable tensor:
+// LIM = 1 - mean cosine similarity of a block's input and output residual stream over the tokens
+// of the evaluator's first n_windows windows (every tensor of the block shares it; the embedding /
+// classifier gets the largest block score); ZD = the fraction of a tensor's weights whose z-score
+// |w - mean| / std exceeds 1.
+std::vector<double> lim_scores(const VariantDb& db, const Model& base, const KlEvaluator& kl, int n_windows,
+                               int n_tokens);
+std::vector<double> zd_scores(const VariantDb& db, const Model& base);
+// ||W - dequant(variant)||^2 / ||W||^2 per [tensor][candidate].
+std::vector<std::vector<double>> relative_weight_errors(const VariantDb& db, const Model& base);
 const AllocatorInfo& find_allocator(const std::string& name);
 
 }  // namespace lmpress

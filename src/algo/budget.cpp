@@ -15,6 +15,7 @@
 
 #include "lmpress/compress.h"
 #include "lmpress/engine.h"
+#include "lmpress/formats.h"
 #include "lmpress/io.h"
 
 namespace lmpress {
@@ -385,15 +386,8 @@ AllocateResult alloc_proxy(const VariantDb& db, const Model&, const AllocateOpti
   return r;
 }
 
-// kl: each variant's own KL divergence from the base model (only that tensor quantized, every
-// other tensor unquantized) on the first windows of the evaluator; the knapsack then assumes the
-// KLs add up.
-AllocateResult alloc_kl(const VariantDb& db, const Model& base, const AllocateOptions& o) {
-  const double t0 = now_seconds();
-  LMP_ASSERT(o.kl);
-  const int nw = o.stage_windows.empty() ? 2 : o.stage_windows.front();
-  const int nt = o.stage_tokens.empty() ? 128 : o.stage_tokens.back();
-  Model m = assemble_model(base, db, {});  // an unquantized copy whose tensors are swapped below
+// The slots of a model copy that hold the db's tensors, in table order.
+std::vector<Tensor*> slots_of(Model& m, const VariantDb& db) {
   std::vector<Tensor*> slot;
   for (const auto& name : db.table.names) {
     Tensor* t = nullptr;
@@ -402,24 +396,131 @@ AllocateResult alloc_kl(const VariantDb& db, const Model& base, const AllocateOp
     LMP_ASSERT(t);
     slot.push_back(t);
   }
-  std::vector<std::vector<double>> cost(db.v.size());
+  return slot;
+}
+void put_slot(Model& m, Tensor* slot, const Tensor& t) {
+  *slot = t;
+  if (m.cfg.tied_embeddings && slot == &m.tok_embd) m.output = m.tok_embd;
+}
+
+// kl: each variant's own KL divergence from the base model (only that tensor quantized, every
+// other tensor unquantized) on the first windows of the evaluator; the knapsack then assumes the
+// KLs add up.
+AllocateResult alloc_kl(const VariantDb& db, const Model& base, const AllocateOptions& o) {
+  const double t0 = now_seconds();
+  LMP_ASSERT(o.kl);
   const int64_t e0 = o.kl->evaluations;
-  Progress prog("kl sensitivities", int64_t(db.v.size()));
-  for (size_t i = 0; i < db.v.size(); ++i) {
-    const Tensor orig = *slot[i];
-    for (const auto& var : db.v[i]) {
-      *slot[i] = var.t;
-      if (m.cfg.tied_embeddings && slot[i] == &m.tok_embd) m.output = m.tok_embd;
-      cost[i].push_back(o.kl->kl(m, nw, nt));
-    }
-    *slot[i] = orig;
-    if (m.cfg.tied_embeddings && slot[i] == &m.tok_embd) m.output = m.tok_embd;
-    if (o.progress) prog.update(int64_t(i + 1));
+  std::vector<std::vector<double>> cost;
+  if (o.kl_costs && !o.kl_costs->empty()) {
+    cost = *o.kl_costs;
+    LMP_ASSERT(cost.size() == db.v.size());
+  } else {
+    const int nw = o.sens_windows > 0 ? o.sens_windows : o.stage_windows.empty() ? 2 : o.stage_windows.front();
+    const int nt = o.sens_tokens > 0 ? o.sens_tokens : o.stage_tokens.empty() ? 128 : o.stage_tokens.back();
+    cost = kl_sensitivities(db, base, *o.kl, nw, nt, o.progress);
   }
-  prog.finish();
   AllocateResult r = knapsack_of(db, cost, o.budget);
   r.evaluations = o.kl->evaluations - e0;
   r.seconds = now_seconds() - t0;
+  if (o.kl_costs && !o.kl_costs->empty()) r.note += " (sensitivities from the cache)";
+  return r;
+}
+
+// The importance allocators' knapsack: cost[i][c] = score_i * (elements of i) * relative weight
+// error of variant c (data-free apart from the score).
+AllocateResult importance_knapsack(const VariantDb& db, const Model& base, const std::vector<double>& score,
+                                   int64_t budget) {
+  const auto rel = relative_weight_errors(db, base);
+  std::vector<std::vector<double>> cost(db.v.size());
+  for (size_t i = 0; i < db.v.size(); ++i) {
+    const double n = double(db.v[i][0].t.numel());
+    for (double e : rel[i]) cost[i].push_back(score[i] * n * e);
+  }
+  return knapsack_of(db, cost, budget);
+}
+
+// lim: the layer input modification score (Dumitru et al. 2024) as each tensor's importance.
+AllocateResult alloc_lim(const VariantDb& db, const Model& base, const AllocateOptions& o) {
+  const double t0 = now_seconds();
+  LMP_ASSERT(o.kl);
+  const std::vector<double> s = lim_scores(db, base, *o.kl, o.probe_windows, o.probe_tokens);
+  AllocateResult r = importance_knapsack(db, base, s, o.budget);
+  r.seconds = now_seconds() - t0;
+  return r;
+}
+
+// zd: the z-score distribution (fraction of weights beyond one standard deviation) as importance.
+AllocateResult alloc_zd(const VariantDb& db, const Model& base, const AllocateOptions& o) {
+  const double t0 = now_seconds();
+  AllocateResult r = importance_knapsack(db, base, zd_scores(db, base), o.budget);
+  r.seconds = now_seconds() - t0;
+  return r;
+}
+
+// hessian: HAWQ-style sensitivity tr(F_i)/n_i * ||W_i - Q_c(W_i)||^2 / 2 with F the Hessian of
+// KL(base || model) at the base weights (the Fisher; no gradient needed: KL is flat there, so
+// KL(W + s v) = s^2 v^T F v / 2 + O(s^3), and Hutchinson's E[v^T F v] = tr F over Rademacher v),
+// times an inter-layer term: how much tensor i's damage grows when every other tensor is
+// quantized too (leave-one-out on the all-cheapest model divided by the damage alone).
+AllocateResult alloc_hessian(const VariantDb& db, const Model& base, const AllocateOptions& o) {
+  const double t0 = now_seconds();
+  LMP_ASSERT(o.kl);
+  KlEvaluator& kl = *o.kl;
+  const int64_t e0 = kl.evaluations;
+  const int nw = std::clamp(o.probe_windows, 1, kl.windows()), nt = o.probe_tokens;
+  const size_t n = db.v.size();
+  const auto& B = db.table.bytes;
+  std::vector<int> cheap(n);
+  for (size_t i = 0; i < n; ++i) cheap[i] = int(std::min_element(B[i].begin(), B[i].end()) - B[i].begin());
+  // squared error norms ||W - Q_c(W)||^2 per variant
+  const auto rel = relative_weight_errors(db, base);
+  Model m = assemble_model(base, db, {});
+  std::vector<Tensor*> slot = slots_of(m, db);
+  std::vector<Tensor> plain;
+  for (Tensor* t : slot) plain.push_back(*t);
+  std::vector<double> trace_kl(n), alone(n), loo(n);
+  std::mt19937_64 rng(o.seed ^ 0x5bd1e995ull);
+  Progress prog("hessian traces", int64_t(n));
+  for (size_t i = 0; i < n; ++i) {
+    const Tensor orig = *slot[i];
+    const std::vector<float> w = tensor_to_f32(orig);
+    double w2 = 0;
+    for (float x : w) w2 += double(x) * x;
+    // probe scale: the RMS of the cheapest variant's error (second order holds at that size)
+    const double sigma = std::sqrt(rel[i][size_t(cheap[i])] * w2 / double(w.size()));
+    double acc = 0;
+    for (int s = 0; s < o.hutchinson_samples; ++s) {
+      std::vector<float> p(w);
+      for (auto& x : p) x += float((rng() & 1) ? sigma : -sigma);
+      put_slot(m, slot[i], make_f32_tensor(orig.name, orig.shape, std::move(p)));
+      acc += kl.kl(m, nw, nt);
+    }
+    // mean KL of a random probe of squared norm n sigma^2 = tr(F) sigma^2 / 2
+    trace_kl[i] = acc / std::max(1, o.hutchinson_samples);
+    put_slot(m, slot[i], db.v[i][size_t(cheap[i])].t);
+    alone[i] = kl.kl(m, nw, nt);
+    put_slot(m, slot[i], orig);
+    if (o.progress) prog.update(int64_t(i + 1));
+  }
+  prog.finish();
+  // leave-one-out on the all-cheapest model
+  for (size_t i = 0; i < n; ++i) put_slot(m, slot[i], db.v[i][size_t(cheap[i])].t);
+  const double all = kl.kl(m, nw, nt);
+  for (size_t i = 0; i < n; ++i) {
+    put_slot(m, slot[i], plain[i]);
+    loo[i] = std::max(0.0, all - kl.kl(m, nw, nt));
+    put_slot(m, slot[i], db.v[i][size_t(cheap[i])].t);
+  }
+  std::vector<std::vector<double>> cost(n);
+  for (size_t i = 0; i < n; ++i) {
+    const double e0i = std::max(rel[i][size_t(cheap[i])], 1e-30);
+    const double amp = alone[i] > 0 ? loo[i] / alone[i] : 1.0;
+    for (size_t c = 0; c < db.v[i].size(); ++c) cost[i].push_back(trace_kl[i] * (rel[i][c] / e0i) * amp);
+  }
+  AllocateResult r = knapsack_of(db, cost, o.budget);
+  r.evaluations = kl.evaluations - e0;
+  r.seconds = now_seconds() - t0;
+  r.note += "; " + std::to_string(o.hutchinson_samples) + " Hutchinson probes per tensor, inter-layer leave-one-out";
   return r;
 }
 
@@ -439,8 +540,45 @@ AllocateResult alloc_evopress(const VariantDb& db, const Model& base, const Allo
     std::iota(order[i].begin(), order[i].end(), 0);
     std::stable_sort(order[i].begin(), order[i].end(), [&](int a, int b) { return B[i][size_t(a)] < B[i][size_t(b)]; });
   }
-  // start: the proxy knapsack's allocation (within the budget), as levels
-  const AllocateResult init = alloc_proxy(db, base, o);
+  std::mt19937_64 rng(o.seed ^ 0x9e3779b97f4a7c15ull);
+  auto uni = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  // start: a one-shot knapsack's allocation (within the budget), as levels
+  if (o.evo_start != "kl" && o.evo_start != "proxy")
+    fail("evopress", "unknown start '" + o.evo_start + "' (kl or proxy)");
+  // the kl sensitivities (the start's costs) also guide the mutation
+  std::vector<std::vector<double>> sens;
+  if (o.evo_start == "kl") {
+    if (o.kl_costs && !o.kl_costs->empty()) {
+      sens = *o.kl_costs;
+    } else {
+      const int nw = o.sens_windows > 0 ? o.sens_windows : o.stage_windows.empty() ? 2 : o.stage_windows.front();
+      const int nt = o.sens_tokens > 0 ? o.sens_tokens : o.stage_tokens.empty() ? 128 : o.stage_tokens.back();
+      sens = kl_sensitivities(db, base, kl, nw, nt, o.progress);
+    }
+  }
+  AllocateOptions io = o;
+  io.kl_costs = &sens;
+  const AllocateResult init = o.evo_start == "kl" ? alloc_kl(db, base, io) : alloc_proxy(db, base, o);
+  const bool guide = !sens.empty() && o.guided > 0;
+  // marginal KL per byte of moving tensor i from level a to level b (by the sensitivities)
+  auto per_byte = [&](size_t i, int a, int b) {
+    const size_t ca = size_t(order[i][size_t(a)]), cb = size_t(order[i][size_t(b)]);
+    return std::abs(sens[i][ca] - sens[i][cb]) / double(std::max<int64_t>(1, std::abs(B[i][ca] - B[i][cb])));
+  };
+  // pick from `idx` with probability proportional to w (uniformly with probability 1 - guided)
+  auto pick = [&](const std::vector<size_t>& idx, const std::vector<double>& w) {
+    if (guide && std::uniform_real_distribution<double>(0, 1)(rng) < o.guided) {
+      double tot = 0;
+      for (double x : w) tot += x;
+      if (tot > 0 && std::isfinite(tot)) {
+        double r = std::uniform_real_distribution<double>(0, tot)(rng);
+        for (size_t k = 0; k < idx.size(); ++k)
+          if ((r -= w[k]) <= 0) return idx[k];
+        return idx.back();
+      }
+    }
+    return idx[size_t(uni(0, int(idx.size()) - 1))];
+  };
   std::vector<int> parent(n);
   for (size_t i = 0; i < n; ++i)
     parent[i] = int(std::find(order[i].begin(), order[i].end(), init.choice[i]) - order[i].begin());
@@ -450,8 +588,6 @@ AllocateResult alloc_evopress(const VariantDb& db, const Model& base, const Allo
     return c;
   };
   auto bytes_of = [&](const std::vector<int>& lv) { return db.table.bytes_of(choice_of(lv)); };
-  std::mt19937_64 rng(o.seed ^ 0x9e3779b97f4a7c15ull);
-  auto uni = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   const int nwin = kl.windows();
   // fitness of a set of level vectors on `nw` windows drawn for this stage, first `nt` tokens
   Model m = assemble_model(base, db, choice_of(parent));
@@ -469,7 +605,10 @@ AllocateResult alloc_evopress(const VariantDb& db, const Model& base, const Allo
   double parent_fit = std::numeric_limits<double>::infinity();
   int64_t budget = o.budget;
   Progress prog("evopress", o.generations);
+  int gens_run = 0, accepted = 0;
   for (int gen = 0; gen < o.generations; ++gen) {
+    if (o.max_seconds > 0 && now_seconds() - t0 > o.max_seconds) break;
+    ++gens_run;
     std::vector<std::vector<int>> kids;
     int tries = 0;
     const int64_t pbytes = bytes_of(parent);
@@ -480,20 +619,22 @@ AllocateResult alloc_evopress(const VariantDb& db, const Model& base, const Allo
       bool ok = true;
       for (int f = 0; f < flips && ok; ++f) {
         std::vector<size_t> up;
+        std::vector<double> wu;  // guided: the KL gained per byte spent
         for (size_t i = 0; i < n; ++i)
-          if (kid[i] + 1 < int(C)) up.push_back(i);
+          if (kid[i] + 1 < int(C)) up.push_back(i), wu.push_back(guide ? per_byte(i, kid[i], kid[i] + 1) : 0.0);
         if (up.empty()) { ok = false; break; }
-        const size_t i = up[size_t(uni(0, int(up.size()) - 1))];
+        const size_t i = pick(up, wu);
         const int64_t d = B[i][size_t(order[i][size_t(kid[i] + 1)])] - B[i][size_t(order[i][size_t(kid[i])])];
         ++kid[i], kb += d, added += d;
       }
       int changes = flips;
       while (ok && kb > budget) {  // lower random tensors until back within the budget
         std::vector<size_t> down;
+        std::vector<double> wd;  // guided: bytes freed per KL lost
         for (size_t i = 0; i < n; ++i)
-          if (kid[i] > 0) down.push_back(i);
+          if (kid[i] > 0) down.push_back(i), wd.push_back(guide ? 1.0 / (per_byte(i, kid[i], kid[i] - 1) + 1e-12) : 0.0);
         if (down.empty()) { ok = false; break; }
-        const size_t i = down[size_t(uni(0, int(down.size()) - 1))];
+        const size_t i = pick(down, wd);
         const int64_t d = B[i][size_t(order[i][size_t(kid[i])])] - B[i][size_t(order[i][size_t(kid[i] - 1)])];
         --kid[i], kb -= d, removed += d;
         ++changes;
@@ -529,6 +670,7 @@ AllocateResult alloc_evopress(const VariantDb& db, const Model& base, const Allo
       kids.swap(nk);
       fit.swap(nf);
     }
+    if (kids[0] != parent) ++accepted;
     parent = kids[0];
     parent_fit = fit[0];
     if (o.progress) {
@@ -545,8 +687,12 @@ AllocateResult alloc_evopress(const VariantDb& db, const Model& base, const Allo
   r.score = parent_fit;
   r.evaluations = kl.evaluations - e0;
   r.seconds = now_seconds() - t0;
-  r.note = "start: proxy knapsack; " + std::to_string(o.generations) + " generations x " +
-           std::to_string(o.offspring) + " offspring";
+  int accepted_count = accepted;
+  r.note = "start: " + o.evo_start + " knapsack (" + init.note + ")" +
+           (guide ? "; mutations guided by the kl sensitivities with p=" + std::to_string(o.guided).substr(0, 4) : "") +
+           "; " + std::to_string(accepted_count) + " improvements accepted; " + std::to_string(gens_run) +
+           " generations x " + std::to_string(o.offspring) + " offspring";
+  if (gens_run < o.generations) r.note += " (stopped by the time limit)";
   return r;
 }
 
@@ -557,8 +703,121 @@ const std::vector<AllocatorInfo>& allocator_registry() {
       {"proxy", "knapsack on the layer objective tr(D H D^T) of each variant (seconds)", false, alloc_proxy},
       {"kl", "knapsack on each variant's own KL to the base model (one evaluation per variant)", true, alloc_kl},
       {"evopress", "EvoPress: evolutionary search, level-switch mutations, KL fitness in stages", true, alloc_evopress},
+      {"lim", "knapsack on the layer input modification score (1 - cos(in, out) of a block) x relative weight error",
+       true, alloc_lim},
+      {"zd", "knapsack on the z-score distribution (share of |z| > 1 weights) x relative weight error (data-free)",
+       false, alloc_zd},
+      {"hessian", "knapsack on Hutchinson tr(F)/n x ||dW||^2 (HAWQ) times an inter-layer leave-one-out factor", true,
+       alloc_hessian},
   };
   return reg;
+}
+
+std::vector<std::vector<double>> kl_sensitivities(const VariantDb& db, const Model& base, KlEvaluator& kl,
+                                                  int n_windows, int n_tokens, bool progress) {
+  Model m = assemble_model(base, db, {});  // an unquantized copy whose tensors are swapped below
+  std::vector<Tensor*> slot = slots_of(m, db);
+  std::vector<std::vector<double>> cost(db.v.size());
+  Progress prog("kl sensitivities", int64_t(db.v.size()));
+  for (size_t i = 0; i < db.v.size(); ++i) {
+    const Tensor orig = *slot[i];
+    for (const auto& var : db.v[i]) {
+      put_slot(m, slot[i], var.t);
+      cost[i].push_back(kl.kl(m, n_windows, n_tokens));
+    }
+    put_slot(m, slot[i], orig);
+    if (progress) prog.update(int64_t(i + 1));
+  }
+  prog.finish();
+  return cost;
+}
+
+std::vector<std::vector<double>> relative_weight_errors(const VariantDb& db, const Model& base) {
+  std::map<std::string, const Tensor*> by;
+  for (const Tensor* t : base.weight_tensors()) by[t->name] = t;
+  std::vector<std::vector<double>> out(db.v.size());
+  for (size_t i = 0; i < db.v.size(); ++i) {
+    const std::vector<float> w = tensor_to_f32(*by.at(db.table.names[i]));
+    double w2 = 0;
+    for (float x : w) w2 += double(x) * x;
+    for (const auto& var : db.v[i]) {
+      const std::vector<float> q = var.t.dtype == DType::Q ? dequantize_ref(var.t) : tensor_to_f32(var.t);
+      LMP_ASSERT(q.size() == w.size());
+      double d2 = 0;
+      for (size_t k = 0; k < w.size(); ++k) d2 += (double(w[k]) - q[k]) * (double(w[k]) - q[k]);
+      out[i].push_back(w2 > 0 ? d2 / w2 : 0.0);
+    }
+  }
+  return out;
+}
+
+namespace {
+// block index of each choosable tensor (-1: embedding / classifier)
+std::vector<int> block_of(const VariantDb& db, const Model& base) {
+  std::vector<int> out;
+  for (const auto& name : db.table.names) {
+    int b = -1;
+    for (size_t l = 0; l < base.layers.size(); ++l) {
+      const auto& L = base.layers[l];
+      for (const Tensor* x : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+        if (x->name == name) b = int(l);
+    }
+    out.push_back(b);
+  }
+  return out;
+}
+}  // namespace
+
+std::vector<double> lim_scores(const VariantDb& db, const Model& base, const KlEvaluator& kl, int n_windows,
+                               int n_tokens) {
+  n_windows = std::clamp(n_windows, 1, kl.windows());
+  n_tokens = std::clamp(n_tokens, 1, kl.seqlen());
+  const int64_t d = base.cfg.dim;
+  const size_t L = base.layers.size();
+  EngineOptions eo;
+  eo.n_threads = kl.threads();
+  eo.n_ctx = n_tokens;
+  Engine e(base, eo);
+  std::vector<double> sum(L, 0.0);
+  std::vector<float> x(size_t(n_tokens * d)), in(x.size());
+  for (int w = 0; w < n_windows; ++w) {
+    e.reset();
+    e.embed(kl.window(w).data(), n_tokens, x.data());
+    for (size_t l = 0; l < L; ++l) {
+      in = x;
+      e.run_layers(x.data(), n_tokens, 0, int(l), int(l) + 1);
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        double ab = 0, aa = 0, bb = 0;
+        for (int64_t k = 0; k < d; ++k) {
+          const double a = in[size_t(t * d + k)], b = x[size_t(t * d + k)];
+          ab += a * b, aa += a * a, bb += b * b;
+        }
+        sum[l] += 1.0 - (aa > 0 && bb > 0 ? ab / std::sqrt(aa * bb) : 1.0);
+      }
+    }
+  }
+  std::vector<double> lim(L);
+  for (size_t l = 0; l < L; ++l) lim[l] = sum[l] / (double(n_windows) * n_tokens);
+  const double top = L ? *std::max_element(lim.begin(), lim.end()) : 1.0;
+  std::vector<double> out;
+  for (int b : block_of(db, base)) out.push_back(b < 0 ? top : lim[size_t(b)]);
+  return out;
+}
+
+std::vector<double> zd_scores(const VariantDb& db, const Model& base) {
+  std::map<std::string, const Tensor*> by;
+  for (const Tensor* t : base.weight_tensors()) by[t->name] = t;
+  std::vector<double> out;
+  for (const auto& name : db.table.names) {
+    const std::vector<float> w = tensor_to_f32(*by.at(name));
+    double s = 0, s2 = 0;
+    for (float x : w) s += x, s2 += double(x) * x;
+    const double mean = s / double(w.size()), sd = std::sqrt(std::max(0.0, s2 / double(w.size()) - mean * mean));
+    size_t beyond = 0;
+    for (float x : w) beyond += std::abs(double(x) - mean) > sd;
+    out.push_back(double(beyond) / double(w.size()));
+  }
+  return out;
 }
 
 const AllocatorInfo& find_allocator(const std::string& name) {

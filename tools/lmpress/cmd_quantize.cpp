@@ -1,5 +1,6 @@
 #include <cmath>
 #include <cstdio>
+#include <sstream>
 
 #include "common.h"
 #include "lmpress/compress.h"
@@ -20,13 +21,66 @@ struct QuantizeOpt {
   int64_t target_bytes = 0;
   std::string candidates, allocator = "proxy", database;
   int generations = 150, offspring = 16, kl_windows = 16;
+  std::string evo_start = "kl", stages;
+  double search_seconds = 0, guided = 0.5;
+  int hutchinson = 4, probe_windows = 2, probe_tokens = 128, sens_windows = 4;
 };
+
+// "TOKENSxWINDOWS:SURVIVORS,..." (e.g. "64x4:4,256x16:1"): the evopress selection stages.
+void parse_stages(const std::string& s, AllocateOptions& ao) {
+  ao.stage_tokens.clear(), ao.stage_windows.clear(), ao.stage_survivors.clear();
+  std::istringstream ss(s);
+  std::string part;
+  while (std::getline(ss, part, ',')) {
+    int t = 0, w = 0, k = 0;
+    char x = 0, c = 0, extra = 0;
+    if (std::sscanf(part.c_str(), "%d%c%d%c%d%c", &t, &x, &w, &c, &k, &extra) != 5 || x != 'x' || c != ':' || t < 1 ||
+        w < 1 || k < 1)
+      fail("stages", "'" + part + "' is not TOKENSxWINDOWS:SURVIVORS (e.g. \"64x4:4,256x16:1\")");
+    ao.stage_tokens.push_back(t), ao.stage_windows.push_back(w), ao.stage_survivors.push_back(k);
+  }
+  if (ao.stage_tokens.empty()) fail("stages", "no stages given");
+}
+
+// The kl sensitivities cached in the database directory (they do not depend on the budget).
+std::vector<std::vector<double>> cached_kl_sensitivities(const std::string& dir, const VariantDb& db, const Model& m,
+                                                         KlEvaluator& kl, int nw, int nt, uint64_t kl_seed,
+                                                         bool* from_cache) {
+  const std::string path = dir + "/kl-sensitivities.json";
+  *from_cache = false;
+  if (file_exists(path)) {
+    try {
+      const auto j = nlohmann::json::parse(read_text_file(path));
+      if (j.at("windows") == nw && j.at("tokens") == nt && j.at("kl_windows") == kl.windows() &&
+          j.at("kl_seed") == kl_seed) {
+        auto c = j.at("kl").get<std::vector<std::vector<double>>>();
+        if (c.size() == db.v.size()) {
+          *from_cache = true;
+          return c;
+        }
+      }
+    } catch (const nlohmann::json::exception&) {
+    }
+  }
+  auto c = kl_sensitivities(db, m, kl, nw, nt, true);
+  AtomicFile f(path, true);
+  f.write(nlohmann::json{{"windows", nw}, {"tokens", nt}, {"kl_windows", kl.windows()}, {"kl_seed", kl_seed},
+                         {"names", db.table.names}, {"kl", c}}
+              .dump(1));
+  f.commit();
+  return c;
+}
 
 // --target-bpw / --target-bytes: the database of variants, an allocator, the chosen variants
 // written as one file (docs/methods.md, "Mixed precision under a budget").
 void quantize_to_budget(const QuantizeOpt& o) {
   if (o.calib.empty()) fail("quantize", "--target-bpw/--target-bytes need calibration data: pass --calib FILE");
   const AllocatorInfo& alloc = find_allocator(o.allocator);
+  if (o.evo_start != "kl" && o.evo_start != "proxy") fail("quantize", "--evo-start must be kl or proxy, not '" + o.evo_start + "'");
+  if (!o.stages.empty()) {
+    AllocateOptions check;
+    parse_stages(o.stages, check);  // a bad --stages fails before any work
+  }
   const std::vector<TensorRule> cands = parse_candidates(o.candidates.empty() ? kDefaultCandidates : o.candidates);
   const int nt = threads(o.c);
   Model m = load(o.c);
@@ -78,6 +132,27 @@ void quantize_to_budget(const QuantizeOpt& o) {
   ao.stage_tokens = {std::max(2, o.seqlen / 4), o.seqlen};
   ao.stage_windows = {std::max(1, o.kl_windows / 4), o.kl_windows};
   ao.stage_survivors = {std::max(1, o.offspring / 4), 1};
+  if (!o.stages.empty()) parse_stages(o.stages, ao);
+  ao.sens_windows = std::min(o.sens_windows, o.kl_windows);
+  ao.sens_tokens = o.seqlen;
+  ao.evo_start = o.evo_start;
+  ao.max_seconds = o.search_seconds;
+  ao.guided = o.guided;
+  ao.hutchinson_samples = o.hutchinson;
+  ao.probe_windows = o.probe_windows;
+  ao.probe_tokens = o.probe_tokens;
+  std::vector<std::vector<double>> sens;
+  double sens_seconds = 0;
+  bool sens_cached = false;
+  const std::string an = alloc.name;
+  if (!o.database.empty() && (an == "kl" || (an == "evopress" && o.evo_start == "kl"))) {
+    const double t0 = now_seconds();
+    sens = cached_kl_sensitivities(o.database, db, m, *kl, ao.sens_windows, ao.sens_tokens, o.seed + 1, &sens_cached);
+    sens_seconds = now_seconds() - t0;
+    ao.kl_costs = &sens;
+    log_info("kl sensitivities %s (%.1f s)", sens_cached ? "from the database directory" : "measured and cached",
+             sens_seconds);
+  }
   const AllocateResult ar = alloc.run(db, m, ao);
   if (ar.bytes > target) fail("quantize", "internal: the allocation exceeds the budget");  // never
   const std::string recipe = allocation_recipe(db, ar.choice);
@@ -107,6 +182,7 @@ void quantize_to_budget(const QuantizeOpt& o) {
       const Variant& v = db.v[i][size_t(ar.choice[i])];
       tensors.push_back({{"name", db.table.names[i]}, {"rule", cands[size_t(ar.choice[i])].text},
                          {"format", format_name(v.rep.spec)}, {"bytes", db.table.bytes[i][size_t(ar.choice[i])]},
+                         {"numel", v.t.numel()},
                          {"err", v.rep.err}, {"rel_err", v.rep.rel_err}});
     }
     nlohmann::json cj = nlohmann::json::array();
@@ -118,6 +194,8 @@ void quantize_to_budget(const QuantizeOpt& o) {
                 {"database_seconds", db.seconds}, {"database_bytes", db.db_bytes}, {"database_reused", reused},
                 {"database_dir", o.database},
                 {"allocator_seconds", ar.seconds}, {"allocator_score", ar.score},
+                {"kl_sensitivity_seconds", sens_seconds}, {"kl_sensitivities_cached", sens_cached},
+                {"target_bpw", bpw(target)}, {"seed", o.seed},
                 {"kl_evaluations", ar.evaluations}, {"note", ar.note}, {"tensors", tensors}});
     return;
   }
@@ -166,7 +244,25 @@ void add_quantize(CLI::App& app) {
   sub->add_option("--database", o->database,
                   "Keep the variant database in DIR (one uniform .lmp per candidate + database.json) and reuse it "
                   "when DIR already holds one for the same model, calibration and candidates");
-  sub->add_option("--allocator", o->allocator, "proxy | kl | evopress (docs/methods.md)");
+  sub->add_option("--allocator", o->allocator, "proxy | kl | evopress | lim | zd | hessian (docs/methods.md)");
+  sub->add_option("--evo-start", o->evo_start, "evopress: start from the 'kl' (default) or 'proxy' knapsack");
+  sub->add_option("--stages", o->stages,
+                  "evopress: selection stages TOKENSxWINDOWS:SURVIVORS,... (default: seqlen/4 x kl-windows/4 : "
+                  "offspring/4, seqlen x kl-windows : 1)");
+  sub->add_option("--search-seconds", o->search_seconds, "evopress: stop after the generation that passes this time")
+      ->check(CLI::Range(0.0, 1e7));
+  sub->add_option("--evo-guided", o->guided,
+                  "evopress from kl: probability that a level switch picks its tensor by the kl sensitivities (KL per "
+                  "byte) instead of uniformly (default 0.5; 0: the reference's uniform switches)")
+      ->check(real_between(0, 1));
+  sub->add_option("--sens-windows", o->sens_windows,
+                  "kl (and evopress's kl start): windows of each variant's own KL (x --seqlen tokens; default 4)")
+      ->check(int_between(1, 1 << 16));
+  sub->add_option("--hutchinson", o->hutchinson, "hessian: random probes per tensor")->check(int_between(1, 1000));
+  sub->add_option("--probe-windows", o->probe_windows, "lim / hessian: calibration windows of the probes")
+      ->check(int_between(1, 1 << 16));
+  sub->add_option("--probe-tokens", o->probe_tokens, "lim / hessian: tokens per probe window")
+      ->check(int_between(2, 1 << 20));
   sub->add_option("--generations", o->generations, "evopress: generations")->check(int_between(0, 1000000));
   sub->add_option("--offspring", o->offspring, "evopress: offspring per generation")->check(int_between(1, 10000));
   sub->add_option("--kl-windows", o->kl_windows, "kl / evopress: calibration windows for the KL fitness (seed + 1)")
@@ -180,7 +276,8 @@ void add_quantize(CLI::App& app) {
       quantize_to_budget(*o);
       return;
     }
-    if (sub->count("--candidates") || sub->count("--allocator") || sub->count("--database"))
+    if (sub->count("--candidates") || sub->count("--allocator") || sub->count("--database") || sub->count("--stages") ||
+        sub->count("--evo-start"))
       fail("quantize", "--candidates, --allocator and --database need --target-bpw or --target-bytes");
     QuantizeOptions qo;
     qo.recipe = o->recipe_file.empty() ? parse_recipe(o->recipe) : load_recipe_file(o->recipe_file);

@@ -69,5 +69,6 @@ void add_quantize(CLI::App& app);
 void add_sweep(CLI::App& app);
 void add_hellaswag(CLI::App& app);
 void add_mc(CLI::App& app);
+void add_report(CLI::App& app);
 
 }  // namespace lmpress::cli

@@ -206,6 +206,7 @@ int main(int argc, char** argv) {
   cli::add_sweep(app);
   cli::add_hellaswag(app);
   cli::add_mc(app);
+  cli::add_report(app);
   app.parse_complete_callback([&] {
     if (cli::log_flags().quiet) set_log_level(LogLevel::Quiet);
     if (cli::log_flags().verbose) set_log_level(LogLevel::Debug);
