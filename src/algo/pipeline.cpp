@@ -74,6 +74,24 @@ struct Rounded {
   LayerReport rep;
 };
 
+// The calibration engine (one window of seqlen tokens at a time) and the residual streams entering
+// block 0, one [seqlen, dim] per window: the start of every calibrated pass (quantize, variant database).
+EngineOptions calib_engine_options(const ThreadPool& pool, int64_t seqlen) {
+  EngineOptions eo;
+  eo.n_threads = pool.size();
+  eo.n_ctx = int32_t(seqlen);
+  return eo;
+}
+std::vector<std::vector<float>> embed_windows(Engine& eng, const std::vector<std::vector<int32_t>>& windows,
+                                              int64_t seqlen, int64_t dim) {
+  std::vector<std::vector<float>> X(windows.size());
+  for (size_t w = 0; w < windows.size(); ++w) {
+    X[w].resize(size_t(seqlen * dim));
+    eng.embed(windows[w].data(), seqlen, X[w].data());
+  }
+  return X;
+}
+
 // Dense-and-sparse (formats with +s): the sparse_count(spec) weights of largest |w_ij| * sqrt(H_jj)
 // (magnitude times the input's RMS: the output change their removal causes; plain magnitude
 // without calibration) are kept apart. The rounding method quantizes the dense part on the
@@ -334,16 +352,9 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
     const double tc0 = now_seconds();
     const auto windows = calibration_windows(m, o.calib);
     const int64_t seqlen = o.calib.seqlen, d = c.dim;
-    EngineOptions eo;
-    eo.n_threads = pool.size();
-    eo.n_ctx = int32_t(seqlen);
-    Engine eng(m, eo);
+    Engine eng(m, calib_engine_options(pool, seqlen));
     // Residual streams entering the current block, one per window: [seqlen, dim].
-    std::vector<std::vector<float>> X(windows.size());
-    for (size_t w = 0; w < windows.size(); ++w) {
-      X[w].resize(size_t(seqlen * d));
-      eng.embed(windows[w].data(), seqlen, X[w].data());
-    }
+    std::vector<std::vector<float>> X = embed_windows(eng, windows, seqlen, d);
     rep.calib_seconds = now_seconds() - tc0;
     const int64_t rows_expected = int64_t(windows.size()) * seqlen;
     const std::vector<Step> S = steps_of(arch_info(c.arch));
@@ -545,15 +556,8 @@ VariantDb build_variant_db(const Model& src, const std::vector<TensorRule>& cand
   ThreadPool pool(n_threads > 0 ? n_threads : default_threads());
   const auto windows = calibration_windows(m, calib);
   const int64_t seqlen = calib.seqlen, d = c.dim;
-  EngineOptions eo;
-  eo.n_threads = pool.size();
-  eo.n_ctx = int32_t(seqlen);
-  Engine eng(m, eo);
-  std::vector<std::vector<float>> X(windows.size());
-  for (size_t w = 0; w < windows.size(); ++w) {
-    X[w].resize(size_t(seqlen * d));
-    eng.embed(windows[w].data(), seqlen, X[w].data());
-  }
+  Engine eng(m, calib_engine_options(pool, seqlen));
+  std::vector<std::vector<float>> X = embed_windows(eng, windows, seqlen, d);
   const int64_t rows_expected = int64_t(windows.size()) * seqlen;
   const std::vector<Step> S = steps_of(arch_info(c.arch));
   auto put = [&](const Tensor& t, size_t ci, Rounded&& r) {
