@@ -66,7 +66,7 @@ uint32_t format_id(const QuantSpec& s) {
     fail("", "sparse outlier fraction " + std::to_string(s.sparse) + " (in 0.01%) out of range 0..127");
   // group2 (spqr's second-level groups) in the group byte's high nibble; 0 for every other family
   const uint32_t gc = uint32_t(fmt::group_code(s.group)) | uint32_t(s.group2 ? fmt::group_code(s.group2) : 0) << 4;
-  return uint32_t(s.bits) | gc << 8 | uint32_t(s.sym ? 1 : 0) << 16 |
+  return uint32_t(s.bits) | gc << 8 | uint32_t(s.rht ? 1 : 0) << 15 | uint32_t(s.sym ? 1 : 0) << 16 |
          uint32_t(s.sparse) << 17 | uint32_t(s.family) << 24;
 }
 
@@ -75,7 +75,8 @@ bool decode_id(uint32_t id, QuantSpec* out) {
   const uint32_t bits = id & 0xff, gc = (id >> 8) & 0xff, sym = (id >> 16) & 1, sparse = (id >> 17) & 0x7f,
                  fam = id >> 24;
   if (fam >= all_format_traits().size()) return false;
-  const int g = fmt::group_of_code(int(gc & 15)), g2 = gc >> 4 ? fmt::group_of_code(int(gc >> 4)) : 0;
+  const uint32_t gc2 = (gc >> 4) & 7;  // bit 15 (gc's bit 7): the RHT flag
+  const int g = fmt::group_of_code(int(gc & 15)), g2 = gc2 ? fmt::group_of_code(int(gc2)) : 0;
   if (g < 0 || g2 < 0) return false;
   QuantSpec s;
   s.bits = int(bits);
@@ -85,6 +86,7 @@ bool decode_id(uint32_t id, QuantSpec* out) {
   s.family = FormatFamily(fam);
   if (!spec_valid(s)) return false;
   s.sparse = int(sparse);
+  s.rht = (gc >> 7) & 1;
   *out = s;
   return true;
 }
@@ -118,10 +120,14 @@ std::string format_name(const QuantSpec& s) {
     std::snprintf(buf, sizeof buf, "+s%d.%02d", s.sparse / 100, s.sparse % 100);
     n += buf;
   }
+  if (s.rht) n += "+h";
   return n;
 }
 
-QuantSpec parse_format_name(const std::string& name) {
+QuantSpec parse_format_name(const std::string& name_in) {
+  // "+h" last: randomized Hadamard transform
+  const bool rht = name_in.size() > 2 && name_in.compare(name_in.size() - 2, 2, "+h") == 0;
+  const std::string name = rht ? name_in.substr(0, name_in.size() - 2) : name_in;
   // "+sP": sparse outliers, P percent in steps of 0.01 (e.g. lut3+s0.45)
   const size_t plus = name.find("+s");
   int sparse = 0;
@@ -145,6 +151,7 @@ QuantSpec parse_format_name(const std::string& name) {
     QuantSpec s;
     if (t->parse(base, &s) && spec_valid(s)) {
       s.sparse = sparse;
+      s.rht = rht;
       return s;
     }
   }
@@ -155,7 +162,7 @@ QuantSpec parse_format_name(const std::string& name) {
                "q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs), spqr<bits>g<group>[r<rows>] (bits 2,3,4; "
                "group 16,32,64; rows 16,32,64; e.g. spqr3g16), b1g<group> or b1row (binary), pow<3|4>[a<A>]g<group> "
                "(NUPES; A 0.20..2.00), bitmod<3|4>g<32|64|128>; lmpress's own formats with sparse outliers "
-               "+s<percent>");
+               "+s<percent>; any of them with a randomized Hadamard transform: suffix +h (last)");
 }
 
 std::vector<QuantSpec> all_formats() {
@@ -231,10 +238,15 @@ std::string shape_str(int64_t rows, int64_t cols) {
 }
 
 PackedGeometry with_sparse(PackedGeometry g, const QuantSpec& s) {
-  if (!s.sparse) return g;
-  g.sparse_nnz = sparse_count(s, g.rows, g.cols);
-  g.sparse_offset = (g.total_bytes + 3) / 4 * 4;
-  g.total_bytes = g.sparse_offset + 6 * g.sparse_nnz;
+  if (s.sparse) {
+    g.sparse_nnz = sparse_count(s, g.rows, g.cols);
+    g.sparse_offset = (g.total_bytes + 3) / 4 * 4;
+    g.total_bytes = g.sparse_offset + 6 * g.sparse_nnz;
+  }
+  if (s.rht) {  // sign bits of the input then the output channels
+    g.rht_offset = g.total_bytes;
+    g.total_bytes += (g.cols + 7) / 8 + (g.rows + 7) / 8;
+  }
   return g;
 }
 
