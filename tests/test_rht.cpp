@@ -3,8 +3,8 @@
 // names, sign bits, corrupt bytes), the matmul front end's online rotations against the explicitly
 // transformed weights, and a quantized model's logits against the same model with the dequantized,
 // explicitly transformed weights.
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "formats/formats_internal.h"
@@ -21,7 +21,8 @@ namespace {
 
 // The sizes the shared and real models use (tinystories 64/192, babyllama 128/352, wiki5m 256/768,
 // tinyllama 2048/5632) and the Paley bases (12 = 11+1, 20, 28 = 2 * (13+1), 36, 44, 60, 68, 76, 84).
-const int64_t kSizes[] = {1, 2, 4, 8, 12, 16, 20, 24, 28, 36, 44, 48, 60, 64, 68, 76, 84, 96, 128, 192, 352, 768};
+const int64_t kSizes[] = {1,  2,  4,  8,  12, 16, 20, 24,  28,  36,  44,
+                          48, 60, 64, 68, 76, 84, 96, 128, 192, 352, 768};
 
 // Sylvester entry (-1)^popcount(i & j), written independently of the library's construction.
 double sylvester(int64_t i, int64_t j) { return (__builtin_popcountll(uint64_t(i & j)) & 1) ? -1.0 : 1.0; }
@@ -63,17 +64,40 @@ TEST(Rht, HadamardMatricesAreOrthogonal) {
 }
 
 TEST(Rht, FastTransformMatchesExplicitProduct) {
-  for (int64_t n : kSizes) {
-    const HadamardPlan& P = hadamard_plan(n);
-    const std::vector<double> M = hadamard_matrix(P);
-    const auto x = randn(size_t(n), uint32_t(n) + 5);
-    for (bool tr : {false, true}) {
-      std::vector<float> y(x);
-      hadamard_apply(P, y.data(), tr);
+  for (const SimdLevel lvl : {SimdLevel::Scalar, SimdLevel::AVX2, SimdLevel::AVX512}) {
+    if (int(lvl) > int(cpu_simd_level())) {
+      std::printf("SKIPPED: SIMD level %s not available on this CPU\n", simd_level_name(lvl));
+      continue;
+    }
+    ScopedSimdLevel sl(lvl);
+    for (int64_t n : kSizes) {
+      const HadamardPlan& P = hadamard_plan(n);
+      const std::vector<double> M = hadamard_matrix(P);
+      const auto x = randn(size_t(n), uint32_t(n) + 5);
+      for (bool tr : {false, true}) {
+        std::vector<float> y(x);
+        hadamard_apply(P, y.data(), tr);
+        for (int64_t i = 0; i < n; ++i) {
+          double e = 0;
+          for (int64_t k = 0; k < n; ++k)
+            e += (tr ? M[size_t(k * n + i)] : M[size_t(i * n + k)]) * x[size_t(k)];
+          ASSERT_NEAR(y[size_t(i)], e, 1e-5 * (1 + std::fabs(e))) << "n=" << n << " tr=" << tr << " i=" << i;
+        }
+      }
+      // with signs: forward = H D x, backward = D H^T x
+      const auto sg = rht_random_signs(n, uint64_t(n));
+      std::vector<float> f(x), b(x);
+      rht_forward(P, sg.data(), f.data());
+      rht_backward(P, sg.data(), b.data());
+      auto d = [&](int64_t j) { return ((sg[size_t(j / 8)] >> (j % 8)) & 1) ? -1.0 : 1.0; };
       for (int64_t i = 0; i < n; ++i) {
-        double e = 0;
-        for (int64_t k = 0; k < n; ++k) e += (tr ? M[size_t(k * n + i)] : M[size_t(i * n + k)]) * x[size_t(k)];
-        ASSERT_NEAR(y[size_t(i)], e, 1e-5 * (1 + std::fabs(e))) << "n=" << n << " tr=" << tr << " i=" << i;
+        double ef = 0, eb = 0;
+        for (int64_t k = 0; k < n; ++k) {
+          ef += M[size_t(i * n + k)] * d(k) * x[size_t(k)];
+          eb += d(i) * M[size_t(k * n + i)] * x[size_t(k)];
+        }
+        ASSERT_NEAR(f[size_t(i)], ef, 1e-5 * (1 + std::fabs(ef))) << n;
+        ASSERT_NEAR(b[size_t(i)], eb, 1e-5 * (1 + std::fabs(eb))) << n;
       }
     }
   }
@@ -87,10 +111,12 @@ TEST(Rht, RoundTripsAreExactToFloatRounding) {
     std::vector<float> y(x);
     rht_forward(P, s.data(), y.data());
     double nx = 0, ny = 0;
-    for (int64_t i = 0; i < n; ++i) nx += double(x[size_t(i)]) * x[size_t(i)], ny += double(y[size_t(i)]) * y[size_t(i)];
+    for (int64_t i = 0; i < n; ++i)
+      nx += double(x[size_t(i)]) * x[size_t(i)], ny += double(y[size_t(i)]) * y[size_t(i)];
     EXPECT_NEAR(ny, nx, 1e-5 * nx) << n;  // orthogonal
     rht_backward(P, s.data(), y.data());
-    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(y[size_t(i)], x[size_t(i)], 2e-6 * (1 + std::fabs(x[size_t(i)]))) << n;
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_NEAR(y[size_t(i)], x[size_t(i)], 2e-6 * (1 + std::fabs(x[size_t(i)]))) << n;
   }
   // weights: U^T (U W V^T) V = W, and the rotation spreads a single outlier over the whole matrix
   const int64_t rows = 96, cols = 352;
@@ -115,12 +141,15 @@ TEST(Rht, RotatedHessianMatchesExplicit) {
   std::vector<double> H(size_t(n * n), 0.0);
   for (int64_t t = 0; t < 200; ++t)
     for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < n; ++j) H[size_t(i * n + j)] += double(X[size_t(t * n + i)]) * X[size_t(t * n + j)] / 200.0;
+      for (int64_t j = 0; j < n; ++j)
+        H[size_t(i * n + j)] += double(X[size_t(t * n + i)]) * X[size_t(t * n + j)] / 200.0;
   const auto s = rht_random_signs(n, 11);
   const std::vector<double> Ht = rht_rotate_hessian(H, n, s.data());
   // explicit V = Hn D in double
   const std::vector<double> M = hadamard_matrix(hadamard_plan(n));
-  auto V = [&](int64_t i, int64_t j) { return M[size_t(i * n + j)] * (((s[size_t(j / 8)] >> (j % 8)) & 1) ? -1.0 : 1.0); };
+  auto V = [&](int64_t i, int64_t j) {
+    return M[size_t(i * n + j)] * (((s[size_t(j / 8)] >> (j % 8)) & 1) ? -1.0 : 1.0);
+  };
   for (int64_t i = 0; i < n; i += 7)
     for (int64_t j = 0; j < n; ++j) {
       double e = 0;
@@ -150,7 +179,8 @@ TEST(Rht, FormatIdsNamesAndLayout) {
 
 namespace {
 // A packed +h tensor of `spec` made the way the pipeline does: rotate, round, append the signs.
-Tensor rotated_tensor(const QuantSpec& spec, int64_t rows, int64_t cols, uint32_t seed, std::vector<float>* wq_model) {
+Tensor rotated_tensor(const QuantSpec& spec, int64_t rows, int64_t cols, uint32_t seed,
+                      std::vector<float>* wq_model) {
   auto w = randn(size_t(rows * cols), seed, 0.05f);
   const auto si = rht_random_signs(cols, seed + 1), so = rht_random_signs(rows, seed + 2);
   rht_rotate_weights(w.data(), rows, cols, si.data(), so.data(), false);
@@ -166,8 +196,11 @@ Tensor rotated_tensor(const QuantSpec& spec, int64_t rows, int64_t cols, uint32_
   }
   // the model-space weights, explicitly: D_out H_r^T Wq~ H_c D_in with dense double matrices
   const std::vector<float> wq = dequantize_matrix(qm);
-  const std::vector<double> Hr = hadamard_matrix(hadamard_plan(rows)), Hc = hadamard_matrix(hadamard_plan(cols));
-  auto sg = [](const std::vector<uint8_t>& s, int64_t i) { return ((s[size_t(i / 8)] >> (i % 8)) & 1) ? -1.0 : 1.0; };
+  const std::vector<double> Hr = hadamard_matrix(hadamard_plan(rows)),
+                            Hc = hadamard_matrix(hadamard_plan(cols));
+  auto sg = [](const std::vector<uint8_t>& s, int64_t i) {
+    return ((s[size_t(i / 8)] >> (i % 8)) & 1) ? -1.0 : 1.0;
+  };
   std::vector<double> T(size_t(rows * cols), 0.0);  // H_r^T Wq~
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t k = 0; k < rows; ++k) {
@@ -211,7 +244,8 @@ TEST(Rht, CorruptSignBitsAreRejected) {
   std::vector<float> ref;
   const Tensor t = rotated_tensor(parse_format_name("w4g32+h"), 44, 100, 9, &ref);  // 100 columns: 4 pad bits
   validate_packed(t, "x.lmp");
-  std::vector<uint8_t> bytes(static_cast<const uint8_t*>(t.data), static_cast<const uint8_t*>(t.data) + t.nbytes);
+  std::vector<uint8_t> bytes(static_cast<const uint8_t*>(t.data),
+                             static_cast<const uint8_t*>(t.data) + t.nbytes);
   const PackedGeometry g = packed_geometry(format_spec(t.format), 44, 100);
   bytes[size_t(g.rht_offset + 12)] |= 0x80;  // a sign past column 100
   const Tensor bad = make_owned_tensor(t.name, DType::Q, {44, 100}, bytes, t.format);
@@ -223,7 +257,8 @@ TEST(Rht, CorruptSignBitsAreRejected) {
     EXPECT_NE(std::string(e.what()).find("Hadamard"), std::string::npos) << e.what();
   }
   // truncated: the size check names the format
-  const Tensor cut = make_owned_tensor(t.name, DType::Q, {44, 100}, std::vector<uint8_t>(bytes.begin(), bytes.end() - 1), t.format);
+  const Tensor cut = make_owned_tensor(t.name, DType::Q, {44, 100},
+                                       std::vector<uint8_t>(bytes.begin(), bytes.end() - 1), t.format);
   EXPECT_THROW(validate_packed(cut, "x.lmp"), Error);
   // no row access (the engine's embedding lookups)
   std::vector<float> row(100);
@@ -234,7 +269,7 @@ TEST(Rht, OnlineTransformsMatchExplicitWeights) {
   ThreadPool pool(2);
   for (const SimdLevel lvl : {SimdLevel::Scalar, SimdLevel::AVX2, SimdLevel::AVX512}) {
     if (int(lvl) > int(cpu_simd_level())) {
-      std::printf("SKIPPED: SIMD level %d not available on this CPU\n", int(lvl));
+      std::printf("SKIPPED: SIMD level %s not available on this CPU\n", simd_level_name(lvl));
       continue;
     }
     ScopedSimdLevel sl(lvl);
@@ -267,11 +302,14 @@ TEST(Rht, OnlineTransformsMatchExplicitWeights) {
   std::vector<float> w0, w1, w2;
   const Tensor a = rotated_tensor(parse_format_name("w4g32+h"), 64, 128, 5, &w0);
   const Tensor b = rotated_tensor(parse_format_name("w4g32+h"), 32, 128, 5, &w1);  // same input seed
-  const Tensor c = rotated_tensor(parse_format_name("w4g32"), 32, 128, 6, &w2);    // no transform (RTN of rotated w)
+  const Tensor c =
+      rotated_tensor(parse_format_name("w4g32"), 32, 128, 6, &w2);  // no transform (RTN of rotated w)
   const int64_t n = 9;
   auto x = randn(size_t(n * 128), 2);
-  std::vector<float> ya(size_t(n * 64)), yb(size_t(n * 32)), yc(size_t(n * 32)), ya1(ya.size()), yb1(yb.size()), yc1(yc.size());
-  const MatmulJob jobs[3] = {{&a, x.data(), n, ya.data()}, {&b, x.data(), n, yb.data()}, {&c, x.data(), n, yc.data()}};
+  std::vector<float> ya(size_t(n * 64)), yb(size_t(n * 32)), yc(size_t(n * 32)), ya1(ya.size()),
+      yb1(yb.size()), yc1(yc.size());
+  const MatmulJob jobs[3] = {
+      {&a, x.data(), n, ya.data()}, {&b, x.data(), n, yb.data()}, {&c, x.data(), n, yc.data()}};
   matmul_batch(jobs, 3, pool);
   matmul(a, x.data(), n, ya1.data(), pool);
   matmul(b, x.data(), n, yb1.data(), pool);
@@ -296,10 +334,12 @@ TEST(Rht, QuantizedModelLogitsEqualExplicitlyTransformedWeights) {
   EXPECT_TRUE(format_spec(q.layers[0].w_down.format).rht);
   EXPECT_TRUE(format_spec(q.layers[2].wq.format).rht);
   // q/k/v share their input's signs (one rotation per input)
-  const PackedGeometry gq = packed_geometry(format_spec(q.layers[1].wq.format), q.layers[1].wq.rows(), q.layers[1].wq.cols());
-  const PackedGeometry gk = packed_geometry(format_spec(q.layers[1].wk.format), q.layers[1].wk.rows(), q.layers[1].wk.cols());
-  EXPECT_EQ(0, std::memcmp(q.layers[1].wq.as<uint8_t>() + gq.rht_offset, q.layers[1].wk.as<uint8_t>() + gk.rht_offset,
-                           size_t((gq.cols + 7) / 8)));
+  const PackedGeometry gq =
+      packed_geometry(format_spec(q.layers[1].wq.format), q.layers[1].wq.rows(), q.layers[1].wq.cols());
+  const PackedGeometry gk =
+      packed_geometry(format_spec(q.layers[1].wk.format), q.layers[1].wk.rows(), q.layers[1].wk.cols());
+  EXPECT_EQ(0, std::memcmp(q.layers[1].wq.as<uint8_t>() + gq.rht_offset,
+                           q.layers[1].wk.as<uint8_t>() + gk.rht_offset, size_t((gq.cols + 7) / 8)));
   // the same model with every packed linear layer replaced by its dequantized, explicitly transformed weights
   Model d;
   d.cfg = q.cfg;
@@ -310,7 +350,8 @@ TEST(Rht, QuantizedModelLogitsEqualExplicitlyTransformedWeights) {
   for (auto& L : d.layers)
     for (Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
       *t = make_f32_tensor(t->name, t->shape, dequantize_ref(*t));
-  const std::vector<int32_t> toks = m.tokenizer->encode("Once upon a time, there was a little cat named Tom.", true);
+  const std::vector<int32_t> toks =
+      m.tokenizer->encode("Once upon a time, there was a little cat named Tom.", true);
   EngineOptions eo;
   eo.n_threads = 1;
   eo.n_ctx = 64;

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 
+#include "kernels/rht_impl.h"
 #include "lmpress/formats.h"
 
 namespace lmpress {
@@ -37,10 +38,14 @@ std::vector<int8_t> paley1(int64_t q) {
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < m; ++j) {
       int s;
-      if (i == 0 && j == 0) s = 0;
-      else if (i == 0) s = 1;
-      else if (j == 0) s = -1;
-      else s = chi[size_t(((j - i) % q + q) % q)];
+      if (i == 0 && j == 0)
+        s = 0;
+      else if (i == 0)
+        s = 1;
+      else if (j == 0)
+        s = -1;
+      else
+        s = chi[size_t(((j - i) % q + q) % q)];
       h[size_t(i * m + j)] = int8_t(s + (i == j ? 1 : 0));
     }
   return h;
@@ -172,7 +177,22 @@ void apply_t(const HadamardPlan& P, T* x, bool transpose) {
 }
 }  // namespace
 
-void hadamard_apply(const HadamardPlan& P, float* x, bool transpose) { apply_t(P, x, transpose); }
+namespace {
+// The active level's kernel (kernels/rht_impl.h; the double path above is for Hessians).
+void apply_kernel(const HadamardPlan& P, const uint8_t* signs, bool backward, float* x) {
+  const kern::RhtKernel& k = active_simd_level() == SimdLevel::AVX512 ? kern::rht_kernel_avx512
+                             : active_simd_level() == SimdLevel::AVX2 ? kern::rht_kernel_avx2
+                                                                      : kern::rht_kernel_scalar;
+  thread_local std::vector<float> tmp;
+  if (tmp.size() < size_t(P.m * P.p)) tmp.resize(size_t(P.m * P.p));
+  k.apply(P.base.data(), P.m, P.p, P.blocks, float(1.0 / std::sqrt(double(P.m * P.p))), signs, backward, x,
+          tmp.data());
+}
+}  // namespace
+
+void hadamard_apply(const HadamardPlan& P, float* x, bool transpose) {
+  apply_kernel(P, nullptr, transpose, x);
+}
 
 std::vector<double> hadamard_matrix(const HadamardPlan& P) {
   const int64_t n = P.n;
@@ -208,19 +228,12 @@ uint64_t rht_seed(const std::string& key) {
   return h;
 }
 
-void rht_forward(const HadamardPlan& P, const uint8_t* signs, float* x) {
-  for (int64_t i = 0; i < P.n; ++i)
-    if ((signs[i >> 3] >> (i & 7)) & 1) x[i] = -x[i];
-  hadamard_apply(P, x, false);
-}
+void rht_forward(const HadamardPlan& P, const uint8_t* signs, float* x) { apply_kernel(P, signs, false, x); }
 
-void rht_backward(const HadamardPlan& P, const uint8_t* signs, float* x) {
-  hadamard_apply(P, x, true);
-  for (int64_t i = 0; i < P.n; ++i)
-    if ((signs[i >> 3] >> (i & 7)) & 1) x[i] = -x[i];
-}
+void rht_backward(const HadamardPlan& P, const uint8_t* signs, float* x) { apply_kernel(P, signs, true, x); }
 
-void rht_rotate_weights(float* w, int64_t rows, int64_t cols, const uint8_t* sin, const uint8_t* sout, bool inverse) {
+void rht_rotate_weights(float* w, int64_t rows, int64_t cols, const uint8_t* sin, const uint8_t* sout,
+                        bool inverse) {
   const HadamardPlan& Pc = hadamard_plan(cols);
   const HadamardPlan& Pr = hadamard_plan(rows);
   // forward: W~ = (H_r D_out) W (H_c D_in)^T: row r of W -> H_c D_in w_r; column c -> H_r D_out w_c.
