@@ -175,6 +175,14 @@ TEST(Rht, FormatIdsNamesAndLayout) {
   const PackedGeometry g = packed_geometry(s, 37, 100), g0 = packed_geometry(plain, 37, 100);
   EXPECT_EQ(g.rht_offset, g0.total_bytes);
   EXPECT_EQ(g.total_bytes, g0.total_bytes + 13 + 5);
+  // +hi: the input side only (bit 7 of the id's bits byte), input signs only
+  const QuantSpec si = parse_format_name("w3g64+s0.50+hi");
+  EXPECT_EQ(si.rht, 2);
+  EXPECT_EQ(format_name(si), "w3g64+s0.50+hi");
+  EXPECT_EQ(format_spec(format_id(si)), si);
+  EXPECT_EQ(format_id(si), format_id(s) | 0x80u);
+  EXPECT_EQ(packed_geometry(si, 37, 100).total_bytes, g0.total_bytes + 13);
+  EXPECT_FALSE(format_id_valid(format_id(plain) | 0x80u));  // bit 7 without the RHT flag
 }
 
 namespace {
@@ -183,7 +191,8 @@ Tensor rotated_tensor(const QuantSpec& spec, int64_t rows, int64_t cols, uint32_
                       std::vector<float>* wq_model) {
   auto w = randn(size_t(rows * cols), seed, 0.05f);
   const auto si = rht_random_signs(cols, seed + 1), so = rht_random_signs(rows, seed + 2);
-  rht_rotate_weights(w.data(), rows, cols, si.data(), so.data(), false);
+  const bool both = spec.rht == 1;  // +h; +hi: the input side only (U = I)
+  rht_rotate_weights(w.data(), rows, cols, si.data(), both ? so.data() : nullptr, false);
   QuantSpec plain = spec;
   plain.rht = false;
   plain.sparse = 0;
@@ -204,7 +213,7 @@ Tensor rotated_tensor(const QuantSpec& spec, int64_t rows, int64_t cols, uint32_
   std::vector<double> T(size_t(rows * cols), 0.0);  // H_r^T Wq~
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t k = 0; k < rows; ++k) {
-      const double h = Hr[size_t(k * rows + r)];
+      const double h = both ? Hr[size_t(k * rows + r)] : (k == r ? 1.0 : 0.0);
       for (int64_t c = 0; c < cols; ++c) T[size_t(r * cols + c)] += h * wq[size_t(k * cols + c)];
     }
   wq_model->assign(size_t(rows * cols), 0.f);
@@ -212,17 +221,17 @@ Tensor rotated_tensor(const QuantSpec& spec, int64_t rows, int64_t cols, uint32_
     for (int64_t c = 0; c < cols; ++c) {
       double e = 0;
       for (int64_t k = 0; k < cols; ++k) e += T[size_t(r * cols + k)] * Hc[size_t(k * cols + c)];
-      (*wq_model)[size_t(r * cols + c)] = float(sg(so, r) * e * sg(si, c));
+      (*wq_model)[size_t(r * cols + c)] = float((both ? sg(so, r) : 1.0) * e * sg(si, c));
     }
-  qm.spec.rht = true;
+  qm.spec.rht = spec.rht;
   qm.rht_in = si;
-  qm.rht_out = so;
+  if (both) qm.rht_out = so;
   return pack_tensor("blk.0.ffn_down.weight", qm);
 }
 }  // namespace
 
 TEST(Rht, PackedTensorDequantizesToTheExplicitTransform) {
-  for (const char* f : {"w4g32+h", "w3g64a+h", "nf4g64+h", "w2g32+s0.50+h"}) {
+  for (const char* f : {"w4g32+h", "w3g64a+h", "nf4g64+h", "w2g32+s0.50+h", "w4g32+hi", "w3g64+s0.50+hi"}) {
     std::vector<float> ref;
     const Tensor t = rotated_tensor(parse_format_name(f), 44, 96, 7, &ref);
     ASSERT_EQ(t.format, format_id(parse_format_name(f)));
@@ -273,7 +282,7 @@ TEST(Rht, OnlineTransformsMatchExplicitWeights) {
       continue;
     }
     ScopedSimdLevel sl(lvl);
-    for (const char* f : {"w4g32+h", "nf4g64+h", "w3g64+s0.50+h"}) {
+    for (const char* f : {"w4g32+h", "nf4g64+h", "w3g64+s0.50+h", "w4g64+hi"}) {
       for (auto [rows, cols] : {std::pair<int64_t, int64_t>{96, 352}, {352, 96}, {12, 768}}) {
         std::vector<float> wm;
         const Tensor t = rotated_tensor(parse_format_name(f), rows, cols, uint32_t(rows + cols), &wm);

@@ -52,10 +52,11 @@ struct QuantSpec {
   // Family parameter that is NOT part of the format id (the packed tensor stores it): pow: the
   // power exponent a in hundredths (0 = the family's default, 0.75); every other family: 0.
   int param = 0;
-  // Randomized Hadamard transform (QuIP#'s incoherence processing; name suffix "+h"): the codes hold
-  // W~ = U W V^T with U = H_rows D_out, V = H_cols D_in (normalized Hadamard matrices, random sign
-  // diagonals stored in the tensor); the matmul front end rotates activations and outputs.
-  bool rht = false;
+  // Randomized Hadamard transform (QuIP#'s incoherence processing): 0 none; 1 both sides (name suffix
+  // "+h"): the codes hold W~ = U W V^T with U = H_rows D_out, V = H_cols D_in (normalized Hadamard
+  // matrices, random sign diagonals stored in the tensor); 2 the input side only ("+hi": W~ = W V^T, no
+  // output rotation at run time). The matmul front end rotates activations (and outputs).
+  uint8_t rht = 0;
   bool operator==(const QuantSpec&) const = default;
 };
 // Number of sparse outliers of a [rows, cols] tensor: floor(rows * cols * sparse / 10000).
@@ -63,7 +64,7 @@ int64_t sparse_count(const QuantSpec& s, int64_t rows, int64_t cols);
 
 // Format id encoding: bits | group_code << 8 | sym << 16 | sparse << 17 | family << 24
 // (group_code: 16->1 32->2 64->3 128->4 row->5; spqr's second-level group code in bits 12..14;
-// the RHT flag in bit 15). The int family's ids are those of lmpress files before families existed.
+// the RHT flag in bit 15, and bit 7 (of the bits byte) set for the input-side-only RHT). The int family's ids are those of lmpress files before families existed.
 uint32_t format_id(const QuantSpec& s);
 QuantSpec format_spec(uint32_t id);             // throws Error for unknown ids
 bool format_id_valid(uint32_t id);
@@ -95,8 +96,8 @@ struct PackedGeometry {
   // dense value plus its sparse value.
   int64_t sparse_offset = 0, sparse_nnz = 0;
   // Randomized Hadamard transform (spec.rht), after everything else: sign bits of the input
-  // channels [ceil(cols / 8)] then of the output channels [ceil(rows / 8)] (bit i of byte i / 8
-  // set: channel i is negated).
+  // channels [ceil(cols / 8)] then (both sides, rht 1) of the output channels [ceil(rows / 8)] (bit
+  // i of byte i / 8 set: channel i is negated).
   int64_t rht_offset = 0;
 };
 PackedGeometry packed_geometry(const QuantSpec& s, int64_t rows, int64_t cols);
@@ -151,7 +152,7 @@ struct QuantizedMatrix {
   // spqr (formats/spqr.cpp): zeros hold each group's 3-bit statistic codes (scale | zero << 3),
   // scales the decoded scales, stats2 the second-level f16 values [row groups][4][groups].
   std::vector<float> stats2;
-  // spec.rht: sign bits of the input [ceil(cols / 8)] and output [ceil(rows / 8)] channels; the
+  // spec.rht: sign bits of the input [ceil(cols / 8)] and (rht 1) output [ceil(rows / 8)] channels; the
   // codes hold the rotated weights (dequantize_matrix returns the weights in the model's space).
   std::vector<uint8_t> rht_in, rht_out;
   // Sizes every array for spec/rows/cols (codes 0, scales 1, zeros 0, tables 0).
@@ -233,7 +234,8 @@ uint64_t rht_seed(const std::string& key);
 // x <- H D x (forward: activations entering a rotated layer) / x <- D H^T x (backward: its outputs).
 void rht_forward(const HadamardPlan& P, const uint8_t* signs, float* x);
 void rht_backward(const HadamardPlan& P, const uint8_t* signs, float* x);
-// w [rows][cols] <- U w V^T (forward) or U^T w V (inverse), U = H_rows D_out, V = H_cols D_in.
+// w [rows][cols] <- U w V^T (forward) or U^T w V (inverse), U = H_rows D_out, V = H_cols D_in;
+// sout null: U = I (the input side only).
 void rht_rotate_weights(float* w, int64_t rows, int64_t cols, const uint8_t* sin, const uint8_t* sout, bool inverse);
 // V H V^T of a symmetric [n][n] matrix (an input's Hessian), in double.
 std::vector<double> rht_rotate_hessian(const std::vector<double>& H, int64_t n, const uint8_t* sin);

@@ -204,9 +204,9 @@ Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* 
 Rounded compress_rotated(const Tensor& t, const TensorRule& r, const InputStats* stats, ThreadPool& pool) {
   const int64_t rows = t.rows(), cols = t.cols();
   std::vector<uint8_t> sin = rht_random_signs(cols, rht_seed(rht_input_key(t.name)));
-  std::vector<uint8_t> sout = rht_random_signs(rows, rht_seed(t.name + ".out"));
+  std::vector<uint8_t> sout = r.spec.rht == 1 ? rht_random_signs(rows, rht_seed(t.name + ".out")) : std::vector<uint8_t>();
   std::vector<float> w = t.dtype == DType::Q ? dequantize_ref(t) : tensor_to_f32(t);
-  rht_rotate_weights(w.data(), rows, cols, sin.data(), sout.data(), false);
+  rht_rotate_weights(w.data(), rows, cols, sin.data(), sout.empty() ? nullptr : sout.data(), false);
   const Tensor wt = make_f32_tensor(t.name, {rows, cols}, std::move(w));
   InputStats rs;
   if (stats) rs = rotated_stats(*stats, sin.data());
@@ -216,13 +216,13 @@ Rounded compress_rotated(const Tensor& t, const TensorRule& r, const InputStats*
   // the packed tensor with the flag and the signs appended (the RHT part is the last; the report's
   // error is the rotated layer's, equal to the layer's own: U and V are orthogonal)
   QuantSpec spec = format_spec(out.t.format);
-  spec.rht = true;
+  spec.rht = r.spec.rht;
   const PackedGeometry g = packed_geometry(spec, rows, cols);
   LMP_ASSERT(g.rht_offset == int64_t(out.t.nbytes));
   std::vector<uint8_t> bytes(size_t(g.total_bytes));
   std::memcpy(bytes.data(), out.t.data, out.t.nbytes);
   std::memcpy(bytes.data() + g.rht_offset, sin.data(), sin.size());
-  std::memcpy(bytes.data() + g.rht_offset + int64_t(sin.size()), sout.data(), sout.size());
+  if (!sout.empty()) std::memcpy(bytes.data() + g.rht_offset + int64_t(sin.size()), sout.data(), sout.size());
   out.t = make_owned_tensor(t.name, DType::Q, {rows, cols}, std::move(bytes), format_id(spec));
   validate_packed(out.t, t.name);
   out.rep.spec = spec;

@@ -235,7 +235,7 @@ void rht_backward(const HadamardPlan& P, const uint8_t* signs, float* x) { apply
 void rht_rotate_weights(float* w, int64_t rows, int64_t cols, const uint8_t* sin, const uint8_t* sout,
                         bool inverse) {
   const HadamardPlan& Pc = hadamard_plan(cols);
-  const HadamardPlan& Pr = hadamard_plan(rows);
+
   // forward: W~ = (H_r D_out) W (H_c D_in)^T: row r of W -> H_c D_in w_r; column c -> H_r D_out w_c.
   // inverse: W = D_out H_r^T W~ H_c D_in: row -> D_in H_c^T w~_r; column -> D_out H_r^T w~_c.
   for (int64_t r = 0; r < rows; ++r) {
@@ -244,6 +244,8 @@ void rht_rotate_weights(float* w, int64_t rows, int64_t cols, const uint8_t* sin
     else
       rht_forward(Pc, sin, w + r * cols);
   }
+  if (!sout) return;  // the input side only
+  const HadamardPlan& Pr = hadamard_plan(rows);
   std::vector<float> col(static_cast<size_t>(rows));
   for (int64_t c = 0; c < cols; ++c) {
     for (int64_t r = 0; r < rows; ++r) col[size_t(r)] = w[r * cols + c];

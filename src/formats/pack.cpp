@@ -180,8 +180,10 @@ std::vector<float> dequantize_matrix(const QuantizedMatrix& qm) {
   for (size_t k = 0; k < qm.sp_idx.size() && k < qm.sp_val.size(); ++k)
     if (qm.sp_idx[k] < out.size()) out[qm.sp_idx[k]] += qm.sp_val[k];
   if (qm.spec.rht) {
-    LMP_ASSERT(int64_t(qm.rht_in.size()) == (qm.cols + 7) / 8 && int64_t(qm.rht_out.size()) == (qm.rows + 7) / 8);
-    rht_rotate_weights(out.data(), qm.rows, qm.cols, qm.rht_in.data(), qm.rht_out.data(), /*inverse=*/true);
+    LMP_ASSERT(int64_t(qm.rht_in.size()) == (qm.cols + 7) / 8 &&
+               int64_t(qm.rht_out.size()) == (qm.spec.rht == 1 ? (qm.rows + 7) / 8 : 0));
+    rht_rotate_weights(out.data(), qm.rows, qm.cols, qm.rht_in.data(), qm.spec.rht == 1 ? qm.rht_out.data() : nullptr,
+                       /*inverse=*/true);
   }
   return out;
 }
@@ -218,13 +220,13 @@ void pack_sparse(const QuantizedMatrix& qm, const PackedGeometry& g, uint8_t* ba
 
 namespace {
 void pack_rht(const QuantizedMatrix& qm, const PackedGeometry& g, uint8_t* base, const std::string& where) {
-  const size_t ni = size_t((g.cols + 7) / 8), no = size_t((g.rows + 7) / 8);
+  const size_t ni = size_t((g.cols + 7) / 8), no = qm.spec.rht == 1 ? size_t((g.rows + 7) / 8) : 0;
   if (qm.rht_in.size() != ni || qm.rht_out.size() != no)
     fail(where, "randomized Hadamard transform: " + std::to_string(qm.rht_in.size()) + " + " +
                     std::to_string(qm.rht_out.size()) + " sign bytes, " + shape_str(g.rows, g.cols) + " needs " +
                     std::to_string(ni) + " + " + std::to_string(no));
   std::memcpy(base + g.rht_offset, qm.rht_in.data(), ni);
-  std::memcpy(base + g.rht_offset + int64_t(ni), qm.rht_out.data(), no);
+  if (no) std::memcpy(base + g.rht_offset + int64_t(ni), qm.rht_out.data(), no);
 }
 }  // namespace
 
@@ -232,7 +234,8 @@ void pack_rht(const QuantizedMatrix& qm, const PackedGeometry& g, uint8_t* base,
 void check_rht_part(const uint8_t* base, const PackedGeometry& g, const std::string& where) {
   const uint8_t* in = base + g.rht_offset;
   const uint8_t* out = in + (g.cols + 7) / 8;
-  if ((g.cols % 8 && (in[g.cols / 8] >> (g.cols % 8))) || (g.rows % 8 && (out[g.rows / 8] >> (g.rows % 8))))
+  const bool has_out = g.total_bytes > g.rht_offset + (g.cols + 7) / 8;
+  if ((g.cols % 8 && (in[g.cols / 8] >> (g.cols % 8))) || (has_out && g.rows % 8 && (out[g.rows / 8] >> (g.rows % 8))))
     fail(where, "randomized Hadamard transform: sign bits set past the " + shape_str(g.rows, g.cols) + " tensor's channels");
 }
 
@@ -369,7 +372,7 @@ QuantizedMatrix unpack_tensor(const Tensor& t) {
   if (s.rht) {
     const uint8_t* in = base + g.rht_offset;
     qm.rht_in.assign(in, in + (g.cols + 7) / 8);
-    qm.rht_out.assign(in + (g.cols + 7) / 8, in + (g.cols + 7) / 8 + (g.rows + 7) / 8);
+    if (s.rht == 1) qm.rht_out.assign(in + (g.cols + 7) / 8, in + (g.cols + 7) / 8 + (g.rows + 7) / 8);
   }
   if (format_traits(s).opaque_blocks) {  // ggml: codes and params from the blocks
     format_traits(s).unpack_params(base, g, s, qm);
@@ -414,7 +417,7 @@ std::vector<float> dequantize_ref(const Tensor& t) {
   const auto [s, g] = check_layout(t, t.name);
   if (s.rht) {  // the codes hold U W V^T: back to the model's space
     const uint8_t* in = static_cast<const uint8_t*>(t.data) + g.rht_offset;
-    rht_rotate_weights(out.data(), g.rows, g.cols, in, in + (g.cols + 7) / 8, /*inverse=*/true);
+    rht_rotate_weights(out.data(), g.rows, g.cols, in, s.rht == 1 ? in + (g.cols + 7) / 8 : nullptr, /*inverse=*/true);
   }
   return out;
 }

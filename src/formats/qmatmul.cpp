@@ -476,6 +476,7 @@ void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
   for (int j = 0; j < count; ++j) {
     if (!sin[size_t(j)]) continue;
     const Tensor& W = *jobs[j].W;
+    if (format_spec(W.format).rht != 1) continue;  // input side only
     const int64_t rows = W.rows();
     const HadamardPlan& P = hadamard_plan(rows);
     const uint8_t* so = rht_signs_of(W, true);
@@ -525,7 +526,7 @@ void quant_matmul_dequant_sgemm(const Tensor& W, const float* x_in, int64_t n, f
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(nr), int(cols), 1.0f, x,
                 int(cols), panel, int(cols), 0.0f, y + r0, int(rows));
   }
-  if (s.rht) {
+  if (s.rht == 1) {
     const HadamardPlan& P = hadamard_plan(rows);
     const uint8_t* so = rht_signs_of(W, true);
     over_tokens(n, rows, pool, [&](int64_t t) { rht_backward(P, so, y + t * rows); });
@@ -550,10 +551,11 @@ std::string quant_kernel_path(const Tensor& W, int64_t n) {
   checked_view(W, &s);
   if (s.rht) {  // the same kernels as without the transform, plus the rotations
     Tensor plain = W;
-    s.rht = false;
+    const char* tag = s.rht == 1 ? " +rht" : " +rht-in";
+    s.rht = 0;
     plain.format = format_id(s);
     plain.nbytes = size_t(packed_geometry(s, W.rows(), W.cols()).total_bytes);
-    return quant_kernel_path(plain, n) + " +rht";
+    return quant_kernel_path(plain, n) + tag;
   }
   const kern::QWeights w = checked_view(W, &s);
   const FormatTraits& t = format_traits(s);

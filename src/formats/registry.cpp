@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 
 #include "formats/traits.h"
 
@@ -66,13 +67,14 @@ uint32_t format_id(const QuantSpec& s) {
     fail("", "sparse outlier fraction " + std::to_string(s.sparse) + " (in 0.01%) out of range 0..127");
   // group2 (spqr's second-level groups) in the group byte's high nibble; 0 for every other family
   const uint32_t gc = uint32_t(fmt::group_code(s.group)) | uint32_t(s.group2 ? fmt::group_code(s.group2) : 0) << 4;
-  return uint32_t(s.bits) | gc << 8 | uint32_t(s.rht ? 1 : 0) << 15 | uint32_t(s.sym ? 1 : 0) << 16 |
+  if (s.rht > 2) fail("", "bad randomized Hadamard transform kind " + std::to_string(int(s.rht)));
+  return uint32_t(s.bits) | uint32_t(s.rht == 2 ? 1 : 0) << 7 | gc << 8 | uint32_t(s.rht ? 1 : 0) << 15 | uint32_t(s.sym ? 1 : 0) << 16 |
          uint32_t(s.sparse) << 17 | uint32_t(s.family) << 24;
 }
 
 namespace {
 bool decode_id(uint32_t id, QuantSpec* out) {
-  const uint32_t bits = id & 0xff, gc = (id >> 8) & 0xff, sym = (id >> 16) & 1, sparse = (id >> 17) & 0x7f,
+  const uint32_t bits = id & 0x7f, in_only = (id >> 7) & 1, gc = (id >> 8) & 0xff, sym = (id >> 16) & 1, sparse = (id >> 17) & 0x7f,
                  fam = id >> 24;
   if (fam >= all_format_traits().size()) return false;
   const uint32_t gc2 = (gc >> 4) & 7;  // bit 15 (gc's bit 7): the RHT flag
@@ -86,7 +88,8 @@ bool decode_id(uint32_t id, QuantSpec* out) {
   s.family = FormatFamily(fam);
   if (!spec_valid(s)) return false;
   s.sparse = int(sparse);
-  s.rht = (gc >> 7) & 1;
+  s.rht = uint8_t((gc >> 7) & 1 ? (in_only ? 2 : 1) : 0);
+  if (in_only && !s.rht) return false;
   *out = s;
   return true;
 }
@@ -120,14 +123,18 @@ std::string format_name(const QuantSpec& s) {
     std::snprintf(buf, sizeof buf, "+s%d.%02d", s.sparse / 100, s.sparse % 100);
     n += buf;
   }
-  if (s.rht) n += "+h";
+  if (s.rht) n += s.rht == 2 ? "+hi" : "+h";
   return n;
 }
 
 QuantSpec parse_format_name(const std::string& name_in) {
-  // "+h" last: randomized Hadamard transform
-  const bool rht = name_in.size() > 2 && name_in.compare(name_in.size() - 2, 2, "+h") == 0;
-  const std::string name = rht ? name_in.substr(0, name_in.size() - 2) : name_in;
+  // "+h" / "+hi" last: randomized Hadamard transform (both sides / the input side only)
+  auto ends = [&](const char* suf) {
+    const size_t k = std::strlen(suf);
+    return name_in.size() > k && name_in.compare(name_in.size() - k, k, suf) == 0;
+  };
+  const uint8_t rht = ends("+h") ? 1 : ends("+hi") ? 2 : 0;
+  const std::string name = rht ? name_in.substr(0, name_in.size() - (rht == 1 ? 2 : 3)) : name_in;
   // "+sP": sparse outliers, P percent in steps of 0.01 (e.g. lut3+s0.45)
   const size_t plus = name.find("+s");
   int sparse = 0;
@@ -162,7 +169,8 @@ QuantSpec parse_format_name(const std::string& name_in) {
                "q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs), spqr<bits>g<group>[r<rows>] (bits 2,3,4; "
                "group 16,32,64; rows 16,32,64; e.g. spqr3g16), b1g<group> or b1row (binary), pow<3|4>[a<A>]g<group> "
                "(NUPES; A 0.20..2.00), bitmod<3|4>g<32|64|128>; lmpress's own formats with sparse outliers "
-               "+s<percent>; any of them with a randomized Hadamard transform: suffix +h (last)");
+               "+s<percent>; any of them with a randomized Hadamard transform: suffix +h (both sides) or +hi (input side "
+               "only), last");
 }
 
 std::vector<QuantSpec> all_formats() {
@@ -243,9 +251,9 @@ PackedGeometry with_sparse(PackedGeometry g, const QuantSpec& s) {
     g.sparse_offset = (g.total_bytes + 3) / 4 * 4;
     g.total_bytes = g.sparse_offset + 6 * g.sparse_nnz;
   }
-  if (s.rht) {  // sign bits of the input then the output channels
+  if (s.rht) {  // sign bits of the input then (both sides) the output channels
     g.rht_offset = g.total_bytes;
-    g.total_bytes += (g.cols + 7) / 8 + (g.rows + 7) / 8;
+    g.total_bytes += (g.cols + 7) / 8 + (s.rht == 1 ? (g.rows + 7) / 8 : 0);
   }
   return g;
 }
