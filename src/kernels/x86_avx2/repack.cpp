@@ -11,8 +11,9 @@
 //    sign(a, v)) (pairs <= 2 x 128 x 127 < 2^15), and 128 x (sum of the unit's a) added back in
 //    i32 (per-token sums precomputed with the activation panels), so the integer dot is exactly
 //    dot(u, a) and the rest of the arithmetic is the VNNI kernel's.
-// Loop order per 32-column block: column quads outer (each unpacked once per T tokens), tokens
-// inner (each 4-byte activation broadcast feeds both 8-row halves).
+// Micro-kernel: one 8-row half of a tile x kT tokens (16 ymm registers do not hold 16 rows' worth of
+// accumulators); per 32-column block, column quads outer (each unpacked once per kT tokens),
+// tokens inner.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -25,7 +26,7 @@
 namespace lmpress::kern {
 namespace {
 
-constexpr int kT = 4;                       // tokens per micro-kernel
+constexpr int kT = 8;                       // tokens per micro-kernel
 constexpr int64_t kChunkBytes = 256 << 10;  // activation panel of one token chunk
 
 enum class Codes { Small, Mid, Big };
@@ -40,6 +41,11 @@ Panels& panels() {
   thread_local Panels p;
   return p;
 }
+
+// Pins v in a register at this point. GCC otherwise re-associates an accumulation chain
+// P += maddubs(...) over 8 quads x 4 tokens into a balanced tree, keeping all 32 products alive
+// (spilled to the stack); chains of register accumulators are what the loop order is for.
+inline void pin(__m256i& v) { __asm__("" : "+x"(v)); }
 
 inline __m256i bcast4(const int8_t* p) {
   int32_t v;
@@ -66,72 +72,65 @@ inline __m256 load_scales8(const uint8_t* sc, int64_t k) {  // scales k .. k+7
   else return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(sc) + k)));
 }
 
-// Integer dots of one unit (quads j0 .. j0+QN-1) for 16 rows x kT tokens: I[h][t] (i32 lanes).
+// Integer dots of one unit (quads j0 .. j0+QN-1) for the 8 rows of half h x kT tokens: I[t].
 template <int CW, int QN, Codes K>
-inline void unit_dots(const uint8_t* c, const int8_t* ab, int j0, __m256i (&I)[2][kT]) {
+inline void unit_dots(const uint8_t* c, const int8_t* ab, int j0, int h, __m256i (&I)[kT]) {
   const __m256i ones = _mm256_set1_epi16(1);
   if constexpr (K == Codes::Small) {
-    __m256i P[2][kT];
-#pragma GCC unroll 4
-    for (int t = 0; t < kT; ++t) P[0][t] = P[1][t] = _mm256_setzero_si256();
+    __m256i P[kT];
+#pragma GCC unroll 8
+    for (int t = 0; t < kT; ++t) P[t] = _mm256_setzero_si256();
 #pragma GCC unroll 8
     for (int j = j0; j < j0 + QN; ++j) {
-      const __m256i w0 = quad<CW>(c, j, 0), w1 = quad<CW>(c, j, 1);
-#pragma GCC unroll 4
+      const __m256i w = quad<CW>(c, j, h);
+#pragma GCC unroll 8
       for (int t = 0; t < kT; ++t) {
-        const __m256i a = bcast4(ab + t * 32 + 4 * j);
-        P[0][t] = _mm256_add_epi16(P[0][t], _mm256_maddubs_epi16(w0, a));
-        P[1][t] = _mm256_add_epi16(P[1][t], _mm256_maddubs_epi16(w1, a));
+        P[t] = _mm256_add_epi16(P[t], _mm256_maddubs_epi16(w, bcast4(ab + t * 32 + 4 * j)));
+        pin(P[t]);
       }
     }
-#pragma GCC unroll 4
-    for (int t = 0; t < kT; ++t) {
-      I[0][t] = _mm256_madd_epi16(P[0][t], ones);
-      I[1][t] = _mm256_madd_epi16(P[1][t], ones);
-    }
+#pragma GCC unroll 8
+    for (int t = 0; t < kT; ++t) I[t] = _mm256_madd_epi16(P[t], ones);
   } else if constexpr (K == Codes::Mid) {
-#pragma GCC unroll 4
-    for (int t = 0; t < kT; ++t) I[0][t] = I[1][t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+    for (int t = 0; t < kT; ++t) I[t] = _mm256_setzero_si256();
 #pragma GCC unroll 4
     for (int j = j0; j < j0 + QN; j += 2) {
-      const __m256i w00 = quad<CW>(c, j, 0), w01 = quad<CW>(c, j + 1, 0);
-      const __m256i w10 = quad<CW>(c, j, 1), w11 = quad<CW>(c, j + 1, 1);
-#pragma GCC unroll 4
+      const __m256i w0 = quad<CW>(c, j, h), w1 = quad<CW>(c, j + 1, h);
+#pragma GCC unroll 8
       for (int t = 0; t < kT; ++t) {
-        const __m256i a0 = bcast4(ab + t * 32 + 4 * j), a1 = bcast4(ab + t * 32 + 4 * j + 4);
-        const __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(w00, a0), _mm256_maddubs_epi16(w01, a1));
-        const __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(w10, a0), _mm256_maddubs_epi16(w11, a1));
-        I[0][t] = _mm256_add_epi32(I[0][t], _mm256_madd_epi16(p0, ones));
-        I[1][t] = _mm256_add_epi32(I[1][t], _mm256_madd_epi16(p1, ones));
+        const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(w0, bcast4(ab + t * 32 + 4 * j)),
+                                           _mm256_maddubs_epi16(w1, bcast4(ab + t * 32 + 4 * j + 4)));
+        I[t] = _mm256_add_epi32(I[t], _mm256_madd_epi16(p, ones));
+        pin(I[t]);
       }
     }
   } else {
     const __m256i flip = _mm256_set1_epi8(char(0x80));
-#pragma GCC unroll 4
-    for (int t = 0; t < kT; ++t) I[0][t] = I[1][t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+    for (int t = 0; t < kT; ++t) I[t] = _mm256_setzero_si256();
 #pragma GCC unroll 8
     for (int j = j0; j < j0 + QN; ++j) {
-      const __m256i v0 = _mm256_xor_si256(quad<CW>(c, j, 0), flip), v1 = _mm256_xor_si256(quad<CW>(c, j, 1), flip);
-      const __m256i m0 = _mm256_abs_epi8(v0), m1 = _mm256_abs_epi8(v1);
-#pragma GCC unroll 4
+      const __m256i v = _mm256_xor_si256(quad<CW>(c, j, h), flip), m = _mm256_abs_epi8(v);
+#pragma GCC unroll 8
       for (int t = 0; t < kT; ++t) {
         const __m256i a = bcast4(ab + t * 32 + 4 * j);
-        I[0][t] = _mm256_add_epi32(I[0][t], _mm256_madd_epi16(_mm256_maddubs_epi16(m0, _mm256_sign_epi8(a, v0)), ones));
-        I[1][t] = _mm256_add_epi32(I[1][t], _mm256_madd_epi16(_mm256_maddubs_epi16(m1, _mm256_sign_epi8(a, v1)), ones));
+        I[t] = _mm256_add_epi32(I[t], _mm256_madd_epi16(_mm256_maddubs_epi16(m, _mm256_sign_epi8(a, v)), ones));
+        pin(I[t]);
       }
     }
   }
 }
 
-// acc[h][t] (8 rows each) for one tile x kT tokens of a panel.
+// acc[t] (the 8 rows of half h) for one tile x kT tokens of a panel.
 template <int CW, int UNITS, bool SF32, Codes K>
-inline void micro(const QRepacked& P, const uint8_t* tile, const int8_t* qa, const float* d, const float* X,
-                  const int32_t* S128, __m256 (&acc)[2][kT]) {
+inline void micro(const QRepacked& P, const uint8_t* tile, int h, const int8_t* qa, const float* d, const float* X,
+                  const int32_t* S128, __m256 (&acc)[kT]) {
   const uint8_t* codes = tile;
   const uint8_t* sc = tile + P.code_bytes;
   const float* corr = reinterpret_cast<const float*>(tile + P.code_bytes + P.scale_bytes);
-#pragma GCC unroll 4
-  for (int t = 0; t < kT; ++t) acc[0][t] = acc[1][t] = _mm256_setzero_ps();
+#pragma GCC unroll 8
+  for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
   const int64_t nb = P.nb;
   constexpr int QN = 8 / UNITS;
   for (int64_t b = 0; b < nb; ++b) {
@@ -140,32 +139,21 @@ inline void micro(const QRepacked& P, const uint8_t* tile, const int8_t* qa, con
     const float* db = d + b * kT;
 #pragma GCC unroll 2
     for (int u = 0; u < UNITS; ++u) {
-      __m256i I[2][kT];
-      unit_dots<CW, QN, K>(cb, ab, u * QN, I);
-      const __m256 S0 = load_scales8<SF32>(sc, (b * UNITS + u) * 16);
-      const __m256 S1 = load_scales8<SF32>(sc, (b * UNITS + u) * 16 + 8);
-#pragma GCC unroll 4
+      __m256i I[kT];
+      unit_dots<CW, QN, K>(cb, ab, u * QN, h, I);
+      const __m256 S = load_scales8<SF32>(sc, (b * UNITS + u) * 16 + 8 * h);
+#pragma GCC unroll 8
       for (int t = 0; t < kT; ++t) {
-        __m256i i0 = I[0][t], i1 = I[1][t];
-        if constexpr (K == Codes::Big) {
-          const __m256i s = _mm256_set1_epi32(S128[(b * UNITS + u) * kT + t]);
-          i0 = _mm256_add_epi32(i0, s);
-          i1 = _mm256_add_epi32(i1, s);
-        }
-        const __m256 dt = _mm256_set1_ps(db[t]);
-        acc[0][t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(i0), S0), dt, acc[0][t]);
-        acc[1][t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(i1), S1), dt, acc[1][t]);
+        __m256i i0 = I[t];
+        if constexpr (K == Codes::Big) i0 = _mm256_add_epi32(i0, _mm256_set1_epi32(S128[(b * UNITS + u) * kT + t]));
+        acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(i0), S), _mm256_set1_ps(db[t]), acc[t]);
       }
     }
   }
   for (int64_t g = 0; g < P.groups; ++g) {
-    const __m256 C0 = _mm256_loadu_ps(corr + g * 16), C1 = _mm256_loadu_ps(corr + g * 16 + 8);
-#pragma GCC unroll 4
-    for (int t = 0; t < kT; ++t) {
-      const __m256 xt = _mm256_set1_ps(X[g * kT + t]);
-      acc[0][t] = _mm256_fmadd_ps(C0, xt, acc[0][t]);
-      acc[1][t] = _mm256_fmadd_ps(C1, xt, acc[1][t]);
-    }
+    const __m256 C = _mm256_loadu_ps(corr + g * 16 + 8 * h);
+#pragma GCC unroll 8
+    for (int t = 0; t < kT; ++t) acc[t] = _mm256_fmadd_ps(C, _mm256_set1_ps(X[g * kT + t]), acc[t]);
   }
 }
 
@@ -225,19 +213,16 @@ void gemm_t(const QRepacked& P, const QActs& a, float* y, int64_t ldy, int64_t r
       const int64_t rb = k * kRepackRows;
       const int nr = int(std::min<int64_t>(kRepackRows, r1 - rb));
       const uint8_t* tile = P.tile(k);
-      for (int64_t tt = 0; tt < ntt; ++tt) {
-        __m256 acc[2][kT];
-        micro<CW, UNITS, SF32, K>(P, tile, pn.qa.data() + tt * nb * kT * 32, pn.d.data() + tt * nb * kT,
-                                  pn.x.data() + tt * G * kT,
-                                  K == Codes::Big ? pn.s.data() + tt * nb * UNITS * kT : nullptr, acc);
-        const int64_t tb = tc + tt * kT;
-        const int nt = int(std::min<int64_t>(kT, tce - tb));
-        for (int j = 0; j < nt; ++j) {
-          float* yr = y + (tb + j) * ldy + rb;
-          store_rows(yr, acc[0][j], std::min(nr, 8));
-          store_rows(yr + 8, acc[1][j], nr - 8);
+      for (int h = 0; h < (nr > 8 ? 2 : 1); ++h)
+        for (int64_t tt = 0; tt < ntt; ++tt) {
+          __m256 acc[kT];
+          micro<CW, UNITS, SF32, K>(P, tile, h, pn.qa.data() + tt * nb * kT * 32, pn.d.data() + tt * nb * kT,
+                                    pn.x.data() + tt * G * kT,
+                                    K == Codes::Big ? pn.s.data() + tt * nb * UNITS * kT : nullptr, acc);
+          const int64_t tb = tc + tt * kT;
+          const int nt = int(std::min<int64_t>(kT, tce - tb));
+          for (int j = 0; j < nt; ++j) store_rows(y + (tb + j) * ldy + rb + 8 * h, acc[j], std::min(8, nr - 8 * h));
         }
-      }
     }
   }
 }
