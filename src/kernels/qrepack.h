@@ -80,4 +80,13 @@ void repacked_gemm_avx512(const QRepacked& p, const QActs& a, float* y, int64_t 
 void repacked_gemm_avx2(const QRepacked& p, const QActs& a, float* y, int64_t ldy, int64_t r0, int64_t r1,
                         int64_t t0, int64_t t1);
 
+// Measured int8 peak of the calling thread's core at a level, in int8 ops (2 per multiply-add)
+// per second, from a register-only loop of the level's multiply-accumulate for `seconds`:
+// AVX-512 VNNI: independent 512-bit vpdpbusd chains (64 MACs each); AVX2: vpmaddubsw + vpaddw
+// chains (32 MACs per vpmaddubsw; the repacked kernel's inner loop for codes <= 15 at its
+// cheapest). `lmpress bench` puts prefill GFLOP/s next to it (an achievable ceiling on this
+// machine now, not a datasheet figure).
+double int8_peak_gops_avx2(double seconds);
+double int8_peak_gops_avx512(double seconds);
+
 }  // namespace lmpress::kern

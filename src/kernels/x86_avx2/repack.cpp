@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "kernels/qrepack.h"
+#include "lmpress/core.h"
 
 namespace lmpress::kern {
 namespace {
@@ -253,6 +254,44 @@ void repacked_gemm_avx2(const QRepacked& p, const QActs& a, float* y, int64_t ld
       return p.sf32 ? run_units<8, true, Codes::Big>(p, a, y, ldy, r0, r1, t0, t1)
                     : run_units<8, false, Codes::Big>(p, a, y, ldy, r0, r1, t0, t1);
   }
+}
+
+namespace {
+constexpr int kPeakChains = 12;  // > latency (maddubs + add) x throughput
+// r rounds of kPeakChains independent maddubs + add (no call inside: the chains stay in registers).
+__attribute__((noipa)) int peak_rounds(int64_t r, int8_t wv, int8_t av) {
+  __m256i acc[kPeakChains];
+#pragma GCC unroll 12
+  for (int j = 0; j < kPeakChains; ++j) acc[j] = _mm256_setzero_si256();
+  __m256i w = _mm256_set1_epi8(wv), a = _mm256_set1_epi8(av);
+  for (int64_t i = 0; i < r; ++i) {
+    pin(w);
+    pin(a);  // opaque each round: the products are not hoisted
+#pragma GCC unroll 12
+    for (int j = 0; j < kPeakChains; ++j) {
+      pin(w);  // (one product per chain: not CSE'd into one)
+      acc[j] = _mm256_add_epi16(acc[j], _mm256_maddubs_epi16(w, a));
+      pin(acc[j]);
+    }
+  }
+  int s = 0;
+#pragma GCC unroll 12
+  for (int j = 0; j < kPeakChains; ++j) s += _mm256_extract_epi16(acc[j], 0);
+  return s;
+}
+}  // namespace
+
+double int8_peak_gops_avx2(double seconds) {
+  int64_t rounds = 0;
+  volatile int sink = 0;
+  const double t0 = now_seconds();
+  double el = 0;
+  do {
+    sink = sink + peak_rounds(1 << 14, 3, -2);
+    rounds += 1 << 14;
+    el = now_seconds() - t0;
+  } while (el < seconds);
+  return double(rounds) * kPeakChains * 32 * 2 / el;
 }
 
 }  // namespace lmpress::kern
