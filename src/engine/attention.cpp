@@ -9,6 +9,8 @@
 
 #include "kernels/kernels.h"
 
+extern "C" void openblas_set_num_threads(int);
+
 namespace lmpress {
 
 namespace {
@@ -68,6 +70,10 @@ void attention_per_token(const AttnArgs& a, ThreadPool& pool) {
 void attention_blocked(const AttnArgs& a, ThreadPool& pool) {
   const int64_t hd = a.head_dim, nh = a.n_heads, nkv = a.n_kv_heads, G = nh / nkv;
   const int64_t q_dim = nh * hd, kv_dim = nkv * hd;
+  // OpenBLAS single-threaded: the sgemm calls run inside our pool's workers (OpenBLAS's own
+  // threads would oversubscribe the cores; its default is all of them until someone sets it).
+  static const bool once = (openblas_set_num_threads(1), true);
+  (void)once;
   const int64_t tq = std::clamp<int64_t>(256 / G, 1, a.n);
   const int64_t nchunks = (a.n + tq - 1) / tq;
   const auto& K = kern::ops();
