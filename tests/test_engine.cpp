@@ -5,6 +5,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "engine/attention.h"
 #include "lmpress/engine.h"
 #include "lmpress/eval.h"
 #include "lmpress/io.h"
@@ -198,4 +199,134 @@ TEST(Perplexity, FullProtocolCounts) {
   EXPECT_NEAR(k.kld, 0.0, 1e-9);
   EXPECT_DOUBLE_EQ(k.top1, 1.0);
   EXPECT_DOUBLE_EQ(k.ppl, k.ppl_base);
+}
+
+// ---- attention: blocked (prefill) and per-token paths -------------------------------------------
+
+namespace {
+// Straightforward double-precision causal GQA attention (the definition).
+std::vector<double> attention_ref(const AttnArgs& a) {
+  const int64_t hd = a.head_dim, nh = a.n_heads, G = nh / a.n_kv_heads, qd = nh * hd, kvd = a.n_kv_heads * hd;
+  std::vector<double> out(size_t(a.n * qd), 0.0);
+  for (int64_t t = 0; t < a.n; ++t)
+    for (int64_t h = 0; h < nh; ++h) {
+      const int64_t kvh = h / G, hi = a.pos + t + 1, lo = a.window > 0 ? std::max<int64_t>(0, hi - a.window) : 0;
+      std::vector<double> s(size_t(hi - lo));
+      double mx = -1e300, sum = 0;
+      for (int64_t p = lo; p < hi; ++p) {
+        double d = 0;
+        for (int64_t i = 0; i < hd; ++i) d += double(a.q[t * qd + h * hd + i]) * double(a.k[p * kvd + kvh * hd + i]);
+        s[size_t(p - lo)] = d * double(a.scale);
+        mx = std::max(mx, s[size_t(p - lo)]);
+      }
+      for (double& x : s) sum += (x = std::exp(x - mx));
+      for (int64_t p = lo; p < hi; ++p)
+        for (int64_t i = 0; i < hd; ++i)
+          out[size_t(t * qd + h * hd + i)] += s[size_t(p - lo)] / sum * double(a.v[p * kvd + kvh * hd + i]);
+    }
+  return out;
+}
+}  // namespace
+
+// Both attention paths against the double reference on random q / k / v: MHA and GQA head
+// layouts, n = 1, 7, 64, 200 new tokens at position 0 and after 37 cached ones, no window and
+// sliding windows shorter and longer than the batch, at every SIMD level the CPU has (the softmax
+// exp is the level's), 1 and 2 threads.
+TEST(Attention, BlockedAndPerTokenMatchDoubleReference) {
+  struct Heads {
+    int64_t nh, nkv, hd;
+  };
+  int cases = 0;
+  for (const SimdLevel level : {SimdLevel::Scalar, SimdLevel::AVX2, SimdLevel::AVX512}) {
+    if (cpu_simd_level() < level) {
+      std::printf("SKIPPED level %s: not on this CPU\n", simd_level_name(level));
+      continue;
+    }
+    ScopedSimdLevel sl(level);
+    for (const Heads hs : {Heads{4, 4, 16}, Heads{8, 2, 64}, Heads{6, 3, 40}})
+      for (int64_t n : {1, 7, 64, 200})
+        for (int64_t pos : {0, 37})
+          for (int64_t window : {0, 5, 100}) {
+            const int64_t qd = hs.nh * hs.hd, kvd = hs.nkv * hs.hd, L = pos + n;
+            const uint32_t seed = uint32_t(n * 1000 + pos * 10 + window + hs.nh);
+            std::vector<float> q = test::randn(size_t(n * qd), seed, 2.f), k = test::randn(size_t(L * kvd), seed + 1),
+                               v = test::randn(size_t(L * kvd), seed + 2);
+            AttnArgs a;
+            a.q = q.data();
+            a.k = k.data();
+            a.v = v.data();
+            a.n = n;
+            a.pos = pos;
+            a.n_heads = hs.nh;
+            a.n_kv_heads = hs.nkv;
+            a.head_dim = hs.hd;
+            a.window = window;
+            a.scale = 1.f / std::sqrt(float(hs.hd));
+            const std::vector<double> ref = attention_ref(a);
+            for (int threads : {1, 2}) {
+              ThreadPool pool(threads);
+              for (int path = 0; path < 2; ++path) {
+                std::vector<float> out(size_t(n * qd), NAN);
+                a.out = out.data();
+                if (path == 0) attention_per_token(a, pool);
+                else attention_blocked(a, pool);
+                for (size_t i = 0; i < out.size(); ++i)
+                  ASSERT_NEAR(out[i], ref[i], 2e-5 * (1.0 + std::fabs(ref[i])))
+                      << (path ? "blocked" : "per-token") << " " << simd_level_name(level) << " heads " << hs.nh << "/"
+                      << hs.nkv << " hd " << hs.hd << " n " << n << " pos " << pos << " window " << window
+                      << " threads " << threads << " i " << i;
+                ++cases;
+              }
+            }
+          }
+  }
+  EXPECT_GE(cases, 3 * 4 * 2 * 3 * 2 * 2);
+}
+
+// The engine's logits with blocked attention against the per-token path on real models: n = 1, 7,
+// 64, 200 tokens from position 0, and 7 / 64 / 200 tokens continuing a 40-token KV cache;
+// interleaved RoPE (llama2.c checkpoint), rotate-halves RoPE (converted HF directory), GQA (the
+// synthetic "tiny" shape: 4 heads, 2 kv heads), each without and with a sliding window of 24
+// (Mistral semantics, set on the loaded config). The paths differ only in float summation order.
+TEST(EngineAttention, BlockedMatchesPerTokenLogits) {
+  LMP_REQUIRE_SHARED("models/tinystories-279k/model.bin");
+  std::vector<std::pair<std::string, Model>> models;
+  models.emplace_back("tinystories llama2c", load_model(test::shared("models/tinystories-279k/model.bin")));
+  models.emplace_back("tinystories hf", load_model(model_path("tinystories-279k", "hf")));
+  models.emplace_back("synth tiny (GQA)", synth_model("tiny", DType::F32, 7));
+  ASSERT_EQ(models[1].second.cfg.rope_style, RopeStyle::Halves);
+  ASSERT_NE(models[0].second.cfg.rope_style, RopeStyle::Halves);
+  ASSERT_LT(models[2].second.cfg.n_kv_heads, models[2].second.cfg.n_heads);
+  int compared = 0;
+  for (auto& [name, m] : models) {
+    const int64_t nv = m.cfg.vocab_size;
+    std::vector<int32_t> toks(240);
+    for (size_t i = 0; i < toks.size(); ++i) toks[i] = int32_t((i * 37 + 11) % size_t(nv - 3) + 3);
+    for (int32_t window : {0, 24}) {
+      m.cfg.sliding_window = window;
+      auto run = [&](AttnPath path, int64_t prefix, int64_t n) {
+        EngineOptions eo;
+        eo.n_threads = 2;
+        eo.n_ctx = 256;
+        eo.attention = path;
+        Engine e(m, eo);
+        std::vector<float> logits(size_t(n * nv));
+        if (prefix > 0) e.forward(toks.data(), prefix, 0, nullptr, false);  // the KV cache of the prefix
+        e.forward(toks.data() + prefix, n, int32_t(prefix), logits.data(), true);
+        return logits;
+      };
+      for (auto [prefix, n] : {std::pair<int64_t, int64_t>{0, 1}, {0, 7}, {0, 64}, {0, 200}, {40, 7}, {40, 64}, {40, 200}}) {
+        const auto a = run(AttnPath::PerToken, prefix, n), b = run(AttnPath::Blocked, prefix, n);
+        double mx = 0, md = 0;
+        for (size_t i = 0; i < a.size(); ++i) {
+          mx = std::max(mx, double(std::fabs(a[i])));
+          md = std::max(md, double(std::fabs(a[i] - b[i])));
+        }
+        EXPECT_LT(md, 1e-4 * (mx + 1.0)) << name << " window " << window << " prefix " << prefix << " n " << n;
+        EXPECT_GT(mx, 0.0);
+        ++compared;
+      }
+    }
+  }
+  EXPECT_EQ(compared, 3 * 2 * 7);
 }

@@ -1082,18 +1082,26 @@ TEST_P(QuantKernels, BatchedMatmulEqualsSeparate) {
   }
 }
 
+namespace {
+// The repacked kernel of a level (scalar: the reference over the repacked bytes).
+kern::RepackedGemmFn repacked_fn(SimdLevel level) {
+  return level == SimdLevel::AVX512 ? kern::repacked_gemm_avx512
+         : level == SimdLevel::AVX2 ? kern::repacked_gemm_avx2
+                                    : kern::repacked_gemm_scalar;
+}
+}  // namespace
+
 // Repacked prefill layout (kernels/qrepack.h): every int format x awkward sizes (ragged row tiles,
 // ragged blocks, n = 1, 5, 16, 33, 128 tokens) x the level's repacked kernel (scalar reference over
-// the repacked bytes; AVX-512 VNNI) against an independent double-precision product of the
+// the repacked bytes; AVX2 maddubs; AVX-512 VNNI) against an independent double-precision product of the
 // reference-dequantized weights with the int8-quantized activations (the arithmetic of qkernels.h,
 // exact but for float rounding), and against the stored layout's scalar kernel. Then the front end
-// (matmul) at the level, which takes the repacked path for prefill on AVX-512.
+// (matmul) at the level, which takes the repacked path for prefill on AVX2 and AVX-512.
 TEST_P(QuantKernels, RepackedPrefillParity) {
   const SimdLevel level = GetParam();
-  if (level == SimdLevel::AVX2)
-    GTEST_SKIP() << "SKIPPED: no repacked kernel at AVX2 (prefill there keeps the stored-layout tiles, "
-                    "covered by MatmulParityAllFormats)";
-  const kern::RepackedGemmFn fn = level == SimdLevel::AVX512 ? kern::repacked_gemm_avx512 : kern::repacked_gemm_scalar;
+  if (cpu_simd_level() < level)
+    GTEST_SKIP() << "SKIPPED: this CPU lacks " << simd_level_name(level) << " (its repacked kernel is not run)";
+  const kern::RepackedGemmFn fn = repacked_fn(level);
   const kern::QuantOps& Q = kern::qops_scalar;
   int cases = 0, formats = 0;
   for (const auto& s : all_formats()) {
@@ -1176,8 +1184,9 @@ TEST_P(QuantKernels, RepackedPrefillParity) {
             {
               ScopedSimdLevel sl(level);
               matmul(t, x.data(), n, y.data(), pool);
-              if (level == SimdLevel::AVX512) {
+              if (level != SimdLevel::Scalar) {
                 EXPECT_NE(quant_kernel_path(t, n).find("repacked"), std::string::npos) << quant_kernel_path(t, n);
+                EXPECT_NE(quant_kernel_path(t, n).find(level == SimdLevel::AVX2 ? "avx2" : "avx512"), std::string::npos);
                 EXPECT_EQ(quant_kernel_path(t, 1).find("repacked"), std::string::npos);
               }
             }
@@ -1191,7 +1200,7 @@ TEST_P(QuantKernels, RepackedPrefillParity) {
   }
   EXPECT_GE(formats, 10);
   EXPECT_GT(cases, formats * 40);
-  if (level == SimdLevel::AVX512) {
+  if (level != SimdLevel::Scalar) {
     EXPECT_GT(prefill_layout_bytes(), 0);
   }
 }
@@ -1200,8 +1209,9 @@ TEST_P(QuantKernels, RepackedPrefillParity) {
 // family's scalar reference (half_rows_gemm_ref via ggml_kernels_scalar), ragged rows, n = 1 .. 128.
 TEST_P(QuantKernels, RepackedPrefillParityGgml) {
   const SimdLevel level = GetParam();
-  if (level == SimdLevel::AVX2) GTEST_SKIP() << "SKIPPED: no repacked kernel at AVX2";
-  const kern::RepackedGemmFn fn = level == SimdLevel::AVX512 ? kern::repacked_gemm_avx512 : kern::repacked_gemm_scalar;
+  if (cpu_simd_level() < level)
+    GTEST_SKIP() << "SKIPPED: this CPU lacks " << simd_level_name(level) << " (its repacked kernel is not run)";
+  const kern::RepackedGemmFn fn = repacked_fn(level);
   int types = 0;
   for (const auto& s : all_formats()) {
     if (!is_ggml(s) || s.sparse) continue;
@@ -1272,7 +1282,7 @@ TEST(QuantRepack, CacheAndGeometry) {
   EXPECT_EQ(kern::repack_cw(3), 4);
   EXPECT_EQ(kern::repack_cw(6), 8);
   EXPECT_EQ(kern::repack_cw(7), 0);
-  if (cpu_simd_level() < SimdLevel::AVX512) GTEST_SKIP() << "SKIPPED: no AVX-512 (the repacked path is AVX-512 only)";
+  if (cpu_simd_level() < SimdLevel::AVX2) GTEST_SKIP() << "SKIPPED: no AVX2 (the repacked path needs AVX2 or AVX-512)";
   ThreadPool pool(1);
   ScopedSimdLevel sl(SimdLevel::AVX512);
   auto x = randn(size_t(8 * 100), 6);

@@ -56,9 +56,16 @@ class KvCache {
   std::vector<float> k_, v_;
 };
 
+// Attention implementation: Auto = per (token, head) for fewer than kBlockedAttnMinTokens new
+// tokens (decode), blocked matrix products otherwise (prefill). The others force one path (tests,
+// benchmarks); both compute the same exact softmax attention, up to float summation order.
+enum class AttnPath { Auto, PerToken, Blocked };
+constexpr int64_t kBlockedAttnMinTokens = 4;
+
 struct EngineOptions {
   int n_threads = 0;    // 0 = default_threads()
   int32_t n_ctx = 0;    // KV cache length; 0 = model's max_seq_len
+  AttnPath attention = AttnPath::Auto;
 };
 
 class Engine {
@@ -91,6 +98,7 @@ class Engine {
  private:
   const Model& m_;
   int32_t n_ctx_;
+  AttnPath attn_ = AttnPath::Auto;
   std::unique_ptr<ThreadPool> pool_;
   ActivationHook hook_;
   struct State;

@@ -110,6 +110,9 @@ struct BenchOptions {
   int n_gen = 32;
   int n_threads = 0;
   int reps = 3;
+  // With n_threads > 1: also run every repetition on one thread (same engine code, a 1-thread
+  // pool), for the 1 -> n_threads scaling of prefill and decode.
+  bool scaling = false;
 };
 struct BenchResult {
   double prefill_tps = 0, prefill_tps_sd = 0;
@@ -126,6 +129,12 @@ struct BenchResult {
   std::vector<std::string> kernel_paths;
   double prefill_layout_mb = 0;  // repacked prefill copies of the weights (second layout)
   double warmup_s = 0;           // the warm-up forward (includes building the repacked copies)
+  // --scaling: medians on one thread (0: not measured).
+  double prefill_tps_median_1t = 0, decode_tps_median_1t = 0;
+  // Int8 multiply-accumulate peak measured on the engine's threads at the active level (GOP/s,
+  // all threads at once; 0 at the scalar level), and which instruction loop measured it.
+  double int8_peak_gops = 0;
+  std::string int8_peak_kind;
 };
 BenchResult bench(const Model& m, const BenchOptions& opt);
 

@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
+#include "engine/attention.h"
 #include "engine/matmul_ext.h"
 #include "formats/formats_internal.h"
 #include "kernels/kernels.h"
@@ -71,13 +73,19 @@ struct Engine::State {
   std::vector<float> inv_freq;          // [head_dim/2], after rope scaling
   std::vector<float> norm_buf, bias_buf[3];  // non-f32 norms / biases converted per call
   // scratch, grown on demand
-  std::vector<float> xn, q, k, v, att, ffn_g, ffn_u, tmp, scores, cosb, sinb;
+  std::vector<float> xn, q, k, v, att, ffn_g, ffn_u, tmp, cosb, sinb;
 };
 
 Engine::Engine(const Model& m, const EngineOptions& opt)
     : m_(m), st_(std::make_unique<State>()) {
   const auto& c = m.cfg;
   n_ctx_ = opt.n_ctx > 0 ? opt.n_ctx : c.max_seq_len;
+  attn_ = opt.attention;
+  if (attn_ == AttnPath::Auto) {  // LMPRESS_ATTN=pertoken|blocked: benchmarks compare the paths
+    const char* e = std::getenv("LMPRESS_ATTN");
+    if (e && std::string(e) == "pertoken") attn_ = AttnPath::PerToken;
+    if (e && std::string(e) == "blocked") attn_ = AttnPath::Blocked;
+  }
   pool_ = std::make_unique<ThreadPool>(opt.n_threads > 0 ? opt.n_threads : default_threads());
   const int64_t kv_dim = int64_t(c.n_kv_heads) * c.head_dim;
   st_->kv = std::make_unique<KvCache>(c.n_layers, n_ctx_, kv_dim);
@@ -178,43 +186,26 @@ void Engine::layer_forward(int il, float* x, int64_t n, int32_t pos) {
     rope(s.k.data() + t * kv_dim, nkv, t);
   }
   s.kv->store(il, pos, n, s.k.data(), s.v.data());
-  const float* kc = s.kv->keys(il);
-  const float* vc = s.kv->values(il);
 
-  // Causal attention, one task per (token, head). Scores in a per-thread buffer [n_ctx].
-  const float scale = 1.0f / std::sqrt(float(hd));
-  const int64_t group = nh / nkv;
-  const int64_t window = c.sliding_window;  // Mistral: the last `window` positions, 0 = all
-  s.scores.resize(size_t(pool.size()) * size_t(n_ctx_));
-  const auto& K = kern::ops();
-  auto attend = [&](int ti, int64_t b, int64_t e) {
-    float* sc = s.scores.data() + size_t(ti) * size_t(n_ctx_);
-    for (int64_t task = b; task < e; ++task) {
-      const int64_t t = task / nh, h = task % nh, kvh = h / group;
-      const int64_t p_end = pos + t + 1;  // attend to positions [p_begin, p_end)
-      const int64_t p_begin = window > 0 ? std::max<int64_t>(0, p_end - window) : 0;
-      const float* qv = s.q.data() + t * q_dim + h * hd;
-      float mx = -INFINITY;
-      for (int64_t p = p_begin; p < p_end; ++p) {
-        sc[p] = K.dot_f32(qv, kc + p * kv_dim + kvh * hd, size_t(hd)) * scale;
-        mx = std::max(mx, sc[p]);
-      }
-      double sum = 0;
-      for (int64_t p = p_begin; p < p_end; ++p) {
-        sc[p] = std::exp(sc[p] - mx);
-        sum += sc[p];
-      }
-      const float inv = float(1.0 / sum);
-      float* o = s.att.data() + t * q_dim + h * hd;
-      std::fill(o, o + hd, 0.f);
-      for (int64_t p = p_begin; p < p_end; ++p) K.axpy_f32(sc[p] * inv, vc + p * kv_dim + kvh * hd, o, size_t(hd));
-    }
-  };
-  // Work ~ n * heads * context * head_dim; small problems stay on the calling thread.
-  if (n * nh * (pos + n) * hd < (int64_t(1) << 17))
-    attend(0, 0, n * nh);
+  // Causal attention: per (token, head) for decode, blocked (two sgemm per kv head and query
+  // chunk) for prefill; the same semantics (engine/attention.h).
+  AttnArgs aa;
+  aa.q = s.q.data();
+  aa.k = s.kv->keys(il);
+  aa.v = s.kv->values(il);
+  aa.out = s.att.data();
+  aa.n = n;
+  aa.pos = pos;
+  aa.n_heads = nh;
+  aa.n_kv_heads = nkv;
+  aa.head_dim = hd;
+  aa.window = c.sliding_window;  // Mistral: the last `window` positions, 0 = all
+  aa.scale = 1.0f / std::sqrt(float(hd));
+  const bool blocked = attn_ == AttnPath::Blocked || (attn_ == AttnPath::Auto && n >= kBlockedAttnMinTokens);
+  if (blocked)
+    attention_blocked(aa, pool);
   else
-    pool.parallel_for(n * nh, attend);
+    attention_per_token(aa, pool);
   if (hook_) hook_("attn_out_in", il, s.att.data(), n, q_dim);
   matmul(L.wo, s.att.data(), n, s.tmp.data(), pool);
   for (int64_t i = 0; i < n * d; ++i) x[i] += s.tmp[size_t(i)];

@@ -3,6 +3,7 @@
 #include <numeric>
 
 #include "formats/formats_internal.h"
+#include "kernels/qrepack.h"
 #include "lmpress/eval.h"
 
 namespace lmpress {
@@ -61,6 +62,40 @@ BenchResult bench(const Model& m, const BenchOptions& opt) {
       t1 = now_seconds();
       r.decode_runs.push_back(opt.n_gen / (t1 - t0));
     }
+  }
+  if (opt.scaling && eng.pool().size() > 1) {
+    EngineOptions e1 = eo;
+    e1.n_threads = 1;
+    Engine one(m, e1);
+    one.forward(prompt.data(), std::min(opt.n_prompt, 8), 0, logits.data(), false);
+    std::vector<double> pp, tg;
+    for (int rep = 0; rep < opt.reps; ++rep) {
+      double t0 = now_seconds();
+      one.forward(prompt.data(), opt.n_prompt, 0, logits.data(), false);
+      pp.push_back(opt.n_prompt / (now_seconds() - t0));
+      if (opt.n_gen > 0) {
+        int32_t tok = prompt.back();
+        t0 = now_seconds();
+        for (int i = 0; i < opt.n_gen; ++i) {
+          one.forward(&tok, 1, opt.n_prompt + i, logits.data(), false);
+          tok = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        }
+        tg.push_back(opt.n_gen / (now_seconds() - t0));
+      }
+    }
+    r.prefill_tps_median_1t = median(pp);
+    r.decode_tps_median_1t = median(tg);
+  }
+  // The int8 peak on every engine thread at once (0.2 s each): what the cores deliver now.
+  const SimdLevel lvl = active_simd_level();
+  if (lvl != SimdLevel::Scalar) {
+    std::vector<double> per(size_t(eng.pool().size()), 0.0);
+    eng.pool().parallel_for(eng.pool().size(), [&](int, int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i)
+        per[size_t(i)] = lvl == SimdLevel::AVX512 ? kern::int8_peak_gops_avx512(0.2) : kern::int8_peak_gops_avx2(0.2);
+    });
+    for (double v : per) r.int8_peak_gops += v / 1e9;
+    r.int8_peak_kind = lvl == SimdLevel::AVX512 ? "vpdpbusd zmm" : "vpmaddubsw+vpaddw ymm";
   }
   mean_sd(r.prefill_runs, r.prefill_tps, r.prefill_tps_sd);
   if (!r.decode_runs.empty()) mean_sd(r.decode_runs, r.decode_tps, r.decode_tps_sd);

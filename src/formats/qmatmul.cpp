@@ -131,8 +131,9 @@ kern::QWeights checked_view(const Tensor& W, QuantSpec* spec, PackedGeometry* ge
 }
 
 // ---- repacked prefill layout (kernels/qrepack.h) -----------------------------------------------
-// Built once per tensor, at the first prefill product that can use it (AVX-512 level, int family),
-// and kept for the life of the process beside the stored layout (decode keeps streaming that one).
+// Built once per tensor, at the first prefill product that can use it (AVX2 or AVX-512 level, int
+// and ggml families), and kept for the life of the process beside the stored layout (decode keeps
+// streaming that one).
 // Keyed by the tensor's data pointer and checked against its size, format id, owner (when the
 // storage is owned) and a fingerprint of sampled bytes, so a tensor freed and replaced by another
 // at the same address is never served a stale copy; entries of expired owners are dropped.
@@ -241,8 +242,18 @@ struct Prepared {
   // same thread (the dense rows are not read twice).
   kern::SparseArgs sp;
   kern::SparseAddFn sparse = nullptr;
-  const kern::QRepacked* rp = nullptr;  // prefill on the repacked layout (AVX-512 VNNI)
+  const kern::QRepacked* rp = nullptr;  // prefill on the repacked layout (AVX-512 VNNI or AVX2)
+  kern::RepackedGemmFn rgemm = nullptr;
 };
+
+// The repacked prefill kernel of the active level (null: the stored-layout kernels).
+kern::RepackedGemmFn repacked_kernel() {
+  switch (active_simd_level()) {
+    case SimdLevel::AVX512: return kern::repacked_gemm_avx512;
+    case SimdLevel::AVX2: return kern::repacked_gemm_avx2;
+    default: return nullptr;
+  }
+}
 
 kern::SparseAddFn sparse_kernel() {
   switch (active_simd_level()) {
@@ -258,7 +269,7 @@ void add_sparse(const Prepared& P, int64_t r0, int64_t r1, int64_t t0, int64_t t
 
 void run_gemm(const Prepared& P, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   if (P.rp)
-    kern::repacked_gemm_avx512(*P.rp, P.args.a, P.args.y, P.args.ldy, r0, r1, t0, t1);
+    P.rgemm(*P.rp, P.args.a, P.args.y, P.args.ldy, r0, r1, t0, t1);
   else
     P.k.gemm(P.args, r0, r1, t0, t1);
   add_sparse(P, r0, r1, t0, t1);
@@ -303,8 +314,8 @@ void quant_matmul_batch_core(const MatmulJob* jobs, int count, ThreadPool& pool)
     P.args.y = J.y;
     P.args.ldy = P.args.w.rows;
     P.rp = nullptr;
-    if (!small && (s.family == FormatFamily::Int || s.family == FormatFamily::Ggml) &&
-        active_simd_level() == SimdLevel::AVX512)
+    P.rgemm = repacked_kernel();
+    if (!small && (s.family == FormatFamily::Int || s.family == FormatFamily::Ggml) && P.rgemm)
       P.rp = repacked_of(*J.W, P.args.w, pool);
     P.sp = kern::SparseArgs{};
     if (g.sparse_nnz) {
@@ -561,15 +572,17 @@ std::string quant_kernel_path(const Tensor& W, int64_t n) {
   const FormatTraits& t = format_traits(s);
   const SimdLevel act = active_simd_level();
   std::string fam = format_name(s);
+  const char* rtag = act == SimdLevel::AVX512 ? " repacked-16row-avx512-vnni-zmm"
+                     : act == SimdLevel::AVX2   ? " repacked-16row-avx2-maddubs"
+                                                : nullptr;
   if (s.family == FormatFamily::Int) {
-    if (n > kBatchMaxTokens && act == SimdLevel::AVX512 && repack_enabled() && kern::repack_supported(w))
-      return fam + " repacked-16row-avx512-vnni-zmm";
+    if (n > kBatchMaxTokens && rtag && repack_enabled() && kern::repack_supported(w)) return fam + rtag;
     const char* k = act == SimdLevel::AVX512 ? "avx512-vnni-ymm" : act == SimdLevel::AVX2 ? "avx2-maddubs" : "scalar";
     return fam + (n > kBatchMaxTokens ? " tiles-" : " rows-") + k;
   }
-  if (s.family == FormatFamily::Ggml && n > kBatchMaxTokens && act == SimdLevel::AVX512 && repack_enabled() &&
+  if (s.family == FormatFamily::Ggml && n > kBatchMaxTokens && rtag && repack_enabled() &&
       kern::repack_ggml_supported(w))
-    return fam + " repacked-16row-avx512-vnni-zmm";
+    return fam + rtag;
   int l = int(act);
   while (l > 0 && !t.kernels[l]) --l;
   return fam + " family-kernels-" + level_tag(SimdLevel(l)) + (n > kBatchMaxTokens ? " (prefill)" : " (decode)");

@@ -20,6 +20,8 @@ struct Ops {
   float (*dot_f32)(const float* a, const float* b, size_t n);
   void (*axpy_f32)(float a, const float* x, float* y, size_t n);  // y += a * x
   void (*silu_mul_f32)(float* g, const float* u, size_t n);       // g = g / (1 + exp(-g)) * u
+  // x = exp(x - max x) over n >= 1 floats, returns sum x (softmax numerator and denominator).
+  float (*softmax_unnorm_f32)(float* x, size_t n);
 };
 
 extern const Ops ops_scalar;

@@ -36,6 +36,7 @@ struct QRepacked {
   int32_t bits = 4, cw = 4, units = 1;  // units per block: 1, or 2 for group 16
   bool sf32 = false;  // scales stored as f32 (ggml family: S = d x sub-scale is not an f16)
   int32_t xsum = 1;   // activation sums X per corr group: QActs::x entries summed (ggml: 2 halves)
+  int32_t code_max = 255;  // largest stored code (AVX2 picks its i16 accumulation depth from it)
   int64_t tiles = 0;
   int64_t code_bytes = 0, scale_bytes = 0, corr_bytes = 0, tile_bytes = 0;  // per tile
   const uint8_t* tile(int64_t k) const { return data + k * tile_bytes; }
@@ -70,11 +71,22 @@ bool repack_ggml_tiles(const QWeights& w, uint8_t* out, int64_t k0, int64_t k1);
 // QActs: qa / a_stride / d / x as built for the int family (x: X[t][g], [n][groups]).
 using RepackedGemmFn = void (*)(const QRepacked& p, const QActs& a, float* y, int64_t ldy, int64_t r0,
                                 int64_t r1, int64_t t0, int64_t t1);
-// Scalar reference over the repacked layout (checks the layout itself), and AVX-512 VNNI
-// (512-bit dpbusd, 16 rows per vector).
+// Scalar reference over the repacked layout (checks the layout itself), AVX-512 VNNI (512-bit
+// dpbusd, 16 rows per vector) and AVX2 (maddubs + madd on two 8-row halves).
 void repacked_gemm_scalar(const QRepacked& p, const QActs& a, float* y, int64_t ldy, int64_t r0, int64_t r1,
                           int64_t t0, int64_t t1);
 void repacked_gemm_avx512(const QRepacked& p, const QActs& a, float* y, int64_t ldy, int64_t r0, int64_t r1,
                           int64_t t0, int64_t t1);
+void repacked_gemm_avx2(const QRepacked& p, const QActs& a, float* y, int64_t ldy, int64_t r0, int64_t r1,
+                        int64_t t0, int64_t t1);
+
+// Measured int8 peak of the calling thread's core at a level, in int8 ops (2 per multiply-add)
+// per second, from a register-only loop of the level's multiply-accumulate for `seconds`:
+// AVX-512 VNNI: independent 512-bit vpdpbusd chains (64 MACs each); AVX2: vpmaddubsw + vpaddw
+// chains (32 MACs per vpmaddubsw; the repacked kernel's inner loop for codes <= 15 at its
+// cheapest). `lmpress bench` puts prefill GFLOP/s next to it (an achievable ceiling on this
+// machine now, not a datasheet figure).
+double int8_peak_gops_avx2(double seconds);
+double int8_peak_gops_avx512(double seconds);
 
 }  // namespace lmpress::kern

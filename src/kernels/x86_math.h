@@ -3,6 +3,9 @@
 #pragma once
 #include <immintrin.h>
 
+#include <cmath>
+#include <cstddef>
+
 namespace lmpress::kern {
 namespace {
 
@@ -53,6 +56,43 @@ inline void silu_mul_f32_x86(float* g, const float* u, size_t n) {
     silu_mul_f32_x86(tg, tu, 8);
     for (size_t j = i; j < n; ++j) g[j] = tg[j - i];
   }
+}
+
+// x[i] = exp(x[i] - max_j x[j]) for i < n (n >= 1); returns the sum of the new x (the caller
+// divides by it: an exact softmax, max-subtracted, f32). Lanes past n are never read or written.
+inline float softmax_unnorm_f32_x86(float* x, size_t n) {
+  size_t i = 0;
+  __m256 m = _mm256_set1_ps(-INFINITY);
+  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, m);
+  float mx = lanes[0];
+  for (int j = 1; j < 8; ++j) mx = lanes[j] > mx ? lanes[j] : mx;
+  for (; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
+  const __m256 vm = _mm256_set1_ps(mx);
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 e0 = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+    const __m256 e1 = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vm));
+    _mm256_storeu_ps(x + i, e0);
+    _mm256_storeu_ps(x + i + 8, e1);
+    s0 = _mm256_add_ps(s0, e0);
+    s1 = _mm256_add_ps(s1, e1);
+  }
+  if (i < n) {  // tail through a padded vector (padding lanes: exp(-inf) -> excluded from the sum)
+    alignas(32) float t[16];
+    const size_t r = n - i;
+    for (size_t j = 0; j < 16; ++j) t[j] = j < r ? x[i + j] - mx : -100.f;
+    const __m256 e0 = exp8(_mm256_load_ps(t)), e1 = exp8(_mm256_load_ps(t + 8));
+    _mm256_store_ps(t, e0);
+    _mm256_store_ps(t + 8, e1);
+    for (size_t j = 0; j < r; ++j) x[i + j] = t[j];
+    float tail = 0.f;
+    for (size_t j = 0; j < r; ++j) tail += t[j];
+    s0 = _mm256_add_ps(s0, _mm256_setr_ps(tail, 0, 0, 0, 0, 0, 0, 0));
+  }
+  return hsum(_mm256_add_ps(s0, s1));
 }
 
 }  // namespace

@@ -16,6 +16,7 @@ void add_bench(CLI::App& app) {
       ->check(int_between(1, 1 << 24));
   sub->add_option("-n,--n-gen", o->b.n_gen, "Generated tokens (decode)")->check(int_between(0, 1 << 24));
   sub->add_option("-r,--reps", o->b.reps, "Repetitions")->check(int_between(1, 1000));
+  sub->add_flag("--scaling", o->b.scaling, "Also run every repetition on 1 thread and report the 1 -> N thread scaling");
   sub->callback([o] {
     o->b.n_threads = threads(o->c);
     const double t0 = now_seconds();
@@ -41,7 +42,9 @@ void add_bench(CLI::App& app) {
                   {"prefill_tps_median", r.prefill_tps_median}, {"decode_tps_median", r.decode_tps_median},
                   {"prefill_linear_gflops", r.prefill_gflops}, {"kernel_paths", r.kernel_paths},
                   {"prefill_layout_mib", r.prefill_layout_mb}, {"warmup_seconds", r.warmup_s},
-                  {"cpu", cpu_feature_string()}, {"blas", blas_info()}});
+                  {"cpu", cpu_feature_string()}, {"blas", blas_info()},
+                  {"prefill_tps_median_1t", r.prefill_tps_median_1t}, {"decode_tps_median_1t", r.decode_tps_median_1t},
+                  {"int8_peak_gops", r.int8_peak_gops}, {"int8_peak_kind", r.int8_peak_kind}});
       return;
     }
     std::printf("model   %s (%lld params, %s streamed per token)\n", m.path.c_str(), (long long)m.n_params(),
@@ -53,8 +56,18 @@ void add_bench(CLI::App& app) {
     std::printf("| pp%d | %.2f | %.2f | %.2f |\n", o->b.n_prompt, r.prefill_tps, r.prefill_tps_sd, r.prefill_tps_median);
     if (o->b.n_gen > 0)
       std::printf("| tg%d | %.2f | %.2f | %.2f |\n", o->b.n_gen, r.decode_tps, r.decode_tps_sd, r.decode_tps_median);
+    if (r.prefill_tps_median_1t > 0) {
+      std::printf("| pp%d, 1 thread | | | %.2f (x%.2f at %d threads) |\n", o->b.n_prompt, r.prefill_tps_median_1t,
+                  r.prefill_tps_median / r.prefill_tps_median_1t, o->b.n_threads);
+      if (o->b.n_gen > 0 && r.decode_tps_median_1t > 0)
+        std::printf("| tg%d, 1 thread | | | %.2f (x%.2f at %d threads) |\n", o->b.n_gen, r.decode_tps_median_1t,
+                    r.decode_tps_median / r.decode_tps_median_1t, o->b.n_threads);
+    }
     std::printf("prefill linear layers %.1f GFLOP/s (median), repacked prefill weights %.1f MiB, warm-up %.2f s\n",
                 r.prefill_gflops, r.prefill_layout_mb, r.warmup_s);
+    if (r.int8_peak_gops > 0)
+      std::printf("int8 peak measured now on %d threads (%s loop): %.0f GOP/s; prefill linear layers at %.0f%% of it\n",
+                  o->b.n_threads, r.int8_peak_kind.c_str(), r.int8_peak_gops, 100.0 * r.prefill_gflops / r.int8_peak_gops);
     std::printf("decode weight stream %.1f GB/s, peak RSS %.1f MiB, load %.2f s\n", r.decode_gbps,
                 r.peak_rss_mb, load_s);
   });

@@ -1,4 +1,5 @@
 // Scalar reference kernels: the specification the SIMD versions are tested against.
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/kernels.h"
@@ -47,10 +48,20 @@ void axpy_f32(float a, const float* x, float* y, size_t n) {
 void silu_mul_f32(float* g, const float* u, size_t n) {
   for (size_t i = 0; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
+float softmax_unnorm_f32(float* x, size_t n) {
+  float mx = x[0];
+  for (size_t i = 1; i < n; ++i) mx = std::max(mx, x[i]);
+  double s = 0;
+  for (size_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    s += x[i];
+  }
+  return float(s);
+}
 
 }  // namespace
 
 const Ops ops_scalar = {SimdLevel::Scalar, f16_to_f32, bf16_to_f32, gemv_f32, gemv_f16,
-                        gemv_bf16, dot_f32, axpy_f32, silu_mul_f32};
+                        gemv_bf16, dot_f32, axpy_f32, silu_mul_f32, softmax_unnorm_f32};
 
 }  // namespace lmpress::kern

@@ -26,6 +26,7 @@ QRepacked repack_geometry(const QWeights& w) {
   p.groups = w.groups;
   p.bits = w.bits;
   p.cw = repack_cw(w.bits);
+  p.code_max = (1 << w.bits) - 1;
   p.units = w.g16() ? 2 : 1;
   p.tiles = (w.rows + kRepackRows - 1) / kRepackRows;
   p.code_bytes = p.nb * p.cw * 64;
@@ -84,16 +85,18 @@ void repack_int_tiles(const QWeights& w, uint8_t* out, int64_t k0, int64_t k1) {
 }
 
 namespace {
+// C: code offset; cw: container; umax: the largest code v + C of the type (decoded values are
+// bounded by the block format; the builder checks it anyway); merged: one unit per 32-block.
 struct GgmlRepack {
   uint32_t type;
-  int C, cw;
+  int C, cw, umax;
   bool merged;
 };
 constexpr GgmlRepack kGgmlRepack[] = {
-    {ggml::kQ4_0, 8, 4, true},    {ggml::kQ4_1, 0, 4, true},  {ggml::kQ5_0, 16, 8, true},
-    {ggml::kQ5_1, 0, 8, true},    {ggml::kQ8_0, 128, 8, true}, {ggml::kIQ4_NL, 128, 8, true},
-    {ggml::kQ4_K, 0, 4, true},    {ggml::kQ5_K, 0, 8, true},  {ggml::kIQ4_XS, 128, 8, true},
-    {ggml::kQ2_K, 0, 2, false},   {ggml::kQ3_K, 4, 4, false}, {ggml::kQ6_K, 32, 8, false},
+    {ggml::kQ4_0, 8, 4, 15, true},    {ggml::kQ4_1, 0, 4, 15, true},  {ggml::kQ5_0, 16, 8, 31, true},
+    {ggml::kQ5_1, 0, 8, 31, true},    {ggml::kQ8_0, 128, 8, 255, true}, {ggml::kIQ4_NL, 128, 8, 255, true},
+    {ggml::kQ4_K, 0, 4, 15, true},    {ggml::kQ5_K, 0, 8, 31, true},  {ggml::kIQ4_XS, 128, 8, 255, true},
+    {ggml::kQ2_K, 0, 2, 3, false},    {ggml::kQ3_K, 4, 4, 7, false},  {ggml::kQ6_K, 32, 8, 63, false},
 };
 const GgmlRepack* ggml_repack(const QWeights& w) {
   for (const auto& e : kGgmlRepack)
@@ -115,6 +118,7 @@ QRepacked repack_geometry_ggml(const QWeights& w) {
   p.nb = w.nb;
   p.bits = w.bits;
   p.cw = e.cw;
+  p.code_max = e.umax;
   p.units = e.merged ? 1 : 2;
   p.groups = e.merged ? w.nb : 2 * w.nb;
   p.sf32 = true;
@@ -149,7 +153,7 @@ bool repack_ggml_tiles(const QWeights& w, uint8_t* out, int64_t k0, int64_t k1) 
       uint8_t uq[kQBlock];
       for (int c = 0; c < kQBlock; ++c) {
         const int u = int(v[size_t(b * kQBlock + c)]) + e.C;
-        if (u < 0 || u >= (1 << cw)) return false;
+        if (u < 0 || u > e.umax) return false;
         uq[c] = uint8_t(u);
       }
       place_codes(cw, uq, codes + b * cw * 64 + i * 4);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels/qrepack.h"
+#include "lmpress/core.h"
 
 namespace lmpress::kern {
 namespace {
@@ -186,6 +187,42 @@ void repacked_gemm_avx512(const QRepacked& p, const QActs& a, float* y, int64_t 
     case 4: return p.sf32 ? run(C4(), T()) : run(C4(), F());
     default: return p.sf32 ? run(C8(), T()) : run(C8(), F());
   }
+}
+
+namespace {
+constexpr int kPeakChains = 12;  // > latency x throughput of vpdpbusd
+// r rounds of kPeakChains independent vpdpbusd (no call inside: the chains stay in registers).
+__attribute__((noipa)) int peak_rounds(int64_t r, int8_t wv, int8_t av) {
+  __m512i acc[kPeakChains];
+#pragma GCC unroll 12
+  for (int j = 0; j < kPeakChains; ++j) acc[j] = _mm512_setzero_si512();
+  __m512i w = _mm512_set1_epi8(wv), a = _mm512_set1_epi8(av);
+  for (int64_t i = 0; i < r; ++i) {
+    __asm__("" : "+v"(w), "+v"(a));  // opaque each round: the products are not hoisted
+#pragma GCC unroll 12
+    for (int j = 0; j < kPeakChains; ++j) {
+      acc[j] = _mm512_dpbusd_epi32(acc[j], w, a);
+      __asm__("" : "+v"(acc[j]));
+    }
+  }
+  int s = 0;
+#pragma GCC unroll 12
+  for (int j = 0; j < kPeakChains; ++j) s += _mm_cvtsi128_si32(_mm512_castsi512_si128(acc[j]));
+  return s;
+}
+}  // namespace
+
+double int8_peak_gops_avx512(double seconds) {
+  int64_t rounds = 0;
+  volatile int sink = 0;
+  const double t0 = now_seconds();
+  double el = 0;
+  do {
+    sink = sink + peak_rounds(1 << 14, 3, -2);
+    rounds += 1 << 14;
+    el = now_seconds() - t0;
+  } while (el < seconds);
+  return double(rounds) * kPeakChains * 64 * 2 / el;
 }
 
 }  // namespace lmpress::kern
