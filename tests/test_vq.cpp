@@ -491,7 +491,7 @@ TEST(Vq, VptqEndToEndOnTinystories) {
   LMP_REQUIRE_SHARED("data/tinystories/eval.txt");
   Model m = load_model(test::shared("models/tinystories-279k/model.bin"));
   const auto toks = m.tokenizer->encode(read_text_file(test::shared("data/tinystories/eval.txt")), true);
-  auto kld = [&](const std::string& recipe, bool calib) {
+  auto kld = [&](const std::string& recipe, bool calib, Model* keep = nullptr) {
     QuantizeOptions qo;
     qo.recipe = parse_recipe(recipe);
     if (calib) qo.calib = {test::shared("data/tinystories/calib.txt"), 16, 128, 0};
@@ -504,12 +504,42 @@ TEST(Vq, VptqEndToEndOnTinystories) {
     po.n_threads = 2;
     po.base = &m;
     po.progress = false;
-    return perplexity(q, toks, po).kld;
+    const double k = perplexity(q, toks, po).kld;
+    if (keep) *keep = std::move(q);
+    return k;
   };
+  Model saved;
   const double vp = kld("vptq:vq4k8,iters=10;token_embd.weight=rtn:w8g32", true);
-  const double vpr = kld("vptq:vq4k8r6,iters=10;token_embd.weight=rtn:w8g32", true);
-  std::printf("[ vq       ] tinystories KLD: vptq vq4k8 %.4f, vq4k8r6 %.4f\n", vp, vpr);
+  const double vpr = kld("vptq:vq4k8r6n,iters=10;token_embd.weight=rtn:w8g32", true, &saved);
+  std::printf("[ vq       ] tinystories KLD: vptq vq4k8 %.4f, vq4k8r6n %.4f\n", vp, vpr);
   EXPECT_TRUE(std::isfinite(vp));
   EXPECT_LT(vpr, vp);
   EXPECT_LT(vp, 2.0);
+  // The .lmp container: written, loaded (every vq tensor validated), the same KLD; a NaN codebook
+  // scale in the file is refused at load, naming the tensor.
+  test::TempDir dir;
+  const std::string path = dir.path + "/ts.lmp";
+  write_lmpress_model(saved, path);
+  const Model back = load_model(path);
+  EXPECT_EQ(format_name(format_spec(back.layers[0].wq.format)), "vq4k8r6n");
+  PerplexityOptions po;
+  po.n_ctx = 128;
+  po.max_chunks = 8;
+  po.n_threads = 2;
+  po.base = &m;
+  po.progress = false;
+  EXPECT_NEAR(perplexity(back, toks, po).kld, vpr, 1e-9);
+  std::string bytes = read_text_file(path);
+  const Tensor& q0 = saved.layers[0].wq;
+  const size_t at = bytes.find(std::string(static_cast<const char*>(q0.data), 8 + 64));
+  ASSERT_NE(at, std::string::npos);
+  const float nan = std::nanf("");
+  std::memcpy(bytes.data() + at, &nan, 4);
+  try {
+    (void)parse_lmpress_buffer(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "ts.lmp", LoadOptions{});
+    ADD_FAILURE() << "a NaN codebook scale was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("blk.0.attn_q.weight"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("codebook scale"), std::string::npos) << e.what();
+  }
 }
