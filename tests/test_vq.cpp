@@ -543,3 +543,43 @@ TEST(Vq, VptqEndToEndOnTinystories) {
     EXPECT_NE(std::string(e.what()).find("codebook scale"), std::string::npos) << e.what();
   }
 }
+
+// vptq rules as budget candidates: the variant database quantizes every tensor with them, the byte
+// table is the format's exact bytes, and an allocation between the candidates assembles a model
+// that runs.
+TEST(Vq, BudgetCandidates) {
+  LMP_REQUIRE_SHARED("data/tinystories/calib.txt");
+  const Model m = synth_model("tiny", DType::F32, 3);
+  const CalibOptions co{test::shared("data/tinystories/calib.txt"), 4, 32, 0};
+  const VariantDb db = build_variant_db(m, parse_candidates("vptq:vq4k6,iters=5 vptq:vq4k6r6n,iters=5 gptq:w8g64"), co, 2, false);
+  ASSERT_EQ(db.v.size(), db.table.names.size());
+  std::vector<std::vector<double>> cost(db.v.size());
+  for (size_t i = 0; i < db.v.size(); ++i)
+    for (size_t c = 0; c < db.candidates.size(); ++c) {
+      const Variant& var = db.v[i][c];
+      EXPECT_EQ(int64_t(var.t.nbytes), db.table.bytes[i][c]) << db.table.names[i];
+      EXPECT_EQ(var.t.nbytes, size_t(packed_geometry(db.candidates[c].spec, var.t.rows(), var.t.cols()).total_bytes));
+      EXPECT_TRUE(std::isfinite(var.rep.err));
+      cost[i].push_back(var.rep.err);
+    }
+  // the residual stage lowers every tensor's proxy error (those with an input Hessian)
+  for (size_t i = 0; i < db.v.size(); ++i) {
+    if (db.v[i][0].rep.err > 0) {
+      EXPECT_LT(db.v[i][1].rep.err, db.v[i][0].rep.err) << db.table.names[i];
+    }
+  }
+  const int64_t budget = (db.table.min_bytes() + db.table.max_bytes()) / 2;
+  const KnapsackResult k = solve_mckp(db.table.bytes, cost, budget - db.table.fixed_bytes);
+  const Model q = assemble_model(m, db, k.choice);
+  int n_vq = 0;
+  for (const Tensor* t : q.weight_tensors()) n_vq += t->dtype == DType::Q && format_spec(t->format).family == FormatFamily::Vq;
+  EXPECT_GT(n_vq, 0);
+  EXPECT_LE(db.table.bytes_of(k.choice), budget);
+  Engine eng(q);
+  std::vector<float> logits(size_t(q.cfg.vocab_size) * 3);
+  const int32_t tok[3] = {1, 5, 9};
+  eng.forward(tok, 3, 0, logits.data(), true);  // prefill path
+  for (float v : logits) ASSERT_TRUE(std::isfinite(v));
+  eng.forward(tok, 1, 3, logits.data(), false);  // decode path
+  for (int i = 0; i < q.cfg.vocab_size; ++i) ASSERT_TRUE(std::isfinite(logits[size_t(i)]));
+}
