@@ -414,6 +414,11 @@ TEST(Vq, MethodBeatsKmeansRoundingOnProxyLoss) {
   const double vp = loss(quantize_vptq(w.data(), rows, cols, parse_format_name("vq4k6"), H, o, pool));
   const double vpr = loss(quantize_vptq(w.data(), rows, cols, parse_format_name("vq4k6r4"), H, o, pool));
   const double vpn = loss(quantize_vptq(w.data(), rows, cols, parse_format_name("vq4k6n"), H, o, pool));
+  o.refine = 3;
+  const double vpf = loss(quantize_vptq(w.data(), rows, cols, parse_format_name("vq4k6"), H, o, pool));
+  std::printf("[ vq       ] proxy loss with refine=3: %.4f\n", vpf);
+  EXPECT_LE(vpf, vp * 1.02);  // (kept only when the dampened loss drops)
+  o.refine = 0;
   o.act_order = true;
   const double vpa = loss(quantize_vptq(w.data(), rows, cols, parse_format_name("vq4k6"), H, o, pool));
   std::printf("[ vq       ] proxy loss: k-means rounding %.4f, vptq %.4f, act_order %.4f, +r4 %.4f, n %.4f\n", rtn, vp, vpa,

@@ -196,6 +196,7 @@ struct VptqOptions {
   int64_t block = 128;     // lazy-batch block size
   uint64_t seed = 0;       // k-means initial centroids
   bool act_order = false;  // columns by descending diag(H) (the vectors stay within a column)
+  int refine = 0;          // (lmpress) stage-1 re-fits to the sweep's targets, each followed by a sweep
 };
 // The core step: one sweep of w onto fixed codebooks (centroids [K1][v], [K2][v] f32; book2 empty:
 // no residual stage), H already normalized / dampened as the caller wants it (not modified).

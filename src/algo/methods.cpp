@@ -288,6 +288,7 @@ bool vptq_option(TensorRule& r, const std::string& k, const std::string& v) {
   double x = 0;
   if (k == "iters" && !v.empty()) return integer(0, 1000, &x), o.iters = int(x), true;
   if (k == "seed" && !v.empty()) return integer(0, 1e9, &x), o.seed = uint64_t(x), true;
+  if (k == "refine" && !v.empty()) return integer(0, 20, &x), o.refine = int(x), true;
   if (k == "block" && !v.empty()) return integer(1, 65536, &x), o.block = int64_t(x), true;
   if (k == "act_order" && v.empty()) return o.act_order = true;
   if (k == "damp" && !v.empty()) {
@@ -395,7 +396,7 @@ const std::vector<MethodInfo> kMethods = {
      spqr_option, spqr_check, spqr_round, nullptr},
     {"vptq", "VPTQ: vectors of a column's rows into a per-tensor codebook (H_jj-weighted k-means, optional residual "
      "stage), GPTQ's column-by-column error feedback, onto vq formats (Liu et al. 2024)", true, false, kStatHessian,
-     "iters=N, damp=F, seed=N, block=N, act_order, emb=F", vptq_option, vptq_check, vptq_round, nullptr},
+     "iters=N, damp=F, seed=N, block=N, act_order, refine=N, emb=F", vptq_option, vptq_check, vptq_round, nullptr},
     {"pbllm", "PB-LLM: partial binarization: salient weights (+s, Hessian criterion) in f16, the rest binarized "
      "with GPTQ error feedback (Shang et al. 2023)", true, false, kStatHessian, "salient=hessian|magnitude, damp=F, block=N, emb=F",
      pbllm_option, pbllm_check, pbllm_round, nullptr},

@@ -202,10 +202,44 @@ QuantizedMatrix quantize_vptq(const float* w, int64_t rows, int64_t cols, const 
   const int64_t nvec = int64_t(wt.size());
   const int k1 = 1 << s.bits, k2 = s.group2 ? 1 << s.group2 : 0;
   const std::vector<float> c1 = vq::kmeans(x.data(), nvec, v, wt.data(), k1, o.iters, o.seed, &pool);
-  const std::vector<float> book1 = fit_book(c1, qm.vq_book.data(), &qm.vq_scale[0]);
   std::vector<float> target;
+  std::vector<float> book1 = fit_book(c1, qm.vq_book.data(), &qm.vq_scale[0]);
   std::vector<uint32_t> codes =
-      vptq_sweep(wn.data(), rows, cols, v, book1, {}, s.bits, h, o.block, o.act_order, pool, k2 ? &target : nullptr);
+      vptq_sweep(wn.data(), rows, cols, v, book1, {}, s.bits, h, o.block, o.act_order, pool, &target);
+  // (lmpress) refine=N: the stage-1 centroids re-fitted to what the sweep rounded (each centroid the
+  // H_jj-weighted mean of the targets assigned to it: one Lloyd step in the sweep's space), then
+  // the sweep again; kept only when the layer loss drops.
+  if (o.refine > 0) {
+    auto loss = [&](const std::vector<uint32_t>& cd, const std::vector<float>& bk) {
+      std::vector<float> q(size_t(rows * n));
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < n; ++c) q[size_t(r * n + c)] = bk[size_t(cd[size_t(r / v * cols + c)] * v + r % v)];
+      return dense_layer_error(wn.data(), q, rows, cols, h);
+    };
+    double best = loss(codes, book1);
+    for (int it = 0; it < o.refine; ++it) {
+      std::vector<double> sum(size_t(k1) * size_t(v), 0.0), ws(size_t(k1), 0.0);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < n; ++c) {
+          const uint32_t j = codes[size_t(r / v * cols + c)];
+          sum[size_t(j * v + r % v)] += hdiag[size_t(c)] * double(target[size_t(r * n + c)]);
+          if (r % v == 0) ws[size_t(j)] += hdiag[size_t(c)];
+        }
+      std::vector<float> c2(c1.size());
+      for (int j = 0; j < k1; ++j)
+        for (int l = 0; l < v; ++l)
+          c2[size_t(j * v + l)] = ws[size_t(j)] > 0 ? float(sum[size_t(j * v + l)] / ws[size_t(j)]) : book1[size_t(j * v + l)];
+      std::vector<int8_t> ib(qm.vq_book.size());
+      float sc = 0.f;
+      const std::vector<float> b2 = fit_book(c2, ib.data(), &sc);
+      std::vector<float> t2;
+      std::vector<uint32_t> cd2 = vptq_sweep(wn.data(), rows, cols, v, b2, {}, s.bits, h, o.block, o.act_order, pool, &t2);
+      const double l2 = loss(cd2, b2);
+      if (!(l2 < best)) break;
+      best = l2;
+      codes = std::move(cd2), target = std::move(t2), book1 = b2, qm.vq_book = ib, qm.vq_scale[0] = sc;
+    }
+  }
   std::vector<float> book2;
   if (k2) {
     // Stage 2: k-means of what the first sweep left (its targets minus their stage-1 vectors).
