@@ -588,3 +588,49 @@ TEST(Vq, BudgetCandidates) {
   eng.forward(tok, 1, 3, logits.data(), false);  // decode path
   for (int i = 0; i < q.cfg.vocab_size; ++i) ASSERT_TRUE(std::isfinite(logits[size_t(i)]));
 }
+
+// With the randomized Hadamard transform (+h, the generic front end): id bit 15, the signs after the
+// code stream, dequantization back in the model's space, and every level's product equal to it.
+TEST(Vq, WithHadamardTransform) {
+  const QuantSpec s = parse_format_name("vq4k8n+h");
+  EXPECT_TRUE(s.rht);
+  EXPECT_EQ(format_name(s), "vq4k8n+h");
+  EXPECT_EQ(format_id(s), format_id(parse_format_name("vq4k8n")) | 1u << 15);
+  EXPECT_EQ(format_spec(format_id(s)), s);
+  const int64_t rows = 40, cols = 96, n = 5;
+  QuantSpec plain = s;
+  plain.rht = false;
+  QuantizedMatrix qm = vq::random_matrix(plain, rows, cols, 4);
+  qm.spec = s;
+  qm.rht_in = rht_random_signs(cols, 7);
+  qm.rht_out = rht_random_signs(rows, 8);
+  const Tensor t = pack_tensor("w", qm);
+  EXPECT_EQ(int64_t(t.nbytes), vq::layout(plain, rows, cols).total + (cols + 7) / 8 + (rows + 7) / 8);
+  EXPECT_NO_THROW(validate_packed(t, "f"));
+  const std::vector<float> wd = dequantize_ref(t);
+  std::vector<float> rot = vq::dequantize_dense(qm);  // the rotated weights the codes hold
+  rht_rotate_weights(rot.data(), rows, cols, qm.rht_in.data(), qm.rht_out.data(), /*inverse=*/true);
+  for (size_t i = 0; i < wd.size(); ++i) ASSERT_NEAR(wd[i], rot[i], 1e-5f);
+  ThreadPool pool(2);
+  const auto x = randn(size_t(n * cols), 9);
+  for (SimdLevel l : {SimdLevel::Scalar, SimdLevel::AVX2, SimdLevel::AVX512}) {
+    if (l > cpu_simd_level()) {
+      std::printf("[  SKIPPED ] %s not supported by this CPU\n", simd_level_name(l));
+      continue;
+    }
+    ScopedSimdLevel sl(l);
+    for (int64_t nt : {int64_t(1), n}) {
+      std::vector<float> y(size_t(nt * rows));
+      matmul(t, x.data(), nt, y.data(), pool);
+      for (int64_t tk = 0; tk < nt; ++tk)
+        for (int64_t r = 0; r < rows; ++r) {
+          double e = 0, m = 0;
+          for (int64_t c = 0; c < cols; ++c) {
+            e += double(wd[size_t(r * cols + c)]) * x[size_t(tk * cols + c)];
+            m += std::fabs(double(wd[size_t(r * cols + c)]) * x[size_t(tk * cols + c)]);
+          }
+          ASSERT_NEAR(y[size_t(tk * rows + r)], e, 1e-4 * m + 1e-6) << simd_level_name(l) << " n=" << nt;
+        }
+    }
+  }
+}

@@ -61,13 +61,18 @@ struct QuantSpec {
   // Family parameter that is NOT part of the format id (the packed tensor stores it): pow: the
   // power exponent a in hundredths (0 = the family's default, 0.75); every other family: 0.
   int param = 0;
+  // Randomized Hadamard transform (QuIP#'s incoherence processing; name suffix "+h"): the codes hold
+  // W~ = U W V^T with U = H_rows D_out, V = H_cols D_in (normalized Hadamard matrices, random sign
+  // diagonals stored in the tensor); the matmul front end rotates activations and outputs.
+  bool rht = false;
   bool operator==(const QuantSpec&) const = default;
 };
 // Number of sparse outliers of a [rows, cols] tensor: floor(rows * cols * sparse / 10000).
 int64_t sparse_count(const QuantSpec& s, int64_t rows, int64_t cols);
 
 // Format id encoding: bits | group_code << 8 | sym << 16 | sparse << 17 | family << 24
-// (group_code: 16->1 32->2 64->3 128->4 row->5). The int family's ids are those of lmpress files before families existed.
+// (group_code: 16->1 32->2 64->3 128->4 row->5; spqr's second-level group code in bits 12..14;
+// the RHT flag in bit 15). The int family's ids are those of lmpress files before families existed.
 uint32_t format_id(const QuantSpec& s);
 QuantSpec format_spec(uint32_t id);             // throws Error for unknown ids
 bool format_id_valid(uint32_t id);
@@ -98,6 +103,10 @@ struct PackedGeometry {
   // u32 positions r * cols + c [nnz], strictly ascending, then f16 values [nnz]; a weight is its
   // dense value plus its sparse value.
   int64_t sparse_offset = 0, sparse_nnz = 0;
+  // Randomized Hadamard transform (spec.rht), after everything else: sign bits of the input
+  // channels [ceil(cols / 8)] then of the output channels [ceil(rows / 8)] (bit i of byte i / 8
+  // set: channel i is negated).
+  int64_t rht_offset = 0;
 };
 PackedGeometry packed_geometry(const QuantSpec& s, int64_t rows, int64_t cols);
 // Exact bits per weight of a packed tensor (scales and zeros included).
@@ -158,6 +167,9 @@ struct QuantizedMatrix {
   std::vector<int8_t> vq_book;
   float vq_scale[2] = {0.f, 0.f};
   std::vector<float> col_scale, col_bias;
+  // spec.rht: sign bits of the input [ceil(cols / 8)] and output [ceil(rows / 8)] channels; the
+  // codes hold the rotated weights (dequantize_matrix returns the weights in the model's space).
+  std::vector<uint8_t> rht_in, rht_out;
   // Sizes every array for spec/rows/cols (codes 0, scales 1, zeros 0, tables 0).
   void init(const QuantSpec& s, int64_t rows, int64_t cols);
   // Params of (row, group) as the grid uses them / stores them (table families: the table too).
@@ -215,6 +227,32 @@ std::vector<float> dequantize_ref(const Tensor& t);
 QuantizedMatrix unpack_tensor(const Tensor& t);
 // Checks that a DType::Q tensor's byte size matches its format and shape (file loading).
 void validate_packed(const Tensor& t, const std::string& where);
+
+// ---- randomized Hadamard transform (src/formats/hadamard.cpp) ----------------------------------------
+// A Hadamard matrix of order n: H_n = I_blocks (x) H_m (x) H_p with H_m from Paley's constructions
+// (m - 1 a prime = 3 mod 4, or m / 2 - 1 a prime = 1 mod 4; m = 1 for powers of two) and H_p
+// Sylvester's (p a power of two); the smallest such m = odd(n) * 2^j <= 128 is chosen. When no order
+// divides n that way (e.g. 11008 = 43 * 256) the transform is block-diagonal: `blocks` independent
+// Sylvester transforms of the power of two in n. Normalized: H_n H_n^T = I.
+struct HadamardPlan {
+  int64_t n = 0, m = 1, p = 1, blocks = 1;
+  std::vector<int8_t> base;  // H_m, [m][m], entries +-1
+};
+const HadamardPlan& hadamard_plan(int64_t n);  // cached per n; throws Error for n < 1
+// x[n] <- H_n x (or H_n^T x), normalized.
+void hadamard_apply(const HadamardPlan& P, float* x, bool transpose);
+// The dense normalized matrix [n][n] (tests).
+std::vector<double> hadamard_matrix(const HadamardPlan& P);
+// Random sign bits for n channels from a seed (splitmix64), and a seed from a name (FNV-1a).
+std::vector<uint8_t> rht_random_signs(int64_t n, uint64_t seed);
+uint64_t rht_seed(const std::string& key);
+// x <- H D x (forward: activations entering a rotated layer) / x <- D H^T x (backward: its outputs).
+void rht_forward(const HadamardPlan& P, const uint8_t* signs, float* x);
+void rht_backward(const HadamardPlan& P, const uint8_t* signs, float* x);
+// w [rows][cols] <- U w V^T (forward) or U^T w V (inverse), U = H_rows D_out, V = H_cols D_in.
+void rht_rotate_weights(float* w, int64_t rows, int64_t cols, const uint8_t* sin, const uint8_t* sout, bool inverse);
+// V H V^T of a symmetric [n][n] matrix (an input's Hessian), in double.
+std::vector<double> rht_rotate_hessian(const std::vector<double>& H, int64_t n, const uint8_t* sin);
 
 // Plain round-to-nearest with min-max params (optionally clipping search, see algo/rtn).
 QuantizedMatrix quantize_rtn_ref(const float* w, int64_t rows, int64_t cols, const QuantSpec& s);

@@ -438,6 +438,8 @@ uint32_t TensorRule::stats() const {
     }
     s |= find_method(m).stats;
   }
+  // +h: the rounding sees the rotated input, whose diag(H) needs the whole H
+  if (spec.rht && (s & kStatDiag)) s |= kStatHessian;
   return s;
 }
 

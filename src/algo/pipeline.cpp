@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <numeric>
 #include <set>
@@ -162,12 +163,92 @@ QuantizedMatrix round_with_outliers(const RoundArgs& args, const std::vector<flo
   return qm;
 }
 
+// Randomized Hadamard transform (+h): the key naming the activation a tensor reads ("blk.3.attn_in",
+// "output_in"): tensors reading one input get the same input signs, so the engine rotates it once.
+std::string rht_input_key(const std::string& name) {
+  const ArchInfo& ai = arch_info("llama");  // every architecture shares the Llama block
+  if (name.rfind("blk.", 0) == 0) {
+    const size_t d1 = name.find('.', 4), d2 = name.rfind(".weight");
+    if (d1 != std::string::npos && d2 != std::string::npos && d2 > d1) {
+      const std::string key = name.substr(d1 + 1, d2 - d1 - 1);
+      for (const ArchTensor& at : ai.tensors)
+        if (at.input && key == at.key) return name.substr(0, d1) + "." + at.input;
+    }
+  }
+  return name + ".in";
+}
+
+// Statistics of an input as the rotated layer sees it (x' = V x): H~ = V H V^T and its diagonal;
+// per-channel |x| statistics have no rotated form and are dropped (the rounding methods do not read
+// them; TensorRule::stats() asks for H whenever a +h rule needs diag(H)).
+InputStats rotated_stats(const InputStats& st, const uint8_t* sin) {
+  InputStats o;
+  o.n = st.n;
+  o.count = st.count;
+  o.token_norms = st.token_norms;
+  if (!st.H.empty()) {
+    o.H = rht_rotate_hessian(st.H, st.n, sin);
+    o.diag.resize(size_t(st.n));
+    for (int64_t j = 0; j < st.n; ++j) o.diag[size_t(j)] = o.H[size_t(j * st.n + j)];
+  }
+  o.kinds = st.kinds & (kStatHessian | kStatDiag | kStatTokenNorms);
+  if (o.H.empty()) o.kinds &= ~uint32_t(kStatHessian | kStatDiag);
+  return o;
+}
+
+Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* stats, ThreadPool& pool,
+                        bool tied = false);
+
+// A +h rule: rotate the weights and the input's statistics, round the rotated weights with the rule
+// without +h, and store the signs (docs/formats.md "Randomized Hadamard transform").
+Rounded compress_rotated(const Tensor& t, const TensorRule& r, const InputStats* stats, ThreadPool& pool) {
+  const int64_t rows = t.rows(), cols = t.cols();
+  std::vector<uint8_t> sin = rht_random_signs(cols, rht_seed(rht_input_key(t.name)));
+  std::vector<uint8_t> sout = rht_random_signs(rows, rht_seed(t.name + ".out"));
+  std::vector<float> w = t.dtype == DType::Q ? dequantize_ref(t) : tensor_to_f32(t);
+  rht_rotate_weights(w.data(), rows, cols, sin.data(), sout.data(), false);
+  const Tensor wt = make_f32_tensor(t.name, {rows, cols}, std::move(w));
+  InputStats rs;
+  if (stats) rs = rotated_stats(*stats, sin.data());
+  TensorRule plain = r;
+  plain.spec.rht = false;
+  Rounded out = compress_tensor(wt, plain, stats ? &rs : nullptr, pool);
+  // the packed tensor with the flag and the signs appended (the RHT part is the last; the report's
+  // error is the rotated layer's, equal to the layer's own: U and V are orthogonal)
+  QuantSpec spec = format_spec(out.t.format);
+  spec.rht = true;
+  const PackedGeometry g = packed_geometry(spec, rows, cols);
+  LMP_ASSERT(g.rht_offset == int64_t(out.t.nbytes));
+  std::vector<uint8_t> bytes(size_t(g.total_bytes));
+  std::memcpy(bytes.data(), out.t.data, out.t.nbytes);
+  std::memcpy(bytes.data() + g.rht_offset, sin.data(), sin.size());
+  std::memcpy(bytes.data() + g.rht_offset + int64_t(sin.size()), sout.data(), sout.size());
+  out.t = make_owned_tensor(t.name, DType::Q, {rows, cols}, std::move(bytes), format_id(spec));
+  validate_packed(out.t, t.name);
+  out.rep.spec = spec;
+  return out;
+}
+
 // Compresses one tensor by its rule. stats / H (may be null) describe its input.
 // `tied`: t is both the token embedding and the classifier, H the classifier's; gptq then uses
 // tied_embedding_hessian(H, emb) (docs/methods.md), and so does quantease (its init and its
 // objective); the reported proxy error stays the classifier's.
 Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* stats, ThreadPool& pool,
-                        bool tied = false) {
+                        bool tied) {
+  if (r.quantized() && r.spec.rht && t.name == "token_embd.weight") {
+    // the embedding is read by rows (a rotation would mix every row into every lookup): its rule
+    // without +h (plan_quantization plans it so)
+    TensorRule plain = r;
+    plain.spec.rht = false;
+    return compress_tensor(t, plain, stats, pool, tied);
+  }
+  if (r.quantized() && r.spec.rht) {
+    const double t0 = now_seconds();
+    Rounded o = compress_rotated(t, r, stats, pool);
+    o.rep.method = r.method;
+    o.rep.seconds = now_seconds() - t0;
+    return o;
+  }
   Rounded out;
   LayerReport& rep = out.rep;
   rep.name = t.name;
@@ -265,9 +346,11 @@ std::vector<PlannedTensor> plan_quantization(const Model& src, const Recipe& rc)
         // refuses formats lmpress does not produce (llama.cpp's block types), spqr formats to any
         // method but spqr and vq formats to any but vptq (no per-group grid)
         if (r.rounding() != "spqr" && r.rounding() != "vptq") (void)make_grid(r.spec);
+        QuantSpec spec = r.spec;
+        if (is_embd) spec.rht = false;  // read by rows: never rotated (compress_tensor)
         p.dtype = DType::Q;
-        p.format = format_id(r.spec);
-        p.nbytes = size_t(packed_geometry(r.spec, t->rows(), t->cols()).total_bytes);
+        p.format = format_id(spec);
+        p.nbytes = size_t(packed_geometry(spec, t->rows(), t->cols()).total_bytes);
       } else {
         p.dtype = r.method == "f16" ? DType::F16 : r.method == "bf16" ? DType::BF16 : r.method == "f32" ? DType::F32 : t->dtype;
         // a transform may leave a reader it does not quantize in f32

@@ -129,7 +129,7 @@ void ggml_random_blocks(uint32_t type, int64_t rows, int64_t cols, uint64_t seed
 }
 
 uint32_t ggml_exact_type(const QuantSpec& s, int64_t cols) {
-  if (s.family != FormatFamily::Int || s.sparse || cols % kern::kQBlock != 0) return 0;
+  if (s.family != FormatFamily::Int || s.sparse || s.rht || cols % kern::kQBlock != 0) return 0;
   if (s.group != 0 && s.group % kern::kQBlock != 0) return 0;  // g16: two scales per block
   switch (s.bits) {
     case 4: return s.sym ? kg::kQ4_0 : kg::kQ4_1;

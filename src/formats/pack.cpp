@@ -193,6 +193,10 @@ std::vector<float> dequantize_matrix(const QuantizedMatrix& qm) {
   std::vector<float> out = dequantize_dense(qm);
   for (size_t k = 0; k < qm.sp_idx.size() && k < qm.sp_val.size(); ++k)
     if (qm.sp_idx[k] < out.size()) out[qm.sp_idx[k]] += qm.sp_val[k];
+  if (qm.spec.rht) {
+    LMP_ASSERT(int64_t(qm.rht_in.size()) == (qm.cols + 7) / 8 && int64_t(qm.rht_out.size()) == (qm.rows + 7) / 8);
+    rht_rotate_weights(out.data(), qm.rows, qm.cols, qm.rht_in.data(), qm.rht_out.data(), /*inverse=*/true);
+  }
   return out;
 }
 
@@ -225,6 +229,26 @@ void pack_sparse(const QuantizedMatrix& qm, const PackedGeometry& g, uint8_t* ba
   }
 }
 }  // namespace
+
+namespace {
+void pack_rht(const QuantizedMatrix& qm, const PackedGeometry& g, uint8_t* base, const std::string& where) {
+  const size_t ni = size_t((g.cols + 7) / 8), no = size_t((g.rows + 7) / 8);
+  if (qm.rht_in.size() != ni || qm.rht_out.size() != no)
+    fail(where, "randomized Hadamard transform: " + std::to_string(qm.rht_in.size()) + " + " +
+                    std::to_string(qm.rht_out.size()) + " sign bytes, " + shape_str(g.rows, g.cols) + " needs " +
+                    std::to_string(ni) + " + " + std::to_string(no));
+  std::memcpy(base + g.rht_offset, qm.rht_in.data(), ni);
+  std::memcpy(base + g.rht_offset + int64_t(ni), qm.rht_out.data(), no);
+}
+}  // namespace
+
+// Sign bits past the channel count must be zero (one file, one meaning).
+void check_rht_part(const uint8_t* base, const PackedGeometry& g, const std::string& where) {
+  const uint8_t* in = base + g.rht_offset;
+  const uint8_t* out = in + (g.cols + 7) / 8;
+  if ((g.cols % 8 && (in[g.cols / 8] >> (g.cols % 8))) || (g.rows % 8 && (out[g.rows / 8] >> (g.rows % 8))))
+    fail(where, "randomized Hadamard transform: sign bits set past the " + shape_str(g.rows, g.cols) + " tensor's channels");
+}
 
 void check_sparse_part(const uint8_t* base, const PackedGeometry& g, const std::string& where) {
   const uint32_t* idx = sparse_idx(base, g);
@@ -271,6 +295,7 @@ Tensor pack_tensor(const std::string& name, const QuantizedMatrix& qm) {
   if (format_traits(s).codebook) {
     std::vector<uint8_t> bytes(size_t(g.total_bytes), 0);
     format_traits(s).pack(qm, g, bytes.data(), where);
+    if (s.rht) pack_rht(qm, g, bytes.data(), where);
     return make_owned_tensor(name, DType::Q, {rows, cols}, std::move(bytes), format_id(s));
   }
   const int64_t G = g.groups_per_row;
@@ -286,6 +311,7 @@ Tensor pack_tensor(const std::string& name, const QuantizedMatrix& qm) {
                       std::to_string(rows * G * kGgmlParamBytes));
     std::vector<uint8_t> bytes(size_t(g.total_bytes), 0);
     format_traits(s).pack(qm, g, bytes.data(), where);
+    if (s.rht) pack_rht(qm, g, bytes.data(), where);
     return make_owned_tensor(name, DType::Q, {rows, cols}, std::move(bytes), format_id(s));
   }
   if (s.family == FormatFamily::Int && !(qm.zeros.empty() && s.sym) && int64_t(qm.zeros.size()) != rows * G)
@@ -312,6 +338,7 @@ Tensor pack_tensor(const std::string& name, const QuantizedMatrix& qm) {
   }
   format_traits(s).pack(qm, g, bytes.data(), where);
   if (s.sparse) pack_sparse(qm, g, bytes.data(), where);
+  if (s.rht) pack_rht(qm, g, bytes.data(), where);
   Tensor t = make_owned_tensor(name, DType::Q, {rows, cols}, std::move(bytes), format_id(s));
   return t;
 }
@@ -352,6 +379,7 @@ void validate_packed(const Tensor& t, const std::string& where) {
   const std::string w = where.empty() || where == t.name ? t.name : where + ": tensor " + t.name;
   format_traits(s).check(static_cast<const uint8_t*>(t.data), g, s, w);
   if (s.sparse) check_sparse_part(static_cast<const uint8_t*>(t.data), g, w);
+  if (s.rht) check_rht_part(static_cast<const uint8_t*>(t.data), g, w);
 }
 
 QuantizedMatrix unpack_tensor(const Tensor& t) {
@@ -359,6 +387,11 @@ QuantizedMatrix unpack_tensor(const Tensor& t) {
   const uint8_t* base = static_cast<const uint8_t*>(t.data);
   QuantizedMatrix qm;
   qm.init(s, g.rows, g.cols);
+  if (s.rht) {
+    const uint8_t* in = base + g.rht_offset;
+    qm.rht_in.assign(in, in + (g.cols + 7) / 8);
+    qm.rht_out.assign(in + (g.cols + 7) / 8, in + (g.cols + 7) / 8 + (g.rows + 7) / 8);
+  }
   if (format_traits(s).opaque_blocks || format_traits(s).codebook) {  // ggml, vq: everything from the family's bytes
     format_traits(s).unpack_params(base, g, s, qm);
     return qm;
@@ -396,16 +429,26 @@ void dequant_ref_rows(const Tensor& t, int64_t r0, int64_t r1, float* out) {
 }
 }  // namespace
 
-void dequantize_row_ref(const Tensor& t, int64_t r, float* out) {
-  if (r < 0 || r >= t.rows())
-    fail(t.name, "row " + std::to_string(r) + " out of range [0, " + std::to_string(t.rows()) + ")");
-  dequant_ref_rows(t, r, r + 1, out);
-}
-
 std::vector<float> dequantize_ref(const Tensor& t) {
   std::vector<float> out(size_t(t.rows() * t.cols()));
   dequant_ref_rows(t, 0, t.rows(), out.data());
+  const auto [s, g] = check_layout(t, t.name);
+  if (s.rht) {  // the codes hold U W V^T: back to the model's space
+    const uint8_t* in = static_cast<const uint8_t*>(t.data) + g.rht_offset;
+    rht_rotate_weights(out.data(), g.rows, g.cols, in, in + (g.cols + 7) / 8, /*inverse=*/true);
+  }
   return out;
+}
+
+void dequantize_row_ref(const Tensor& t, int64_t r, float* out) {
+  if (r < 0 || r >= t.rows())
+    fail(t.name, "row " + std::to_string(r) + " out of range [0, " + std::to_string(t.rows()) + ")");
+  if (format_id_valid(t.format) && format_spec(t.format).rht) {  // every row mixes into every row
+    const std::vector<float> all = dequantize_ref(t);
+    std::memcpy(out, all.data() + r * t.cols(), size_t(t.cols()) * sizeof(float));
+    return;
+  }
+  dequant_ref_rows(t, r, r + 1, out);
 }
 
 namespace detail {

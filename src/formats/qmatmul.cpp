@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -274,7 +275,7 @@ constexpr int64_t kBatchMaxTokens = 3;
 
 // Packed tensors are validated once, when they are made or loaded (pack_tensor, the loaders'
 // validate_packed): the front end only decodes the format id and the geometry.
-void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
+void quant_matmul_batch_core(const MatmulJob* jobs, int count, ThreadPool& pool) {
   bool small = true;
   for (int j = 0; j < count; ++j) small = small && jobs[j].n <= kBatchMaxTokens;
   thread_local std::vector<ActBuffers> acts;  // one per distinct input of the batch
@@ -419,17 +420,90 @@ void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
     pool.parallel_for_dynamic(fc[count], 1, body);
 }
 
+// ---- randomized Hadamard transform (spec.rht) around the kernels -----------------------------------
+// The codes hold W~ = U W V^T: y = W x = D_out H^T (W~ (H D_in x)). Inputs are rotated once per distinct
+// (input, sign vector) of a batch (q/k/v and gate/up share their input's signs), outputs per job.
+namespace {
+const uint8_t* rht_signs_of(const Tensor& W, bool out) {
+  const QuantSpec s = format_spec(W.format);
+  const PackedGeometry g = packed_geometry(s, W.rows(), W.cols());
+  const uint8_t* p = static_cast<const uint8_t*>(W.data) + g.rht_offset;
+  return out ? p + (g.cols + 7) / 8 : p;
+}
+
+template <class F>
+void over_tokens(int64_t n, int64_t width, ThreadPool& pool, F&& f) {
+  if (n > 1 && n * width >= (int64_t(1) << 15) && pool.size() > 1)
+    pool.parallel_for(n, [&](int, int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) f(t);
+    });
+  else
+    for (int64_t t = 0; t < n; ++t) f(t);
+}
+}  // namespace
+
+void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
+  bool any = false;
+  for (int j = 0; j < count; ++j) any = any || (format_id_valid(jobs[j].W->format) && format_spec(jobs[j].W->format).rht);
+  if (!any) return quant_matmul_batch_core(jobs, count, pool);
+  thread_local std::vector<std::vector<float>> xr;  // rotated inputs
+  thread_local std::vector<MatmulJob> J2;
+  J2.assign(jobs, jobs + count);
+  if (xr.size() < size_t(count)) xr.resize(size_t(count));
+  std::vector<const uint8_t*> sin(size_t(count), nullptr);
+  for (int j = 0; j < count; ++j) {
+    const Tensor& W = *jobs[j].W;
+    if (!format_spec(W.format).rht) continue;
+    sin[size_t(j)] = rht_signs_of(W, false);
+    const int64_t cols = W.cols(), n = jobs[j].n;
+    int same = -1;
+    for (int i = 0; i < j && same < 0; ++i)
+      if (sin[size_t(i)] && jobs[i].x == jobs[j].x && jobs[i].n == n && jobs[i].W->cols() == cols &&
+          std::memcmp(sin[size_t(i)], sin[size_t(j)], size_t((cols + 7) / 8)) == 0)
+        same = i;
+    if (same >= 0) {
+      J2[size_t(j)].x = J2[size_t(same)].x;
+      continue;
+    }
+    std::vector<float>& buf = xr[size_t(j)];
+    buf.assign(jobs[j].x, jobs[j].x + n * cols);
+    const HadamardPlan& P = hadamard_plan(cols);
+    const uint8_t* sg = sin[size_t(j)];
+    over_tokens(n, cols, pool, [&](int64_t t) { rht_forward(P, sg, buf.data() + t * cols); });
+    J2[size_t(j)].x = buf.data();
+  }
+  quant_matmul_batch_core(J2.data(), count, pool);
+  for (int j = 0; j < count; ++j) {
+    if (!sin[size_t(j)]) continue;
+    const Tensor& W = *jobs[j].W;
+    const int64_t rows = W.rows();
+    const HadamardPlan& P = hadamard_plan(rows);
+    const uint8_t* so = rht_signs_of(W, true);
+    float* y = jobs[j].y;
+    over_tokens(jobs[j].n, rows, pool, [&](int64_t t) { rht_backward(P, so, y + t * rows); });
+  }
+}
+
 void quant_matmul(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
   if (n <= 0) return;
   const MatmulJob job{&W, x, n, y};
   quant_matmul_batch(&job, 1, pool);
 }
 
-void quant_matmul_dequant_sgemm(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool& pool) {
+void quant_matmul_dequant_sgemm(const Tensor& W, const float* x_in, int64_t n, float* y, ThreadPool& pool) {
   if (n <= 0) return;
   QuantSpec s;
   PackedGeometry g;
   const kern::QWeights w = checked_view(W, &s, &g);
+  std::vector<float> xrot;
+  const float* x = x_in;
+  if (s.rht) {  // rotate the inputs here, the outputs at the end
+    xrot.assign(x_in, x_in + n * W.cols());
+    const HadamardPlan& P = hadamard_plan(W.cols());
+    const uint8_t* sg = rht_signs_of(W, false);
+    over_tokens(n, W.cols(), pool, [&](int64_t t) { rht_forward(P, sg, xrot.data() + t * W.cols()); });
+    x = xrot.data();
+  }
   const Dispatch K = dispatch_of(s);
   const int64_t rows = w.rows, cols = w.cols;
   const uint8_t* base = static_cast<const uint8_t*>(W.data);
@@ -451,6 +525,11 @@ void quant_matmul_dequant_sgemm(const Tensor& W, const float* x, int64_t n, floa
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(nr), int(cols), 1.0f, x,
                 int(cols), panel, int(cols), 0.0f, y + r0, int(rows));
   }
+  if (s.rht) {
+    const HadamardPlan& P = hadamard_plan(rows);
+    const uint8_t* so = rht_signs_of(W, true);
+    over_tokens(n, rows, pool, [&](int64_t t) { rht_backward(P, so, y + t * rows); });
+  }
 }
 
 void quant_row(const Tensor& t, int64_t r, float* out) {
@@ -459,12 +538,23 @@ void quant_row(const Tensor& t, int64_t r, float* out) {
   QuantSpec s;
   PackedGeometry g;
   const kern::QWeights w = checked_view(t, &s, &g);
+  if (s.rht)
+    fail(t.name, "a tensor with a randomized Hadamard transform (+h) has no row access (every stored row mixes "
+                 "into every row); the token embedding cannot be +h");
   dispatch_of(s).dequant_rows(w, r, r + 1, out, t.cols());
   add_sparse_rows(static_cast<const uint8_t*>(t.data), g, r, r + 1, out, t.cols());
 }
 
 std::string quant_kernel_path(const Tensor& W, int64_t n) {
   QuantSpec s;
+  checked_view(W, &s);
+  if (s.rht) {  // the same kernels as without the transform, plus the rotations
+    Tensor plain = W;
+    s.rht = false;
+    plain.format = format_id(s);
+    plain.nbytes = size_t(packed_geometry(s, W.rows(), W.cols()).total_bytes);
+    return quant_kernel_path(plain, n) + " +rht";
+  }
   const kern::QWeights w = checked_view(W, &s);
   const FormatTraits& t = format_traits(s);
   const SimdLevel act = active_simd_level();

@@ -77,12 +77,12 @@ uint32_t format_id(const QuantSpec& s) {
                  "see docs/formats.md for the other families");
   if (s.sparse < 0 || s.sparse > 127)
     fail("", "sparse outlier fraction " + std::to_string(s.sparse) + " (in 0.01%) out of range 0..127");
-  if (s.family == FormatFamily::Vq)  // bits | b2 << 4, log2(v) in bits 8..11, column norm bit 13 (bit 12: reserved)
+  if (s.family == FormatFamily::Vq)  // bits | b2 << 4, log2(v) in bits 8..11, column norm bit 13, RHT bit 15
     return uint32_t(s.bits) | uint32_t(s.group2) << 4 | uint32_t(std::countr_zero(unsigned(s.group))) << 8 |
-           uint32_t(s.colnorm) << 13 | 1u << 16 | uint32_t(s.family) << 24;
+           uint32_t(s.colnorm) << 13 | uint32_t(s.rht ? 1 : 0) << 15 | 1u << 16 | uint32_t(s.family) << 24;
   // group2 (spqr's second-level groups) in the group byte's high nibble; 0 for every other family
   const uint32_t gc = uint32_t(fmt::group_code(s.group)) | uint32_t(s.group2 ? fmt::group_code(s.group2) : 0) << 4;
-  return uint32_t(s.bits) | gc << 8 | uint32_t(s.sym ? 1 : 0) << 16 |
+  return uint32_t(s.bits) | gc << 8 | uint32_t(s.rht ? 1 : 0) << 15 | uint32_t(s.sym ? 1 : 0) << 16 |
          uint32_t(s.sparse) << 17 | uint32_t(s.family) << 24;
 }
 
@@ -91,16 +91,18 @@ bool decode_id(uint32_t id, QuantSpec* out) {
   const uint32_t bits = id & 0xff, gc = (id >> 8) & 0xff, sym = (id >> 16) & 1, sparse = (id >> 17) & 0x7f,
                  fam = id >> 24;
   if (!find_traits(fam)) return false;
-  if (fam == uint32_t(FormatFamily::Vq)) {
-    if ((gc & ~0x20u) > 3 || sparse) return false;
+  if (fam == uint32_t(FormatFamily::Vq)) {  // its own layout (format_id); bit 15 (gc's bit 7): the RHT flag
+    if ((gc & ~0xa0u) > 3 || sparse) return false;
     QuantSpec s{int(bits & 15), 1 << (gc & 3), sym != 0, FormatFamily::Vq};
     s.group2 = int(bits >> 4);
     s.colnorm = (gc & 0x20) != 0;
     if (!spec_valid(s)) return false;
+    s.rht = (gc >> 7) & 1;
     *out = s;
     return true;
   }
-  const int g = fmt::group_of_code(int(gc & 15)), g2 = gc >> 4 ? fmt::group_of_code(int(gc >> 4)) : 0;
+  const uint32_t gc2 = (gc >> 4) & 7;  // bit 15 (gc's bit 7): the RHT flag
+  const int g = fmt::group_of_code(int(gc & 15)), g2 = gc2 ? fmt::group_of_code(int(gc2)) : 0;
   if (g < 0 || g2 < 0) return false;
   QuantSpec s;
   s.bits = int(bits);
@@ -110,6 +112,7 @@ bool decode_id(uint32_t id, QuantSpec* out) {
   s.family = FormatFamily(fam);
   if (!spec_valid(s)) return false;
   s.sparse = int(sparse);
+  s.rht = (gc >> 7) & 1;
   *out = s;
   return true;
 }
@@ -143,10 +146,14 @@ std::string format_name(const QuantSpec& s) {
     std::snprintf(buf, sizeof buf, "+s%d.%02d", s.sparse / 100, s.sparse % 100);
     n += buf;
   }
+  if (s.rht) n += "+h";
   return n;
 }
 
-QuantSpec parse_format_name(const std::string& name) {
+QuantSpec parse_format_name(const std::string& name_in) {
+  // "+h" last: randomized Hadamard transform
+  const bool rht = name_in.size() > 2 && name_in.compare(name_in.size() - 2, 2, "+h") == 0;
+  const std::string name = rht ? name_in.substr(0, name_in.size() - 2) : name_in;
   // "+sP": sparse outliers, P percent in steps of 0.01 (e.g. lut3+s0.45)
   const size_t plus = name.find("+s");
   int sparse = 0;
@@ -172,6 +179,7 @@ QuantSpec parse_format_name(const std::string& name) {
       if (sparse && s.family == FormatFamily::Vq)
         fail("", "'" + name + "': vq formats have no sparse outliers (+s)");
       s.sparse = sparse;
+      s.rht = rht;
       return s;
     }
   }
@@ -183,7 +191,7 @@ QuantSpec parse_format_name(const std::string& name) {
                "group 16,32,64; rows 16,32,64; e.g. spqr3g16), b1g<group> or b1row (binary), pow<3|4>[a<A>]g<group> "
                "(NUPES; A 0.20..2.00), bitmod<3|4>g<32|64|128>, vq<v>k<b>[r<b2>][n] (VPTQ vectors: v 2,4,8; "
                "index bits b, b2 4..12; n: column norm; e.g. vq4k8, vq8k8r8n); lmpress's own formats with sparse outliers "
-               "+s<percent>");
+               "+s<percent>; any of them with a randomized Hadamard transform: suffix +h (last)");
 }
 
 std::vector<QuantSpec> all_formats() {
@@ -259,10 +267,15 @@ std::string shape_str(int64_t rows, int64_t cols) {
 }
 
 PackedGeometry with_sparse(PackedGeometry g, const QuantSpec& s) {
-  if (!s.sparse) return g;
-  g.sparse_nnz = sparse_count(s, g.rows, g.cols);
-  g.sparse_offset = (g.total_bytes + 3) / 4 * 4;
-  g.total_bytes = g.sparse_offset + 6 * g.sparse_nnz;
+  if (s.sparse) {
+    g.sparse_nnz = sparse_count(s, g.rows, g.cols);
+    g.sparse_offset = (g.total_bytes + 3) / 4 * 4;
+    g.total_bytes = g.sparse_offset + 6 * g.sparse_nnz;
+  }
+  if (s.rht) {  // sign bits of the input then the output channels
+    g.rht_offset = g.total_bytes;
+    g.total_bytes += (g.cols + 7) / 8 + (g.rows + 7) / 8;
+  }
   return g;
 }
 

@@ -79,12 +79,14 @@ void pack_f16_scales(const QuantizedMatrix& qm, const PackedGeometry& g, uint8_t
 void unpack_f16_scales(const uint8_t* data, const PackedGeometry& g, QuantizedMatrix& qm);
 void check_f16_scales(const uint8_t* data, const PackedGeometry& g, const std::string& where);
 std::string shape_str(int64_t rows, int64_t cols);
-// The family's geometry extended by the sparse outliers of s (formats.h PackedGeometry).
+// The family's geometry extended by the sparse outliers and the RHT sign bits of s (formats.h PackedGeometry).
 PackedGeometry with_sparse(PackedGeometry g, const QuantSpec& s);
 }  // namespace fmt
 // Sparse outliers of a packed tensor (pack.cpp): load-time check (ascending in-range positions,
 // finite values), and out[(r - r0) * ld + c] += value for the outliers of rows [r0, r1).
 void check_sparse_part(const uint8_t* base, const PackedGeometry& g, const std::string& where);
+// The RHT sign bits of a packed tensor (spec.rht): load-time check (no bits past the channels).
+void check_rht_part(const uint8_t* base, const PackedGeometry& g, const std::string& where);
 void add_sparse_rows(const uint8_t* base, const PackedGeometry& g, int64_t r0, int64_t r1, float* out, int64_t ld);
 namespace fmt {
 // The same with the traits' signatures, for families whose only params are f16 scales (nf4, fp4).

@@ -148,7 +148,8 @@ int code_bits(const QuantSpec& s) {
 // Why `s` on rows of `cols` columns has no exact llama.cpp type, and what to do instead.
 std::string no_exact_type_advice(const QuantSpec& s, int64_t cols) {
   std::string why;
-  if (s.sparse) why = " (sparse outliers)";
+  if (s.rht) why = " (randomized Hadamard transform: llama.cpp has no rotated tensors)";
+  else if (s.sparse) why = " (sparse outliers)";
   else if (s.family == FormatFamily::Int && cols % 32 != 0) why = " (rows of " + std::to_string(cols) + " columns are not whole 32-weight blocks)";
   else if (s.family == FormatFamily::Int && s.group == 16) why = " (two scales per 32-weight block)";
   const int b = code_bits(s);

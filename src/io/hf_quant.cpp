@@ -314,8 +314,8 @@ namespace {
 
 // Why a packed int tensor [out, in] cannot be a GPTQ layer ("" = it can).
 std::string gptq_refusal(const QuantSpec& s, int64_t out, int64_t in) {
-  if (s.family != FormatFamily::Int || s.sparse)
-    return "GPTQ layers are int formats (w2/w3/w4/w8, groups or per row) without sparse outliers";
+  if (s.family != FormatFamily::Int || s.sparse || s.rht)
+    return "GPTQ layers are int formats (w2/w3/w4/w8, groups or per row) without sparse outliers or Hadamard transforms";
   if (!gptq_bits_ok(s.bits)) return "GPTQ checkpoints hold 2, 3, 4 or 8 bits";
   if ((in * s.bits) % 32 != 0 || (out * s.bits) % 32 != 0)
     return "its " + std::to_string(s.bits) + "-bit codes do not fill whole 32-bit words (in and out * bits must be multiples of 32)";
