@@ -72,7 +72,8 @@ int64_t sparse_count(const QuantSpec& s, int64_t rows, int64_t cols);
 
 // Format id encoding: bits | group_code << 8 | sym << 16 | sparse << 17 | family << 24
 // (group_code: 16->1 32->2 64->3 128->4 row->5; spqr's second-level group code in bits 12..14;
-// the RHT flag in bit 15). The int family's ids are those of lmpress files before families existed.
+// the RHT flag in bit 15; the vq family: index bits | residual bits << 4 | log2(v) << 8 | column norm
+// << 13, formats/vq.h). The int family's ids are those of lmpress files before families existed.
 uint32_t format_id(const QuantSpec& s);
 QuantSpec format_spec(uint32_t id);             // throws Error for unknown ids
 bool format_id_valid(uint32_t id);
