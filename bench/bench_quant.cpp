@@ -11,7 +11,8 @@
 //                                       formats, the other families (nf4, fp4, mxfp4, lut, fp8) and llama.cpp's
 //                                       types (q4_0 ... q6_k, iq4_*: ggml family, random blocks), SpQR's
 //                                       spqr3g16 / spqr3g32r32 (SpQR's round to nearest), NUPES's pow4g64 / pow3g64
-//                                       and BitMoD's bitmod4g64 / bitmod4g128 / bitmod3g128 next to w4g64 / w3g64.
+//                                       and BitMoD's bitmod4g64 / bitmod4g128 / bitmod3g128 next to w4g64 / w3g64;
+//                                       VPTQ's vq formats (random codes and codebooks) next to w2g64 / w3g64 / w4g64.
 // The label says which ISA ran; the context line names the CPU features.
 #include <benchmark/benchmark.h>
 
@@ -23,6 +24,7 @@
 
 #include "formats/formats_internal.h"
 #include "formats/ggml_family.h"
+#include "formats/vq.h"
 #include "lmpress/engine.h"
 
 using namespace lmpress;
@@ -48,6 +50,9 @@ const Tensor& packed(const QuantSpec& s, int64_t rows, int64_t cols) {
     ggml_random_blocks(uint32_t(s.bits), rows, cols, 1, 0.001f, bytes.data());
     return cache[key] = make_owned_tensor("w", DType::Q, {rows, cols}, std::move(bytes), format_id(s));
   }
+  // vq (VPTQ codebooks): random codes and codebooks. k-means over TinyLlama's 1.1 B weights on two
+  // cores would take hours, and the kernels' cost does not depend on the values.
+  if (s.family == FormatFamily::Vq) return cache[key] = pack_tensor("w", vq::random_matrix(s, rows, cols, 1));
   std::mt19937 rng(1);
   std::normal_distribution<float> nd(0.f, 0.02f);
   std::vector<float> w(size_t(rows * cols));
@@ -215,7 +220,8 @@ void register_all() {
     for (const char* f : {"nf4g32", "nf4g64", "fp4g32", "mxfp4", "lut3", "lut4", "fp8row", "q4_0", "q4_1", "q5_0",
                           "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs", "w4g32+s0.50", "lut3+s0.45",
                           "spqr3g16", "spqr3g32r32", "spqr3g16+s0.30", "w4g64", "w3g64", "pow4g64", "pow3g64", "bitmod4g64",
-                          "bitmod4g128", "bitmod3g128"}) {
+                          "bitmod4g128", "bitmod3g128", "w2g64", "vq4k8", "vq4k8n", "vq8k8r8", "vq4k10", "vq4k12", "vq4k8r4",
+                          "vq4k8r8", "vq2k8", "vq8k12"}) {
       const QuantSpec s = parse_format_name(f);
       const std::string base = "model_decode/tinyllama-1.1b/" + format_name(s) + "/" + lname;
       benchmark::RegisterBenchmark(base.c_str(), bm_model, s, l, int64_t(1))->Unit(benchmark::kMillisecond)->UseRealTime();

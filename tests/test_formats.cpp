@@ -77,11 +77,12 @@ void dequant_rows_at(SimdLevel l, const Tensor& t, float* out) {
 // ggml family's blocks are opaque (imported from GGUF): its tests are in test_ggml.cpp and, here, in
 // the parity table; the spqr family's statistics are shared by row groups (no per-group grid): its
 // own tests below (Formats.Spqr*) and the parity table.
+// The vq family's codebooks come from k-means and its bytes hold no code planes: tests/test_vq.cpp.
 bool is_spqr(const QuantSpec& s) { return s.family == FormatFamily::Spqr; }
 std::vector<QuantSpec> code_formats() {
   std::vector<QuantSpec> v;
   for (const auto& s : all_formats())
-    if (!format_traits(s).opaque_blocks && !is_spqr(s)) v.push_back(s);
+    if (!format_traits(s).opaque_blocks && !is_spqr(s) && !format_traits(s).codebook) v.push_back(s);
   return v;
 }
 bool is_ggml(const QuantSpec& s) { return s.family == FormatFamily::Ggml; }
@@ -119,6 +120,13 @@ int64_t doc_bytes(const QuantSpec& s, int64_t rows, int64_t cols) {
       const int64_t stat = (6 * G + 15) / 16 * 2, row_groups = (rows + s.group2 - 1) / s.group2;
       return rows * (nb * 4 * s.bits + stat) + row_groups * 4 * G * 2;
     }
+    case FormatFamily::Vq: {
+      // f32 scales, int8 codebooks, f16 column norm, codes of (16 / v) vectors per 16-row tile and
+      // column, 8 slack bytes
+      const int64_t K = (int64_t(1) << s.bits) + (s.group2 ? int64_t(1) << s.group2 : 0);
+      const int64_t vecs = (rows + 15) / 16 * (16 / s.group) * cols;
+      return 8 + K * s.group + (s.colnorm ? 4 * cols : 0) + (vecs * (s.bits + s.group2) + 7) / 8 + 8;
+    }
   }
   return -1;
 }
@@ -140,6 +148,9 @@ constexpr ParityEntry kParity[] = {
     {FormatFamily::Spqr, true, 3e-4},
     {FormatFamily::Binary, true, 3e-5},
     {FormatFamily::Pow, true, 3e-5}, {FormatFamily::Bitmod, true, 3e-5},
+    // vq: f32 activations; the column norm's colscale is folded into x and sum x colbias added
+    // apart (terms up to |x colbias| beside |x w|)
+    {FormatFamily::Vq, false, 1e-4},
 };
 const ParityEntry& parity_entry(const QuantSpec& s) {
   for (const auto& e : kParity)
@@ -155,8 +166,9 @@ const ParityEntry& parity_entry(const QuantSpec& s) {
 TEST(Formats, IdsAndNames) {
   const auto fmts = all_formats();
   // int: 6 widths x 5 groups x sym/asym; nf4, fp4: 4 groups; mxfp4; fp8: 5 groups; lut3/4; 12 ggml types;
-  // spqr: 3 widths x 3 groups x 3 row groups; binary: 5 groups; pow3/4: 4 groups; bitmod3/4: 3 groups
-  const size_t n_formats = 60 + 4 + 4 + 1 + 5 + 2 + 12 + 27 + 5 + 8 + 6;
+  // spqr: 3 widths x 3 groups x 3 row groups; binary: 5 groups; pow3/4: 4 groups; bitmod3/4: 3 groups;
+  // vq: 9 representatives (test_vq.cpp)
+  const size_t n_formats = 60 + 4 + 4 + 1 + 5 + 2 + 12 + 27 + 5 + 8 + 6 + 9;
   EXPECT_EQ(fmts.size(), n_formats);
   std::set<uint32_t> ids;
   std::set<std::string> names;
@@ -178,7 +190,8 @@ TEST(Formats, IdsAndNames) {
     EXPECT_THROW(parse_format_name(bad), Error) << bad;
   // ids of one family with another family's parameters are invalid
   EXPECT_FALSE(format_id_valid(3u | 5u << 8 | 1u << 16 | 1u << 24));  // nf with 3 bits
-  EXPECT_FALSE(format_id_valid(4u | 2u << 8 | 1u << 16 | 11u << 24));  // no family 11
+  EXPECT_FALSE(format_id_valid(4u | 2u << 8 | 1u << 16 | 11u << 24));  // no family 11 (reserved)
+  EXPECT_FALSE(format_id_valid(4u | 2u << 8 | 1u << 16 | 13u << 24));  // nor 13
   // family numbers are file format: spqr 7, binary 8, pow 9, bitmod 10 (pow/bitmod were 7/8 on
   // their branch before spqr and binary landed)
   EXPECT_EQ(format_id(parse_format_name("pow4g64")), 4u | 3u << 8 | 1u << 16 | 9u << 24);

@@ -175,14 +175,14 @@ TEST(Rht, FormatIdsNamesAndLayout) {
   const PackedGeometry g = packed_geometry(s, 37, 100), g0 = packed_geometry(plain, 37, 100);
   EXPECT_EQ(g.rht_offset, g0.total_bytes);
   EXPECT_EQ(g.total_bytes, g0.total_bytes + 13 + 5);
-  // +hi: the input side only (bit 7 of the id's bits byte), input signs only
+  // +hi: the input side only (bit 14 of the id), input signs only
   const QuantSpec si = parse_format_name("w3g64+s0.50+hi");
   EXPECT_EQ(si.rht, 2);
   EXPECT_EQ(format_name(si), "w3g64+s0.50+hi");
   EXPECT_EQ(format_spec(format_id(si)), si);
-  EXPECT_EQ(format_id(si), format_id(s) | 0x80u);
+  EXPECT_EQ(format_id(si), format_id(s) | 0x4000u);
   EXPECT_EQ(packed_geometry(si, 37, 100).total_bytes, g0.total_bytes + 13);
-  EXPECT_FALSE(format_id_valid(format_id(plain) | 0x80u));  // bit 7 without the RHT flag
+  EXPECT_FALSE(format_id_valid(format_id(plain) | 0x4000u));  // bit 14 without the RHT flag
 }
 
 namespace {

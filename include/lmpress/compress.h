@@ -182,6 +182,31 @@ QuantizedMatrix spqr_sweep(const float* w, int64_t rows, int64_t cols, const Qua
 QuantizedMatrix quantize_spqr(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
                               const std::vector<double>& H, const SpqrOptions& o, ThreadPool& pool,
                               int* sweeps = nullptr);
+// VPTQ (Liu et al. 2024) onto a vq format (src/algo/vptq.cpp): dead inputs zeroed; with the
+// format's column norm (n) every column standardized by its (f16) mean and deviation and H scaled
+// to match (diag(s) H diag(s)); stage-1 codebook by k-means of the column vectors weighted by H_jj
+// (its int8 form the one used); GPTQ's column-by-column sweep (channel-independent: each vector of
+// a column to its nearest centroid, the scaled error fed forward to the later columns, lazy batched
+// updates); with a residual stage, its codebook by H_jj-weighted k-means of the first sweep's
+// remaining error, then a second sweep from the original weights choosing stage-1 then stage-2
+// nearest. docs/methods.md lists the deviations (no layer-wise fine-tuning, no outlier columns).
+struct VptqOptions {
+  int iters = 20;          // k-means iterations per codebook
+  double damp = 0.01;      // fraction of mean(diag H) added to the diagonal
+  int64_t block = 128;     // lazy-batch block size
+  uint64_t seed = 0;       // k-means initial centroids
+  bool act_order = false;  // columns by descending diag(H) (the vectors stay within a column)
+  int refine = 0;          // (lmpress) stage-1 re-fits to the sweep's targets, each followed by a sweep
+};
+// The core step: one sweep of w onto fixed codebooks (centroids [K1][v], [K2][v] f32; book2 empty:
+// no residual stage), H already normalized / dampened as the caller wants it (not modified).
+// Returns the chosen codes [real row blocks][cols] (idx1 | idx2 << bits1) and, in target (optional,
+// [rows][cols]), the updated weight each vector was rounded from (GPTQ's error feedback included).
+std::vector<uint32_t> vptq_sweep(const float* w, int64_t rows, int64_t cols, int v, const std::vector<float>& book1,
+                                 const std::vector<float>& book2, int bits1, const std::vector<double>& H,
+                                 int64_t block, bool act_order, ThreadPool& pool, std::vector<float>* target = nullptr);
+QuantizedMatrix quantize_vptq(const float* w, int64_t rows, int64_t cols, const QuantSpec& s, const std::vector<double>& H,
+                              const VptqOptions& o, ThreadPool& pool);
 // tr(D H D^T)/rows with D = W - Wq for dequantized weights Wq (formats without a per-group grid);
 // rel and max_rows as layer_error below.
 double dense_layer_error(const float* w, const std::vector<float>& wq, int64_t rows, int64_t cols,
@@ -202,8 +227,8 @@ namespace lmpress {
 //   override := PATTERN '=' rule          PATTERN: glob over canonical tensor names (* and ?)
 //   rule     := 'keep' | 'f16' | 'bf16' | 'f32' | CHAIN ':' FORMAT (',' option)*
 //   CHAIN    := METHOD ('+' METHOD)*      transforms first, one rounding method last (default rtn)
-//   METHOD   := a registry name: rtn | gptq | quantease | squeezellm | easyquant | spqr | nupes | bitmod | awq |
-//               smoothquant
+//   METHOD   := a registry name: rtn | gptq | quantease | squeezellm | easyquant | spqr | nupes | bitmod | vptq |
+//               awq | smoothquant
 //   FORMAT   := a format name (formats.h): w4g32, w3g128a, w8row, nf4g64, fp4g32, mxfp4, fp8row, lut3 ...
 //   option   := a key (or key=value) taken by exactly one method of the chain: gptq act_order,
 //               static_groups, mse, damp=F, block=N, emb=F; rtn clip, mse; quantease iters=N,
@@ -233,6 +258,7 @@ struct TensorRule {
   QuantEaseOptions quantease;
   SmoothOptions smooth;
   SpqrOptions spqr;
+  VptqOptions vptq;
   bool clip = false;
   int easyquant_steps = 100;  // easyquant: gradient steps per group
   bool pb_magnitude = false;  // pbllm: salient weights by |w| instead of the Hessian criterion

@@ -21,6 +21,10 @@
 //          as an int8 table times an f16 absmax scale; the exponent a is stored in the tensor;
 //   bitmod bitmod<b>g<G>: BitMoD's mixture of datatypes: per group one of four FP3/FP4 tables
 //          (extra-resolution / extra-asymmetry special values), u8 selector and f16 scale.
+//   vq     vq<v>k<b>[r<b2>][n]: VPTQ's vector quantization: vectors of v weights along the rows of a
+//          column, each a b-bit index into a per-tensor codebook of 2^b int8 vectors (plus an
+//          optional residual stage of 2^b2), optional per-column f16 scale and bias (made only by
+//          the vptq method; formats/vq.h). Its bytes are codebooks + an index stream: no code planes.
 // Packed layout (docs/formats.md): rows are independent; each row's codes are packed in
 // 32-weight blocks (the row is zero-padded to a multiple of 32), followed, after all rows, by the
 // per-group scales and the family's side payloads (zeros, tables).
@@ -36,19 +40,24 @@ namespace lmpress {
 
 // Format families (the high byte of a format id).
 enum class FormatFamily : uint8_t {
-  Int = 0, NF4 = 1, FP4 = 2, MXFP4 = 3, FP8 = 4, Lut = 5, Ggml = 6, Spqr = 7, Binary = 8, Pow = 9, Bitmod = 10
+  Int = 0, NF4 = 1, FP4 = 2, MXFP4 = 3, FP8 = 4, Lut = 5, Ggml = 6, Spqr = 7, Binary = 8, Pow = 9, Bitmod = 10,
+  // 11 is reserved (trellis codes)
+  Vq = 12
 };
 
 struct QuantSpec {
   int bits = 4;        // int: 2, 3, 4, 5, 6, 8; nf4/fp4/mxfp4: 4; fp8: 8; lut: 3, 4; binary: 1;
-                       // ggml: the ggml_type value (2 = Q4_0, 12 = Q4_K, ...)
-  int group = 32;      // 16, 32, 64, 128, or 0 = whole row (per-channel); ggml: 0 (unused)
+                       // ggml: the ggml_type value (2 = Q4_0, 12 = Q4_K, ...); vq: index bits (4..12)
+  int group = 32;      // 16, 32, 64, 128, or 0 = whole row (per-channel); ggml: 0 (unused);
+                       // vq: the vector length v (2, 4, 8)
   bool sym = true;     // int only (every other family is symmetric)
   FormatFamily family = FormatFamily::Int;
   // Sparse outliers (any family): this many hundredths of a percent of the weights (0..127, i.e.
   // up to 1.27%) are kept apart as f16 corrections with their positions; name suffix "+s0.45".
   int sparse = 0;
-  int group2 = 0;      // spqr: rows per second-level statistics group (16, 32, 64); 0 elsewhere
+  int group2 = 0;      // spqr: rows per second-level statistics group (16, 32, 64); vq: residual
+                       // stage index bits (0 = none, 4..12); 0 elsewhere
+  bool colnorm = false;  // vq: per-column f16 scale and bias (name suffix "n"); false elsewhere
   // Family parameter that is NOT part of the format id (the packed tensor stores it): pow: the
   // power exponent a in hundredths (0 = the family's default, 0.75); every other family: 0.
   int param = 0;
@@ -64,7 +73,9 @@ int64_t sparse_count(const QuantSpec& s, int64_t rows, int64_t cols);
 
 // Format id encoding: bits | group_code << 8 | sym << 16 | sparse << 17 | family << 24
 // (group_code: 16->1 32->2 64->3 128->4 row->5; spqr's second-level group code in bits 12..14;
-// the RHT flag in bit 15, and bit 7 (of the bits byte) set for the input-side-only RHT). The int family's ids are those of lmpress files before families existed.
+// the RHT flag in bit 15, and bit 14 set for the input-side-only RHT; the vq family: index bits |
+// residual bits << 4 | log2(v) << 8 | column norm << 13, formats/vq.h). The int family's ids are those of
+// lmpress files before families existed.
 uint32_t format_id(const QuantSpec& s);
 QuantSpec format_spec(uint32_t id);             // throws Error for unknown ids
 bool format_id_valid(uint32_t id);
@@ -152,6 +163,13 @@ struct QuantizedMatrix {
   // spqr (formats/spqr.cpp): zeros hold each group's 3-bit statistic codes (scale | zero << 3),
   // scales the decoded scales, stats2 the second-level f16 values [row groups][4][groups].
   std::vector<float> stats2;
+  // vq (formats/vq.h): codes [row blocks][cols] (row block = v rows, rows padded to a multiple of
+  // 16), each stage-1 index | stage-2 index << bits; codebooks [K1][v] then [K2][v] int8 with one
+  // f32 scale per stage; colnorm: per-column scale and bias [cols] (f16-representable).
+  std::vector<uint32_t> vq_codes;
+  std::vector<int8_t> vq_book;
+  float vq_scale[2] = {0.f, 0.f};
+  std::vector<float> col_scale, col_bias;
   // spec.rht: sign bits of the input [ceil(cols / 8)] and (rht 1) output [ceil(rows / 8)] channels; the
   // codes hold the rotated weights (dequantize_matrix returns the weights in the model's space).
   std::vector<uint8_t> rht_in, rht_out;

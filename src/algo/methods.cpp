@@ -278,6 +278,38 @@ QuantizedMatrix spqr_round(const RoundArgs& a) {
   return q;
 }
 
+// ---- vptq ----
+bool vptq_option(TensorRule& r, const std::string& k, const std::string& v) {
+  VptqOptions& o = r.vptq;
+  auto integer = [&](double lo, double hi, double* out) {
+    if (!parse_double(v, lo, hi, out) || *out != std::floor(*out))
+      bad_value(k, v, k + " must be an integer in [" + std::to_string(int64_t(lo)) + ", " + std::to_string(int64_t(hi)) + "]");
+  };
+  double x = 0;
+  if (k == "iters" && !v.empty()) return integer(0, 1000, &x), o.iters = int(x), true;
+  if (k == "seed" && !v.empty()) return integer(0, 1e9, &x), o.seed = uint64_t(x), true;
+  if (k == "refine" && !v.empty()) return integer(0, 20, &x), o.refine = int(x), true;
+  if (k == "block" && !v.empty()) return integer(1, 65536, &x), o.block = int64_t(x), true;
+  if (k == "act_order" && v.empty()) return o.act_order = true;
+  if (k == "damp" && !v.empty()) {
+    if (!parse_double(v, 0, 10 - 1e-12, &o.damp)) bad_value(k, v, "damp must be in [0, 10)");
+    return true;
+  }
+  if (k == "emb" && !v.empty()) {
+    if (!parse_double(v, 0, 1000, &r.gptq.emb)) bad_value(k, v, "emb must be in [0, 1000]");
+    return true;
+  }
+  return false;
+}
+void vptq_check(const TensorRule& r) {
+  if (r.spec.family != FormatFamily::Vq)
+    fail("recipe", "vptq quantizes onto vector codebooks: use a vq format (vq4k8, vq8k8r8n, ...), not " + format_name(r.spec));
+}
+QuantizedMatrix vptq_round(const RoundArgs& a) {
+  if (!a.H) fail("vptq", "vptq needs calibration data (--calib FILE)");
+  return quantize_vptq(a.w, a.rows, a.cols, a.rule->spec, *a.H, a.rule->vptq, *a.pool);
+}
+
 // ---- pbllm ----
 // PB-LLM (Shang et al. 2023): the +s salient weights (chosen in pipeline.cpp round_with_outliers by
 // the Hessian criterion w^2 / U_jj^2, or |w| with salient=magnitude) stay in f16, the rest is
@@ -362,6 +394,9 @@ const std::vector<MethodInfo> kMethods = {
     {"spqr", "SpQR: its GPTQ sweep onto spqr formats (3-bit statistics of small groups), outliers by "
      "leave-one-out GPTQ loss kept in f16 (Dettmers et al. 2023)", true, false, kStatHessian, "tau=F, damp=F, emb=F",
      spqr_option, spqr_check, spqr_round, nullptr},
+    {"vptq", "VPTQ: vectors of a column's rows into a per-tensor codebook (H_jj-weighted k-means, optional residual "
+     "stage), GPTQ's column-by-column error feedback, onto vq formats (Liu et al. 2024)", true, false, kStatHessian,
+     "iters=N, damp=F, seed=N, block=N, act_order, refine=N, emb=F", vptq_option, vptq_check, vptq_round, nullptr},
     {"pbllm", "PB-LLM: partial binarization: salient weights (+s, Hessian criterion) in f16, the rest binarized "
      "with GPTQ error feedback (Shang et al. 2023)", true, false, kStatHessian, "salient=hessian|magnitude, damp=F, block=N, emb=F",
      pbllm_option, pbllm_check, pbllm_round, nullptr},

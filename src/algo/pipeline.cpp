@@ -272,7 +272,8 @@ Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* 
     const std::vector<float> w = t.dtype == DType::Q ? dequantize_ref(t) : tensor_to_f32(t);
     const std::vector<double>* H = stats && !stats->H.empty() ? &stats->H : nullptr;
     std::vector<double> Ht;
-    if (tied && H && (r.rounding() == "gptq" || r.rounding() == "quantease" || r.rounding() == "spqr")) {
+    if (tied && H && (r.rounding() == "gptq" || r.rounding() == "quantease" || r.rounding() == "spqr" ||
+                      r.rounding() == "vptq")) {
       Ht = tied_embedding_hessian(*H, t.cols(), r.gptq.emb);
     }
     RoundArgs a;
@@ -293,7 +294,7 @@ Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* 
       fail(t.name, e.what());
     }
     // (the reported proxy error is estimated on 256 rows: exact, it costs as much as GPTQ)
-    if (H && qm.spec.family == FormatFamily::Spqr)  // no per-group grid: from the dequantized weights
+    if (H && (qm.spec.family == FormatFamily::Spqr || qm.spec.family == FormatFamily::Vq))  // no per-group grid
       rep.err = dense_layer_error(w.data(), dequantize_matrix(qm), qm.rows, qm.cols, *H, &rep.rel_err, kErrorRows);
     else if (H)
       rep.err = layer_error(w.data(), qm, *H, &rep.rel_err, kErrorRows);
@@ -342,9 +343,9 @@ std::vector<PlannedTensor> plan_quantization(const Model& src, const Recipe& rc)
     if (linear.count(t->name) || is_embd || is_out) {
       const TensorRule& r = rc.rule_for(t->name, tied && is_embd);
       if (r.quantized()) {
-        // refuses formats lmpress does not produce (llama.cpp's block types) and spqr formats to
-        // any method but spqr (no per-group grid)
-        if (r.rounding() != "spqr") (void)make_grid(r.spec);
+        // refuses formats lmpress does not produce (llama.cpp's block types), spqr formats to any
+        // method but spqr and vq formats to any but vptq (no per-group grid)
+        if (r.rounding() != "spqr" && r.rounding() != "vptq") (void)make_grid(r.spec);
         QuantSpec spec = r.spec;
         if (is_embd) spec.rht = false;  // read by rows: never rotated (compress_tensor)
         p.dtype = DType::Q;
@@ -583,7 +584,7 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
       // outliers by the same criterion).
       TensorRule er = rule(m.tok_embd);
       InputStats eye;
-      if (er.quantized() && er.rounding() == "spqr") {
+      if (er.quantized() && (er.rounding() == "spqr" || er.rounding() == "vptq")) {
         const int64_t n = m.tok_embd.cols();
         eye.n = n;
         eye.H.assign(size_t(n * n), 0.0);
@@ -687,9 +688,19 @@ VariantDb build_variant_db(const Model& src, const std::vector<TensorRule>& cand
       put(m.tok_embd, ci, compress_tensor(m.tok_embd, cands[ci], &H, pool, /*tied=*/true));
     } else {
       put(m.output, ci, compress_tensor(m.output, cands[ci], &H, pool));
-      TensorRule er = cands[ci];  // untied embedding: no Hessian, so a calibrated rule runs as rtn
-      if (find_method(er.rounding()).stats != 0) er.chain = {"rtn"}, er.method = "rtn";
-      put(m.tok_embd, ci, compress_tensor(m.tok_embd, er, nullptr, pool));
+      // untied embedding: no Hessian, so a calibrated rule runs as rtn (spqr / vptq, which have no
+      // rtn form, with H = I, as in quantize_model)
+      TensorRule er = cands[ci];
+      InputStats eye;
+      if (er.rounding() == "spqr" || er.rounding() == "vptq") {
+        const int64_t n = m.tok_embd.cols();
+        eye.n = n;
+        eye.H.assign(size_t(n * n), 0.0);
+        for (int64_t j = 0; j < n; ++j) eye.H[size_t(j * n + j)] = 1.0;
+      } else if (find_method(er.rounding()).stats != 0) {
+        er.chain = {"rtn"}, er.method = "rtn";
+      }
+      put(m.tok_embd, ci, compress_tensor(m.tok_embd, er, eye.H.empty() ? nullptr : &eye, pool));
     }
   }
   for (const auto& row : db.v)

@@ -11,6 +11,7 @@
 #include "formats/ggml_family.h"
 #include "formats/spqr.h"
 #include "formats/traits.h"
+#include "formats/vq.h"
 
 namespace lmpress {
 
@@ -64,6 +65,7 @@ GroupParams minmax_params(const float* w, int64_t n, const QuantSpec& s, float c
 QuantizedMatrix quantize_rtn_ref(const float* w, int64_t rows, int64_t cols, const QuantSpec& s) {
   const PackedGeometry g = packed_geometry(s, rows, cols);
   if (s.family == FormatFamily::Spqr) return spqr::quantize_rtn(w, rows, cols, s);  // statistics shared by rows
+  if (s.family == FormatFamily::Vq) return vq::quantize_rtn(w, rows, cols, s);      // codebooks: k-means
   const std::unique_ptr<Grid> grid = make_grid(s);
   QuantizedMatrix qm;
   qm.init(s, rows, cols);
@@ -92,6 +94,7 @@ int64_t group_length(const QuantSpec& s, int64_t cols) {
     LMP_ASSERT(ggml_type_block(uint32_t(s.bits), &qk, &bytes));
     return qk;
   }
+  if (s.family == FormatFamily::Vq) return cols;  // no groups (one per row; QuantizedMatrix::scales unused)
   return s.group == 0 ? cols : s.group;
 }
 
@@ -117,6 +120,16 @@ void QuantizedMatrix::init(const QuantSpec& s, int64_t r, int64_t c) {
   if (s.family == FormatFamily::Ggml) ggml.assign(size_t(rows * G * kGgmlParamBytes), 0);
   stats2.clear();
   if (s.family == FormatFamily::Spqr) stats2.assign(size_t(spqr::row_groups(s, rows) * 4 * G), 0.f);
+  vq_codes.clear();
+  vq_book.clear();
+  vq_scale[0] = vq_scale[1] = 0.f;
+  col_scale.clear();
+  col_bias.clear();
+  if (s.family == FormatFamily::Vq) {
+    vq_codes.assign(size_t(vq::row_blocks(s, rows) * cols), 0);
+    vq_book.assign(size_t((vq::book1_size(s) + vq::book2_size(s)) * s.group), 0);
+    if (s.colnorm) col_scale.assign(size_t(cols), 1.f), col_bias.assign(size_t(cols), 0.f);
+  }
 }
 
 GroupParams QuantizedMatrix::params(int64_t r, int64_t g) const {
@@ -162,6 +175,7 @@ void QuantizedMatrix::set_params(int64_t r, int64_t g, const GroupParams& p) {
 namespace {
 std::vector<float> dequantize_dense(const QuantizedMatrix& qm) {
   if (qm.spec.family == FormatFamily::Spqr) return spqr::dequantize_dense(qm);  // no per-group grid
+  if (qm.spec.family == FormatFamily::Vq) return vq::dequantize_dense(qm);      // codebook vectors
   const std::unique_ptr<Grid> grid = make_grid(qm.spec);
   const int64_t g = qm.group_len(), G = qm.groups();
   std::vector<float> out(size_t(qm.rows * qm.cols));
@@ -280,6 +294,13 @@ Tensor pack_tensor(const std::string& name, const QuantizedMatrix& qm) {
   } catch (const Error& e) {
     fail(where, e.what());
   }
+  // Codebook families (vq): the family writes everything (codebooks, column norm, code stream).
+  if (format_traits(s).codebook) {
+    std::vector<uint8_t> bytes(size_t(g.total_bytes), 0);
+    format_traits(s).pack(qm, g, bytes.data(), where);
+    if (s.rht) pack_rht(qm, g, bytes.data(), where);
+    return make_owned_tensor(name, DType::Q, {rows, cols}, std::move(bytes), format_id(s));
+  }
   const int64_t G = g.groups_per_row;
   if (int64_t(qm.q.size()) != rows * cols)
     fail(where, "codes: " + std::to_string(qm.q.size()) + " values for shape " + shape_str(rows, cols));
@@ -374,7 +395,7 @@ QuantizedMatrix unpack_tensor(const Tensor& t) {
     qm.rht_in.assign(in, in + (g.cols + 7) / 8);
     if (s.rht == 1) qm.rht_out.assign(in + (g.cols + 7) / 8, in + (g.cols + 7) / 8 + (g.rows + 7) / 8);
   }
-  if (format_traits(s).opaque_blocks) {  // ggml: codes and params from the blocks
+  if (format_traits(s).opaque_blocks || format_traits(s).codebook) {  // ggml, vq: everything from the family's bytes
     format_traits(s).unpack_params(base, g, s, qm);
     return qm;
   }

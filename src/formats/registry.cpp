@@ -1,6 +1,7 @@
 // THE table of format families (kFormats) and the generic format API over it: ids, names,
 // geometry, exact bits per weight, grids. Each family's row lives in its own file.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -24,12 +25,24 @@ const std::vector<const FormatTraits*> kFormats = {
     &binary_format, // b1g128, b1row: one bit per weight (PB-LLM)
     &pow_format,    // pow4g64 / pow4a0.60g64: NUPES power grid, exponent stored in the tensor
     &bitmod_format, // bitmod4g128: BitMoD, one of four FP3/FP4 tables per group
+    // (family 11 is reserved: trellis codes)
+    &vq_format,     // vq4k8, vq4k8r8n, ...: VPTQ, vectors of a column's rows into a per-tensor codebook
 };
 
-// The family's own validity; only spqr has second-level groups, only pow a parameter (its exponent).
+// The row of a family value (null: none; the table may have gaps, see kFormats).
+const FormatTraits* find_traits(uint32_t fam) {
+  for (const FormatTraits* t : kFormats)
+    if (uint32_t(t->family) == fam) return t;
+  return nullptr;
+}
+
+// The family's own validity; only spqr has second-level groups (vq: its residual stage's bits),
+// only pow a parameter (its exponent), only vq a column norm and no sparse outliers.
 bool spec_valid(const QuantSpec& s) {
-  return size_t(s.family) < kFormats.size() && (s.group2 == 0 || s.family == FormatFamily::Spqr) &&
-         (s.param == 0 || s.family == FormatFamily::Pow) && kFormats[size_t(s.family)]->valid(s);
+  const FormatTraits* t = find_traits(uint32_t(s.family));
+  const bool vq = s.family == FormatFamily::Vq;
+  return t && (s.group2 == 0 || s.family == FormatFamily::Spqr || vq) && (s.param == 0 || s.family == FormatFamily::Pow) &&
+         (!s.colnorm || vq) && (!vq || s.sparse == 0) && t->valid(s);
 }
 
 std::string spec_str(const QuantSpec& s) {
@@ -41,7 +54,7 @@ std::string spec_str(const QuantSpec& s) {
 
 const std::vector<const FormatTraits*>& all_format_traits() {
   static const bool ordered = [] {
-    for (size_t i = 0; i < kFormats.size(); ++i) LMP_ASSERT(size_t(kFormats[i]->family) == i);
+    for (size_t i = 1; i < kFormats.size(); ++i) LMP_ASSERT(kFormats[i - 1]->family < kFormats[i]->family);
     return true;
   }();
   (void)ordered;
@@ -49,9 +62,9 @@ const std::vector<const FormatTraits*>& all_format_traits() {
 }
 
 const FormatTraits& format_traits(FormatFamily f) {
-  const auto& t = all_format_traits();
-  if (size_t(f) >= t.size()) fail("", "unknown format family " + std::to_string(int(f)));
-  return *t[size_t(f)];
+  const FormatTraits* t = find_traits(uint32_t(f));
+  if (!t) fail("", "unknown format family " + std::to_string(int(f)));
+  return *t;
 }
 
 const FormatTraits& format_traits(const QuantSpec& s) { return format_traits(s.family); }
@@ -65,19 +78,33 @@ uint32_t format_id(const QuantSpec& s) {
                  "see docs/formats.md for the other families");
   if (s.sparse < 0 || s.sparse > 127)
     fail("", "sparse outlier fraction " + std::to_string(s.sparse) + " (in 0.01%) out of range 0..127");
+  if (s.rht > 2) fail("", "bad randomized Hadamard transform kind " + std::to_string(int(s.rht)));
+  if (s.family == FormatFamily::Vq)  // bits | b2 << 4, log2(v) in bits 8..11, column norm bit 13, RHT bit 15
+    return uint32_t(s.bits) | uint32_t(s.group2) << 4 | uint32_t(std::countr_zero(unsigned(s.group))) << 8 |
+           uint32_t(s.colnorm) << 13 | uint32_t(s.rht == 2 ? 1 : 0) << 14 | uint32_t(s.rht ? 1 : 0) << 15 | 1u << 16 |
+           uint32_t(s.family) << 24;
   // group2 (spqr's second-level groups) in the group byte's high nibble; 0 for every other family
   const uint32_t gc = uint32_t(fmt::group_code(s.group)) | uint32_t(s.group2 ? fmt::group_code(s.group2) : 0) << 4;
-  if (s.rht > 2) fail("", "bad randomized Hadamard transform kind " + std::to_string(int(s.rht)));
-  return uint32_t(s.bits) | uint32_t(s.rht == 2 ? 1 : 0) << 7 | gc << 8 | uint32_t(s.rht ? 1 : 0) << 15 | uint32_t(s.sym ? 1 : 0) << 16 |
+  return uint32_t(s.bits) | gc << 8 | uint32_t(s.rht == 2 ? 1 : 0) << 14 | uint32_t(s.rht ? 1 : 0) << 15 | uint32_t(s.sym ? 1 : 0) << 16 |
          uint32_t(s.sparse) << 17 | uint32_t(s.family) << 24;
 }
 
 namespace {
 bool decode_id(uint32_t id, QuantSpec* out) {
-  const uint32_t bits = id & 0x7f, in_only = (id >> 7) & 1, gc = (id >> 8) & 0xff, sym = (id >> 16) & 1, sparse = (id >> 17) & 0x7f,
+  const uint32_t bits = id & 0xff, in_only = (id >> 14) & 1, gc = (id >> 8) & 0xff, sym = (id >> 16) & 1, sparse = (id >> 17) & 0x7f,
                  fam = id >> 24;
-  if (fam >= all_format_traits().size()) return false;
-  const uint32_t gc2 = (gc >> 4) & 7;  // bit 15 (gc's bit 7): the RHT flag
+  if (!find_traits(fam)) return false;
+  if (fam == uint32_t(FormatFamily::Vq)) {  // its own layout (format_id); bit 15 (gc's bit 7): the RHT flag
+    if ((gc & ~0xe0u) > 3 || sparse || (in_only && !((gc >> 7) & 1))) return false;
+    QuantSpec s{int(bits & 15), 1 << (gc & 3), sym != 0, FormatFamily::Vq};
+    s.group2 = int(bits >> 4);
+    s.colnorm = (gc & 0x20) != 0;
+    if (!spec_valid(s)) return false;
+    s.rht = uint8_t((gc >> 7) & 1 ? (in_only ? 2 : 1) : 0);
+    *out = s;
+    return true;
+  }
+  const uint32_t gc2 = (gc >> 4) & 3;  // bit 14: input-side-only RHT, bit 15 (gc's bit 7): the RHT flag
   const int g = fmt::group_of_code(int(gc & 15)), g2 = gc2 ? fmt::group_of_code(int(gc2)) : 0;
   if (g < 0 || g2 < 0) return false;
   QuantSpec s;
@@ -157,6 +184,8 @@ QuantSpec parse_format_name(const std::string& name_in) {
   for (const FormatTraits* t : all_format_traits()) {
     QuantSpec s;
     if (t->parse(base, &s) && spec_valid(s)) {
+      if (sparse && s.family == FormatFamily::Vq)
+        fail("", "'" + name + "': vq formats have no sparse outliers (+s)");
       s.sparse = sparse;
       s.rht = rht;
       return s;
@@ -168,7 +197,8 @@ QuantSpec parse_format_name(const std::string& name_in) {
                "fp8row, fp8g<group>, lut3 or lut4, or a llama.cpp type (q8_0, q4_0, q4_1, q5_0, q5_1, "
                "q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs), spqr<bits>g<group>[r<rows>] (bits 2,3,4; "
                "group 16,32,64; rows 16,32,64; e.g. spqr3g16), b1g<group> or b1row (binary), pow<3|4>[a<A>]g<group> "
-               "(NUPES; A 0.20..2.00), bitmod<3|4>g<32|64|128>; lmpress's own formats with sparse outliers "
+               "(NUPES; A 0.20..2.00), bitmod<3|4>g<32|64|128>, vq<v>k<b>[r<b2>][n] (VPTQ vectors: v 2,4,8; "
+               "index bits b, b2 4..12; n: column norm; e.g. vq4k8, vq8k8r8n); lmpress's own formats with sparse outliers "
                "+s<percent>; any of them with a randomized Hadamard transform: suffix +h (both sides) or +hi (input side "
                "only), last");
 }

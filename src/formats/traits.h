@@ -51,6 +51,9 @@ struct FormatTraits {
   // Table of a group when it is not the family's fixed_table nor a per-row table: pow (the table
   // of the spec's exponent) and bitmod (the table the group's selector, GroupParams::zero, names).
   const int8_t* (*group_table)(const QuantSpec& s, int32_t selector) = nullptr;
+  // The family's bytes are codebooks and an index stream (vq): no code planes, no grid; pack /
+  // unpack_params write and read everything (QuantizedMatrix::vq_*).
+  bool codebook = false;
 };
 
 const FormatTraits& format_traits(FormatFamily f);  // throws Error for unknown families
@@ -60,7 +63,7 @@ const std::vector<const FormatTraits*>& all_format_traits();
 
 // The family rows (one per file).
 extern const FormatTraits int_format, nf4_format, fp4_format, mxfp4_format, fp8_format, lut_format, ggml_format,
-    spqr_format, binary_format, pow_format, bitmod_format;
+    spqr_format, binary_format, pow_format, bitmod_format, vq_format;
 
 // ---- shared pieces of the families ------------------------------------------------------------
 namespace fmt {

@@ -140,6 +140,7 @@ int code_bits(const QuantSpec& s) {
   switch (s.family) {
     case FormatFamily::NF4: case FormatFamily::FP4: case FormatFamily::MXFP4: return 4;
     case FormatFamily::FP8: return 8;
+    case FormatFamily::Vq: return (s.bits + s.group2 + s.group - 1) / s.group;  // index bits per weight
     default: return s.bits;
   }
 }

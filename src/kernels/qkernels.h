@@ -59,6 +59,15 @@ struct QWeights {
   // group g at bit 6g) follow its code blocks, at byte nb * qblock_bytes(bits) of the row.
   const uint16_t* stats2 = nullptr;
   int64_t stat_rows = 0;
+  // vq (formats/vq.h): q is the code stream (code of vector i of 16-row tile t, column c at bit
+  // ((t * cols + c) * 16 / vq_v + i) * (bits + vq_bits2)); value of row r = 16 t + vq_v i + l,
+  // column c: (vq_s1 * book1[idx1][l] + vq_s2 * book2[idx2][l]) * colscale[c] + colbias[c]
+  // (colscale / colbias f16, null without column norm), book2 = vq_book + 2^bits * vq_v.
+  const int8_t* vq_book = nullptr;
+  float vq_s1 = 0.f, vq_s2 = 0.f;
+  int32_t vq_v = 0, vq_bits2 = 0;
+  const uint16_t* col_scale = nullptr;
+  const uint16_t* col_bias = nullptr;
   // Scale of (row, group) as f32 (either stored kind).
   float scale(int64_t r, int64_t g) const;
   bool g16() const { return group == 16; }
@@ -169,6 +178,10 @@ template <HalfRowDecoder DEC>
 void half_rows_dequant_of(const QWeights& w, int64_t r0, int64_t r1, float* out, int64_t ldo) {
   half_rows_dequant_ref(w, r0, r1, out, ldo, DEC);
 }
+// vq (vector quantization, formats/vq.h): f32 activations (QActs::xf); decode: per 16-row tile
+// and column, the tile's 16 weights from the codebook(s), one FMA with x; prefill: a decoded tile
+// reused over the tokens.
+extern const FormatKernels vq_kernels_scalar, vq_kernels_avx2, vq_kernels_avx512;
 // E4M3 code -> float (scalar reference; 0x7f / 0xff are NaN).
 float e4m3_to_f32(uint8_t c);
 
