@@ -124,9 +124,13 @@ void bm_decode_dram(benchmark::State& st, QuantSpec s, SimdLevel l) {
   label(st);
 }
 
-void bm_prefill(benchmark::State& st, QuantSpec s, SimdLevel l, int64_t rows, int64_t cols, bool sgemm) {
+void bm_prefill(benchmark::State& st, QuantSpec s, SimdLevel l, int64_t rows, int64_t cols, bool sgemm, bool amx) {
   if (!level_ok(st, l)) return;
-  ScopedSimdLevel sl(l);
+  if (amx && !cpu_has_amx()) {
+    st.SkipWithError("no AMX on this CPU / OS");
+    return;
+  }
+  ScopedSimdLevel sl(l, amx);
   const int64_t n = 128;
   const Tensor& W = packed(s, rows, cols);
   auto x = activations(n, cols);
@@ -146,9 +150,13 @@ void bm_prefill(benchmark::State& st, QuantSpec s, SimdLevel l, int64_t rows, in
 // All linear layers of TinyLlama-1.1B (22 layers: q, k, v, o, gate, up, down; then the 32000-row
 // classifier), distinct copies so every token streams ~0.6 GB from DRAM, as a real decode step
 // does: tokens/s of the matmuls alone (attention, norms and the rest excluded), n = 1 or 128.
-void bm_model(benchmark::State& st, QuantSpec s, SimdLevel l, int64_t n) {
+void bm_model(benchmark::State& st, QuantSpec s, SimdLevel l, int64_t n, bool amx) {
   if (!level_ok(st, l)) return;
-  ScopedSimdLevel sl(l);
+  if (amx && !cpu_has_amx()) {
+    st.SkipWithError("no AMX on this CPU / OS");
+    return;
+  }
+  ScopedSimdLevel sl(l, amx);
   const int64_t dim = 2048, hidden = 5632, kv = 256, vocab = 32000;
   const std::pair<int64_t, int64_t> layer[] = {{dim, dim}, {kv, dim}, {kv, dim}, {dim, dim},
                                                {hidden, dim}, {hidden, dim}, {dim, hidden}};
@@ -207,10 +215,10 @@ void register_all() {
     for (const auto& s : {QuantSpec{4, 32, true}, QuantSpec{4, 128, false}, QuantSpec{2, 32, true},
                           QuantSpec{3, 32, true}, QuantSpec{8, 32, true}}) {
       const std::string base = "model_decode/tinyllama-1.1b/" + format_name(s) + "/" + lname;
-      benchmark::RegisterBenchmark(base.c_str(), bm_model, s, l, int64_t(1))->Unit(benchmark::kMillisecond)->UseRealTime();
+      benchmark::RegisterBenchmark(base.c_str(), bm_model, s, l, int64_t(1), false)->Unit(benchmark::kMillisecond)->UseRealTime();
       if (s.bits != 4) continue;
       const std::string pre = "model_prefill128/tinyllama-1.1b/" + format_name(s) + "/" + lname;
-      benchmark::RegisterBenchmark(pre.c_str(), bm_model, s, l, int64_t(128))->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+      benchmark::RegisterBenchmark(pre.c_str(), bm_model, s, l, int64_t(128), false)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
     }
     // The other families next to w4g32 (the same bytes at 4.5 bpw for nf4g32 / fp4g32; lut4
     // 4.0 plus 18 bytes a row, mxfp4 4.25, fp8row 8.0): decode and prefill.
@@ -224,9 +232,9 @@ void register_all() {
                           "vq4k8r8", "vq2k8", "vq8k12"}) {
       const QuantSpec s = parse_format_name(f);
       const std::string base = "model_decode/tinyllama-1.1b/" + format_name(s) + "/" + lname;
-      benchmark::RegisterBenchmark(base.c_str(), bm_model, s, l, int64_t(1))->Unit(benchmark::kMillisecond)->UseRealTime();
+      benchmark::RegisterBenchmark(base.c_str(), bm_model, s, l, int64_t(1), false)->Unit(benchmark::kMillisecond)->UseRealTime();
       const std::string pre = "model_prefill128/tinyllama-1.1b/" + format_name(s) + "/" + lname;
-      benchmark::RegisterBenchmark(pre.c_str(), bm_model, s, l, int64_t(128))->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+      benchmark::RegisterBenchmark(pre.c_str(), bm_model, s, l, int64_t(128), false)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
     }
   }
   std::vector<QuantSpec> prefill_fmts = {{2, 32, true}, {3, 32, true}, {4, 32, true}, {5, 32, true},
@@ -236,12 +244,26 @@ void register_all() {
     for (const auto& s : prefill_fmts) {
       for (const auto& [r, c] : shapes) {
         const std::string base = "prefill/" + format_name(s) + "/" + lname + "/" + std::to_string(r) + "x" + std::to_string(c);
-        benchmark::RegisterBenchmark(base.c_str(), bm_prefill, s, l, r, c, false)->Unit(benchmark::kMillisecond)->UseRealTime();
+        benchmark::RegisterBenchmark(base.c_str(), bm_prefill, s, l, r, c, false, false)->Unit(benchmark::kMillisecond)->UseRealTime();
         if (s == QuantSpec{4, 32, true})
-          benchmark::RegisterBenchmark((base + "/dequant_sgemm").c_str(), bm_prefill, s, l, r, c, true)
+          benchmark::RegisterBenchmark((base + "/dequant_sgemm").c_str(), bm_prefill, s, l, r, c, true, false)
               ->Unit(benchmark::kMillisecond)->UseRealTime();
       }
     }
+  }
+  // AMX int8 tiles (AVX-512 level + AMX): the repacked prefill kernel and the whole model's
+  // prefill matmuls, next to the avx512 rows above.
+  for (const auto& s : prefill_fmts)
+    for (const auto& [r, c] : shapes) {
+      const std::string base = "prefill/" + format_name(s) + "/amx/" + std::to_string(r) + "x" + std::to_string(c);
+      benchmark::RegisterBenchmark(base.c_str(), bm_prefill, s, SimdLevel::AVX512, r, c, false, true)
+          ->Unit(benchmark::kMillisecond)->UseRealTime();
+    }
+  for (const char* f : {"w4g32", "w2g32", "w3g32", "w8g32", "q4_0", "q8_0", "q4_k", "q6_k"}) {
+    const QuantSpec s = parse_format_name(f);
+    const std::string pre = "model_prefill128/tinyllama-1.1b/" + format_name(s) + "/amx";
+    benchmark::RegisterBenchmark(pre.c_str(), bm_model, s, SimdLevel::AVX512, int64_t(128), true)
+        ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
   }
 }
 

@@ -212,9 +212,10 @@ TEST(ConvertGguf, HalvesModelRowsReordered) {
     // and the model computes the same thing
     const std::vector<int32_t> toks = random_tokens(256, src.cfg.vocab_size, 9);
     // (the kernels of the two families round in different orders, and the asymmetric offsets
-    // moved: measured 0 .. 3.4e-4)
+    // moved; this random model's PPL is ~3e16, so int8 activation rounding flips amplify float
+    // order: measured 0 .. 3.4e-4 on the AVX-512 VNNI prefill path, 2.1e-3 on the AMX path)
     const double a = ppl(src, toks, 128), b = ppl(back, toks, 128);
-    EXPECT_NEAR(b / a, 1.0, tol > 0 ? 1e-3 : 2e-4) << a << " vs " << b;
+    EXPECT_NEAR(b / a, 1.0, tol > 0 ? 1e-3 : amx_active() ? 3e-3 : 2e-4) << a << " vs " << b;
   }
 }
 

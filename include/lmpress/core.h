@@ -230,17 +230,34 @@ SimdLevel cpu_simd_level();          // what the CPU supports
 SimdLevel active_simd_level();       // min(cpu, forced)
 void force_simd_level(SimdLevel l);  // tests and `--simd`; clamps to the CPU's level
 const char* simd_level_name(SimdLevel l);
+// AMX (Intel Advanced Matrix Extensions: tile registers, int8 and bf16 tile products) is not a
+// SIMD level but an addition to AVX-512: prefill kernels use it when the CPU has AMX-TILE and
+// AMX-INT8, the OS enabled the tile state (XCR0 bits 17/18) and granted this process its use
+// (Linux arch_prctl ARCH_REQ_XCOMP_PERM, asked once), and the active level is AVX-512.
+// `--simd avx512` / LMPRESS_SIMD=avx512 turn it off; `--simd amx` (the default) keeps it.
+bool cpu_has_amx();          // CPU + OS + permission (asks for the permission on first call)
+bool amx_active();           // cpu_has_amx() && active level AVX-512 && not turned off
+void force_amx(bool on);     // tests and `--simd`; on = true only takes effect where cpu_has_amx()
+bool amx_bf16_active();      // amx_active() and the CPU has AMX-BF16 (f16/bf16 weights' prefill)
 std::string cpu_feature_string();  // e.g. "avx2 fma f16c" / "avx512f avx512vnni avx512bf16"
 std::string blas_info();           // which BLAS is linked, e.g. "OpenBLAS 0.3.21 Haswell (pthreads)"
+// OpenBLAS 0.3.21 (Debian 12) does not know newer CPUs (e.g. Xeon "Emerald Rapids", family 6
+// model 0xCF) and falls back to its generic Prescott (SSE3) kernels: sgemm at half speed or worse.
+// Its kernels can only be chosen before the library initializes, so a program calls this first
+// thing in main(): where OpenBLAS chose a generic core on a CPU with AVX2 / AVX-512, it sets
+// OPENBLAS_CORETYPE (Haswell / SkylakeX) and re-executes itself (/proc/self/exe) once. A user's
+// OPENBLAS_CORETYPE is kept; LMPRESS_BLAS_REEXEC_DONE=1 turns this off. Returns if nothing to do.
+void reexec_with_tuned_blas(char** argv);
 
 // RAII override of the SIMD level (tests).
 class ScopedSimdLevel {
  public:
-  explicit ScopedSimdLevel(SimdLevel l);
+  explicit ScopedSimdLevel(SimdLevel l, bool amx = false);  // amx: keep AMX on (where it exists)
   ~ScopedSimdLevel();
 
  private:
   SimdLevel prev_;
+  int prev_amx_;
 };
 
 }  // namespace lmpress

@@ -2,8 +2,13 @@
 #include <cblas.h>
 
 #include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cctype>
+#include <cstdlib>
+#include <string>
 
 #include "lmpress/core.h"
 
@@ -20,6 +25,7 @@ struct Features {
   bool avx2 = false, fma = false, f16c = false, bmi2 = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512vnni = false,
        avx512bf16 = false;
+  bool amx_tile = false, amx_int8 = false, amx_bf16 = false;  // CPU and OS (XCR0), not yet permission
 };
 
 Features read_features() {
@@ -45,6 +51,10 @@ Features read_features() {
     f.avx512bw = zmm_ok && (b & (1u << 30));
     f.avx512vl = zmm_ok && (b & (1u << 31));
     f.avx512vnni = zmm_ok && (c & (1u << 11));
+    const bool tiles_ok = (xcr0 & 0x60000) == 0x60000;  // XTILECFG (17) and XTILEDATA (18)
+    f.amx_tile = tiles_ok && (d & (1u << 24));
+    f.amx_int8 = f.amx_tile && (d & (1u << 25));
+    f.amx_bf16 = f.amx_tile && (d & (1u << 22));
   }
   if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512bf16 = zmm_ok && (a & (1u << 5));
   f.fma = f.fma && ymm_ok;
@@ -64,6 +74,24 @@ SimdLevel cpu_level_raw() {
   return avx512 ? SimdLevel::AVX512 : avx2 ? SimdLevel::AVX2 : SimdLevel::Scalar;
 }
 
+// Linux keeps the AMX tile data state off for a process until it asks (kernel 5.16+).
+bool request_amx_permission() {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
+bool amx_usable() {
+  static const bool ok = [] {
+    const Features& f = features();
+    return f.amx_tile && f.amx_int8 && cpu_level_raw() == SimdLevel::AVX512 && request_amx_permission();
+  }();
+  return ok;
+}
+
 SimdLevel detect() {
   const SimdLevel have = cpu_level_raw();
   if (const char* e = std::getenv("LMPRESS_SIMD")) {
@@ -81,6 +109,23 @@ SimdLevel cpu_simd_level() {
 }
 
 static std::atomic<int> g_active{-1};
+static std::atomic<int> g_amx{-1};  // -1: not decided (LMPRESS_SIMD), 0 off, 1 on
+
+bool cpu_has_amx() { return amx_usable(); }
+
+bool amx_active() {
+  int v = g_amx.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* e = std::getenv("LMPRESS_SIMD");
+    v = (e && std::string(e) != "amx") ? 0 : 1;
+    g_amx.store(v, std::memory_order_relaxed);
+  }
+  return v == 1 && active_simd_level() == SimdLevel::AVX512 && amx_usable();
+}
+
+void force_amx(bool on) { g_amx.store(on ? 1 : 0); }
+
+bool amx_bf16_active() { return amx_active() && features().amx_bf16; }
 
 SimdLevel active_simd_level() {
   int v = g_active.load(std::memory_order_relaxed);
@@ -117,6 +162,9 @@ std::string cpu_feature_string() {
   add("avx512bw", f.avx512bw);
   add("avx512vnni", f.avx512vnni);
   add("avx512bf16", f.avx512bf16);
+  add("amx-int8", f.amx_int8);
+  add("amx-bf16", f.amx_bf16);
+  if (f.amx_int8 && !amx_usable()) s += " (amx: the OS refused the tile state)";
   return s;
 }
 
@@ -129,12 +177,33 @@ std::string blas_info() {
 
 extern "C" void openblas_set_num_threads(int);
 
+void reexec_with_tuned_blas(char** argv) {
+  if (std::getenv("OPENBLAS_CORETYPE") || std::getenv("LMPRESS_BLAS_REEXEC_DONE")) return;
+  const char* core = openblas_get_corename();
+  if (!core) return;
+  std::string c = core;
+  for (char& ch : c) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  if (c != "prescott" && c != "core2" && c != "nehalem" && c != "katmai" && c != "coppermine") return;
+  const SimdLevel l = cpu_level_raw();
+  const char* want = l == SimdLevel::AVX512 ? "SkylakeX" : l == SimdLevel::AVX2 ? "Haswell" : nullptr;
+  if (!want) return;
+  setenv("OPENBLAS_CORETYPE", want, 1);
+  setenv("LMPRESS_BLAS_REEXEC_DONE", "1", 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: go on with the generic kernels
+}
+
 ScopedBlasThreads::ScopedBlasThreads(int n_threads, double flops) {
   openblas_set_num_threads(flops >= 5e7 ? std::max(1, n_threads) : 1);
 }
 ScopedBlasThreads::~ScopedBlasThreads() { openblas_set_num_threads(1); }
 
-ScopedSimdLevel::ScopedSimdLevel(SimdLevel l) : prev_(active_simd_level()) { force_simd_level(l); }
-ScopedSimdLevel::~ScopedSimdLevel() { g_active.store(int(prev_)); }
+ScopedSimdLevel::ScopedSimdLevel(SimdLevel l, bool amx) : prev_(active_simd_level()), prev_amx_(g_amx.load()) {
+  force_simd_level(l);
+  force_amx(amx);
+}
+ScopedSimdLevel::~ScopedSimdLevel() {
+  g_active.store(int(prev_));
+  g_amx.store(prev_amx_);
+}
 
 }  // namespace lmpress

@@ -1,7 +1,9 @@
 // The one entry point for linear layers: y[n, rows] = x[n, cols] * W^T.
 //  - n < kGemmMinTokens: matrix-vector kernels (decode), rows split over the thread pool;
-//  - otherwise GEMM: f32 weights go straight to OpenBLAS sgemm; f16/bf16 weights are converted
-//    to f32 in row panels (kPanelRows rows, a few MB, stays in cache) and each panel is one sgemm.
+//  - otherwise GEMM: f32 weights go straight to OpenBLAS sgemm; f16/bf16 weights take AMX bf16
+//    tiles where the CPU has them (operands split into bf16 high + low parts: f32-class accuracy,
+//    kernels/x86_amx/dense.cpp), else are converted to f32 in row panels (kPanelRows rows, a few
+//    MB, stays in cache) and each panel is one sgemm.
 // Packed (quantized) weights go to the formats front end (src/formats/qmatmul.cpp), which picks
 // the format family's kernels from the format traits.
 #include <cblas.h>
@@ -59,6 +61,25 @@ void gemm_dense(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool
   (void)once;
   const int64_t work = rows * cols * n;
   const int nt = work < (int64_t(1) << 20) ? 1 : pool.size();
+  if (W.dtype != DType::F32 && amx_bf16_active()) {
+    // AMX: activations split into bf16 high/low pair panels once, row tiles over the threads.
+    thread_local std::vector<uint16_t> xh, xl;
+    const int64_t sz = kern::amx_bf16_acts_size(n, cols);
+    xh.resize(size_t(sz));
+    xl.resize(size_t(sz));
+    kern::amx_bf16_pack_acts(x, n, cols, xh.data(), xl.data());
+    const bool f16 = W.dtype == DType::F16;
+    const int64_t tiles = (rows + 15) / 16;
+    const uint16_t* ph = xh.data();  // (the calling thread's panels: thread_local is not captured)
+    const uint16_t* pl = xl.data();
+    auto body = [&, ph, pl](int, int64_t b, int64_t e) {
+      if (b < e)
+        kern::amx_bf16_gemm_rows(W.as<uint16_t>(), f16, cols, ph, pl, n, y, rows, b * 16, std::min(rows, e * 16));
+    };
+    if (nt == 1) body(0, 0, tiles);
+    else pool.parallel_for(tiles, body);
+    return;
+  }
   // Slices aligned to 16 rows.
   const int64_t nslices = std::min<int64_t>(nt, (rows + 15) / 16);
   auto body = [&](int, int64_t sb, int64_t se) {

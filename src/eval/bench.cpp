@@ -3,6 +3,7 @@
 #include <numeric>
 
 #include "formats/formats_internal.h"
+#include "kernels/kernels.h"
 #include "kernels/qrepack.h"
 #include "lmpress/eval.h"
 
@@ -27,6 +28,7 @@ std::string path_of(const Tensor& t, int64_t n) {
   const std::string dt = dtype_name(t.dtype);
   const std::string lvl = simd_level_name(active_simd_level());
   if (n < 4) return dt + " gemv-" + lvl;
+  if (t.dtype != DType::F32 && amx_bf16_active()) return dt + " amx-bf16x3-tiles (bf16 high+low split)";
   return dt + (t.dtype == DType::F32 ? " openblas-sgemm" : " " + lvl + "-convert-to-f32-panels+openblas-sgemm");
 }
 }  // namespace
@@ -89,13 +91,25 @@ BenchResult bench(const Model& m, const BenchOptions& opt) {
   // The int8 peak on every engine thread at once (0.2 s each): what the cores deliver now.
   const SimdLevel lvl = active_simd_level();
   if (lvl != SimdLevel::Scalar) {
+    const bool amx = amx_active();
+    // f16 / bf16 weights on AMX: the bf16 tile peak divided by the products per multiply-add of
+    // the high/low split (3 for f16, 2 for bf16) is their ceiling instead.
+    const DType wdt = m.layers.empty() ? DType::F32 : m.layers[0].wq.dtype;
+    const bool dense16 = (wdt == DType::F16 || wdt == DType::BF16) && amx_bf16_active();
+    const double split = wdt == DType::F16 ? 3.0 : 2.0;
     std::vector<double> per(size_t(eng.pool().size()), 0.0);
     eng.pool().parallel_for(eng.pool().size(), [&](int, int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i)
-        per[size_t(i)] = lvl == SimdLevel::AVX512 ? kern::int8_peak_gops_avx512(0.2) : kern::int8_peak_gops_avx2(0.2);
+        per[size_t(i)] = dense16                     ? kern::bf16_peak_gflops_amx(0.2) / split
+                         : amx                       ? kern::int8_peak_gops_amx(0.2)
+                         : lvl == SimdLevel::AVX512 ? kern::int8_peak_gops_avx512(0.2)
+                                                    : kern::int8_peak_gops_avx2(0.2);
     });
     for (double v : per) r.int8_peak_gops += v / 1e9;
-    r.int8_peak_kind = lvl == SimdLevel::AVX512 ? "vpdpbusd zmm" : "vpmaddubsw+vpaddw ymm";
+    r.int8_peak_kind = dense16 ? (wdt == DType::F16 ? "amx tdpbf16ps / 3 (f16 = bf16 high+low x activations high+low)"
+                                                    : "amx tdpbf16ps / 2 (bf16 x activations high+low)")
+                       : amx ? "amx tdpbsud 16x32.8x64 tiles"
+                       : lvl == SimdLevel::AVX512 ? "vpdpbusd zmm" : "vpmaddubsw+vpaddw ymm";
   }
   mean_sd(r.prefill_runs, r.prefill_tps, r.prefill_tps_sd);
   if (!r.decode_runs.empty()) mean_sd(r.decode_runs, r.decode_tps, r.decode_tps_sd);

@@ -248,6 +248,7 @@ struct Prepared {
 
 // The repacked prefill kernel of the active level (null: the stored-layout kernels).
 kern::RepackedGemmFn repacked_kernel() {
+  if (amx_active()) return kern::repacked_gemm_amx;
   switch (active_simd_level()) {
     case SimdLevel::AVX512: return kern::repacked_gemm_avx512;
     case SimdLevel::AVX2: return kern::repacked_gemm_avx2;
@@ -572,7 +573,8 @@ std::string quant_kernel_path(const Tensor& W, int64_t n) {
   const FormatTraits& t = format_traits(s);
   const SimdLevel act = active_simd_level();
   std::string fam = format_name(s);
-  const char* rtag = act == SimdLevel::AVX512 ? " repacked-16row-avx512-vnni-zmm"
+  const char* rtag = act == SimdLevel::AVX512 && amx_active() ? " repacked-16row-amx-int8"
+                     : act == SimdLevel::AVX512 ? " repacked-16row-avx512-vnni-zmm"
                      : act == SimdLevel::AVX2   ? " repacked-16row-avx2-maddubs"
                                                 : nullptr;
   if (s.family == FormatFamily::Int) {

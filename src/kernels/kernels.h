@@ -33,4 +33,15 @@ const Ops& ops();
 // Table for a given level; the caller must ensure the CPU supports it.
 const Ops& ops_at(SimdLevel l);
 
+// AMX bf16 GEMM for f16 / bf16 weights (src/kernels/x86_amx/dense.cpp; only where
+// amx_bf16_active()): operands split into bf16 high + low parts, f32-class accuracy.
+// Activations x [n][cols] -> pair layout, arrays of amx_bf16_acts_size(n, cols) elements each.
+inline int64_t amx_bf16_acts_size(int64_t n, int64_t cols) { return (n + 15) / 16 * ((cols + 31) / 32 * 32) * 16; }
+void amx_bf16_pack_acts(const float* x, int64_t n, int64_t cols, uint16_t* xh, uint16_t* xl);
+// y[t * ldy + r] for rows [r0, r1) (r0 a multiple of 16) x n tokens; W [rows][cols], f16 or bf16.
+void amx_bf16_gemm_rows(const uint16_t* W, bool f16, int64_t cols, const uint16_t* xh, const uint16_t* xl, int64_t n,
+                        float* y, int64_t ldy, int64_t r0, int64_t r1);
+// Two independent TDPBF16PS chains on 16x64 tiles, in flops (2 per multiply-add) per second.
+double bf16_peak_gflops_amx(double seconds);
+
 }  // namespace lmpress::kern

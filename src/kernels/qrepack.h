@@ -37,6 +37,10 @@ struct QRepacked {
   bool sf32 = false;  // scales stored as f32 (ggml family: S = d x sub-scale is not an f16)
   int32_t xsum = 1;   // activation sums X per corr group: QActs::x entries summed (ggml: 2 halves)
   int32_t code_max = 255;  // largest stored code (AVX2 picks its i16 accumulation depth from it)
+  // > 0 when every corr entry is exactly -code_offset * (its unit's scale) (symmetric int formats:
+  // the format's zero; ggml types without mins: C): a kernel may then use signed codes
+  // u - code_offset and skip the corr terms (the AMX kernel does). 0: corr holds other offsets.
+  int32_t code_offset = 0;
   int64_t tiles = 0;
   int64_t code_bytes = 0, scale_bytes = 0, corr_bytes = 0, tile_bytes = 0;  // per tile
   const uint8_t* tile(int64_t k) const { return data + k * tile_bytes; }
@@ -79,6 +83,10 @@ void repacked_gemm_avx512(const QRepacked& p, const QActs& a, float* y, int64_t 
                           int64_t t0, int64_t t1);
 void repacked_gemm_avx2(const QRepacked& p, const QActs& a, float* y, int64_t ldy, int64_t r0, int64_t r1,
                         int64_t t0, int64_t t1);
+// AMX int8 (src/kernels/x86_amx/repack.cpp): the layout's code vectors are AMX B-tile rows; one
+// TDPBSUD per 32-column block (16 tokens x 16 rows), scaled in AVX-512. Only where amx_active().
+void repacked_gemm_amx(const QRepacked& p, const QActs& a, float* y, int64_t ldy, int64_t r0, int64_t r1,
+                       int64_t t0, int64_t t1);
 
 // Measured int8 peak of the calling thread's core at a level, in int8 ops (2 per multiply-add)
 // per second, from a register-only loop of the level's multiply-accumulate for `seconds`:
@@ -88,5 +96,7 @@ void repacked_gemm_avx2(const QRepacked& p, const QActs& a, float* y, int64_t ld
 // machine now, not a datasheet figure).
 double int8_peak_gops_avx2(double seconds);
 double int8_peak_gops_avx512(double seconds);
+// AMX: two independent chains of TDPBSUD on 16 x 32 by 8 x 64 tiles (the GEMM's shape).
+double int8_peak_gops_amx(double seconds);
 
 }  // namespace lmpress::kern

@@ -24,7 +24,10 @@ def need(path):
 
 
 def cli_json(*args):
-    out = subprocess.run([BIN, *args, "--json"], check=True, capture_output=True, text=True).stdout
+    # the CLI keeps this process's OpenBLAS kernels (no re-exec with OPENBLAS_CORETYPE), so both
+    # sum in the same order
+    env = dict(os.environ, LMPRESS_BLAS_REEXEC_DONE="1")
+    out = subprocess.run([BIN, *args, "--json"], check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out)
 
 

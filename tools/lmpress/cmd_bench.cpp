@@ -66,7 +66,7 @@ void add_bench(CLI::App& app) {
     std::printf("prefill linear layers %.1f GFLOP/s (median), repacked prefill weights %.1f MiB, warm-up %.2f s\n",
                 r.prefill_gflops, r.prefill_layout_mb, r.warmup_s);
     if (r.int8_peak_gops > 0)
-      std::printf("int8 peak measured now on %d threads (%s loop): %.0f GOP/s; prefill linear layers at %.0f%% of it\n",
+      std::printf("compute peak measured now on %d threads (%s loop): %.0f GOP/s; prefill linear layers at %.0f%% of it\n",
                   o->b.n_threads, r.int8_peak_kind.c_str(), r.int8_peak_gops, 100.0 * r.prefill_gflops / r.int8_peak_gops);
     std::printf("decode weight stream %.1f GB/s, peak RSS %.1f MiB, load %.2f s\n", r.decode_gbps,
                 r.peak_rss_mb, load_s);

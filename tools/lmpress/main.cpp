@@ -4,6 +4,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <string>
+#include <unistd.h>
 
 #include "common.h"
 
@@ -188,12 +191,13 @@ void require_finite(const float* v, int64_t n, const std::string& where, const s
 
 int main(int argc, char** argv) {
   using namespace lmpress;
+  reexec_with_tuned_blas(argv);
   CLI::App app{"lmpress: make language models small and fast, and measure what it cost"};
   app.option_defaults()->always_capture_default();
   app.require_subcommand(1);
   std::string simd;
-  app.add_option("--simd", simd, "Force a kernel level: scalar, avx2, avx512 (default: best the CPU has)")
-      ->check(CLI::IsMember({"scalar", "avx2", "avx512"}));
+  app.add_option("--simd", simd, "Force a kernel level: scalar, avx2, avx512 (AVX-512 without AMX), amx (AVX-512 + AMX tiles; default: the best the CPU has)")
+      ->check(CLI::IsMember({"scalar", "avx2", "avx512", "amx"}));
   cli::add_log_flags(&app);
   app.set_version_flag("--version", std::string("lmpress ") + LMPRESS_VERSION_STRING);
   cli::add_generate(app);
@@ -210,8 +214,10 @@ int main(int argc, char** argv) {
   app.parse_complete_callback([&] {
     if (cli::log_flags().quiet) set_log_level(LogLevel::Quiet);
     if (cli::log_flags().verbose) set_log_level(LogLevel::Debug);
-    if (!simd.empty())
+    if (!simd.empty()) {
       force_simd_level(simd == "scalar" ? SimdLevel::Scalar : simd == "avx2" ? SimdLevel::AVX2 : SimdLevel::AVX512);
+      force_amx(simd == "amx");
+    }
   });
   // The command: the first argument that is not a root option (CLI11 would say "A subcommand is
   // required" for a misspelt one).

@@ -27,6 +27,7 @@ QRepacked repack_geometry(const QWeights& w) {
   p.bits = w.bits;
   p.cw = repack_cw(w.bits);
   p.code_max = (1 << w.bits) - 1;
+  p.code_offset = w.zeros ? 0 : w.zero_sym;
   p.units = w.g16() ? 2 : 1;
   p.tiles = (w.rows + kRepackRows - 1) / kRepackRows;
   p.code_bytes = p.nb * p.cw * 64;
@@ -86,17 +87,20 @@ void repack_int_tiles(const QWeights& w, uint8_t* out, int64_t k0, int64_t k1) {
 
 namespace {
 // C: code offset; cw: container; umax: the largest code v + C of the type (decoded values are
-// bounded by the block format; the builder checks it anyway); merged: one unit per 32-block.
+// bounded by the block format; the builder checks it anyway); merged: one unit per 32-block;
+// mins: the type has block minimums M (else corr = -C S exactly, QRepacked::code_offset = C).
 struct GgmlRepack {
   uint32_t type;
   int C, cw, umax;
-  bool merged;
+  bool merged, mins;
 };
 constexpr GgmlRepack kGgmlRepack[] = {
-    {ggml::kQ4_0, 8, 4, 15, true},    {ggml::kQ4_1, 0, 4, 15, true},  {ggml::kQ5_0, 16, 8, 31, true},
-    {ggml::kQ5_1, 0, 8, 31, true},    {ggml::kQ8_0, 128, 8, 255, true}, {ggml::kIQ4_NL, 128, 8, 255, true},
-    {ggml::kQ4_K, 0, 4, 15, true},    {ggml::kQ5_K, 0, 8, 31, true},  {ggml::kIQ4_XS, 128, 8, 255, true},
-    {ggml::kQ2_K, 0, 2, 3, false},    {ggml::kQ3_K, 4, 4, 7, false},  {ggml::kQ6_K, 32, 8, 63, false},
+    {ggml::kQ4_0, 8, 4, 15, true, false},     {ggml::kQ4_1, 0, 4, 15, true, true},
+    {ggml::kQ5_0, 16, 8, 31, true, false},    {ggml::kQ5_1, 0, 8, 31, true, true},
+    {ggml::kQ8_0, 128, 8, 255, true, false},  {ggml::kIQ4_NL, 128, 8, 255, true, false},
+    {ggml::kQ4_K, 0, 4, 15, true, true},      {ggml::kQ5_K, 0, 8, 31, true, true},
+    {ggml::kIQ4_XS, 128, 8, 255, true, false}, {ggml::kQ2_K, 0, 2, 3, false, true},
+    {ggml::kQ3_K, 4, 4, 7, false, false},     {ggml::kQ6_K, 32, 8, 63, false, false},
 };
 const GgmlRepack* ggml_repack(const QWeights& w) {
   for (const auto& e : kGgmlRepack)
@@ -119,6 +123,7 @@ QRepacked repack_geometry_ggml(const QWeights& w) {
   p.bits = w.bits;
   p.cw = e.cw;
   p.code_max = e.umax;
+  p.code_offset = e.mins ? 0 : e.C;
   p.units = e.merged ? 1 : 2;
   p.groups = e.merged ? w.nb : 2 * w.nb;
   p.sf32 = true;
@@ -160,6 +165,7 @@ bool repack_ggml_tiles(const QWeights& w, uint8_t* out, int64_t k0, int64_t k1) 
       for (int un = 0; un < p.units; ++un) {
         const size_t h = size_t(2 * b + un);
         if (e.merged && (S[h] != S[h + 1] || M[h] != M[h + 1])) return false;
+        if (!e.mins && M[h] != 0.f) return false;  // (code_offset promises corr = -C S)
         sc[(b * p.units + un) * kRepackRows + i] = S[h];
         corr[(b * p.units + un) * kRepackRows + i] = -(M[h] + float(e.C) * S[h]);
       }
