@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <initializer_list>
 
+#include "lmpress/core.h"
+
 namespace lmpress::kern::amx {
 
 struct alignas(64) TileConfig {
@@ -39,6 +41,21 @@ inline void load(int id) {
   // the compiler may drop the other stores into it)
   __asm__ volatile("ldtilecfg %0" ::"m"(c));
   g_loaded = id;
+}
+
+// Repeats body() (a fixed burst of tile products doing ops_per_call operations) for about
+// `seconds`; operations per second: the peak loops behind `lmpress bench`'s ceiling line.
+template <class Body>
+double peak_rate(double seconds, double ops_per_call, Body body) {
+  int64_t calls = 0;
+  const double t0 = now_seconds();
+  double el = 0;
+  do {
+    body();
+    ++calls;
+    el = now_seconds() - t0;
+  } while (el < seconds);
+  return double(calls) * ops_per_call / el;
 }
 
 // GCC 12's _tile_loadd declares no memory input: ordinary stores into a buffer a tile is then

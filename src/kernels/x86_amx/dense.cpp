@@ -219,22 +219,17 @@ double bf16_peak_gflops_amx(double seconds) {
   _tile_loadd(5, B, 64);
   _tile_zero(0);
   _tile_zero(1);
-  int64_t rounds = 0;
-  const double t0 = now_seconds();
-  double el = 0;
-  do {
+  const double rate = amx::peak_rate(seconds, 4096.0 * 2 * 16 * 16 * 32 * 2, [] {
     for (int i = 0; i < 4096; ++i) {
       _tile_dpbf16ps(0, 2, 4);
       _tile_dpbf16ps(1, 3, 5);
     }
-    rounds += 4096 * 2;
-    el = now_seconds() - t0;
-  } while (el < seconds);
+  });
   alignas(64) static float C[16][16];
   _tile_stored(0, C, 64);
   volatile float sink = C[0][0];
   (void)sink;
-  return double(rounds) * 16 * 16 * 32 * 2 / el;
+  return rate;
 }
 
 }  // namespace lmpress::kern

@@ -288,22 +288,17 @@ double int8_peak_gops_amx(double seconds) {
   _tile_loadd(4, B, 64);
   _tile_zero(2);
   _tile_zero(5);
-  int64_t rounds = 0;
-  const double t0 = now_seconds();
-  double el = 0;
-  do {
+  const double rate = amx::peak_rate(seconds, 4096.0 * 2 * kTok * 16 * 32 * 2, [] {
     for (int i = 0; i < 4096; ++i) {
       _tile_dpbsud(2, 0, 1);
       _tile_dpbsud(5, 3, 4);
     }
-    rounds += 4096 * 2;
-    el = now_seconds() - t0;
-  } while (el < seconds);
+  });
   alignas(64) static int32_t C[kTok][16];
   _tile_stored(2, C, 64);
   volatile int32_t sink = C[0][0];
   (void)sink;
-  return double(rounds) * kTok * 16 * 32 * 2 / el;
+  return rate;
 }
 
 }  // namespace lmpress::kern
