@@ -77,7 +77,7 @@ void gemm_dense(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool
         kern::amx_bf16_gemm_rows(W.as<uint16_t>(), f16, cols, ph, pl, n, y, rows, b * 16, std::min(rows, e * 16));
     };
     if (nt == 1) body(0, 0, tiles);
-    else pool.parallel_for(tiles, body);
+    else pool.parallel_for_dynamic(tiles, std::max<int64_t>(4, tiles / (6 * pool.size()) / 4 * 4), body);
     return;
   }
   // Slices aligned to 16 rows.

@@ -376,9 +376,17 @@ void quant_matmul_batch_core(const MatmulJob* jobs, int count, ThreadPool& pool)
       if (nth == 1 || rows * A.w.cols * n < (int64_t(1) << 18)) {
         run_gemm(P, 0, rows, 0, n);
       } else if (nchunks >= nth || n < 2 * nth) {
-        pool.parallel_for(nchunks, [&](int, int64_t b, int64_t e) {
-          if (b < e) run_gemm(P, b * chunk, std::min(rows, e * chunk), 0, n);
-        });
+        // Ranges of row chunks from a shared counter (about 6 per thread): a thread slowed by a
+        // busy machine does not leave the others waiting at the end.
+        static const bool dyn = !std::getenv("LMPRESS_PREFILL_STATIC");
+        if (dyn && nchunks >= 4 * nth)
+          pool.parallel_for_dynamic(nchunks, std::max<int64_t>(1, nchunks / (6 * nth)), [&](int, int64_t b, int64_t e) {
+            if (b < e) run_gemm(P, b * chunk, std::min(rows, e * chunk), 0, n);
+          });
+        else
+          pool.parallel_for(nchunks, [&](int, int64_t b, int64_t e) {
+            if (b < e) run_gemm(P, b * chunk, std::min(rows, e * chunk), 0, n);
+          });
       } else {
         pool.parallel_for(n, [&](int, int64_t b, int64_t e) {
           if (b < e) run_gemm(P, 0, rows, b, e);
