@@ -64,6 +64,8 @@ if(EXISTS ${SH}/models/babyllama-936k/model.bin)
   lmp_cli_error(budget_with_recipe "do not pass --recipe" ${LMP} quantize -m ${T} --target-bpw 3 -r gptq:w4g32 --calib ${TMPD}/text.txt -o ${TMPD}/never-written.lmp)
   lmp_cli_error(budget_keep_candidate "not a quantizing rule" ${LMP} quantize -m ${T} --target-bpw 3 --candidates "keep rtn:w4g32" --calib ${TMPD}/text.txt -o ${TMPD}/never-written.lmp)
   lmp_cli_error(budget_unknown_allocator "unknown allocator 'nope'" ${LMP} quantize -m ${T} --target-bpw 3 --allocator nope --calib ${TMPD}/text.txt -o ${TMPD}/never-written.lmp)
+  lmp_cli_error(budget_quarot_candidate "holds the transform quarot" ${LMP} quantize -m ${T} --target-bpw 3 --candidates "rtn:w4g32 quarot+rtn:w8g32" --calib ${TMPD}/text.txt -o ${TMPD}/never-written.lmp)
+  lmp_cli_error(quarot_not_first "put it first in the chain" ${LMP} quantize -m ${T} -r "awq+quarot+gptq:w4g32" -o ${TMPD}/never-written.lmp)
   lmp_cli_error(candidates_without_budget "need --target-bpw" ${LMP} quantize -m ${T} --candidates "rtn:w4g32" -o ${TMPD}/never-written.lmp)
   add_test(NAME cli.quantize_target_bpw COMMAND ${LMP} quantize -m ${T} --target-bpw 3.5 --candidates "gptq:w2g32 gptq:w4g32 gptq:w8g32"
            --calib ${SH}/data/tinystories/calib.txt --nsamples 4 --seqlen 32 -o ${TMPD}/budget.lmp --force)

@@ -228,12 +228,12 @@ namespace lmpress {
 //   rule     := 'keep' | 'f16' | 'bf16' | 'f32' | CHAIN ':' FORMAT (',' option)*
 //   CHAIN    := METHOD ('+' METHOD)*      transforms first, one rounding method last (default rtn)
 //   METHOD   := a registry name: rtn | gptq | quantease | squeezellm | easyquant | spqr | nupes | bitmod | vptq |
-//               awq | smoothquant
+//               awq | smoothquant | quarot
 //   FORMAT   := a format name (formats.h): w4g32, w3g128a, w8row, nf4g64, fp4g32, mxfp4, fp8row, lut3 ...
 //   option   := a key (or key=value) taken by exactly one method of the chain: gptq act_order,
 //               static_groups, mse, damp=F, block=N, emb=F; rtn clip, mse; quantease iters=N,
 //               init=gptq|rtn (and the init's gptq / rtn options); awq grid=N, noclip;
-//               smoothquant grid=N, alpha=F
+//               smoothquant grid=N, alpha=F; quarot seed=N, noheads
 // A JSON recipe file holds {"default": rule, "overrides": [{"pattern": P, "rule": rule}, ...]}.
 // Later overrides win. Tied embeddings: the shared tensor is matched as token_embd.weight and
 // as output.weight (an output.weight override takes precedence for it).
@@ -247,6 +247,14 @@ struct SmoothOptions {
   int grid = 20;       // alpha in {0, 1/grid, ..., 1}, plus no smoothing
   double alpha = -1;   // >= 0: this alpha, no search
 };
+// QuaRot (Ashkboos et al. 2024) options (recipe: quarot+gptq:w4g64,seed=3,noheads). QuaRot rotates
+// the whole model once (src/algo/quarot.cpp): a recipe naming it in any rule must name it in the
+// default rule, with the same options wherever it appears.
+struct QuarotOptions {
+  uint64_t seed = 0;   // the random signs of the residual rotation Q (and of the per-head one)
+  bool heads = true;   // also rotate each attention head's value/output space (v's rows, o's columns)
+  bool operator==(const QuarotOptions&) const = default;
+};
 // NUPES's search objective (recipe option err=): the layer error with H, with diag(H), or plain.
 enum class NupesErr { Full, Diag, Mse };
 struct TensorRule {
@@ -257,6 +265,7 @@ struct TensorRule {
   AwqOptions awq;
   QuantEaseOptions quantease;
   SmoothOptions smooth;
+  QuarotOptions quarot;
   SpqrOptions spqr;
   VptqOptions vptq;
   bool clip = false;
@@ -317,6 +326,9 @@ struct Recipe {
   const TensorRule& rule_for(const std::string& name, bool tied_output = false) const;
   bool needs_calibration() const;
   bool has_transforms() const;
+  // The rule whose quarot options rotate the model (the default rule), or null without quarot.
+  // parse_recipe checks that quarot appears in the default rule and with the same options everywhere.
+  const TensorRule* quarot() const;
   // Throws Error naming the first override pattern that matches none of `names` (a pattern that
   // matches nothing is a typo: "*.ffn_down" without ".weight").
   void check_patterns(const std::vector<std::string>& names) const;
@@ -348,6 +360,15 @@ struct QuantizeReport {
 };
 // Returns a new model whose tensors own their (quantized or converted) data.
 Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport* report);
+
+// ---- QuaRot: rotation of the residual stream (src/algo/quarot.cpp, docs/methods.md "quarot") ------
+// Rewrites a float model in place (every touched tensor becomes owned f32) so that it computes the
+// same function with its residual stream rotated by an orthogonal V = H_dim D (normalized Hadamard
+// times random signs): RMSNorm weights folded into their readers (norms become ones), embedding rows
+// and readers' rows rotated (W <- W V^T), writers' columns rotated (W <- V W), the classifier
+// untied (cfg.tied_embeddings becomes false), and with o.heads each head's value space rotated by a
+// Hadamard of order head_dim. The quantize pipeline does the same block by block (streaming).
+void quarot_rotate_model(Model& m, const QuarotOptions& o, ThreadPool& pool);
 
 }  // namespace lmpress
 

@@ -371,6 +371,27 @@ void smoothquant_check(const TensorRule& r) {
     fail("recipe", "awq and smoothquant both choose the input scales; use one of them in a chain");
 }
 
+// ---- quarot ----
+// The rotation itself runs once per model in the pipeline (quarot.cpp), not per input: no entry.
+bool quarot_option(TensorRule& r, const std::string& k, const std::string& v) {
+  if (k == "seed" && !v.empty()) {
+    double x = 0;
+    if (!parse_double(v, 0, 1e9, &x) || x != std::floor(x)) bad_value(k, v, "seed must be an integer in [0, 1000000000]");
+    r.quarot.seed = uint64_t(x);
+    return true;
+  }
+  if (k == "noheads" && v.empty()) {
+    r.quarot.heads = false;
+    return true;
+  }
+  return false;
+}
+void quarot_check(const TensorRule& r) {
+  if (r.chain.empty() || r.chain.front() != "quarot")
+    fail("recipe", "quarot rotates the model the other transforms then see: put it first in the chain (quarot+" +
+                       r.chain.front() + "+...)");
+}
+
 const std::vector<MethodInfo> kMethods = {
     {"rtn", "round to nearest on the format's grid (optional clip / mse range searches)", true, false, 0, "clip, mse",
      rtn_option, rtn_check, rtn_round, nullptr},
@@ -406,6 +427,9 @@ const std::vector<MethodInfo> kMethods = {
     {"smoothquant", "SmoothQuant+: per-channel smoothing max|x|^a / max|w|^(1-a) folded into the producer, a searched (Pan et al. 2023)",
      false, false, kStatMaxAbs | kStatSamples, "grid=N, alpha=F", smoothquant_option, smoothquant_check, nullptr,
      smoothquant_transform},
+    {"quarot", "QuaRot: the residual stream rotated by a random Hadamard, norms folded, classifier untied (and each "
+     "head's v/o space rotated); the float model is unchanged (Ashkboos et al. 2024)",
+     false, false, 0, "seed=N, noheads", quarot_option, quarot_check, nullptr, nullptr},
 };
 
 }  // namespace

@@ -326,20 +326,31 @@ void make_f32_owned(Tensor& t) {
 
 std::vector<PlannedTensor> plan_quantization(const Model& src, const Recipe& rc) {
   std::vector<PlannedTensor> plan;
-  const bool tied = src.cfg.tied_embeddings;
   const bool transforms = rc.has_transforms();
+  // quarot unties a tied classifier (quarot.cpp): the output then has its own output.weight, planned
+  // from the embedding's shape and rule for that name (LmpressStreamWriter marks the config untied).
+  const bool quarot = rc.quarot() != nullptr;
+  const bool untie = quarot && src.cfg.tied_embeddings;
+  const bool tied = src.cfg.tied_embeddings && !untie;
   std::set<std::string> linear;
   for (const auto& L : src.layers)
     for (const Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) linear.insert(t->name);
   std::vector<std::string> names;
   for (const Tensor* t : src.weight_tensors()) names.push_back(t->name);
-  if (tied) names.push_back("output.weight");  // the tied classifier answers to its own name too
+  if (src.cfg.tied_embeddings) names.push_back("output.weight");  // the tied classifier answers to its own name too
   rc.check_patterns(names);
-  for (const Tensor* t : src.weight_tensors()) {
+  std::vector<const Tensor*> tensors = src.weight_tensors();
+  Tensor untied_output;
+  if (untie) {
+    untied_output = src.tok_embd;
+    untied_output.name = "output.weight";
+    tensors.push_back(&untied_output);
+  }
+  for (const Tensor* t : tensors) {
     PlannedTensor p;
     p.name = t->name;
     p.shape = t->shape;
-    const bool is_embd = t->name == src.tok_embd.name, is_out = !tied && t->name == src.output.name;
+    const bool is_embd = t->name == src.tok_embd.name, is_out = !tied && t->name == "output.weight";
     if (linear.count(t->name) || is_embd || is_out) {
       const TensorRule& r = rc.rule_for(t->name, tied && is_embd);
       if (r.quantized()) {
@@ -353,8 +364,8 @@ std::vector<PlannedTensor> plan_quantization(const Model& src, const Recipe& rc)
         p.nbytes = size_t(packed_geometry(spec, t->rows(), t->cols()).total_bytes);
       } else {
         p.dtype = r.method == "f16" ? DType::F16 : r.method == "bf16" ? DType::BF16 : r.method == "f32" ? DType::F32 : t->dtype;
-        // a transform may leave a reader it does not quantize in f32
-        if (transforms && r.method == "keep" && linear.count(t->name)) p.dtype = DType::F32;
+        // a transform may leave a reader it does not quantize in f32; quarot rewrites every tensor
+        if (transforms && r.method == "keep" && (linear.count(t->name) || quarot)) p.dtype = DType::F32;
         p.format = p.dtype == DType::Q ? t->format : 0;
         p.nbytes = p.dtype == DType::Q ? t->nbytes : size_t(t->numel()) * dtype_size(p.dtype);
       }
@@ -388,7 +399,16 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
   ThreadPool pool(o.n_threads > 0 ? o.n_threads : default_threads());
   TensorSink* sink = o.sink;
   const AnonPeakSampler anon_peak;  // samples RssAnon every 5 ms, also inside the methods
-  int64_t params = m.n_params();
+  // the source's parameters: quarot's untied classifier adds bytes, not parameters, to the bpw
+  const int64_t params = src.n_params();
+  // QuaRot: the model-wide part now (untie, rotate the embedding and the classifier), each block's
+  // part right before the block is first run (quarot_block below).
+  const TensorRule* quarot = rc.quarot();
+  QuarotPlan qplan;
+  if (quarot) {
+    qplan = quarot_plan(c, quarot->quarot);
+    quarot_globals(m, qplan, pool);
+  }
   double weight_bits = 0;
   auto done = [&](Tensor& t) {
     weight_bits += double(tensor_bits(t));
@@ -411,6 +431,7 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
     Progress prog("quantize", int64_t(m.layers.size()));
     for (size_t l = 0; l < m.layers.size(); ++l) {
       auto& L = m.layers[l];
+      if (quarot) quarot_block(m, int(l), qplan, pool);
       for (Tensor* t : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) {
         Rounded r = compress_tensor(*t, rule(*t), nullptr, pool);
         *t = std::move(r.t);
@@ -471,7 +492,8 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
     Progress prog("quantize", c.n_layers);
     for (int l = 0; l < c.n_layers; ++l) {
       auto& L = m.layers[size_t(l)];
-      // 1. Transform pass.
+      if (quarot) quarot_block(m, l, qplan, pool);
+      // 1. Transform pass (methods with a per-input entry: awq, smoothquant).
       {
         std::vector<uint32_t> kinds(S.size(), 0);
         std::vector<const TensorRule*> trule(S.size(), nullptr);
@@ -480,7 +502,7 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
             const TensorRule& r = rule(L.*mp);
             for (const auto& mname : r.chain) {
               const MethodInfo& mi = find_method(mname);
-              if (mi.rounds) continue;
+              if (mi.rounds || !mi.transform) continue;
               kinds[si] |= mi.stats;
               if (!trule[si]) trule[si] = &r;
             }
@@ -511,7 +533,7 @@ Model quantize_model(const Model& src, const QuantizeOptions& o, QuantizeReport*
             ctx.pool = &pool;
             for (const auto& mname : trule[si]->chain) {
               const MethodInfo& mi = find_method(mname);
-              if (!mi.rounds) mi.transform(ctx);
+              if (!mi.rounds && mi.transform) mi.transform(ctx);
             }
             if (!ctx.note.empty()) log_debug("blk.%d %s: %s", l, S[si].input, ctx.note.c_str());
           }

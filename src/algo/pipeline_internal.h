@@ -25,6 +25,19 @@ struct StepContext {
   std::string note;                       // one line for the report: what the transform did
 };
 
+// QuaRot (quarot.cpp): the rotation's signs, then the model-wide part (fold the final norm into the
+// classifier, untie it, rotate the embedding and the classifier) once before the blocks, and each
+// block's part (fold its norms, rotate its readers and writers, the per-head v/o rotation) right
+// before the block is first run: the streaming pipeline never holds more than one rotated block.
+struct QuarotPlan {
+  QuarotOptions o;
+  std::vector<uint8_t> signs;       // D of V = H_dim D, dim bits
+  std::vector<uint8_t> head_signs;  // D_h of V_h = H_head_dim D_h (o.heads)
+};
+QuarotPlan quarot_plan(const ModelConfig& c, const QuarotOptions& o);
+void quarot_globals(Model& m, const QuarotPlan& P, ThreadPool& pool);
+void quarot_block(Model& m, int layer, const QuarotPlan& P, ThreadPool& pool);
+
 // Replaces t by an owned f32 copy (transforms rewrite weights in f32).
 void make_f32_owned(Tensor& t);
 

@@ -137,6 +137,7 @@ Recipe parse_recipe(const std::string& text) {
   }
   rc.text = rc.base.text;
   for (auto& [p, r] : rc.overrides) rc.text += ";" + p + "=" + r.text;
+  (void)rc.quarot();  // checks where quarot appears
   return rc;
 }
 
@@ -204,6 +205,19 @@ bool Recipe::has_transforms() const {
   for (const auto& [p, r] : overrides)
     if (any(r)) return true;
   return false;
+}
+
+const TensorRule* Recipe::quarot() const {
+  for (const auto& [p, r] : overrides) {
+    if (!r.has("quarot")) continue;
+    if (!base.has("quarot"))
+      fail("recipe", "override '" + p + "=" + r.text +
+                         "': quarot rotates the whole model; name it in the default rule (overrides then choose only "
+                         "how each rotated tensor is rounded)");
+    if (!(r.quarot == base.quarot))
+      fail("recipe", "override '" + p + "=" + r.text + "': quarot's options differ from the default rule's (one rotation per model)");
+  }
+  return base.has("quarot") ? &base : nullptr;
 }
 
 void Recipe::check_patterns(const std::vector<std::string>& names) const {

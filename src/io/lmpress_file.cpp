@@ -166,9 +166,12 @@ LmpressStreamWriter::LmpressStreamWriter(const std::string& path, const Model& s
     vjs = vocab_json(src.tokenizer->vocab()).dump();
     ts.push_back({"lmpress.vocab", "U8", {int64_t(vjs.size())}, vjs.data(), vjs.size()});
   }
+  // a plan with its own classifier for a tied source (quarot unties it) writes an untied model
+  ModelConfig cfg = src.cfg;
+  if (impl_->where.count("output.weight")) cfg.tied_embeddings = false;
   std::map<std::string, std::string> meta = {{"format", "lmpress"},
                                              {"lmpress.version", kVersion},
-                                             {"lmpress.config", config_json(src.cfg).dump()},
+                                             {"lmpress.config", config_json(cfg).dump()},
                                              {"lmpress.tensors", qinfo.dump()}};
   for (const auto& [k, v] : metadata) meta["lmpress." + k] = v;
   const std::string head = io_detail::safetensors_header(path, ts, meta);

@@ -62,6 +62,13 @@ void add_inspect(CLI::App& app) {
                 c.tied_embeddings ? "tied" : "untied", c.attn_bias ? ", q/k/v bias" : "");
     std::printf("  params %lld, weights %s, file %s, %.3f bits per weight\n", (long long)params,
                 human_bytes(double(weight_bytes)).c_str(), human_bytes(double(m.file_bytes)).c_str(), bpw);
+    {
+      // quarot untied a tied classifier: say what it costs (docs/methods.md, QuaRot)
+      auto it = m.metadata.find("recipe");
+      if (it != m.metadata.end() && it->second.find("quarot") != std::string::npos && !c.tied_embeddings)
+        std::printf("  quarot: residual stream rotated; the classifier is stored apart from the embedding (%s)\n",
+                    human_bytes(double(m.output.nbytes)).c_str());
+    }
     for (auto& [k, v] : dtypes) std::printf("  dtype %-6s %lld weights\n", k.c_str(), (long long)v);
     if (m.tokenizer)
       std::printf("  tokenizer %s, %d tokens (%s)\n", m.tokenizer->vocab().kind == VocabKind::SPM ? "spm" : "bpe",
