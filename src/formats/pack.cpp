@@ -371,7 +371,12 @@ std::pair<QuantSpec, PackedGeometry> check_layout(const Tensor& t, const std::st
   const QuantSpec s = format_spec(t.format);
   if (t.shape[0] > (int64_t(1) << 40) || t.shape[1] > (int64_t(1) << 40))
     fail(w(), tn() + ": shape " + shape_str(t.shape[0], t.shape[1]) + " too large");
-  const PackedGeometry g = packed_geometry(s, t.shape[0], t.shape[1]);
+  PackedGeometry g;
+  try {  // a shape the family does not take (trellis: whole 16 x 16 tiles; ggml: whole blocks)
+    g = packed_geometry(s, t.shape[0], t.shape[1]);
+  } catch (const Error& e) {
+    fail(w(), tn() + ": " + e.what());
+  }
   if (t.data == nullptr) fail(w(), tn() + " has no data");
   if (int64_t(t.nbytes) != g.total_bytes)
     fail(w(), tn() + ": " + std::to_string(t.nbytes) + " bytes, but " + format_name(s) + " " +

@@ -68,7 +68,7 @@ float viterbi_tailbiting_exact(const float* vals, int L, int k, const float* x, 
 namespace {
 float run16(int k, const float* x, int64_t overlap, uint32_t* states) {
   if (active_simd_level() == SimdLevel::AVX512)
-    return kern::trellis_viterbi16_avx512(state_values(), k, x, kSeq, overlap, states);
+    return kern::trellis_viterbi16_avx512(k, x, kSeq, overlap, states);
   return kern::trellis_viterbi_generic(state_values(), kL, k, x, kSeq, overlap, states);
 }
 }  // namespace

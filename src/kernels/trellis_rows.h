@@ -72,10 +72,10 @@ extern const FormatKernels trellis_kernels_scalar, trellis_kernels_avx2, trellis
 // Dequantization (every level: a tensor's rows are dequantized for the token embedding or the
 // dequantize + sgemm oracle only).
 void trellis_dequant_rows_scalar(const QWeights& w, int64_t r0, int64_t r1, float* out, int64_t ldo);
-// One Viterbi run with L = 16 (formats/trellis.h, viterbi_ref's contract), per level; vals [65,536]
-// 64-byte aligned. The scalar one is the reference for any L (viterbi_generic).
+// One Viterbi run (formats/trellis.h, viterbi_ref's contract): the reference for any L and values
+// (viterbi_generic), and the AVX-512 run for L = 16 over this code's state values.
 float trellis_viterbi_generic(const float* vals, int L, int k, const float* x, int T, int64_t overlap, uint32_t* states);
-float trellis_viterbi16_avx512(const float* vals, int k, const float* x, int T, int64_t overlap, uint32_t* states);
+float trellis_viterbi16_avx512(int k, const float* x, int T, int64_t overlap, uint32_t* states);
 // Tile rows [16 rt, 16 rt + 16) of w into repacked tiles (qrepack.h layout; p from
 // trellis_repack_geometry), one tile at `out`; per level (the layout is the same).
 QRepacked trellis_repack_geometry(const QWeights& w);

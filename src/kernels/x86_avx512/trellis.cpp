@@ -16,7 +16,7 @@ namespace lmpress::kern {
 namespace {
 
 template <int K>
-void viterbi_step(const float* __restrict cost, float* __restrict next, uint8_t* __restrict bp, const float* vals, float xi) {
+void viterbi_step(const float* __restrict cost, float* __restrict next, uint8_t* __restrict bp, const int8_t* vals, float xi) {
   constexpr int64_t G = int64_t(1) << (16 - K);
   constexpr int N = 1 << K;
   const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -49,7 +49,8 @@ void viterbi_step(const float* __restrict cost, float* __restrict next, uint8_t*
     _mm_storeu_si128(reinterpret_cast<__m128i*>(bp + g0), _mm512_cvtepi32_epi8(id[0]));
 #pragma GCC unroll 16
     for (int t = 0; t < N; ++t) {
-      const __m512 d = _mm512_sub_ps(xv, _mm512_loadu_ps(vals + g0 + t * G));
+      const __m512 v8 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vals + g0 + t * G))));
+      const __m512 d = _mm512_sub_ps(xv, v8);
       _mm512_storeu_ps(next + g0 + t * G, _mm512_add_ps(v[0], _mm512_mul_ps(d, d)));
     }
   }
@@ -60,8 +61,20 @@ struct Scratch {
   std::vector<uint8_t> bp;
 };
 
+// The state values as int8 (64 KiB instead of 256: the step streams the table once per weight, and
+// the f32 table made it L2-bandwidth bound).
+const int8_t* values8() {
+  static const std::vector<int8_t> v = [] {
+    std::vector<int8_t> t(static_cast<size_t>(kStates));
+    for (int s = 0; s < kStates; ++s) t[size_t(s)] = int8_t(state_value(uint32_t(s)));
+    return t;
+  }();
+  return v.data();
+}
+
 template <int K>
-float run(const float* vals, const float* x, int T, int64_t overlap, uint32_t* states) {
+float run(const float* x, int T, int64_t overlap, uint32_t* states) {
+  const int8_t* vals = values8();
   constexpr int64_t S = 65536, G = S >> K;
   thread_local Scratch sc;
   sc.a.resize(S);
@@ -71,7 +84,7 @@ float run(const float* vals, const float* x, int T, int64_t overlap, uint32_t* s
   float* next = sc.b.data();
   const float inf = std::numeric_limits<float>::infinity();
   for (int64_t s = 0; s < S; ++s) {
-    const float d = x[0] - vals[s];
+    const float d = x[0] - float(vals[s]);
     cost[s] = overlap < 0 || (s & (G - 1)) == overlap ? d * d : inf;
   }
   for (int i = 1; i < T; ++i) {
@@ -95,11 +108,11 @@ float run(const float* vals, const float* x, int T, int64_t overlap, uint32_t* s
 
 }  // namespace
 
-float trellis_viterbi16_avx512(const float* vals, int k, const float* x, int T, int64_t overlap, uint32_t* states) {
+float trellis_viterbi16_avx512(int k, const float* x, int T, int64_t overlap, uint32_t* states) {
   switch (k) {
-    case 2: return run<2>(vals, x, T, overlap, states);
-    case 3: return run<3>(vals, x, T, overlap, states);
-    default: return run<4>(vals, x, T, overlap, states);
+    case 2: return run<2>(x, T, overlap, states);
+    case 3: return run<3>(x, T, overlap, states);
+    default: return run<4>(x, T, overlap, states);
   }
 }
 
