@@ -285,7 +285,11 @@ TEST(Trellis, PackRoundTripAndCorruptBytes) {
 // reference; row splits over two threads; with +h.
 TEST(Trellis, KernelsAllLevels) {
   ThreadPool pool1(1), pool2(2);
+  if (cpu_simd_level() >= SimdLevel::AVX512 && !kern::trellis_vbmi_available())
+    std::printf("[  SKIPPED ] avx512vbmi not supported by this CPU (its extraction path is not run)\n");
+  for (int novbmi = 0; novbmi < 2; ++novbmi)
   for (const char* name : {"trellis2", "trellis3", "trellis4", "trellis3+h"}) {
+    kern::trellis_disable_vbmi(novbmi == 1);
     QuantSpec s = parse_format_name(name);
     const int64_t rows = 48, cols = 112;
     QuantSpec plain = s;
@@ -322,11 +326,12 @@ TEST(Trellis, KernelsAllLevels) {
               const size_t i = size_t(tk * rows + r);
               // int8 activations: |error| <= sum |w| amax / 254 per block, bounded by m / 100 here
               ASSERT_NEAR(y[i], e, 0.02 * m + 1e-6) << name << " " << simd_level_name(l) << " n=" << n;
-              ASSERT_NEAR(y[i], yref[i], 1e-4 * m + 1e-6) << name << " " << simd_level_name(l) << " n=" << n;
+              ASSERT_NEAR(y[i], yref[i], 1e-4 * m + 1e-6) << name << " " << simd_level_name(l) << " n=" << n << " novbmi=" << novbmi;
             }
         }
       }
     }
+    kern::trellis_disable_vbmi(false);
   }
 }
 

@@ -66,10 +66,10 @@ float viterbi_tailbiting_exact(const float* vals, int L, int k, const float* x, 
 }
 
 namespace {
-float run16(int k, const float* x, int64_t overlap, uint32_t* states) {
+float run16(int k, const float* x, int64_t overlap, uint32_t* states, int T) {
   if (active_simd_level() == SimdLevel::AVX512)
-    return kern::trellis_viterbi16_avx512(k, x, kSeq, overlap, states);
-  return kern::trellis_viterbi_generic(state_values(), kL, k, x, kSeq, overlap, states);
+    return kern::trellis_viterbi16_avx512(k, x, T, overlap, states);
+  return kern::trellis_viterbi_generic(state_values(), kL, k, x, T, overlap, states);
 }
 }  // namespace
 
@@ -95,12 +95,16 @@ void states_to_stream(const uint32_t* states, int k, uint8_t* stream) {
 float encode_sequence(const float* x, int k, uint8_t* stream) {
   // QTIP's tail-biting approximation: the sequence rotated by half its length has the original
   // start in its middle, where a free Viterbi path is settled; its state there gives the overlap.
+  // (lmpress: the free run covers the middle half of the rotated sequence only, positions
+  // [64, 192]: a bitshift trellis forgets its past after L / k steps, so 64 steps on either side of
+  // the state read settle it; the pass costs half of QTIP's.)
+  constexpr int kLo = kSeq / 4, kHi = 3 * kSeq / 4;
   float xr[kSeq];
   uint32_t st[kSeq];
-  for (int j = 0; j < kSeq; ++j) xr[j] = x[(j + kSeq / 2) % kSeq];
-  run16(k, xr, -1, st);
-  const int64_t overlap = int64_t(st[kSeq / 2] & ((1u << (kL - k)) - 1));
-  const float c = run16(k, x, overlap, st);
+  for (int j = kLo; j <= kHi; ++j) xr[j - kLo] = x[(j + kSeq / 2) % kSeq];
+  run16(k, xr, -1, st, kHi - kLo + 1);
+  const int64_t overlap = int64_t(st[kSeq / 2 - kLo] & ((1u << (kL - k)) - 1));
+  const float c = run16(k, x, overlap, st, kSeq);
   states_to_stream(st, k, stream);
   return c;
 }

@@ -44,7 +44,7 @@ float viterbi_ref(const float* vals, int L, int k, const float* x, int T, int64_
 // The exact tail-biting optimum (every overlap tried: 2^(L-k) constrained runs; tests only).
 float viterbi_tailbiting_exact(const float* vals, int L, int k, const float* x, int T, uint32_t* states);
 // Production encoder of one 256-weight sequence x (in code units) with L = 16 at the active SIMD
-// level: QTIP's tail-biting approximation (the sequence rotated by 128, a free Viterbi run, the
+// level: QTIP's tail-biting approximation (the sequence rotated by 128, a free Viterbi run over its middle half, the
 // overlap read from the state at the original start; a second run constrained to that overlap).
 // Writes the 32 k bytes of the tile's stream; returns the squared error sum.
 float encode_sequence(const float* x, int k, uint8_t* stream);

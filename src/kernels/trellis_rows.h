@@ -72,6 +72,10 @@ extern const FormatKernels trellis_kernels_scalar, trellis_kernels_avx2, trellis
 // Dequantization (every level: a tensor's rows are dequantized for the token embedding or the
 // dequantize + sgemm oracle only).
 void trellis_dequant_rows_scalar(const QWeights& w, int64_t r0, int64_t r1, float* out, int64_t ldo);
+// AVX-512 level: whether the CPU has AVX512-VBMI (the state extraction then uses vpmultishiftqb),
+// and a switch for tests to run the level's other path.
+bool trellis_vbmi_available();
+void trellis_disable_vbmi(bool off);
 // One Viterbi run (formats/trellis.h, viterbi_ref's contract): the reference for any L and values
 // (viterbi_generic), and the AVX-512 run for L = 16 over this code's state values.
 float trellis_viterbi_generic(const float* vals, int L, int k, const float* x, int T, int64_t overlap, uint32_t* states);

@@ -64,7 +64,43 @@ inline void load_tile(const uint8_t* t, int k, uint8_t* buf) {
   std::memcpy(buf + n, t, 16);
 }
 
-#ifdef LMP_TRELLIS_AVX512
+#if defined(LMP_TRELLIS_AVX512) && defined(LMP_TRELLIS_VBMI)
+// AVX512-VBMI (x86_avx512/trellis_vbmi.cpp): vpmultishiftqb takes any 8 bits of a qword per byte,
+// so a row's dword gets its state twice, s | s << 16, with no shift and no mask; and
+// A' (s | s << 16) = A' * 65537 * s = A s mod 2^32 for A' = A * 65537^-1 (65537^-1 = 0xffff0001).
+// k = 2, 3: a column's 16 states lie in one qword (bits 0 .. 16 + 15 k <= 61), broadcast from
+// memory; k = 4: rows 0-7 and 8-15 read the qwords at bytes 0 and 4 of the column (vpermb).
+struct Consts {
+  __m512i ctrl, perm, A, B, mask, ones;
+  explicit Consts(int k) {
+    alignas(64) uint8_t c[64], p[64];
+    for (int j = 0; j < 16; ++j) {
+      const int q = j / 2, base = k == 4 ? (q < 4 ? 0 : 32) : 0, o = k * j - base;
+      for (int b = 0; b < 4; ++b) c[4 * j + b] = uint8_t(o + 8 * (b & 1));
+      for (int b = 0; b < 8; ++b) p[8 * q + b] = uint8_t((k == 4 && q >= 4 ? 4 : 0) + b);
+    }
+    ctrl = _mm512_load_si512(c);
+    perm = _mm512_load_si512(p);
+    A = _mm512_set1_epi32(int32_t(kMulA * 0xffff0001u));
+    B = _mm512_set1_epi32(int32_t(kAddB));
+    mask = _mm512_set1_epi32(int32_t(kMask));
+    ones = _mm512_set1_epi8(1);
+  }
+};
+inline __m512i column_words(const Consts& K, const uint8_t* buf, int k, int c) {
+  const uint8_t* p = buf + 2 * k * c;
+  __m512i q;
+  if (k == 4) {
+    q = _mm512_permutexvar_epi8(K.perm, _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  } else {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    q = _mm512_set1_epi64(int64_t(v));
+  }
+  const __m512i s2 = _mm512_multishift_epi64_epi8(K.ctrl, q);
+  return _mm512_and_si512(_mm512_add_epi32(_mm512_mullo_epi32(s2, K.A), K.B), K.mask);
+}
+#elif defined(LMP_TRELLIS_AVX512)
 struct Consts {
   __m512i shuf, shift, m16, A, B, mask, ones;
   explicit Consts(int k) {

@@ -70,7 +70,7 @@ QRepacked trellis_repack_geometry(const QWeights& w) {
   QWeights w8 = w;  // the int family's whole-row 8-bit layout: codes u, zero 126
   w8.bits = 8;
   w8.groups = 1;
-  w8.group = w.cols;
+  w8.group = w.nb * kQBlock;  // one unit per block (a 16-column row must not look like group 16)
   QRepacked p = repack_geometry(w8);
   p.code_max = 2 * kBias;
   p.tiles = 1;

@@ -9,6 +9,9 @@
 // 16 minima and their k-bit argmins (one byte each in the backpointers), then 2^k vectors of
 // successors written as min + (x - value)^2 (no FMA: the reference's rounding).
 #define LMP_TRELLIS_AVX512 1
+#include <atomic>
+#include <cstdlib>
+
 #include "kernels/trellis_x86.h"
 
 namespace lmpress::kern {
@@ -116,6 +119,25 @@ float trellis_viterbi16_avx512(int k, const float* x, int T, int64_t overlap, ui
   }
 }
 
-const FormatKernels trellis_kernels_avx512 = {SimdLevel::AVX512, trellis_gemm, trellis_dequant_rows_scalar};
+void trellis_gemm_avx512vbmi(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1);  // trellis_vbmi.cpp
+
+std::atomic<bool> g_trellis_vbmi_off{false};
+bool trellis_vbmi_available() { return __builtin_cpu_supports("avx512vbmi"); }
+void trellis_disable_vbmi(bool off) { g_trellis_vbmi_off = off; }
+
+namespace {
+// AVX512-VBMI (Ice Lake and later) extracts a column's states with one vpmultishiftqb; without it
+// (Skylake-X, Cascade Lake) vpshufb + vpsrlvd + vpand. LMPRESS_TRELLIS_VBMI=0 forces the latter.
+void trellis_gemm_level(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  static const bool vbmi = [] {
+    const char* e = std::getenv("LMPRESS_TRELLIS_VBMI");
+    return trellis_vbmi_available() && !(e && e[0] == '0');
+  }();
+  if (vbmi && !g_trellis_vbmi_off.load(std::memory_order_relaxed)) trellis_gemm_avx512vbmi(A, r0, r1, t0, t1);
+  else trellis_gemm(A, r0, r1, t0, t1);
+}
+}  // namespace
+
+const FormatKernels trellis_kernels_avx512 = {SimdLevel::AVX512, trellis_gemm_level, trellis_dequant_rows_scalar};
 
 }  // namespace lmpress::kern
