@@ -12,7 +12,8 @@
 //                                       types (q4_0 ... q6_k, iq4_*: ggml family, random blocks), SpQR's
 //                                       spqr3g16 / spqr3g32r32 (SpQR's round to nearest), NUPES's pow4g64 / pow3g64
 //                                       and BitMoD's bitmod4g64 / bitmod4g128 / bitmod3g128 next to w4g64 / w3g64;
-//                                       VPTQ's vq formats (random codes and codebooks) next to w2g64 / w3g64 / w4g64.
+//                                       VPTQ's vq formats (random codes and codebooks) next to w2g64 / w3g64 / w4g64;
+//                                       QTIP's trellis2/3/4 (random streams) next to w2g32 / w3g32 / w4g32 (above).
 // The label says which ISA ran; the context line names the CPU features.
 #include <benchmark/benchmark.h>
 
@@ -24,6 +25,7 @@
 
 #include "formats/formats_internal.h"
 #include "formats/ggml_family.h"
+#include "formats/trellis.h"
 #include "formats/vq.h"
 #include "lmpress/engine.h"
 
@@ -53,6 +55,8 @@ const Tensor& packed(const QuantSpec& s, int64_t rows, int64_t cols) {
   // vq (VPTQ codebooks): random codes and codebooks. k-means over TinyLlama's 1.1 B weights on two
   // cores would take hours, and the kernels' cost does not depend on the values.
   if (s.family == FormatFamily::Vq) return cache[key] = pack_tensor("w", vq::random_matrix(s, rows, cols, 1));
+  // trellis (QTIP): random streams (the Viterbi encoder over 1.1 B weights takes hours on two cores).
+  if (s.family == FormatFamily::Trellis) return cache[key] = pack_tensor("w", trellis::random_matrix(s, rows, cols, 1));
   std::mt19937 rng(1);
   std::normal_distribution<float> nd(0.f, 0.02f);
   std::vector<float> w(size_t(rows * cols));
@@ -229,7 +233,7 @@ void register_all() {
                           "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs", "w4g32+s0.50", "lut3+s0.45",
                           "spqr3g16", "spqr3g32r32", "spqr3g16+s0.30", "w4g64", "w3g64", "pow4g64", "pow3g64", "bitmod4g64",
                           "bitmod4g128", "bitmod3g128", "w2g64", "vq4k8", "vq4k8n", "vq8k8r8", "vq4k10", "vq4k12", "vq4k8r4",
-                          "vq4k8r8", "vq2k8", "vq8k12"}) {
+                          "vq4k8r8", "vq2k8", "vq8k12", "trellis2", "trellis3", "trellis4"}) {
       const QuantSpec s = parse_format_name(f);
       const std::string base = "model_decode/tinyllama-1.1b/" + format_name(s) + "/" + lname;
       benchmark::RegisterBenchmark(base.c_str(), bm_model, s, l, int64_t(1), false)->Unit(benchmark::kMillisecond)->UseRealTime();

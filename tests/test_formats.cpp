@@ -15,6 +15,7 @@
 #include "formats/formats_internal.h"
 #include "formats/ggml_family.h"
 #include "formats/spqr.h"
+#include "formats/trellis.h"
 #include "kernels/ggml_blocks.h"
 #include "formats/traits.h"
 #include "kernels/qkernels.h"
@@ -86,6 +87,8 @@ std::vector<QuantSpec> code_formats() {
   return v;
 }
 bool is_ggml(const QuantSpec& s) { return s.family == FormatFamily::Ggml; }
+// The trellis family takes multiples of 16 rows and columns only (16 x 16 tiles): tests/test_trellis.cpp.
+bool is_trellis(const QuantSpec& s) { return s.family == FormatFamily::Trellis; }
 int64_t ggml_qk(const QuantSpec& s) { return kern::ggml::type_info(uint32_t(s.bits))->qk; }
 // A ggml tensor of random blocks (random codes and sub-scales, f16 scales near 0.02).
 Tensor ggml_tensor(const QuantSpec& s, int64_t rows, int64_t cols, uint32_t seed) {
@@ -127,6 +130,7 @@ int64_t doc_bytes(const QuantSpec& s, int64_t rows, int64_t cols) {
       const int64_t vecs = (rows + 15) / 16 * (16 / s.group) * cols;
       return 8 + K * s.group + (s.colnorm ? 4 * cols : 0) + (vecs * (s.bits + s.group2) + 7) / 8 + 8;
     }
+    case FormatFamily::Trellis: return rows * cols * s.bits / 8 + 2 * rows;  // 256 k bits per tile, f16 per row
   }
   return -1;
 }
@@ -151,6 +155,8 @@ constexpr ParityEntry kParity[] = {
     // vq: f32 activations; the column norm's colscale is folded into x and sum x colbias added
     // apart (terms up to |x colbias| beside |x w|)
     {FormatFamily::Vq, false, 1e-4},
+    // trellis: integer block dots of u = value + 126 and -126 scale X apart (terms up to 126 |scale| |x|)
+    {FormatFamily::Trellis, true, 1e-4},
 };
 const ParityEntry& parity_entry(const QuantSpec& s) {
   for (const auto& e : kParity)
@@ -167,8 +173,8 @@ TEST(Formats, IdsAndNames) {
   const auto fmts = all_formats();
   // int: 6 widths x 5 groups x sym/asym; nf4, fp4: 4 groups; mxfp4; fp8: 5 groups; lut3/4; 12 ggml types;
   // spqr: 3 widths x 3 groups x 3 row groups; binary: 5 groups; pow3/4: 4 groups; bitmod3/4: 3 groups;
-  // vq: 9 representatives (test_vq.cpp)
-  const size_t n_formats = 60 + 4 + 4 + 1 + 5 + 2 + 12 + 27 + 5 + 8 + 6 + 9;
+  // vq: 9 representatives (test_vq.cpp); trellis2/3/4
+  const size_t n_formats = 60 + 4 + 4 + 1 + 5 + 2 + 12 + 27 + 5 + 8 + 6 + 9 + 3;
   EXPECT_EQ(fmts.size(), n_formats);
   std::set<uint32_t> ids;
   std::set<std::string> names;
@@ -190,7 +196,7 @@ TEST(Formats, IdsAndNames) {
     EXPECT_THROW(parse_format_name(bad), Error) << bad;
   // ids of one family with another family's parameters are invalid
   EXPECT_FALSE(format_id_valid(3u | 5u << 8 | 1u << 16 | 1u << 24));  // nf with 3 bits
-  EXPECT_FALSE(format_id_valid(4u | 2u << 8 | 1u << 16 | 11u << 24));  // no family 11 (reserved)
+  EXPECT_FALSE(format_id_valid(4u | 2u << 8 | 1u << 16 | 11u << 24));  // trellis has no groups
   EXPECT_FALSE(format_id_valid(4u | 2u << 8 | 1u << 16 | 13u << 24));  // nor 13
   // family numbers are file format: spqr 7, binary 8, pow 9, bitmod 10 (pow/bitmod were 7/8 on
   // their branch before spqr and binary landed)
@@ -249,6 +255,12 @@ TEST(Formats, BitsPerWeightExact) {
     for (int64_t cols : {1, 31, 33, 352, 2048}) {
       if (is_ggml(s) && cols % ggml_qk(s) != 0) {
         EXPECT_THROW(packed_geometry(s, 3, cols), Error) << format_name(s);  // rows are whole blocks
+        continue;
+      }
+      if (is_trellis(s)) {  // whole 16 x 16 tiles only
+        EXPECT_THROW(packed_geometry(s, 3, cols), Error) << format_name(s);
+        const int64_t c16 = std::max<int64_t>(16, cols / 16 * 16);
+        EXPECT_EQ(packed_geometry(s, 48, c16).total_bytes, doc_bytes(s, 48, c16)) << format_name(s);
         continue;
       }
       const int64_t rows = 3;
@@ -822,12 +834,18 @@ TEST_P(QuantKernels, MatmulParityAllFormats) {
     for (int64_t cols0 : {1, 7, 31, 33, 112, 127, 191, 352, 415, 1023, 2048}) {
       // ggml rows are whole blocks: the awkward sizes become multiples of the block (1..8 blocks of
       // 256, 1..64 of 32) so block counts stay odd / prime / large
-      const int64_t cols = is_ggml(s) ? std::max<int64_t>(1, cols0 / (ggml_qk(s) == 256 ? 256 : 32)) * ggml_qk(s) : cols0;
+      // (trellis: whole 16 x 16 tiles, random codes: encoding is tested in test_trellis.cpp)
+      const int64_t cols = is_ggml(s)      ? std::max<int64_t>(1, cols0 / (ggml_qk(s) == 256 ? 256 : 32)) * ggml_qk(s)
+                           : is_trellis(s) ? std::max<int64_t>(1, cols0 / 16) * 16
+                                           : cols0;
       ggml_sizes += is_ggml(s);
-      for (int64_t rows : {1, 3, 17}) {
+      for (int64_t rows0 : {1, 3, 17}) {
+        const int64_t rows = is_trellis(s) ? 16 * rows0 : rows0;
         const uint32_t seed = uint32_t(cols * 7919 + rows * 31 + format_id(s));
         auto w = randn(size_t(rows * cols), seed);
-        const Tensor t = is_ggml(s) ? ggml_tensor(s, rows, cols, seed) : pack_tensor("w", quantize_rtn_ref(w.data(), rows, cols, s));
+        const Tensor t = is_ggml(s)      ? ggml_tensor(s, rows, cols, seed)
+                         : is_trellis(s) ? pack_tensor("w", trellis::random_matrix(s, rows, cols, seed))
+                                         : pack_tensor("w", quantize_rtn_ref(w.data(), rows, cols, s));
         const std::vector<float> wd = dequantize_ref(t);
         // Activations: normal with per-token scale, an outlier and an all-zero block.
         auto x = randn(size_t(nmax * cols), seed + 1);

@@ -134,6 +134,9 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
 // upper Cholesky factor of (H + damp * mean(diag H) * I)^-1 (dead inputs: H_jj = 1), as GPTQ forms
 // it. A weight's salience is w_ij^2 / U_jj^2, i.e. (|w_ij| / U_jj)^2.
 std::vector<double> inverse_factor_recip_diag(const std::vector<double>& H, int64_t n, double damp);
+// GPTQ's factor: U [n, n] float, upper triangular, with (H + damp * mean(diag H) * I)^-1 = U^T U
+// (dead inputs: H_jj = 1; identity order). `who` names the caller in errors (qtip's LDLQ uses it).
+std::vector<float> inverse_factor_upper(const std::vector<double>& H, int64_t n, double damp, const char* who);
 // NUPES's exponent search (nupes.cpp) for a pow format s: the exponent a (hundredths, from
 // kNupesMin to kNupesMax in steps of kNupesStep) whose RTN rounding has the least layer error
 // tr(D H D^T)/rows (H given; max_rows as for layer_error), else sum_j hdiag_j sum_r D_rj^2 / rows
@@ -207,6 +210,17 @@ std::vector<uint32_t> vptq_sweep(const float* w, int64_t rows, int64_t cols, int
                                  int64_t block, bool act_order, ThreadPool& pool, std::vector<float>* target = nullptr);
 QuantizedMatrix quantize_vptq(const float* w, int64_t rows, int64_t cols, const QuantSpec& s, const std::vector<double>& H,
                               const VptqOptions& o, ThreadPool& pool);
+// QTIP (Tseng et al. 2024) onto a trellis format (formats/trellis.h, src/algo/qtip.cpp): dead
+// inputs zeroed; f16 row scales from each row's RMS; LDLQ (QuIP#'s block form of GPTQ's error
+// feedback): column blocks of 16, each 16 x 16 tile of a block coded by the tail-biting Viterbi
+// encoder on the feedback-updated weights, the block's error then propagated to the later columns
+// through GPTQ's inverse Cholesky factor (E U_BB^-1 U_B,rest). Tiles of a block run on the pool.
+// Without H: every tile coded on its own (rtn). docs/methods.md lists the deviations.
+struct QtipOptions {
+  double damp = 0.01;  // fraction of mean(diag H) added to the diagonal
+};
+QuantizedMatrix quantize_qtip(const float* w, int64_t rows, int64_t cols, const QuantSpec& s, const std::vector<double>* H,
+                              const QtipOptions& o, ThreadPool& pool);
 // tr(D H D^T)/rows with D = W - Wq for dequantized weights Wq (formats without a per-group grid);
 // rel and max_rows as layer_error below.
 double dense_layer_error(const float* w, const std::vector<float>& wq, int64_t rows, int64_t cols,
@@ -228,7 +242,7 @@ namespace lmpress {
 //   rule     := 'keep' | 'f16' | 'bf16' | 'f32' | CHAIN ':' FORMAT (',' option)*
 //   CHAIN    := METHOD ('+' METHOD)*      transforms first, one rounding method last (default rtn)
 //   METHOD   := a registry name: rtn | gptq | quantease | squeezellm | easyquant | spqr | nupes | bitmod | vptq |
-//               awq | smoothquant | quarot
+//               qtip | awq | smoothquant | quarot
 //   FORMAT   := a format name (formats.h): w4g32, w3g128a, w8row, nf4g64, fp4g32, mxfp4, fp8row, lut3 ...
 //   option   := a key (or key=value) taken by exactly one method of the chain: gptq act_order,
 //               static_groups, mse, damp=F, block=N, emb=F; rtn clip, mse; quantease iters=N,
@@ -268,6 +282,7 @@ struct TensorRule {
   QuarotOptions quarot;
   SpqrOptions spqr;
   VptqOptions vptq;
+  QtipOptions qtip;
   bool clip = false;
   int easyquant_steps = 100;  // easyquant: gradient steps per group
   bool pb_magnitude = false;  // pbllm: salient weights by |w| instead of the Hessian criterion

@@ -25,6 +25,9 @@
 //          column, each a b-bit index into a per-tensor codebook of 2^b int8 vectors (plus an
 //          optional residual stage of 2^b2), optional per-column f16 scale and bias (made only by
 //          the vptq method; formats/vq.h). Its bytes are codebooks + an index stream: no code planes.
+//   trellis trellis<k> (k = 2, 3, 4): QTIP's bitshift trellis (L = 16, V = 1): 16 x 16 tiles, each a
+//          tail-biting sequence of 256 states in a cyclic bitstream of 256 k bits, the value of a state
+//          an integer hash of it; f16 row scales (made by the qtip and rtn methods; formats/trellis.h).
 // Packed layout (docs/formats.md): rows are independent; each row's codes are packed in
 // 32-weight blocks (the row is zero-padded to a multiple of 32), followed, after all rows, by the
 // per-group scales and the family's side payloads (zeros, tables).
@@ -41,8 +44,7 @@ namespace lmpress {
 // Format families (the high byte of a format id).
 enum class FormatFamily : uint8_t {
   Int = 0, NF4 = 1, FP4 = 2, MXFP4 = 3, FP8 = 4, Lut = 5, Ggml = 6, Spqr = 7, Binary = 8, Pow = 9, Bitmod = 10,
-  // 11 is reserved (trellis codes)
-  Vq = 12
+  Trellis = 11, Vq = 12
 };
 
 struct QuantSpec {
@@ -74,7 +76,8 @@ int64_t sparse_count(const QuantSpec& s, int64_t rows, int64_t cols);
 // Format id encoding: bits | group_code << 8 | sym << 16 | sparse << 17 | family << 24
 // (group_code: 16->1 32->2 64->3 128->4 row->5; spqr's second-level group code in bits 12..14;
 // the RHT flag in bit 15, and bit 14 set for the input-side-only RHT; the vq family: index bits |
-// residual bits << 4 | log2(v) << 8 | column norm << 13, formats/vq.h). The int family's ids are those of
+// residual bits << 4 | log2(v) << 8 | column norm << 13, formats/vq.h; the trellis family: k | 5 << 8 |
+// 1 << 16 | 11 << 24 plus the RHT bits, no sparse outliers). The int family's ids are those of
 // lmpress files before families existed.
 uint32_t format_id(const QuantSpec& s);
 QuantSpec format_spec(uint32_t id);             // throws Error for unknown ids
@@ -153,7 +156,7 @@ float round_scale_f16(float s);
 struct QuantizedMatrix {
   QuantSpec spec;
   int64_t rows = 0, cols = 0;
-  std::vector<uint8_t> q;          // [rows][cols] codes
+  std::vector<uint8_t> q;          // [rows][cols] codes (trellis: the code stream, formats/trellis.h)
   std::vector<float> scales;       // [rows][groups], representable in the stored scale type
   std::vector<int32_t> zeros;      // [rows][groups] (int family; 0 elsewhere)
   std::vector<int8_t> table;       // lut family: [rows][2^bits], ascending per row

@@ -98,6 +98,28 @@ void inverse_cholesky_upper(std::vector<double>& r, int64_t n, float* u) {
 
 }  // namespace
 
+std::vector<float> inverse_factor_upper(const std::vector<double>& H, int64_t n, double damp, const char* who) {
+  if (int64_t(H.size()) != n * n) fail(who, "Hessian of the wrong size");
+  std::vector<double> hd(static_cast<size_t>(n));
+  double mean_diag = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const double d = H[size_t(j * n + j)];
+    if (!(d >= 0) || !std::isfinite(d)) fail(who, "bad Hessian diagonal at column " + std::to_string(j));
+    hd[size_t(j)] = d == 0.0 ? 1.0 : d;
+    mean_diag += hd[size_t(j)];
+  }
+  const double dmp = damp * mean_diag / double(n);
+  std::vector<double> r(static_cast<size_t>(n * n), 0.0);  // J H J, lower triangle (inverse_cholesky_upper)
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t pi = n - 1 - i;
+    for (int64_t k = 0; k < i; ++k) r[size_t(i * n + k)] = H[size_t(pi * n + (n - 1 - k))];
+    r[size_t(i * n + i)] = hd[size_t(pi)] + dmp;
+  }
+  std::vector<float> u(static_cast<size_t>(n * n));
+  inverse_cholesky_upper(r, n, u.data());
+  return u;
+}
+
 std::vector<double> inverse_factor_recip_diag(const std::vector<double>& H, int64_t n, double damp) {
   if (int64_t(H.size()) != n * n) fail("pbllm", "Hessian of the wrong size");
   // U = J L^-1 J for J H J = L L^T (see inverse_cholesky_upper), so 1 / U_jj = L_kk, k = n-1-j.

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "formats/trellis.h"
 #include "lmpress/compress.h"
 
 namespace lmpress {
@@ -120,10 +121,14 @@ bool rtn_option(TensorRule& r, const std::string& k, const std::string& v) {
 }
 void rtn_check(const TensorRule& r) {
   if (r.clip && r.gptq.mse) fail("recipe", "clip and mse are alternative parameter searches; use one");
+  if ((r.clip || r.gptq.mse) && r.spec.family == FormatFamily::Trellis)
+    fail("recipe", format_name(r.spec) + " has no range to search: clip and mse do not apply");
   if ((r.clip || r.gptq.mse) && !make_grid(r.spec)->has_range())
     fail("recipe", format_name(r.spec) + " has no range to search: clip and mse do not apply");
 }
 QuantizedMatrix rtn_round(const RoundArgs& a) {
+  // trellis: every tile Viterbi-coded on its own (no grid, no feedback)
+  if (a.rule->spec.family == FormatFamily::Trellis) return trellis::quantize_rtn(a.w, a.rows, a.cols, a.rule->spec, a.pool);
   // The clip search weighs each weight's error by diag(H) when calibration is there.
   std::vector<double> hd;
   if (a.rule->clip && a.H) hd = diag_of(*a.H, a.cols);
@@ -310,6 +315,27 @@ QuantizedMatrix vptq_round(const RoundArgs& a) {
   return quantize_vptq(a.w, a.rows, a.cols, a.rule->spec, *a.H, a.rule->vptq, *a.pool);
 }
 
+// ---- qtip ----
+bool qtip_option(TensorRule& r, const std::string& k, const std::string& v) {
+  if (k == "damp" && !v.empty()) {
+    if (!parse_double(v, 0, 10 - 1e-12, &r.qtip.damp)) bad_value(k, v, "damp must be in [0, 10)");
+    return true;
+  }
+  if (k == "emb" && !v.empty()) {
+    if (!parse_double(v, 0, 1000, &r.gptq.emb)) bad_value(k, v, "emb must be in [0, 1000]");
+    return true;
+  }
+  return false;
+}
+void qtip_check(const TensorRule& r) {
+  if (r.spec.family != FormatFamily::Trellis)
+    fail("recipe", "qtip quantizes onto trellis codes: use a trellis format (trellis2, trellis3, trellis4), not " +
+                       format_name(r.spec));
+}
+QuantizedMatrix qtip_round(const RoundArgs& a) {
+  return quantize_qtip(a.w, a.rows, a.cols, a.rule->spec, a.H, a.rule->qtip, *a.pool);
+}
+
 // ---- pbllm ----
 // PB-LLM (Shang et al. 2023): the +s salient weights (chosen in pipeline.cpp round_with_outliers by
 // the Hessian criterion w^2 / U_jj^2, or |w| with salient=magnitude) stay in f16, the rest is
@@ -418,6 +444,9 @@ const std::vector<MethodInfo> kMethods = {
     {"vptq", "VPTQ: vectors of a column's rows into a per-tensor codebook (H_jj-weighted k-means, optional residual "
      "stage), GPTQ's column-by-column error feedback, onto vq formats (Liu et al. 2024)", true, false, kStatHessian,
      "iters=N, damp=F, seed=N, block=N, act_order, refine=N, emb=F", vptq_option, vptq_check, vptq_round, nullptr},
+    {"qtip", "QTIP: bitshift-trellis codes (L = 16, tail-biting Viterbi per 16 x 16 tile) with LDLQ block error "
+     "feedback, onto trellis formats (Tseng et al. 2024); use +h for its incoherence processing", true, false, kStatHessian,
+     "damp=F, emb=F", qtip_option, qtip_check, qtip_round, nullptr},
     {"pbllm", "PB-LLM: partial binarization: salient weights (+s, Hessian criterion) in f16, the rest binarized "
      "with GPTQ error feedback (Shang et al. 2023)", true, false, kStatHessian, "salient=hessian|magnitude, damp=F, block=N, emb=F",
      pbllm_option, pbllm_check, pbllm_round, nullptr},

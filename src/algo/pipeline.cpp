@@ -273,7 +273,7 @@ Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* 
     const std::vector<double>* H = stats && !stats->H.empty() ? &stats->H : nullptr;
     std::vector<double> Ht;
     if (tied && H && (r.rounding() == "gptq" || r.rounding() == "quantease" || r.rounding() == "spqr" ||
-                      r.rounding() == "vptq")) {
+                      r.rounding() == "vptq" || r.rounding() == "qtip")) {
       Ht = tied_embedding_hessian(*H, t.cols(), r.gptq.emb);
     }
     RoundArgs a;
@@ -294,7 +294,8 @@ Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* 
       fail(t.name, e.what());
     }
     // (the reported proxy error is estimated on 256 rows: exact, it costs as much as GPTQ)
-    if (H && (qm.spec.family == FormatFamily::Spqr || qm.spec.family == FormatFamily::Vq))  // no per-group grid
+    if (H && (qm.spec.family == FormatFamily::Spqr || qm.spec.family == FormatFamily::Vq ||
+              qm.spec.family == FormatFamily::Trellis))  // no per-group grid
       rep.err = dense_layer_error(w.data(), dequantize_matrix(qm), qm.rows, qm.cols, *H, &rep.rel_err, kErrorRows);
     else if (H)
       rep.err = layer_error(w.data(), qm, *H, &rep.rel_err, kErrorRows);
@@ -355,13 +356,19 @@ std::vector<PlannedTensor> plan_quantization(const Model& src, const Recipe& rc)
       const TensorRule& r = rc.rule_for(t->name, tied && is_embd);
       if (r.quantized()) {
         // refuses formats lmpress does not produce (llama.cpp's block types), spqr formats to any
-        // method but spqr and vq formats to any but vptq (no per-group grid)
-        if (r.rounding() != "spqr" && r.rounding() != "vptq") (void)make_grid(r.spec);
+        // method but spqr, vq formats to any but vptq and trellis formats to any but qtip and rtn
+        // (no per-group grid)
+        const bool trellis_ok = r.spec.family == FormatFamily::Trellis && (r.rounding() == "qtip" || r.rounding() == "rtn");
+        if (r.rounding() != "spqr" && r.rounding() != "vptq" && !trellis_ok) (void)make_grid(r.spec);
         QuantSpec spec = r.spec;
         if (is_embd) spec.rht = false;  // read by rows: never rotated (compress_tensor)
         p.dtype = DType::Q;
         p.format = format_id(spec);
-        p.nbytes = size_t(packed_geometry(spec, t->rows(), t->cols()).total_bytes);
+        try {  // the format takes this shape (trellis: multiples of 16; llama.cpp's types: whole blocks)
+          p.nbytes = size_t(packed_geometry(spec, t->rows(), t->cols()).total_bytes);
+        } catch (const Error& e) {
+          fail(t->name, e.what());
+        }
       } else {
         p.dtype = r.method == "f16" ? DType::F16 : r.method == "bf16" ? DType::BF16 : r.method == "f32" ? DType::F32 : t->dtype;
         // a transform may leave a reader it does not quantize in f32; quarot rewrites every tensor

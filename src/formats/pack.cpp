@@ -11,6 +11,7 @@
 #include "formats/ggml_family.h"
 #include "formats/spqr.h"
 #include "formats/traits.h"
+#include "formats/trellis.h"
 #include "formats/vq.h"
 
 namespace lmpress {
@@ -66,6 +67,7 @@ QuantizedMatrix quantize_rtn_ref(const float* w, int64_t rows, int64_t cols, con
   const PackedGeometry g = packed_geometry(s, rows, cols);
   if (s.family == FormatFamily::Spqr) return spqr::quantize_rtn(w, rows, cols, s);  // statistics shared by rows
   if (s.family == FormatFamily::Vq) return vq::quantize_rtn(w, rows, cols, s);      // codebooks: k-means
+  if (s.family == FormatFamily::Trellis) return trellis::quantize_rtn(w, rows, cols, s);  // Viterbi per tile
   const std::unique_ptr<Grid> grid = make_grid(s);
   QuantizedMatrix qm;
   qm.init(s, rows, cols);
@@ -125,6 +127,8 @@ void QuantizedMatrix::init(const QuantSpec& s, int64_t r, int64_t c) {
   vq_scale[0] = vq_scale[1] = 0.f;
   col_scale.clear();
   col_bias.clear();
+  // trellis: q is the code stream (tiles of 32 k bytes), scales one per row
+  if (s.family == FormatFamily::Trellis) q.assign(size_t(trellis::code_bytes(s.bits, rows, cols)), 0);
   if (s.family == FormatFamily::Vq) {
     vq_codes.assign(size_t(vq::row_blocks(s, rows) * cols), 0);
     vq_book.assign(size_t((vq::book1_size(s) + vq::book2_size(s)) * s.group), 0);
@@ -176,6 +180,7 @@ namespace {
 std::vector<float> dequantize_dense(const QuantizedMatrix& qm) {
   if (qm.spec.family == FormatFamily::Spqr) return spqr::dequantize_dense(qm);  // no per-group grid
   if (qm.spec.family == FormatFamily::Vq) return vq::dequantize_dense(qm);      // codebook vectors
+  if (qm.spec.family == FormatFamily::Trellis) return trellis::dequantize_dense(qm);  // trellis states
   const std::unique_ptr<Grid> grid = make_grid(qm.spec);
   const int64_t g = qm.group_len(), G = qm.groups();
   std::vector<float> out(size_t(qm.rows * qm.cols));
@@ -366,7 +371,12 @@ std::pair<QuantSpec, PackedGeometry> check_layout(const Tensor& t, const std::st
   const QuantSpec s = format_spec(t.format);
   if (t.shape[0] > (int64_t(1) << 40) || t.shape[1] > (int64_t(1) << 40))
     fail(w(), tn() + ": shape " + shape_str(t.shape[0], t.shape[1]) + " too large");
-  const PackedGeometry g = packed_geometry(s, t.shape[0], t.shape[1]);
+  PackedGeometry g;
+  try {  // a shape the family does not take (trellis: whole 16 x 16 tiles; ggml: whole blocks)
+    g = packed_geometry(s, t.shape[0], t.shape[1]);
+  } catch (const Error& e) {
+    fail(w(), tn() + ": " + e.what());
+  }
   if (t.data == nullptr) fail(w(), tn() + " has no data");
   if (int64_t(t.nbytes) != g.total_bytes)
     fail(w(), tn() + ": " + std::to_string(t.nbytes) + " bytes, but " + format_name(s) + " " +

@@ -94,7 +94,7 @@ kern::QActs block_acts(const kern::QWeights& w, FormatFamily family, const ActBu
     a.x = xbuf.data();
     return a;
   }
-  if (family != FormatFamily::Int) return a;
+  if (family != FormatFamily::Int && family != FormatFamily::Trellis) return a;  // trellis: one whole-row group
   const int64_t nb = B.nb, G = w.groups, n = B.n;
   xbuf.resize(size_t(n * G));
   for (int64_t t = 0; t < n; ++t) {

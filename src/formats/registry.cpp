@@ -25,7 +25,7 @@ const std::vector<const FormatTraits*> kFormats = {
     &binary_format, // b1g128, b1row: one bit per weight (PB-LLM)
     &pow_format,    // pow4g64 / pow4a0.60g64: NUPES power grid, exponent stored in the tensor
     &bitmod_format, // bitmod4g128: BitMoD, one of four FP3/FP4 tables per group
-    // (family 11 is reserved: trellis codes)
+    &trellis_format, // trellis2/3/4: QTIP bitshift trellis, 16 x 16 tail-biting tiles (formats/trellis.h)
     &vq_format,     // vq4k8, vq4k8r8n, ...: VPTQ, vectors of a column's rows into a per-tensor codebook
 };
 
@@ -117,6 +117,7 @@ bool decode_id(uint32_t id, QuantSpec* out) {
   s.sparse = int(sparse);
   s.rht = uint8_t((gc >> 7) & 1 ? (in_only ? 2 : 1) : 0);
   if (in_only && !s.rht) return false;
+  if (s.family == FormatFamily::Trellis && s.sparse) return false;  // no sparse outliers
   *out = s;
   return true;
 }
@@ -184,8 +185,8 @@ QuantSpec parse_format_name(const std::string& name_in) {
   for (const FormatTraits* t : all_format_traits()) {
     QuantSpec s;
     if (t->parse(base, &s) && spec_valid(s)) {
-      if (sparse && s.family == FormatFamily::Vq)
-        fail("", "'" + name + "': vq formats have no sparse outliers (+s)");
+      if (sparse && (s.family == FormatFamily::Vq || s.family == FormatFamily::Trellis))
+        fail("", "'" + name + "': " + family_name(s.family) + " formats have no sparse outliers (+s)");
       s.sparse = sparse;
       s.rht = rht;
       return s;
@@ -197,7 +198,7 @@ QuantSpec parse_format_name(const std::string& name_in) {
                "fp8row, fp8g<group>, lut3 or lut4, or a llama.cpp type (q8_0, q4_0, q4_1, q5_0, q5_1, "
                "q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs), spqr<bits>g<group>[r<rows>] (bits 2,3,4; "
                "group 16,32,64; rows 16,32,64; e.g. spqr3g16), b1g<group> or b1row (binary), pow<3|4>[a<A>]g<group> "
-               "(NUPES; A 0.20..2.00), bitmod<3|4>g<32|64|128>, vq<v>k<b>[r<b2>][n] (VPTQ vectors: v 2,4,8; "
+               "(NUPES; A 0.20..2.00), bitmod<3|4>g<32|64|128>, trellis<2|3|4> (QTIP), vq<v>k<b>[r<b2>][n] (VPTQ vectors: v 2,4,8; "
                "index bits b, b2 4..12; n: column norm; e.g. vq4k8, vq8k8r8n); lmpress's own formats with sparse outliers "
                "+s<percent>; any of them with a randomized Hadamard transform: suffix +h (both sides) or +hi (input side "
                "only), last");

@@ -63,7 +63,7 @@ const std::vector<const FormatTraits*>& all_format_traits();
 
 // The family rows (one per file).
 extern const FormatTraits int_format, nf4_format, fp4_format, mxfp4_format, fp8_format, lut_format, ggml_format,
-    spqr_format, binary_format, pow_format, bitmod_format, vq_format;
+    spqr_format, binary_format, pow_format, bitmod_format, trellis_format, vq_format;
 
 // ---- shared pieces of the families ------------------------------------------------------------
 namespace fmt {

@@ -1,0 +1,314 @@
+// x86 kernels of the trellis family (formats/trellis.h, kernels/trellis_rows.h), one body for AVX2
+// and AVX-512 (x86_avx512/trellis.cpp defines LMP_TRELLIS_AVX512 first). Included only by those two
+// TUs; everything is in an anonymous namespace, one copy per TU and its flags. Integer parts are
+// exactly the scalar reference's; only the f32 summation order differs.
+//
+// State extraction: column c of a tile is weights 16 c .. 16 c + 15, whose states start at bit
+// 16 k c = byte 2 k c of the tile's stream and span at most 10 bytes. The stream is copied once per
+// tile into a buffer followed by its first 16 bytes (the tail-biting wrap), so a column is one
+// 16-byte load broadcast to every 128-bit lane, one vpshufb gathering the three bytes of each row's
+// state into its 32-bit lane, one variable shift and one mask. Then x = (a s + b) & 0x3f3f3f3f and
+// (AVX-512) one vpdpbusd of x's bytes against the token's activation replicated into four bytes
+// (the sum of the bytes is u = value + 126); AVX2: vpmaddubsw + vpmaddwd on two 8-row halves.
+#pragma once
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "kernels/trellis_rows.h"
+
+namespace lmpress::kern {
+namespace {
+
+using namespace trellis;
+
+#ifdef LMP_TRELLIS_AVX512
+constexpr int kLanes = 16;  // rows per vector
+#else
+constexpr int kLanes = 8;
+#endif
+
+// Per lane j (row j of a column): the byte offset of its state's first byte and the shift.
+struct ColShuffle {
+  alignas(64) uint8_t shuf[2][32];  // AVX2: two 8-row halves; per 128-bit lane 4 rows x 4 bytes
+  alignas(64) uint8_t shuf16[64];   // AVX-512: 16 rows
+  alignas(64) int32_t shift[16];
+};
+inline const ColShuffle& col_shuffle(int k) {
+  static const ColShuffle* built = [] {
+    static ColShuffle t[3];
+    for (int kk = 2; kk <= 4; ++kk) {
+      ColShuffle& c = t[kk - 2];
+      for (int j = 0; j < 16; ++j) {
+        const int bit = kk * j, b = bit / 8;
+        c.shift[j] = bit % 8;
+        for (int q = 0; q < 4; ++q) {
+          const uint8_t idx = q < 3 ? uint8_t(b + q) : uint8_t(0x80);
+          c.shuf16[4 * j + q] = idx;
+          c.shuf[j / 8][4 * (j % 8) + q] = idx;
+        }
+      }
+    }
+    return t;
+  }();
+  return built[k - 2];
+}
+
+// The tile's stream followed by its first 16 bytes.
+inline void load_tile(const uint8_t* t, int k, uint8_t* buf) {
+  const int n = tile_bytes(k);
+  std::memcpy(buf, t, size_t(n));
+  std::memcpy(buf + n, t, 16);
+}
+
+#if defined(LMP_TRELLIS_AVX512) && defined(LMP_TRELLIS_VBMI)
+// AVX512-VBMI (x86_avx512/trellis_vbmi.cpp): vpmultishiftqb takes any 8 bits of a qword per byte,
+// so a row's dword gets its state twice, s | s << 16, with no shift and no mask; and
+// A' (s | s << 16) = A' * 65537 * s = A s mod 2^32 for A' = A * 65537^-1 (65537^-1 = 0xffff0001).
+// k = 2, 3: a column's 16 states lie in one qword (bits 0 .. 16 + 15 k <= 61), broadcast from
+// memory; k = 4: rows 0-7 and 8-15 read the qwords at bytes 0 and 4 of the column (vpermb).
+struct Consts {
+  __m512i ctrl, perm, A, B, mask, ones;
+  explicit Consts(int k) {
+    alignas(64) uint8_t c[64], p[64];
+    for (int j = 0; j < 16; ++j) {
+      const int q = j / 2, base = k == 4 ? (q < 4 ? 0 : 32) : 0, o = k * j - base;
+      for (int b = 0; b < 4; ++b) c[4 * j + b] = uint8_t(o + 8 * (b & 1));
+      for (int b = 0; b < 8; ++b) p[8 * q + b] = uint8_t((k == 4 && q >= 4 ? 4 : 0) + b);
+    }
+    ctrl = _mm512_load_si512(c);
+    perm = _mm512_load_si512(p);
+    A = _mm512_set1_epi32(int32_t(kMulA * 0xffff0001u));
+    B = _mm512_set1_epi32(int32_t(kAddB));
+    mask = _mm512_set1_epi32(int32_t(kMask));
+    ones = _mm512_set1_epi8(1);
+  }
+};
+inline __m512i column_words(const Consts& K, const uint8_t* buf, int k, int c) {
+  const uint8_t* p = buf + 2 * k * c;
+  __m512i q;
+  if (k == 4) {
+    q = _mm512_permutexvar_epi8(K.perm, _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  } else {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    q = _mm512_set1_epi64(int64_t(v));
+  }
+  const __m512i s2 = _mm512_multishift_epi64_epi8(K.ctrl, q);
+  return _mm512_and_si512(_mm512_add_epi32(_mm512_mullo_epi32(s2, K.A), K.B), K.mask);
+}
+#elif defined(LMP_TRELLIS_AVX512)
+struct Consts {
+  __m512i shuf, shift, m16, A, B, mask, ones;
+  explicit Consts(int k) {
+    const ColShuffle& c = col_shuffle(k);
+    shuf = _mm512_load_si512(c.shuf16);
+    shift = _mm512_load_si512(c.shift);
+    m16 = _mm512_set1_epi32(0xffff);
+    A = _mm512_set1_epi32(int32_t(kMulA));
+    B = _mm512_set1_epi32(int32_t(kAddB));
+    mask = _mm512_set1_epi32(int32_t(kMask));
+    ones = _mm512_set1_epi8(1);
+  }
+};
+// The masked state words of column c's 16 rows.
+inline __m512i column_words(const Consts& K, const uint8_t* buf, int k, int c) {
+  const __m512i win = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(buf + 2 * k * c)));
+  __m512i s = _mm512_and_si512(_mm512_srlv_epi32(_mm512_shuffle_epi8(win, K.shuf), K.shift), K.m16);
+  return _mm512_and_si512(_mm512_add_epi32(_mm512_mullo_epi32(s, K.A), K.B), K.mask);
+}
+#else
+struct Consts {
+  __m256i shuf[2], shift[2], m16, A, B, mask, ones8, ones16;
+  explicit Consts(int k) {
+    const ColShuffle& c = col_shuffle(k);
+    for (int h = 0; h < 2; ++h) {
+      shuf[h] = _mm256_load_si256(reinterpret_cast<const __m256i*>(c.shuf[h]));
+      shift[h] = _mm256_load_si256(reinterpret_cast<const __m256i*>(c.shift + 8 * h));
+    }
+    m16 = _mm256_set1_epi32(0xffff);
+    A = _mm256_set1_epi32(int32_t(kMulA));
+    B = _mm256_set1_epi32(int32_t(kAddB));
+    mask = _mm256_set1_epi32(int32_t(kMask));
+    ones8 = _mm256_set1_epi8(1);
+    ones16 = _mm256_set1_epi16(1);
+  }
+};
+inline __m256i column_words(const Consts& K, const uint8_t* buf, int k, int c, int h) {
+  const __m256i win = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(buf + 2 * k * c)));
+  __m256i s = _mm256_and_si256(_mm256_srlv_epi32(_mm256_shuffle_epi8(win, K.shuf[h]), K.shift[h]), K.m16);
+  return _mm256_and_si256(_mm256_add_epi32(_mm256_mullo_epi32(s, K.A), K.B), K.mask);
+}
+#endif
+
+// Activations replicated into four bytes, per token: a4[t][c] = a_c * 0x01010101 (per call).
+inline const int32_t* replicate_acts(const QActs& a, int64_t cols, int64_t t0, int64_t t1) {
+  thread_local std::vector<int32_t> buf;
+  const int64_t nbc = (cols + kQBlock - 1) / kQBlock * kQBlock;
+  buf.resize(size_t((t1 - t0) * nbc));
+  for (int64_t t = t0; t < t1; ++t) {
+    const int8_t* qa = a.qa + t * a.a_stride;
+    int32_t* o = buf.data() + (t - t0) * nbc;
+    for (int64_t c = 0; c < nbc; ++c) o[c] = int32_t(uint32_t(uint8_t(qa[c])) * 0x01010101u);
+  }
+  return buf.data();
+}
+
+// Decode: tokens [t0, t1) (few) x rows [r0, r1), tile rows at a time.
+template <int NT>
+void decode_rows(const QGemmArgs& A, const int32_t* a4, int64_t nbc, int64_t rt, int64_t t0, const Consts& K) {
+  const QWeights& w = A.w;
+  const QActs& a = A.a;
+  const int k = w.bits;
+  const int64_t cts = w.cols / kTile;
+  alignas(64) uint8_t buf[2][tile_bytes(4) + 16];
+#ifdef LMP_TRELLIS_AVX512
+  __m512 y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b * 2 < cts; ++b) {
+    __m512i acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_si512();
+    const int nct = int(std::min<int64_t>(2, cts - 2 * b));
+    for (int h = 0; h < nct; ++h) load_tile(tile_ptr(w, rt, 2 * b + h), k, buf[h]);
+    for (int h = 0; h < nct; ++h) {
+      const int64_t c0 = (2 * b + h) * kTile;
+#pragma GCC unroll 4
+      for (int c = 0; c < kTile; ++c) {
+        const __m512i x = column_words(K, buf[h], k, c);
+        for (int t = 0; t < NT; ++t) acc[t] = _mm512_dpbusd_epi32(acc[t], x, _mm512_set1_epi32(a4[t * nbc + c0 + c]));
+      }
+    }
+    for (int t = 0; t < NT; ++t)
+      y[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t]), _mm512_set1_ps(a.d[b * a.n + t0 + t]), y[t]);
+  }
+  const __m512 sc = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales + rt * kTile)));
+  for (int t = 0; t < NT; ++t) {
+    const __m512 v = _mm512_mul_ps(sc, _mm512_sub_ps(y[t], _mm512_set1_ps(float(kBias) * a.x[t0 + t])));
+    _mm512_storeu_ps(A.y + (t0 + t) * A.ldy + rt * kTile, v);
+  }
+#else
+  __m256 y[NT][2];
+  for (int t = 0; t < NT; ++t) y[t][0] = y[t][1] = _mm256_setzero_ps();
+  for (int64_t b = 0; b * 2 < cts; ++b) {
+    __m256i acc[NT][2];
+    for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_si256();
+    const int nct = int(std::min<int64_t>(2, cts - 2 * b));
+    for (int h = 0; h < nct; ++h) load_tile(tile_ptr(w, rt, 2 * b + h), k, buf[h]);
+    for (int h = 0; h < nct; ++h) {
+      const int64_t c0 = (2 * b + h) * kTile;
+      for (int c = 0; c < kTile; ++c) {
+        for (int half = 0; half < 2; ++half) {
+          const __m256i x = column_words(K, buf[h], k, c, half);
+          for (int t = 0; t < NT; ++t) {
+            const __m256i p = _mm256_maddubs_epi16(x, _mm256_set1_epi32(a4[t * nbc + c0 + c]));
+            acc[t][half] = _mm256_add_epi32(acc[t][half], _mm256_madd_epi16(p, K.ones16));
+          }
+        }
+      }
+    }
+    for (int t = 0; t < NT; ++t)
+      for (int half = 0; half < 2; ++half)
+        y[t][half] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[t][half]), _mm256_set1_ps(a.d[b * a.n + t0 + t]), y[t][half]);
+  }
+  for (int half = 0; half < 2; ++half) {
+    const __m256 sc = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales + rt * kTile + 8 * half)));
+    for (int t = 0; t < NT; ++t) {
+      const __m256 v = _mm256_mul_ps(sc, _mm256_sub_ps(y[t][half], _mm256_set1_ps(float(kBias) * a.x[t0 + t])));
+      _mm256_storeu_ps(A.y + (t0 + t) * A.ldy + rt * kTile + 8 * half, v);
+    }
+  }
+#endif
+}
+
+// Row tile rt into one repacked tile (qrepack.h: per 32-column block 8 vectors, lane i = row i's
+// codes 4j .. 4j + 3): the bytes of a column's u (0..252) come from a byte sum of its words, four
+// columns are merged by shifts.
+void repack_tile(const QWeights& w, int64_t rt, const QRepacked& p, uint8_t* out, const Consts& K) {
+  const int k = w.bits;
+  const int64_t cts = w.cols / kTile;
+  alignas(64) uint8_t buf[tile_bytes(4) + 16];
+  uint8_t* codes = out;
+  if (w.cols % kQBlock) std::memset(codes + (w.nb - 1) * 8 * 64, 0, 8 * 64);
+  for (int64_t ct = 0; ct < cts; ++ct) {
+    load_tile(tile_ptr(w, rt, ct), k, buf);
+    for (int q = 0; q < kTile / 4; ++q) {  // column quads of the tile
+      const int64_t c = ct * kTile + 4 * q, b = c / kQBlock, j = (c % kQBlock) / 4;
+      uint8_t* dst = codes + b * 8 * 64 + j * 64;
+#ifdef LMP_TRELLIS_AVX512
+      __m512i v = _mm512_setzero_si512();
+      for (int e = 0; e < 4; ++e) {
+        const __m512i u = _mm512_dpbusd_epi32(_mm512_setzero_si512(), column_words(K, buf, k, 4 * q + e), K.ones);
+        v = _mm512_or_si512(v, _mm512_slli_epi32(u, 8 * e));
+      }
+      _mm512_storeu_si512(dst, v);
+#else
+      for (int half = 0; half < 2; ++half) {
+        __m256i v = _mm256_setzero_si256();
+        for (int e = 0; e < 4; ++e) {
+          const __m256i x = column_words(K, buf, k, 4 * q + e, half);
+          const __m256i u = _mm256_madd_epi16(_mm256_maddubs_epi16(x, K.ones8), K.ones16);
+          v = _mm256_or_si256(v, _mm256_slli_epi32(u, 8 * e));
+        }
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 32 * half), v);
+      }
+#endif
+    }
+  }
+  uint16_t* sc = reinterpret_cast<uint16_t*>(out + p.code_bytes);
+  float* corr = reinterpret_cast<float*>(out + p.code_bytes + p.scale_bytes);
+  for (int i = 0; i < kTile; ++i) {
+    const int64_t r = rt * kTile + i;
+    for (int64_t b = 0; b < w.nb; ++b) sc[b * kTile + i] = w.scales[r];
+    corr[i] = -(w.scale(r, 0) * float(kBias));
+  }
+}
+
+RepackedGemmFn level_repacked_gemm() {
+#ifdef LMP_TRELLIS_AVX512
+  if (amx_active()) return repacked_gemm_amx;
+  return repacked_gemm_avx512;
+#else
+  return repacked_gemm_avx2;
+#endif
+}
+
+constexpr int64_t kMaxDecodeTokens = 3;
+
+void trellis_gemm(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  const QWeights& w = A.w;
+  const Consts K(w.bits);
+  if (t1 - t0 <= kMaxDecodeTokens) {
+    const int64_t nbc = w.nb * kQBlock;
+    const int32_t* a4 = replicate_acts(A.a, w.cols, t0, t1);
+    for (int64_t rt = r0 / kTile; rt * kTile < r1; ++rt) {
+      switch (t1 - t0) {
+        case 1: decode_rows<1>(A, a4, nbc, rt, t0, K); break;
+        case 2: decode_rows<2>(A, a4, nbc, rt, t0, K); break;
+        default: decode_rows<3>(A, a4, nbc, rt, t0, K); break;
+      }
+    }
+    return;
+  }
+  // Prefill: a chunk of tiles decoded into the repacked layout, then the repacked GEMM over them.
+  const QRepacked p1 = trellis_repack_geometry(w);
+  constexpr int64_t kChunkTiles = 8;
+  thread_local std::vector<uint8_t, std::allocator<uint8_t>> raw;
+  raw.resize(size_t(kChunkTiles * p1.tile_bytes + 64));
+  uint8_t* buf = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(raw.data()) + 63) / 64 * 64);
+  const RepackedGemmFn gemm = level_repacked_gemm();
+  for (int64_t rt0 = r0 / kTile; rt0 * kTile < r1; rt0 += kChunkTiles) {
+    const int64_t nt = std::min<int64_t>(kChunkTiles, (r1 + kTile - 1) / kTile - rt0);
+    for (int64_t i = 0; i < nt; ++i) repack_tile(w, rt0 + i, p1, buf + i * p1.tile_bytes, K);
+    QRepacked p = p1;
+    p.data = buf;
+    p.rows = nt * kTile;
+    p.tiles = nt;
+    gemm(p, A.a, A.y + rt0 * kTile, A.ldy, 0, nt * kTile, t0, t1);
+  }
+}
+
+}  // namespace
+}  // namespace lmpress::kern
