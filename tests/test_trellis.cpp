@@ -307,12 +307,13 @@ TEST(Trellis, KernelsAllLevels) {
         ScopedSimdLevel sl(SimdLevel::Scalar);
         matmul(t, x.data(), n, yref.data(), pool1);
       }
-      for (SimdLevel l : {SimdLevel::Scalar, SimdLevel::AVX2, SimdLevel::AVX512}) {
-        if (l > cpu_simd_level()) {
-          std::printf("[  SKIPPED ] %s not supported by this CPU\n", simd_level_name(l));
+      for (auto [l, amx] : {std::pair{SimdLevel::Scalar, false}, std::pair{SimdLevel::AVX2, false},
+                            std::pair{SimdLevel::AVX512, false}, std::pair{SimdLevel::AVX512, true}}) {
+        if (l > cpu_simd_level() || (amx && !cpu_has_amx())) {
+          std::printf("[  SKIPPED ] %s%s not supported by this CPU\n", simd_level_name(l), amx ? "+amx" : "");
           continue;
         }
-        ScopedSimdLevel sl(l);
+        ScopedSimdLevel sl(l, amx);
         for (ThreadPool* p : {&pool1, &pool2}) {
           std::vector<float> y(size_t(n * rows), NAN);
           matmul(t, x.data(), n, y.data(), *p);
@@ -325,8 +326,9 @@ TEST(Trellis, KernelsAllLevels) {
               }
               const size_t i = size_t(tk * rows + r);
               // int8 activations: |error| <= sum |w| amax / 254 per block, bounded by m / 100 here
-              ASSERT_NEAR(y[i], e, 0.02 * m + 1e-6) << name << " " << simd_level_name(l) << " n=" << n;
-              ASSERT_NEAR(y[i], yref[i], 1e-4 * m + 1e-6) << name << " " << simd_level_name(l) << " n=" << n << " novbmi=" << novbmi;
+              ASSERT_NEAR(y[i], e, 0.02 * m + 1e-6) << name << " " << simd_level_name(l) << " amx " << amx << " n=" << n;
+              ASSERT_NEAR(y[i], yref[i], 1e-4 * m + 1e-6)
+                  << name << " " << simd_level_name(l) << " amx " << amx << " n=" << n << " novbmi=" << novbmi;
             }
         }
       }
