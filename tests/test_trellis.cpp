@@ -20,40 +20,11 @@
 
 using namespace lmpress;
 using test::randn;
+using test::proxy_loss;
 
 namespace {
 
 const uint8_t* bytes_of(const Tensor& t) { return static_cast<const uint8_t*>(t.data); }
-
-// A correlated Hessian (AR(1) inputs with a few loud channels).
-std::vector<double> random_hessian(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<double> nd(0, 1);
-  const int64_t m = 4 * n;
-  std::vector<double> x(static_cast<size_t>(m * n));
-  for (int64_t i = 0; i < m; ++i) {
-    double prev = 0;
-    for (int64_t j = 0; j < n; ++j) {
-      prev = 0.8 * prev + nd(rng) * (j % 7 == 0 ? 3.0 : 1.0);
-      x[size_t(i * n + j)] = prev;
-    }
-  }
-  std::vector<double> h(size_t(n * n), 0.0);
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t a = 0; a < n; ++a)
-      for (int64_t b = 0; b < n; ++b) h[size_t(a * n + b)] += x[size_t(i * n + a)] * x[size_t(i * n + b)] / double(m);
-  return h;
-}
-
-double proxy_loss(const float* w, const std::vector<float>& q, int64_t rows, int64_t cols, const std::vector<double>& H) {
-  double t = 0;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t a = 0; a < cols; ++a) {
-      const double da = double(w[r * cols + a]) - q[size_t(r * cols + a)];
-      for (int64_t b = 0; b < cols; ++b) t += da * H[size_t(a * cols + b)] * (double(w[r * cols + b]) - q[size_t(r * cols + b)]);
-    }
-  return t / double(rows);
-}
 
 // Cost of a path of states under values v.
 float path_cost(const float* v, const float* x, const uint32_t* s, int T) {
@@ -342,7 +313,7 @@ TEST(Trellis, KernelsAllLevels) {
 TEST(Trellis, LdlqBeatsNoFeedback) {
   const int64_t rows = 32, cols = 64;
   const auto w = randn(size_t(rows * cols), 21);
-  const std::vector<double> H = random_hessian(cols, 4);
+  const std::vector<double> H = test::random_hessian(cols, 4, 0.8, 7);
   ThreadPool pool(2);
   for (const char* n : {"trellis2", "trellis3"}) {
     const QuantSpec s = parse_format_name(n);

@@ -93,4 +93,38 @@ inline bool run_ggml_ref(const std::string& args, std::string* why) {
                         "ggml_ref.py " + args, why);
 }
 
+// A random symmetric positive definite H [n][n] = X^T X / m of correlated inputs: AR(1) rows
+// (coefficient rho) with every loud_every-th channel three times louder.
+inline std::vector<double> random_hessian(int64_t n, uint32_t seed, double rho = 0.6, int loud_every = 5) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> nd(0, 1);
+  const int64_t m = 4 * n;
+  std::vector<double> x(static_cast<size_t>(m * n));
+  for (int64_t i = 0; i < m; ++i) {
+    double prev = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      prev = rho * prev + nd(rng) * (j % loud_every == 0 ? 3.0 : 1.0);
+      x[size_t(i * n + j)] = prev;
+    }
+  }
+  std::vector<double> h(size_t(n * n), 0.0);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t a = 0; a < n; ++a)
+      for (int64_t b = 0; b < n; ++b) h[size_t(a * n + b)] += x[size_t(i * n + a)] * x[size_t(i * n + b)] / double(m);
+  return h;
+}
+
+// Layer-wise proxy loss (w - q) H (w - q)^T per row, averaged over rows, in double.
+inline double proxy_loss(const float* w, const std::vector<float>& q, int64_t rows, int64_t cols,
+                         const std::vector<double>& H) {
+  double t = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t a = 0; a < cols; ++a) {
+      const double da = double(w[r * cols + a]) - q[size_t(r * cols + a)];
+      for (int64_t b = 0; b < cols; ++b)
+        t += da * H[size_t(a * cols + b)] * (double(w[r * cols + b]) - q[size_t(r * cols + b)]);
+    }
+  return t / double(rows);
+}
+
 }  // namespace lmpress::test

@@ -23,40 +23,11 @@
 
 using namespace lmpress;
 using test::randn;
+using test::proxy_loss;
 
 namespace {
 
 const uint8_t* bytes_of(const Tensor& t) { return static_cast<const uint8_t*>(t.data); }
-
-// A random symmetric positive definite H [n][n] with correlated inputs (X^T X / m of correlated X).
-std::vector<double> random_hessian(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<double> nd(0, 1);
-  const int64_t m = 4 * n;
-  std::vector<double> x(static_cast<size_t>(m * n));
-  for (int64_t i = 0; i < m; ++i) {
-    double prev = 0;
-    for (int64_t j = 0; j < n; ++j) {
-      prev = 0.6 * prev + nd(rng) * (j % 5 == 0 ? 3.0 : 1.0);
-      x[size_t(i * n + j)] = prev;
-    }
-  }
-  std::vector<double> h(size_t(n * n), 0.0);
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t a = 0; a < n; ++a)
-      for (int64_t b = 0; b < n; ++b) h[size_t(a * n + b)] += x[size_t(i * n + a)] * x[size_t(i * n + b)] / double(m);
-  return h;
-}
-
-double proxy_loss(const float* w, const std::vector<float>& q, int64_t rows, int64_t cols, const std::vector<double>& H) {
-  double t = 0;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t a = 0; a < cols; ++a) {
-      const double da = double(w[r * cols + a]) - q[size_t(r * cols + a)];
-      for (int64_t b = 0; b < cols; ++b) t += da * H[size_t(a * cols + b)] * (double(w[r * cols + b]) - q[size_t(r * cols + b)]);
-    }
-  return t / double(rows);
-}
 
 }  // namespace
 
@@ -320,7 +291,7 @@ TEST(Vq, SweepMatchesDoubleReference) {
   const auto w = randn(size_t(rows * cols), 8);
   const auto b1 = randn(size_t(16 * v), 9);
   const auto b2 = randn(size_t(8 * v), 10, 0.3f);
-  std::vector<double> H = random_hessian(cols, 11);
+  std::vector<double> H = test::random_hessian(cols, 11, 0.6, 5);
   for (int64_t j = 0; j < cols; ++j) H[size_t(j * cols + j)] += 0.05;
   for (bool act_order : {false, true})
     for (bool residual : {false, true}) {
@@ -406,7 +377,7 @@ TEST(Vq, MethodBeatsKmeansRoundingOnProxyLoss) {
   auto w = randn(size_t(rows * cols), 12);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) w[size_t(r * cols + c)] *= 0.5f + float(c % 7) * 0.3f;  // columns of varied scale
-  const std::vector<double> H = random_hessian(cols, 13);
+  const std::vector<double> H = test::random_hessian(cols, 13, 0.6, 5);
   auto loss = [&](const QuantizedMatrix& qm) { return proxy_loss(w.data(), dequantize_matrix(qm), rows, cols, H); };
   VptqOptions o;
   o.iters = 15;
