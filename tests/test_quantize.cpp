@@ -48,15 +48,7 @@ TEST(Recipe, BadRecipesAreClearErrors) {
 namespace {
 std::string tmp(const std::string& n) { return test::tmp_dir() + "/lmpress_q_" + std::to_string(::getpid()) + "_" + n; }
 
-std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& toks) {
-  EngineOptions eo;
-  eo.n_threads = 2;
-  eo.n_ctx = int32_t(toks.size());
-  Engine e(m, eo);
-  std::vector<float> out(toks.size() * size_t(m.cfg.vocab_size));
-  e.forward(toks.data(), int64_t(toks.size()), 0, out.data(), true);
-  return out;
-}
+using test::logits_of;
 }  // namespace
 
 TEST(QuantizePipeline, SaveLoadGivesIdenticalLogits) {

@@ -15,15 +15,7 @@ using namespace lmpress;
 
 namespace {
 
-std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& toks) {
-  EngineOptions eo;
-  eo.n_threads = 2;
-  eo.n_ctx = int32_t(toks.size());
-  Engine e(m, eo);
-  std::vector<float> out(toks.size() * size_t(m.cfg.vocab_size));
-  e.forward(toks.data(), int64_t(toks.size()), 0, out.data(), true);
-  return out;
-}
+using test::logits_of;
 
 // max |a - b| / max |a|
 double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {

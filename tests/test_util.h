@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "lmpress/core.h"
+#include "lmpress/engine.h"
+#include "lmpress/model.h"
 
 namespace lmpress::test {
 
@@ -125,6 +127,17 @@ inline double proxy_loss(const float* w, const std::vector<float>& q, int64_t ro
         t += da * H[size_t(a * cols + b)] * (double(w[r * cols + b]) - q[size_t(r * cols + b)]);
     }
   return t / double(rows);
+}
+
+// All-position logits of one forward pass over toks (2 threads), [toks][vocab].
+inline std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& toks) {
+  EngineOptions eo;
+  eo.n_threads = 2;
+  eo.n_ctx = int32_t(toks.size());
+  Engine e(m, eo);
+  std::vector<float> out(toks.size() * size_t(m.cfg.vocab_size));
+  e.forward(toks.data(), int64_t(toks.size()), 0, out.data(), true);
+  return out;
 }
 
 }  // namespace lmpress::test

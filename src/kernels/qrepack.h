@@ -23,6 +23,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/qkernels.h"
 
@@ -75,6 +76,25 @@ bool repack_ggml_tiles(const QWeights& w, uint8_t* out, int64_t k0, int64_t k1);
 // QActs: qa / a_stride / d / x as built for the int family (x: X[t][g], [n][groups]).
 using RepackedGemmFn = void (*)(const QRepacked& p, const QActs& a, float* y, int64_t ldy, int64_t r0,
                                 int64_t r1, int64_t t0, int64_t t1);
+// Calls f(cw, units, sf32) with std::integral_constant arguments for p's container width (2, 4,
+// 8), units per block (1, 2) and scale type (f32 or f16): the SIMD kernels' template dispatch.
+template <class F>
+inline void repacked_dispatch(const QRepacked& p, F&& f) {
+  auto by_units = [&](auto cw, auto sf) {
+    if (p.units == 2) f(cw, std::integral_constant<int, 2>(), sf);
+    else f(cw, std::integral_constant<int, 1>(), sf);
+  };
+  auto by_scale = [&](auto cw) {
+    if (p.sf32) by_units(cw, std::true_type());
+    else by_units(cw, std::false_type());
+  };
+  switch (p.cw) {
+    case 2: return by_scale(std::integral_constant<int, 2>());
+    case 4: return by_scale(std::integral_constant<int, 4>());
+    default: return by_scale(std::integral_constant<int, 8>());
+  }
+}
+
 // Scalar reference over the repacked layout (checks the layout itself), AVX-512 VNNI (512-bit
 // dpbusd, 16 rows per vector) and AVX2 (maddubs + madd on two 8-row halves).
 void repacked_gemm_scalar(const QRepacked& p, const QActs& a, float* y, int64_t ldy, int64_t r0, int64_t r1,

@@ -253,26 +253,11 @@ void gemm_t(const QRepacked& P, const QActs& a, float* y, int64_t ldy, int64_t r
 void repacked_gemm_amx(const QRepacked& p, const QActs& a, float* y, int64_t ldy, int64_t r0, int64_t r1,
                        int64_t t0, int64_t t1) {
   if (r0 >= r1 || t0 >= t1) return;
-  auto run = [&](auto cw, auto sf) {
-    const bool sg = p.code_offset > 0;
-    if (p.units == 2) {
-      if (sg) gemm_t<cw.value, 2, sf.value, true>(p, a, y, ldy, r0, r1, t0, t1);
-      else gemm_t<cw.value, 2, sf.value, false>(p, a, y, ldy, r0, r1, t0, t1);
-    } else {
-      if (sg) gemm_t<cw.value, 1, sf.value, true>(p, a, y, ldy, r0, r1, t0, t1);
-      else gemm_t<cw.value, 1, sf.value, false>(p, a, y, ldy, r0, r1, t0, t1);
-    }
-  };
-  using T = std::true_type;
-  using F = std::false_type;
-  using C2 = std::integral_constant<int, 2>;
-  using C4 = std::integral_constant<int, 4>;
-  using C8 = std::integral_constant<int, 8>;
-  switch (p.cw) {
-    case 2: return p.sf32 ? run(C2(), T()) : run(C2(), F());
-    case 4: return p.sf32 ? run(C4(), T()) : run(C4(), F());
-    default: return p.sf32 ? run(C8(), T()) : run(C8(), F());
-  }
+  const bool sg = p.code_offset > 0;
+  repacked_dispatch(p, [&](auto cw, auto units, auto sf) {
+    if (sg) gemm_t<cw.value, units.value, sf.value, true>(p, a, y, ldy, r0, r1, t0, t1);
+    else gemm_t<cw.value, units.value, sf.value, false>(p, a, y, ldy, r0, r1, t0, t1);
+  });
 }
 
 double int8_peak_gops_amx(double seconds) {

@@ -173,20 +173,9 @@ void gemm_t(const QRepacked& P, const QActs& a, float* y, int64_t ldy, int64_t r
 void repacked_gemm_avx512(const QRepacked& p, const QActs& a, float* y, int64_t ldy, int64_t r0, int64_t r1,
                           int64_t t0, int64_t t1) {
   if (r0 >= r1 || t0 >= t1) return;
-  auto run = [&](auto cw, auto sf) {
-    if (p.units == 2) gemm_t<cw.value, 2, sf.value>(p, a, y, ldy, r0, r1, t0, t1);
-    else gemm_t<cw.value, 1, sf.value>(p, a, y, ldy, r0, r1, t0, t1);
-  };
-  using T = std::true_type;
-  using F = std::false_type;
-  using C2 = std::integral_constant<int, 2>;
-  using C4 = std::integral_constant<int, 4>;
-  using C8 = std::integral_constant<int, 8>;
-  switch (p.cw) {
-    case 2: return p.sf32 ? run(C2(), T()) : run(C2(), F());
-    case 4: return p.sf32 ? run(C4(), T()) : run(C4(), F());
-    default: return p.sf32 ? run(C8(), T()) : run(C8(), F());
-  }
+  repacked_dispatch(p, [&](auto cw, auto units, auto sf) {
+    gemm_t<cw.value, units.value, sf.value>(p, a, y, ldy, r0, r1, t0, t1);
+  });
 }
 
 namespace {
