@@ -239,6 +239,11 @@ bool cpu_has_amx();          // CPU + OS + permission (asks for the permission o
 bool amx_active();           // cpu_has_amx() && active level AVX-512 && not turned off
 void force_amx(bool on);     // tests and `--simd`; on = true only takes effect where cpu_has_amx()
 bool amx_bf16_active();      // amx_active() and the CPU has AMX-BF16 (f16/bf16 weights' prefill)
+// f16/bf16 weights' prefill on AMX: int8 tiles on 16-bit fixed-point limbs (true: the default)
+// or bf16 tiles on a high+low split (false when amx_bf16_active() and LMPRESS_F16_PREFILL=bf16x3
+// or force_f16_prefill_bf16x3(true)); false without AMX.
+bool f16_prefill_int16();
+void force_f16_prefill_bf16x3(bool on);  // tests and A/B runs
 std::string cpu_feature_string();  // e.g. "avx2 fma f16c" / "avx512f avx512vnni avx512bf16"
 std::string blas_info();           // which BLAS is linked, e.g. "OpenBLAS 0.3.21 Haswell (pthreads)"
 // OpenBLAS 0.3.21 (Debian 12) does not know newer CPUs (e.g. Xeon "Emerald Rapids", family 6

@@ -127,6 +127,21 @@ void force_amx(bool on) { g_amx.store(on ? 1 : 0); }
 
 bool amx_bf16_active() { return amx_active() && features().amx_bf16; }
 
+static std::atomic<int> g_f16p{-1};  // -1: LMPRESS_F16_PREFILL decides, 0 int16 limbs, 1 bf16x3
+
+void force_f16_prefill_bf16x3(bool on) { g_f16p.store(on ? 1 : 0); }
+
+bool f16_prefill_int16() {
+  if (!amx_active()) return false;
+  int v = g_f16p.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* e = std::getenv("LMPRESS_F16_PREFILL");
+    v = (e && std::string(e) == "bf16x3") ? 1 : 0;
+    g_f16p.store(v, std::memory_order_relaxed);
+  }
+  return v == 0 || !features().amx_bf16;
+}
+
 SimdLevel active_simd_level() {
   int v = g_active.load(std::memory_order_relaxed);
   if (v < 0) {

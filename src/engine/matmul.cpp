@@ -61,6 +61,27 @@ void gemm_dense(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool
   (void)once;
   const int64_t work = rows * cols * n;
   const int nt = work < (int64_t(1) << 20) ? 1 : pool.size();
+  if (W.dtype != DType::F32 && f16_prefill_int16()) {
+    // AMX int8 tiles on 16-bit fixed-point limbs: activations packed once, row tiles over threads.
+    thread_local std::vector<int8_t> xh, xl;
+    thread_local std::vector<float> sx;
+    xh.resize(size_t(kern::amx_i16_acts_size(n, cols)));
+    xl.resize(xh.size());
+    sx.resize(size_t(kern::amx_i16_scales_size(n, cols)));
+    kern::amx_i16_pack_acts(x, n, cols, xh.data(), xl.data(), sx.data());
+    const bool f16 = W.dtype == DType::F16;
+    const int64_t tiles = (rows + 15) / 16;
+    const int8_t* ph = xh.data();  // (the calling thread's panels: thread_local is not captured)
+    const int8_t* pl = xl.data();
+    const float* ps = sx.data();
+    auto body = [&, ph, pl, ps](int, int64_t b, int64_t e) {
+      if (b < e)
+        kern::amx_i16_gemm_rows(W.as<uint16_t>(), f16, cols, ph, pl, ps, n, y, rows, b * 16, std::min(rows, e * 16));
+    };
+    if (nt == 1) body(0, 0, tiles);
+    else pool.parallel_for_dynamic(tiles, std::max<int64_t>(4, tiles / (6 * pool.size()) / 4 * 4), body);
+    return;
+  }
   if (W.dtype != DType::F32 && amx_bf16_active()) {
     // AMX: activations split into bf16 high/low pair panels once, row tiles over the threads.
     thread_local std::vector<uint16_t> xh, xl;

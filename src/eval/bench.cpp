@@ -28,6 +28,7 @@ std::string path_of(const Tensor& t, int64_t n) {
   const std::string dt = dtype_name(t.dtype);
   const std::string lvl = simd_level_name(active_simd_level());
   if (n < 4) return dt + " gemv-" + lvl;
+  if (t.dtype != DType::F32 && f16_prefill_int16()) return dt + " amx-int8x3-tiles (16-bit fixed-point limbs)";
   if (t.dtype != DType::F32 && amx_bf16_active()) return dt + " amx-bf16x3-tiles (bf16 high+low split)";
   return dt + (t.dtype == DType::F32 ? " openblas-sgemm" : " " + lvl + "-convert-to-f32-panels+openblas-sgemm");
 }
@@ -95,18 +96,22 @@ BenchResult bench(const Model& m, const BenchOptions& opt) {
     // f16 / bf16 weights on AMX: the bf16 tile peak divided by the products per multiply-add of
     // the high/low split (3 for f16, 2 for bf16) is their ceiling instead.
     const DType wdt = m.layers.empty() ? DType::F32 : m.layers[0].wq.dtype;
-    const bool dense16 = (wdt == DType::F16 || wdt == DType::BF16) && amx_bf16_active();
-    const double split = wdt == DType::F16 ? 3.0 : 2.0;
+    const bool f16w = wdt == DType::F16 || wdt == DType::BF16;
+    const bool limbs = f16w && f16_prefill_int16();
+    const bool dense16 = f16w && !limbs && amx_bf16_active();
+    const double split = limbs ? 3.0 : wdt == DType::F16 ? 3.0 : 2.0;
     std::vector<double> per(size_t(eng.pool().size()), 0.0);
     eng.pool().parallel_for(eng.pool().size(), [&](int, int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i)
         per[size_t(i)] = dense16                     ? kern::bf16_peak_gflops_amx(0.2) / split
+                         : limbs                     ? kern::int8_peak_gops_amx(0.2) / split
                          : amx                       ? kern::int8_peak_gops_amx(0.2)
                          : lvl == SimdLevel::AVX512 ? kern::int8_peak_gops_avx512(0.2)
                                                     : kern::int8_peak_gops_avx2(0.2);
     });
     for (double v : per) r.int8_peak_gops += v / 1e9;
-    r.int8_peak_kind = dense16 ? (wdt == DType::F16 ? "amx tdpbf16ps / 3 (f16 = bf16 high+low x activations high+low)"
+    r.int8_peak_kind = limbs ? "amx int8 tiles (tdpbsud loop) / 3 (f16 as 16-bit limbs: hi*hi + hi*lo + lo*hi)"
+                       : dense16 ? (wdt == DType::F16 ? "amx tdpbf16ps / 3 (f16 = bf16 high+low x activations high+low)"
                                                     : "amx tdpbf16ps / 2 (bf16 x activations high+low)")
                        : amx ? "amx tdpbsud 16x32.8x64 tiles"
                        : lvl == SimdLevel::AVX512 ? "vpdpbusd zmm" : "vpmaddubsw+vpaddw ymm";

@@ -41,6 +41,16 @@ void amx_bf16_pack_acts(const float* x, int64_t n, int64_t cols, uint16_t* xh, u
 // y[t * ldy + r] for rows [r0, r1) (r0 a multiple of 16) x n tokens; W [rows][cols], f16 or bf16.
 void amx_bf16_gemm_rows(const uint16_t* W, bool f16, int64_t cols, const uint16_t* xh, const uint16_t* xl, int64_t n,
                         float* y, int64_t ldy, int64_t r0, int64_t r1);
+// AMX int8 GEMM for f16 / bf16 weights as 16-bit fixed point in two int8 limbs
+// (src/kernels/x86_amx/dense_i16.cpp): weights one scale per row, activations one per token and
+// 256 columns; the default f16/bf16 prefill path on AMX (LMPRESS_F16_PREFILL=bf16x3 selects the
+// bf16 split above). Activations: hi / lo arrays of amx_i16_acts_size bytes, scales
+// amx_i16_scales_size floats.
+inline int64_t amx_i16_acts_size(int64_t n, int64_t cols) { return (n + 15) / 16 * ((cols + 63) / 64 * 64) * 16; }
+inline int64_t amx_i16_scales_size(int64_t n, int64_t cols) { return (n + 15) / 16 * 16 * ((cols + 255) / 256); }
+void amx_i16_pack_acts(const float* x, int64_t n, int64_t cols, int8_t* xh, int8_t* xl, float* sx);
+void amx_i16_gemm_rows(const uint16_t* W, bool f16, int64_t cols, const int8_t* xh, const int8_t* xl, const float* sx,
+                       int64_t n, float* y, int64_t ldy, int64_t r0, int64_t r1);
 // Two independent TDPBF16PS chains on 16x64 tiles, in flops (2 per multiply-add) per second.
 double bf16_peak_gflops_amx(double seconds);
 

@@ -51,11 +51,45 @@ inline __m512i to_bf16(__m512 a, __m512 b) {
 }
 
 struct Scratch {
-  std::vector<uint16_t> wh, wl;  // [kRG * 16][Kp] one group of row tiles
+  std::vector<uint16_t> wh[2], wl[2];  // [kRG][Kp / 32][16][32] two groups of row tiles, tile order
 };
 Scratch& scratch() {
   thread_local Scratch s;
   return s;
+}
+
+// Converts units [u0, u1) of the row group starting at g0 (unit u = row u / nkb of the group,
+// 32-column block u % nkb) into tile order: dh / dl [row tile][block][16 rows][32], so that each
+// A tile is one contiguous 1 KB load (rows 2*Kp bytes apart would all fall into the same L1 sets).
+// Rows at or beyond r1 and columns beyond cols are zeros.
+inline void convert_units(const uint16_t* W, bool f16, int64_t cols, int64_t nkb, int64_t g0, int64_t r1, int64_t u0,
+                          int64_t u1, uint16_t* dh, uint16_t* dl) {
+  const int64_t Kp = nkb * 32;
+  for (int64_t u = u0; u < u1; ++u) {
+    const int64_t i = u / nkb, kb = u % nkb, c = kb * 32;
+    const int64_t off = (i / 16) * 16 * Kp + kb * 512 + (i % 16) * 32;
+    if (g0 + i >= r1) {
+      std::memset(dh + off, 0, 64);
+      std::memset(dl + off, 0, 64);
+      continue;
+    }
+    const uint16_t* p = W + (g0 + i) * cols + c;
+    alignas(64) uint16_t tmp[32];
+    if (c + 32 > cols) {
+      std::memset(tmp, 0, sizeof tmp);
+      std::memcpy(tmp, p, size_t(cols - c) * 2);
+      p = tmp;
+    }
+    if (f16) {
+      __m512i h;
+      __m512 ra, rb;
+      split32(load16(p, true), load16(p + 16, true), &h, &ra, &rb);
+      _mm512_storeu_si512(dh + off, h);
+      _mm512_storeu_si512(dl + off, to_bf16(ra, rb));
+    } else {
+      std::memcpy(dh + off, p, 64);
+    }
+  }
 }
 
 }  // namespace
@@ -105,52 +139,44 @@ void amx_bf16_pack_acts(const float* x, int64_t n, int64_t cols, uint16_t* xh, u
 
 // y[t * ldy + r] for rows [r0, r1) (r0 a multiple of 16) x all n tokens, weights W [rows][cols]
 // f16 (f16 = true) or bf16, activations packed by amx_bf16_pack_acts.
-// Blocking: groups of kRG row tiles are converted once (wh / wl scratch, L2); then per pair of
-// token tiles and per K chunk of kKC x 32 columns (its activation tiles, 32 KB, stay in L1 while
-// the group's row tiles pass over them) each row tile's two accumulators are reloaded, advanced
-// and stored again (the last chunk transposes them into y).
+// Blocking: groups of kRG row tiles are converted once into tile order (scratch, L2); then per
+// pair of token tiles and per K chunk of kKC x 32 columns (its activation tiles, 32 KB, stay in L1
+// while the group's row tiles pass over them) each row tile's two accumulators are reloaded,
+// advanced and stored again (the last chunk transposes them into y). The conversion of the next
+// group is interleaved with the tile products of this one (a few 32-column units per step, into
+// the other scratch buffer): the vector units convert while the tile unit multiplies, and the
+// group after that is prefetched into L2.
 void amx_bf16_gemm_rows(const uint16_t* W, bool f16, int64_t cols, const uint16_t* xh, const uint16_t* xl, int64_t n,
                         float* y, int64_t ldy, int64_t r0, int64_t r1) {
-  constexpr int kRG = 4;    // row tiles per converted group
+  constexpr int kRG = 4;      // row tiles per converted group
   constexpr int64_t kKC = 8;  // 32-column steps per K chunk
   amx::load(3);
   Scratch& S = scratch();
   const int64_t Kp = (cols + 31) / 32 * 32, nkb = Kp / 32, ntt = (n + 15) / 16;
-  S.wh.resize(size_t(kRG * 16 * Kp));
-  S.wl.resize(size_t(kRG * 16 * Kp));
+  for (int b = 0; b < 2; ++b) {
+    S.wh[b].resize(size_t(kRG * 16 * Kp));
+    S.wl[b].resize(size_t(kRG * 16 * Kp));
+  }
+  auto group_units = [&](int64_t g) { return std::min<int64_t>(kRG, (r1 - g + 15) / 16) * 16 * nkb; };
   alignas(64) float acc[kRG][2][16][16];
-  const int64_t astride = Kp * 2;
-  for (int64_t g0 = r0; g0 < r1; g0 += kRG * 16) {
+  int cur = 0;
+  if (r0 < r1) convert_units(W, f16, cols, nkb, r0, r1, 0, group_units(r0), S.wh[0].data(), S.wl[0].data());
+  for (int64_t g0 = r0; g0 < r1; g0 += kRG * 16, cur ^= 1) {
     const int ng = int(std::min<int64_t>(kRG, (r1 - g0 + 15) / 16));
-    // Convert the group's rows: wh / wl row-major [ng * 16][Kp], zero padding.
-    for (int i = 0; i < ng * 16; ++i) {
-      uint16_t* dh = S.wh.data() + i * Kp;
-      uint16_t* dl = S.wl.data() + i * Kp;
-      if (g0 + i >= r1) {
-        std::memset(dh, 0, size_t(Kp) * 2);
-        std::memset(dl, 0, size_t(Kp) * 2);
-        continue;
-      }
-      const uint16_t* src = W + (g0 + i) * cols;
-      for (int64_t c = 0; c < cols; c += 32) {
-        const uint16_t* p = src + c;
-        alignas(64) uint16_t tmp[32];
-        if (c + 32 > cols) {
-          std::memset(tmp, 0, sizeof tmp);
-          std::memcpy(tmp, src + c, size_t(cols - c) * 2);
-          p = tmp;
-        }
-        if (f16) {
-          __m512i h;
-          __m512 ra, rb2;
-          split32(load16(p, true), load16(p + 16, true), &h, &ra, &rb2);
-          _mm512_storeu_si512(dh + c, h);
-          _mm512_storeu_si512(dl + c, to_bf16(ra, rb2));
-        } else {
-          std::memcpy(dh + c, p, 64);
-        }
-      }
-    }
+    const uint16_t* wh = S.wh[cur].data();
+    const uint16_t* wl = S.wl[cur].data();
+    // the next group: converted during this one's products
+    const int64_t gn = g0 + kRG * 16;
+    const int64_t nu = gn < r1 ? group_units(gn) : 0;
+    uint16_t* nh = S.wh[cur ^ 1].data();
+    uint16_t* nl = S.wl[cur ^ 1].data();
+    const int64_t steps = (ntt + 1) / 2 * nkb * ng;
+    const int64_t u_per_step = (nu + steps - 1) / std::max<int64_t>(1, steps);
+    int64_t u = 0;
+    // and the one after it: prefetched into L2 (its rows are contiguous in W)
+    const char* pf = reinterpret_cast<const char*>(W + std::min(gn + kRG * 16, r1) * cols);
+    const char* pf_end = reinterpret_cast<const char*>(W + std::min(gn + 2 * kRG * 16, r1) * cols);
+    const int64_t pf_per_step = ((pf_end - pf) / 64 + steps - 1) / std::max<int64_t>(1, steps);
     amx::stores_before_tile_loads();
     for (int64_t tt = 0; tt < ntt; tt += 2) {
       const bool two = tt + 1 < ntt;
@@ -162,8 +188,8 @@ void amx_bf16_gemm_rows(const uint16_t* W, bool f16, int64_t cols, const uint16_
         const int64_t k1 = std::min(nkb, k0 + kKC);
         const bool last = k1 == nkb;
         for (int rt = 0; rt < ng; ++rt) {
-          const uint16_t* ah = S.wh.data() + rt * 16 * Kp;
-          const uint16_t* al = S.wl.data() + rt * 16 * Kp;
+          const uint16_t* ah = wh + rt * 16 * Kp;  // tile kb at ah + kb * 512
+          const uint16_t* al = wl + rt * 16 * Kp;
           if (k0 == 0) {
             _tile_zero(0);
             _tile_zero(1);
@@ -173,7 +199,7 @@ void amx_bf16_gemm_rows(const uint16_t* W, bool f16, int64_t cols, const uint16_
           }
           for (int64_t kb = k0; kb < k1; ++kb) {
             // products alternate between the two accumulators (each one's chain waits on the last)
-            _tile_loadd(2, ah + kb * 32, astride);
+            _tile_loadd(2, ah + kb * 512, 64);
             _tile_loadd(4, bh0 + kb * 16 * 32, 64);
             _tile_loadd(6, bh1 + kb * 16 * 32, 64);
             _tile_dpbf16ps(0, 2, 4);
@@ -183,10 +209,16 @@ void amx_bf16_gemm_rows(const uint16_t* W, bool f16, int64_t cols, const uint16_
             _tile_dpbf16ps(0, 2, 5);
             _tile_dpbf16ps(1, 2, 7);
             if (f16) {
-              _tile_loadd(3, al + kb * 32, astride);
+              _tile_loadd(3, al + kb * 512, 64);
               _tile_dpbf16ps(0, 3, 4);
               _tile_dpbf16ps(1, 3, 6);
             }
+            if (u < nu) {
+              const int64_t ue = std::min(nu, u + u_per_step);
+              convert_units(W, f16, cols, nkb, gn, r1, u, ue, nh, nl);
+              u = ue;
+            }
+            for (int64_t q = 0; q < pf_per_step && pf < pf_end; ++q, pf += 64) _mm_prefetch(pf, _MM_HINT_T1);
           }
           _tile_stored(0, acc[rt][0], 64);
           _tile_stored(1, acc[rt][1], 64);
@@ -204,6 +236,7 @@ void amx_bf16_gemm_rows(const uint16_t* W, bool f16, int64_t cols, const uint16_
         }
       }
     }
+    if (u < nu) convert_units(W, f16, cols, nkb, gn, r1, u, nu, nh, nl);  // (n = 0)
   }
 }
 
