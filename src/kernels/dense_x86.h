@@ -36,6 +36,7 @@ struct Kernels {
     static float scalar(uint16_t v) { return lmpress::bf16_to_f32(v); }
   };
 
+  static constexpr size_t kPf = 512;  // prefetch distance in elements
   template <class L>
   static void gemv(const typename L::T* Wm, size_t ld, const float* x, size_t k, float* y, size_t nrows) {
     using T = typename L::T;
@@ -49,6 +50,14 @@ struct Kernels {
       R b0 = a0, b1 = a0, b2 = a0, b3 = a0;
       size_t j = 0;
       for (; j + 2 * W <= k; j += 2 * W) {
+        // Software prefetch kPf elements ahead on each of the four row streams (the hardware
+        // prefetchers alone left single-thread f16 decode at ~8 GB/s on the Xeon).
+        if ((j * sizeof(T)) % 64 == 0) {
+          _mm_prefetch(reinterpret_cast<const char*>(w0 + j + kPf), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(w1 + j + kPf), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(w2 + j + kPf), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(w3 + j + kPf), _MM_HINT_T0);
+        }
         const R x0 = V::load(x + j), x1 = V::load(x + j + W);
         a0 = V::fma(L::load(w0 + j), x0, a0);
         b0 = V::fma(L::load(w0 + j + W), x1, b0);
