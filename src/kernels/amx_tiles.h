@@ -7,6 +7,7 @@
 #pragma once
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <initializer_list>
 
@@ -57,6 +58,38 @@ double peak_rate(double seconds, double ops_per_call, Body body) {
   } while (el < seconds);
   return double(calls) * ops_per_call / el;
 }
+
+// The f16/bf16 GEMMs (dense.cpp, dense_i16.cpp) convert weights one group of rows at a time into a
+// scratch; the next group's conversion (nu units of work) is spread over the current group's
+// `steps` tile steps, and the group after that is prefetched into L2 (rows_begin..rows_end, a
+// contiguous byte range of the weights). step(convert) once per tile step; finish(convert) after
+// the last (covers groups converted with no tile steps, e.g. n = 0).
+struct NextGroupWork {
+  int64_t nu, steps, u = 0, done_steps = 0;
+  const char* pf;
+  const char* pf_end;
+  int64_t pf_per_step;
+  NextGroupWork(int64_t units, int64_t tile_steps, const void* rows_begin, const void* rows_end)
+      : nu(units),
+        steps(tile_steps > 0 ? tile_steps : 1),
+        pf(static_cast<const char*>(rows_begin)),
+        pf_end(static_cast<const char*>(rows_end)),
+        pf_per_step(((pf_end - pf) / 64 + steps - 1) / steps) {}
+  template <class Convert>
+  void step(Convert&& convert) {
+    if (u < nu) {
+      const int64_t ue = std::min(nu, (++done_steps * nu + steps - 1) / steps);
+      if (ue > u) convert(u, ue);
+      u = ue;
+    }
+    for (int64_t q = 0; q < pf_per_step && pf < pf_end; ++q, pf += 64) _mm_prefetch(pf, _MM_HINT_T1);
+  }
+  template <class Convert>
+  void finish(Convert&& convert) {
+    if (u < nu) convert(u, nu);
+    u = nu;
+  }
+};
 
 // GCC 12's _tile_loadd declares no memory input: ordinary stores into a buffer a tile is then
 // loaded from (unpacked codes, packed activations) must not sink below it.

@@ -170,13 +170,10 @@ void amx_bf16_gemm_rows(const uint16_t* W, bool f16, int64_t cols, const uint16_
     const int64_t nu = gn < r1 ? group_units(gn) : 0;
     uint16_t* nh = S.wh[cur ^ 1].data();
     uint16_t* nl = S.wl[cur ^ 1].data();
-    const int64_t steps = (ntt + 1) / 2 * nkb * ng;
-    const int64_t u_per_step = (nu + steps - 1) / std::max<int64_t>(1, steps);
-    int64_t u = 0;
     // and the one after it: prefetched into L2 (its rows are contiguous in W)
-    const char* pf = reinterpret_cast<const char*>(W + std::min(gn + kRG * 16, r1) * cols);
-    const char* pf_end = reinterpret_cast<const char*>(W + std::min(gn + 2 * kRG * 16, r1) * cols);
-    const int64_t pf_per_step = ((pf_end - pf) / 64 + steps - 1) / std::max<int64_t>(1, steps);
+    amx::NextGroupWork next(nu, (ntt + 1) / 2 * nkb * ng, W + std::min(gn + kRG * 16, r1) * cols,
+                            W + std::min(gn + 2 * kRG * 16, r1) * cols);
+    auto convert = [&](int64_t u0, int64_t u1) { convert_units(W, f16, cols, nkb, gn, r1, u0, u1, nh, nl); };
     amx::stores_before_tile_loads();
     for (int64_t tt = 0; tt < ntt; tt += 2) {
       const bool two = tt + 1 < ntt;
@@ -213,12 +210,7 @@ void amx_bf16_gemm_rows(const uint16_t* W, bool f16, int64_t cols, const uint16_
               _tile_dpbf16ps(0, 3, 4);
               _tile_dpbf16ps(1, 3, 6);
             }
-            if (u < nu) {
-              const int64_t ue = std::min(nu, u + u_per_step);
-              convert_units(W, f16, cols, nkb, gn, r1, u, ue, nh, nl);
-              u = ue;
-            }
-            for (int64_t q = 0; q < pf_per_step && pf < pf_end; ++q, pf += 64) _mm_prefetch(pf, _MM_HINT_T1);
+            next.step(convert);
           }
           _tile_stored(0, acc[rt][0], 64);
           _tile_stored(1, acc[rt][1], 64);
@@ -236,7 +228,7 @@ void amx_bf16_gemm_rows(const uint16_t* W, bool f16, int64_t cols, const uint16_
         }
       }
     }
-    if (u < nu) convert_units(W, f16, cols, nkb, gn, r1, u, nu, nh, nl);  // (n = 0)
+    next.finish(convert);
   }
 }
 

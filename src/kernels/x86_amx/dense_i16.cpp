@@ -219,11 +219,9 @@ void amx_i16_gemm_rows(const uint16_t* W, bool f16, int64_t cols, const int8_t* 
     int8_t* nh = S.wh[cur ^ 1].data();
     int8_t* nl = S.wl[cur ^ 1].data();
     float* nsw = S.sw[cur ^ 1].data();
-    const int64_t steps = (ntt + 1) / 2 * nkb * ng;
-    int64_t u = 0, step = 0;  // units converted so far: nu * step / steps
-    const char* pf = reinterpret_cast<const char*>(W + std::min(gn + kRG * 16, r1) * cols);
-    const char* pf_end = reinterpret_cast<const char*>(W + std::min(gn + 2 * kRG * 16, r1) * cols);
-    const int64_t pf_per_step = ((pf_end - pf) / 64 + steps - 1) / std::max<int64_t>(1, steps);
+    amx::NextGroupWork next(nu, (ntt + 1) / 2 * nkb * ng, W + std::min(gn + kRG * 16, r1) * cols,
+                            W + std::min(gn + 2 * kRG * 16, r1) * cols);
+    auto convert = [&](int64_t u0, int64_t u1) { convert_units(W, f16, cols, nkb, nch, gn, r1, u0, u1, nh, nl, nsw); };
     amx::stores_before_tile_loads();
     for (int64_t tt = 0; tt < ntt; tt += 2) {
       const bool two = tt + 1 < ntt;
@@ -260,12 +258,7 @@ void amx_i16_gemm_rows(const uint16_t* W, bool f16, int64_t cols, const int8_t* 
             _tile_loadd(7, bl1 + kb * 1024, 64);
             _tile_dpbssd(2, 4, 6);
             _tile_dpbssd(3, 4, 7);
-            if (u < nu) {
-              const int64_t ue = std::min(nu, (++step * nu + steps - 1) / steps);
-              if (ue > u) convert_units(W, f16, cols, nkb, nch, gn, r1, u, ue, nh, nl, nsw);
-              u = ue;
-            }
-            for (int64_t q = 0; q < pf_per_step && pf < pf_end; ++q, pf += 64) _mm_prefetch(pf, _MM_HINT_T1);
+            next.step(convert);
           }
           _tile_stored(0, ci[0], 64);
           _tile_stored(1, ci[1], 64);
@@ -297,7 +290,7 @@ void amx_i16_gemm_rows(const uint16_t* W, bool f16, int64_t cols, const int8_t* 
         }
       }
     }
-    if (u < nu) convert_units(W, f16, cols, nkb, nch, gn, r1, u, nu, nh, nl, nsw);  // (n = 0)
+    next.finish(convert);
   }
 }
 
