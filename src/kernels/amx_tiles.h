@@ -91,6 +91,20 @@ struct NextGroupWork {
   }
 };
 
+// One row tile's f32 results for one or two token tiles, acc[h][row i][token j], written transposed
+// into y[t * ldy + r] for rows rb.. (nr of them) and tokens (tt + h) * 16 + j < n.
+inline void store_transposed(const float (&acc)[2][16][16], int ntiles, float* y, int64_t ldy, int64_t rb, int nr,
+                             int64_t tt, int64_t n) {
+  for (int h = 0; h < ntiles; ++h) {
+    const int64_t tb = (tt + h) * 16;
+    const int nt = int(std::min<int64_t>(16, n - tb));
+    for (int j = 0; j < nt; ++j) {
+      float* yt = y + (tb + j) * ldy + rb;
+      for (int i = 0; i < nr; ++i) yt[i] = acc[h][i][j];
+    }
+  }
+}
+
 // GCC 12's _tile_loadd declares no memory input: ordinary stores into a buffer a tile is then
 // loaded from (unpacked codes, packed activations) must not sink below it.
 inline void stores_before_tile_loads() { __asm__ volatile("" ::: "memory"); }

@@ -216,15 +216,7 @@ void amx_bf16_gemm_rows(const uint16_t* W, bool f16, int64_t cols, const uint16_
           _tile_stored(1, acc[rt][1], 64);
           if (!last) continue;
           const int64_t rb = g0 + rt * 16;
-          const int nr = int(std::min<int64_t>(16, r1 - rb));
-          for (int h = 0; h < (two ? 2 : 1); ++h) {
-            const int64_t tb = (tt + h) * 16;
-            const int nt = int(std::min<int64_t>(16, n - tb));
-            for (int j = 0; j < nt; ++j) {
-              float* yt = y + (tb + j) * ldy + rb;
-              for (int i = 0; i < nr; ++i) yt[i] = acc[rt][h][i][j];
-            }
-          }
+          amx::store_transposed(acc[rt], two ? 2 : 1, y, ldy, rb, int(std::min<int64_t>(16, r1 - rb)), tt, n);
         }
       }
     }
