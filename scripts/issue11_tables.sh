@@ -26,10 +26,11 @@ case $name/$part in
   wiki5m/gptq128 | wiki5m/gptq64)
     for b in 2 3 4; do recipes+=("gptq:w${b}g${part#gptq},mse" "gptq:w${b}g${part#gptq}+h,mse"); done ;;
   wiki5m/vptq) recipes=(vptq:vq4k8n+h vptq:vq4k9n+h vptq:vq2k6n+h vptq:vq2k8n+h) ;;
-  */all)
-    for b in 2 3 4; do recipes+=("gptq:w${b}g64,mse" "gptq:w${b}g64+h,mse"); done
-    for b in 2 3 4; do recipes+=("qtip:trellis$b" "qtip:trellis$b+h"); done
-    recipes+=(vptq:vq2k4n+h vptq:vq4k8n+h vptq:vq2k6n+h vptq:vq2k8n+h) ;;
+  */all)  # 4 bits first (llama.cpp's anchors on these models are at 4.5 bpw), then 3 and 2
+    for b in 4 3 2; do
+      recipes+=("gptq:w${b}g64,mse" "gptq:w${b}g64+h,mse" "qtip:trellis$b" "qtip:trellis$b+h")
+      case $b in 4) recipes+=(vptq:vq2k8n+h) ;; 3) recipes+=(vptq:vq2k6n+h) ;; 2) recipes+=(vptq:vq2k4n+h vptq:vq4k8n+h) ;; esac
+    done ;;
   *) echo "unknown part $part for $name" >&2; exit 2 ;;
 esac
 args=()

@@ -199,6 +199,8 @@ def main():
     ap.add_argument("--params", type=int, required=True, help="the model's parameter count")
     ap.add_argument("--anchor", action="append", default=[], help="NAME:WEIGHT_BYTES:KLD[:PPL[:TOP1%%]]")
     ap.add_argument("--anchor-bpw", action="append", default=[], help="NAME:BPW:KLD[:PPL[:TOP1%%]]")
+    ap.add_argument("--alias", action="append", default=[],
+                    help="TEXT=SHORT: write TEXT of a recipe as SHORT in the table (e.g. ';token_embd.weight=gptq:w8g32= E8')")
     ap.add_argument("--title", default="KLD vs bits per weight")
     ap.add_argument("--md"), ap.add_argument("--svg"), ap.add_argument("--json")
     a = ap.parse_args()
@@ -217,6 +219,11 @@ def main():
     pareto(rows)
     anchors = [parse_anchor(s, a.params, True) for s in a.anchor] + \
               [parse_anchor(s, a.params, False) for s in a.anchor_bpw]
+    aliases = [x.rsplit("=", 1) for x in a.alias]
+    for r in rows:
+        r["full_recipe"] = r["recipe"]
+        for text, short in aliases:
+            r["recipe"] = r["recipe"].replace(text, short)
     md = fmt_md(rows, anchors, a.params, a.title)
     if a.md:
         open(a.md, "w", encoding="utf-8").write(md)
