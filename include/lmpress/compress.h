@@ -144,6 +144,24 @@ std::vector<float> inverse_factor_upper(const std::vector<double>& H, int64_t n,
 inline constexpr int kNupesMin = 30, kNupesMax = 120, kNupesStep = 5;
 int nupes_search(const float* w, int64_t rows, int64_t cols, const QuantSpec& s, const std::vector<double>* H,
                  const double* hdiag, std::vector<std::pair<int, double>>* trace = nullptr, int64_t max_rows = 0);
+// LLM-FP4's exponent-bias search (llmfp4.cpp; Liu et al. 2023) onto fp4g<G> (E2M1 times an f16
+// scale = 2^-b for a real-valued bias b): per row and group of G columns, starting from min-max
+// (b0 = log2(12 / max|w|)), the bias among {current} and alpha_k * b0, alpha_k = lo + k (hi - lo) / n,
+// k = 0..n, of least layer output error d_r^T H d_r (d_r = w_r - q_r; the other groups of the row at
+// their current bias), groups in order, `rounds` sweeps (stops early when nothing changes).
+// err_minmax / err_searched (optional): tr(D H D^T) / rows before and after the search.
+inline constexpr double kLlmfp4AlphaLo = 0.01, kLlmfp4AlphaHi = 1.2;  // the reference's eq_alpha, eq_beta
+struct Llmfp4Options {
+  int n = 100;     // candidates per group: n + 1 (the reference's eq_n)
+  int rounds = 3;  // sweeps over the groups of a row (the reference's search_round)
+};
+QuantizedMatrix quantize_llmfp4(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
+                                const std::vector<double>& H, const Llmfp4Options& o, ThreadPool& pool,
+                                double* err_minmax = nullptr, double* err_searched = nullptr);
+namespace detail {
+double llmfp4_init_bias(float amax);         // 2^E - log2(amax) + log2(2 - 2^-M) - 1 for E2M1
+std::vector<double> llmfp4_alphas(int n);    // the n + 1 bias factors
+}  // namespace detail
 // Hessian for a matrix that is both the token embedding and the classifier (tied): the
 // classifier's input Hessian plus the embedding role's, an identity scaled so that emb = 1 gives
 // both roles the same trace: H_cls + emb * mean(diag H_cls) * I (docs/methods.md).
@@ -283,6 +301,7 @@ struct TensorRule {
   SpqrOptions spqr;
   VptqOptions vptq;
   QtipOptions qtip;
+  Llmfp4Options llmfp4;
   bool clip = false;
   int easyquant_steps = 100;  // easyquant: gradient steps per group
   bool pb_magnitude = false;  // pbllm: salient weights by |w| instead of the Hessian criterion

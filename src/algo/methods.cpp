@@ -113,6 +113,34 @@ QuantizedMatrix bitmod_round(const RoundArgs& a) {
   return quantize_rtn(a.w, a.rows, a.cols, a.rule->spec, false, nullptr, false, imp.empty() ? nullptr : imp.data());
 }
 
+// ---- llmfp4 ----
+bool llmfp4_option(TensorRule& r, const std::string& k, const std::string& v) {
+  double x = 0;
+  if (k == "n" && !v.empty()) {
+    if (!parse_double(v, 1, 10000, &x) || x != std::floor(x)) bad_value(k, v, "n must be an integer in [1, 10000]");
+    r.llmfp4.n = int(x);
+    return true;
+  }
+  if (k == "rounds" && !v.empty()) {
+    if (!parse_double(v, 0, 100, &x) || x != std::floor(x)) bad_value(k, v, "rounds must be an integer in [0, 100]");
+    r.llmfp4.rounds = int(x);
+    return true;
+  }
+  return false;
+}
+void llmfp4_check(const TensorRule& r) {
+  if (r.spec.family != FormatFamily::FP4)
+    fail("recipe", "llmfp4 searches the exponent bias of E2M1 values: use the format fp4g<G>, not " + format_name(r.spec));
+}
+QuantizedMatrix llmfp4_round(const RoundArgs& a) {
+  if (!a.H) fail("llmfp4", "llmfp4 needs calibration data (--calib FILE)");
+  double e0 = 0, e1 = 0;
+  QuantizedMatrix q = quantize_llmfp4(a.w, a.rows, a.cols, a.rule->spec, *a.H, a.rule->llmfp4, *a.pool, &e0, &e1);
+  log_debug("llmfp4 [%lld x %lld] %s: layer error %.6g (min-max) -> %.6g (searched bias)", (long long)a.rows,
+            (long long)a.cols, format_name(a.rule->spec).c_str(), e0, e1);
+  return q;
+}
+
 // ---- rtn ----
 bool rtn_option(TensorRule& r, const std::string& k, const std::string& v) {
   if (k == "clip" && v.empty()) return r.clip = true;
@@ -435,6 +463,9 @@ const std::vector<MethodInfo> kMethods = {
     {"bitmod", "BitMoD: per group one of four FP3/FP4 datatypes with a special value, chosen by diag(H)-weighted error "
      "(Chen et al. 2025); bitmod+gptq: GPTQ rounding onto the group's datatype", true, true, kStatDiag, "(none)",
      no_option, bitmod_check, bitmod_round, nullptr},
+    {"llmfp4", "LLM-FP4: E2M1 (fp4g<G>) with a real-valued exponent bias per output channel and group, searched on "
+     "the layer output error (Liu et al. 2023)", true, false, kStatHessian, "n=N, rounds=N", llmfp4_option, llmfp4_check,
+     llmfp4_round, nullptr},
     {"easyquant", "EasyQuant: data-free; outliers apart (+s), each group's range optimised by gradient descent "
      "on the reconstruction error (Tang et al. 2023)", true, false, 0, "steps=N", easyquant_option, easyquant_check,
      easyquant_round, nullptr},
