@@ -19,6 +19,7 @@
 #include "lmpress/engine.h"
 #include "lmpress/eval.h"
 #include "lmpress/io.h"
+#include "test_quant_util.h"
 #include "test_util.h"
 
 using namespace lmpress;
@@ -468,21 +469,7 @@ TEST(Vq, VptqEndToEndOnTinystories) {
   Model m = load_model(test::shared("models/tinystories-279k/model.bin"));
   const auto toks = m.tokenizer->encode(read_text_file(test::shared("data/tinystories/eval.txt")), true);
   auto kld = [&](const std::string& recipe, bool calib, Model* keep = nullptr) {
-    QuantizeOptions qo;
-    qo.recipe = parse_recipe(recipe);
-    if (calib) qo.calib = {test::shared("data/tinystories/calib.txt"), 16, 128, 0};
-    qo.n_threads = 2;
-    qo.progress = false;
-    Model q = quantize_model(m, qo, nullptr);
-    PerplexityOptions po;
-    po.n_ctx = 128;
-    po.max_chunks = 8;
-    po.n_threads = 2;
-    po.base = &m;
-    po.progress = false;
-    const double k = perplexity(q, toks, po).kld;
-    if (keep) *keep = std::move(q);
-    return k;
+    return test::quantized_kld(m, toks, recipe, calib ? test::shared("data/tinystories/calib.txt") : "", 16, keep);
   };
   Model saved;
   const double vp = kld("vptq:vq4k8,iters=10;token_embd.weight=rtn:w8g32", true);
