@@ -153,10 +153,18 @@ void amx_i16_pack_acts(const float* x, int64_t n, int64_t cols, int8_t* xh, int8
     const float* xt = x + t * cols;
     for (int64_t ch = 0; ch < nch; ++ch) {
       const int64_t c0 = ch * kChunk, c1 = std::min(cols, c0 + kChunk);
-      float mx = 0, fin = 0;
-      for (int64_t c = c0; c < c1; ++c) {
+      // the chunk's largest |x|, and fin = sum of x * 0: NaN once any element is Inf or NaN
+      __m512 vm = _mm512_setzero_ps(), vf = _mm512_setzero_ps();
+      int64_t c = c0;
+      for (; c + 16 <= c1; c += 16) {
+        const __m512 v = _mm512_loadu_ps(xt + c);
+        vm = _mm512_max_ps(vm, _mm512_abs_ps(v));
+        vf = _mm512_add_ps(vf, _mm512_mul_ps(v, _mm512_setzero_ps()));
+      }
+      float mx = _mm512_reduce_max_ps(vm), fin = _mm512_reduce_add_ps(vf);
+      for (; c < c1; ++c) {
         mx = std::max(mx, std::fabs(xt[c]));
-        fin += xt[c] * 0.f;  // NaN once any element is Inf or NaN
+        fin += xt[c] * 0.f;
       }
       const bool ok = fin == 0.f;  // non-finite activations give NaN outputs, as in f32
       sx[t * nch + ch] = ok ? mx / kQMax : std::numeric_limits<float>::quiet_NaN();
