@@ -99,16 +99,6 @@ std::vector<double> random_hessian(int64_t cols, int64_t T, uint32_t seed) {
   return H;
 }
 
-double err_of(const std::vector<float>& w, const std::vector<double>& dq, const std::vector<double>& H, int64_t rows,
-              int64_t cols) {
-  double e = 0;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t i = 0; i < cols; ++i)
-      for (int64_t j = 0; j < cols; ++j)
-        e += (w[size_t(r * cols + i)] - dq[size_t(r * cols + i)]) * H[size_t(i * cols + j)] *
-             (w[size_t(r * cols + j)] - dq[size_t(r * cols + j)]);
-  return e / double(rows);
-}
 
 }  // namespace
 
@@ -183,9 +173,9 @@ TEST(Llmfp4, SearchMatchesDoubleBruteForce) {
       // the reported errors are the layer objective before / after, and the search lowered it
       const QuantizedMatrix mm = quantize_rtn(w.data(), rows, cols, s, false, nullptr);
       const std::vector<float> mmq = dequantize_matrix(mm);
-      const double ref_e0 = err_of(w, std::vector<double>(mmq.begin(), mmq.end()), H, rows, cols);
+      const double ref_e0 = test::proxy_loss(w.data(), std::vector<double>(mmq.begin(), mmq.end()), rows, cols, H);
       EXPECT_NEAR(e0, ref_e0, 1e-9 * ref_e0);
-      EXPECT_NEAR(e1, err_of(w, ref_dq, H, rows, cols), 1e-9 * ref_e0);
+      EXPECT_NEAR(e1, test::proxy_loss(w.data(), ref_dq, rows, cols, H), 1e-9 * ref_e0);
       EXPECT_LT(e1, 0.9 * e0);
     }
   }
@@ -208,8 +198,8 @@ TEST(Llmfp4, NeverWorseThanMinMax) {
     double tot_a = 0, tot_b = 0;
     for (int64_t r = 0; r < rows; ++r) {
       const std::vector<float> wr(w.begin() + r * cols, w.begin() + (r + 1) * cols);
-      const double ea = err_of(wr, std::vector<double>(a.begin() + r * cols, a.begin() + (r + 1) * cols), H, 1, cols);
-      const double eb = err_of(wr, std::vector<double>(b.begin() + r * cols, b.begin() + (r + 1) * cols), H, 1, cols);
+      const double ea = test::proxy_loss(wr.data(), std::vector<double>(a.begin() + r * cols, a.begin() + (r + 1) * cols), 1, cols, H);
+      const double eb = test::proxy_loss(wr.data(), std::vector<double>(b.begin() + r * cols, b.begin() + (r + 1) * cols), 1, cols, H);
       EXPECT_LE(ea, eb * (1 + 1e-12)) << "sigma " << sigma << " row " << r;
       tot_a += ea, tot_b += eb;
     }

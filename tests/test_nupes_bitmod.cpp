@@ -56,17 +56,6 @@ std::vector<double> rtn_ref(const std::vector<float>& w, int64_t rows, int64_t c
   return out;
 }
 
-// tr(D H D^T) / rows in double.
-double layer_err_ref(const std::vector<float>& w, const std::vector<double>& dq, const std::vector<double>& H, int64_t rows,
-                     int64_t cols) {
-  double e = 0;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t i = 0; i < cols; ++i)
-      for (int64_t j = 0; j < cols; ++j)
-        e += (w[size_t(r * cols + i)] - dq[size_t(r * cols + i)]) * H[size_t(i * cols + j)] *
-             (w[size_t(r * cols + j)] - dq[size_t(r * cols + j)]);
-  return e / double(rows);
-}
 
 // BitMoD's four datatypes of each width, in units of the smallest nonzero magnitude (FP4: E2M1 x 2;
 // FP3: 1, 2, 4), with the special value (ER / EA, positive / negative) added; times the int8
@@ -142,7 +131,7 @@ TEST(NupesBitmod, NupesSearchMatchesDouble) {
   int ref_best = 0;
   double ref_err = INFINITY;
   for (const auto& [p, e] : trace) {
-    const double r = layer_err_ref(w, rtn_ref(w, rows, cols, 32, pow_values(3, p / 100.0)), H, rows, cols);
+    const double r = test::proxy_loss(w.data(), rtn_ref(w, rows, cols, 32, pow_values(3, p / 100.0)), rows, cols, H);
     EXPECT_NEAR(e, r, 1e-9 * r) << "a=" << p;
     if (r < ref_err) ref_err = r, ref_best = p;
   }

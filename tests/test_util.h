@@ -116,8 +116,10 @@ inline std::vector<double> random_hessian(int64_t n, uint32_t seed, double rho =
   return h;
 }
 
-// Layer-wise proxy loss (w - q) H (w - q)^T per row, averaged over rows, in double.
-inline double proxy_loss(const float* w, const std::vector<float>& q, int64_t rows, int64_t cols,
+// Layer-wise proxy loss (w - q) H (w - q)^T per row, averaged over rows, in double (q: float or
+// double dequantized weights).
+template <class Q>
+inline double proxy_loss(const float* w, const std::vector<Q>& q, int64_t rows, int64_t cols,
                          const std::vector<double>& H) {
   double t = 0;
   for (int64_t r = 0; r < rows; ++r)
