@@ -115,6 +115,23 @@ inline void scale_add_halves(const CTile& c0, const CTile& c1, __m512 S0, __m512
   }
 }
 
+// Two independent tile products into two stored C tiles: o0 = A(a0) B(b0), o1 = A(a1) B(b1) (tiles
+// 0-2 and 3-5; the stores wait for the products, the caller scales the previous pair meanwhile).
+template <bool SG>
+inline void products2(const int8_t* a0, const uint8_t* b0, const int8_t* a1, const uint8_t* b1, int64_t astride,
+                      CTile& o0, CTile& o1) {
+  _tile_loadd(0, a0, astride);
+  _tile_loadd(1, b0, 64);
+  _tile_zero(2);
+  _tile_loadd(3, a1, astride);
+  _tile_loadd(4, b1, 64);
+  _tile_zero(5);
+  LMP_AMX_DP(SG, 2, 0, 1);
+  LMP_AMX_DP(SG, 5, 3, 4);
+  _tile_stored(2, o0, 64);
+  _tile_stored(5, o1, 64);
+}
+
 // One 16-row tile x 16 tokens. a: token 0's activations, astride between tokens; d: token 0's
 // block-0 scale, d[b * dbs + t * dts].
 // Software pipeline: step i issues the tile products of pair i (blocks 2i, 2i+1, or the halves
@@ -134,16 +151,8 @@ inline void micro(const QRepacked& P, const uint8_t* tile, const uint8_t* codes,
     for (int64_t i = 0; i <= np; ++i) {
       if (i < np) {
         const int64_t b = 2 * i;
-        _tile_loadd(0, a + b * 32, astride);
-        _tile_loadd(1, codes + b * 512, 64);
-        _tile_zero(2);
-        _tile_loadd(3, a + (b + 1) * 32, astride);
-        _tile_loadd(4, codes + (b + 1) * 512, 64);
-        _tile_zero(5);
-        LMP_AMX_DP(SG, 2, 0, 1);
-        LMP_AMX_DP(SG, 5, 3, 4);
-        _tile_stored(2, cb[i & 1][0], 64);
-        _tile_stored(5, cb[i & 1][1], 64);
+        products2<SG>(a + b * 32, codes + b * 512, a + (b + 1) * 32, codes + (b + 1) * 512, astride, cb[i & 1][0],
+                      cb[i & 1][1]);
       }
       if (i > 0) {
         const int64_t b = 2 * (i - 1);
@@ -164,16 +173,8 @@ inline void micro(const QRepacked& P, const uint8_t* tile, const uint8_t* codes,
     for (int64_t i = 0; i <= nb; ++i) {
       if (i < nb) {
         const int64_t b = i;
-        _tile_loadd(0, a + b * 32, astride);
-        _tile_loadd(1, codes + b * 512, 64);
-        _tile_zero(2);
-        _tile_loadd(3, a + b * 32 + 16, astride);
-        _tile_loadd(4, codes + b * 512 + 256, 64);
-        _tile_zero(5);
-        LMP_AMX_DP(SG, 2, 0, 1);
-        LMP_AMX_DP(SG, 5, 3, 4);
-        _tile_stored(2, cb[i & 1][0], 64);
-        _tile_stored(5, cb[i & 1][1], 64);
+        products2<SG>(a + b * 32, codes + b * 512, a + b * 32 + 16, codes + b * 512 + 256, astride, cb[i & 1][0],
+                      cb[i & 1][1]);
       }
       if (i > 0) {
         const int64_t b = i - 1;
