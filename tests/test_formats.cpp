@@ -131,6 +131,8 @@ int64_t doc_bytes(const QuantSpec& s, int64_t rows, int64_t cols) {
       return 8 + K * s.group + (s.colnorm ? 4 * cols : 0) + (vecs * (s.bits + s.group2) + 7) / 8 + 8;
     }
     case FormatFamily::Trellis: return rows * cols * s.bits / 8 + 2 * rows;  // 256 k bits per tile, f16 per row
+    case FormatFamily::Mix:
+    case FormatFamily::Slim: return -1;  // composites: not in all_formats(); their bytes in test_mixed.cpp
   }
   return -1;
 }
@@ -157,6 +159,8 @@ constexpr ParityEntry kParity[] = {
     {FormatFamily::Vq, false, 1e-4},
     // trellis: integer block dots of u = value + 126 and -126 scale X apart (terms up to 126 |scale| |x|)
     {FormatFamily::Trellis, true, 1e-4},
+    // composites (mix, slim): their parts' int / binary kernels; not in all_formats() (test_mixed.cpp)
+    {FormatFamily::Mix, true, 3e-5}, {FormatFamily::Slim, true, 3e-5},
 };
 const ParityEntry& parity_entry(const QuantSpec& s) {
   for (const auto& e : kParity)
@@ -197,7 +201,7 @@ TEST(Formats, IdsAndNames) {
   // ids of one family with another family's parameters are invalid
   EXPECT_FALSE(format_id_valid(3u | 5u << 8 | 1u << 16 | 1u << 24));  // nf with 3 bits
   EXPECT_FALSE(format_id_valid(4u | 2u << 8 | 1u << 16 | 11u << 24));  // trellis has no groups
-  EXPECT_FALSE(format_id_valid(4u | 2u << 8 | 1u << 16 | 13u << 24));  // nor 13
+  EXPECT_FALSE(format_id_valid(4u | 2u << 8 | 1u << 16 | 15u << 24));  // nor 15
   // family numbers are file format: spqr 7, binary 8, pow 9, bitmod 10 (pow/bitmod were 7/8 on
   // their branch before spqr and binary landed)
   EXPECT_EQ(format_id(parse_format_name("pow4g64")), 4u | 3u << 8 | 1u << 16 | 9u << 24);

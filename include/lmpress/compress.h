@@ -88,6 +88,11 @@ struct GptqOptions {
   // pipeline quantizes the shared matrix with tied_embedding_hessian(H_cls, emb) instead of the
   // classifier's H_cls alone (docs/methods.md); 0 = classifier only. Ignored for other tensors.
   double emb = 1.0;
+  // Per column group grid (slim: each group on the grid of its bit class; null: the spec's grid for
+  // every group; dynamic groups only) and the params of a group from its current weights (slim's
+  // salience-weighted calibration; null: the grid's min-max, or the mse search).
+  const std::vector<const Grid*>* group_grids = nullptr;
+  GroupParams (*group_params)(const Grid& grid, const float* w, int64_t n) = nullptr;
 };
 
 struct LayerReport {
@@ -158,6 +163,36 @@ struct Llmfp4Options {
 QuantizedMatrix quantize_llmfp4(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
                                 const std::vector<double>& H, const Llmfp4Options& o, ThreadPool& pool,
                                 double* err_minmax = nullptr, double* err_searched = nullptr);
+// ---- SliM-LLM and MixLLM (src/algo/mixed.cpp; formats mix / slim: src/formats/composite.h) -----------
+struct SlimOptions {
+  int beta = -1;  // groups at N-1 (and at N+1) per tensor; -1: searched (SBA)
+};
+// SliM-LLM's group salience: sum over the group's weights of (w_ij / U_jj)^2, U GPTQ's upper Cholesky
+// factor of (H + damp mean(diag H) I)^-1 (the OBS saliency of each weight, summed per column group).
+std::vector<double> slim_salience(const float* w, int64_t rows, int64_t cols, int64_t group, const std::vector<double>& H,
+                                  double damp);
+// SBA: for beta = 0 .. floor(full groups / 2): the beta least salient groups at N-1 bits and the beta
+// most salient at N+1 (min-max RTN per row and group), and KL(softmax(X Wq^T) || softmax(X W^T)) over
+// the output features, averaged over the sample rows X [n_samples][cols] (probabilities clamped at
+// 1e-6, as the reference); returns the beta with the smallest KL (kl_out: that KL per beta).
+int64_t slim_search_beta(const float* w, int64_t rows, int64_t cols, const QuantSpec& s, const std::vector<double>& salience,
+                         const float* samples, int64_t n_samples, std::vector<double>* kl_out = nullptr);
+// SQC: a group's asymmetric params with the range scaled by p in [0.9, 1.1] (101 values), keeping the
+// p with the smallest sum |w - Q(w)|^2.4 (binary groups: their grid's params).
+GroupParams slim_sqc_params(const Grid& grid, const float* w, int64_t n);
+// SliM-LLM (GPTQ variant): classes by SBA (or o.beta), then GPTQ with each group on its class's grid
+// and SQC params; samples may be null (beta then from the weights' squared error, as quantize_rtn).
+QuantizedMatrix quantize_slim(const float* w, int64_t rows, int64_t cols, const QuantSpec& s, const std::vector<double>& H,
+                              const float* samples, int64_t n_samples, const GptqOptions& g, const SlimOptions& o,
+                              ThreadPool& pool, int64_t* beta_out = nullptr);
+// d_r H d_r^T per row r of D = W - dequant(q) (float accumulation of D H, double row dots); H is
+// [cols][cols], or its diagonal [cols].
+std::vector<double> row_errors(const float* w, const std::vector<float>& deq, int64_t rows, int64_t cols,
+                               const std::vector<double>& H);
+// MixLLM within one tensor: GPTQ onto the low and the high int format (rows are independent in GPTQ,
+// so a row of either run is what GPTQ gives that row), the rows whose error d H d^T falls most go high.
+QuantizedMatrix quantize_mixllm(const float* w, int64_t rows, int64_t cols, const QuantSpec& s, const std::vector<double>& H,
+                                const GptqOptions& g, ThreadPool& pool);
 namespace detail {
 double llmfp4_init_bias(float amax);         // 2^E - log2(amax) + log2(2 - 2^-M) - 1 for E2M1
 std::vector<double> llmfp4_alphas(int n);    // the n + 1 bias factors
@@ -302,6 +337,7 @@ struct TensorRule {
   VptqOptions vptq;
   QtipOptions qtip;
   Llmfp4Options llmfp4;
+  SlimOptions slim;
   bool clip = false;
   int easyquant_steps = 100;  // easyquant: gradient steps per group
   bool pb_magnitude = false;  // pbllm: salient weights by |w| instead of the Hessian criterion
@@ -473,10 +509,18 @@ VariantDb load_variant_db(const Model& src, const std::vector<TensorRule>& cands
                           const std::string& calib_desc);
 int64_t variant_db_disk_bytes(const std::string& dir);
 // src with every choosable tensor replaced by its chosen variant (sharing the db's data).
-Model assemble_model(const Model& src, const VariantDb& db, const std::vector<int>& choice);
+// custom (may be null; else one per choosable tensor): a tensor replacing the variant where non-empty.
+Model assemble_model(const Model& src, const VariantDb& db, const std::vector<int>& choice,
+                     const std::vector<Tensor>* custom = nullptr);
 // The allocation as a recipe: the most frequent candidate as the default, one override per
 // other tensor (re-parsable; stored in the output's metadata).
-std::string allocation_recipe(const VariantDb& db, const std::vector<int>& choice);
+// rules (may be null; else one per choosable tensor): the rule text replacing the candidate's where non-empty.
+std::string allocation_recipe(const VariantDb& db, const std::vector<int>& choice,
+                              const std::vector<std::string>* rules = nullptr);
+// MixLLM's global salience (budget.cpp, allocator mixllm), per row r of tensor i moving from candidate lo
+// to hi: (KL_i(lo) - KL_i(hi)) * max(0, e_r(lo) - e_r(hi)) / sum_r' max(0, e_r'(lo) - e_r'(hi)), e_r the
+// row's d H d^T (formats and derivation: docs/methods.md, "MixLLM").
+std::vector<double> mixllm_row_gains(double kl_lo, double kl_hi, const std::vector<double>& e_lo, const std::vector<double>& e_hi);
 
 // KL divergence of a model from the base model on calibration windows (base log-probabilities
 // cached once): mean over the first n_windows windows and their first n_tokens positions.
@@ -529,6 +573,10 @@ struct AllocateResult {
   double seconds = 0;
   int64_t evaluations = 0;
   std::string note;
+  // Allocators that build tensors of their own (mixllm: mix formats from two candidates' variants):
+  // per choosable tensor, a packed tensor and its rule (empty: the chosen candidate's variant).
+  std::vector<Tensor> tensors;
+  std::vector<std::string> rules;
 };
 struct AllocatorInfo {
   const char* name;

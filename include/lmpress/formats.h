@@ -28,6 +28,12 @@
 //   trellis trellis<k> (k = 2, 3, 4): QTIP's bitshift trellis (L = 16, V = 1): 16 x 16 tiles, each a
 //          tail-biting sequence of 256 states in a cyclic bitstream of 256 k bits, the value of a state
 //          an integer hash of it; f16 row scales (made by the qtip and rtn methods; formats/trellis.h).
+//   mix    mix<lo>_<hi>_p<P>: MixLLM's mixed precision between output features: a share of P permille of
+//          the rows (the high-salience output features) in the int format <hi> (e.g. w8row), the others in
+//          the int format <lo> (e.g. w4g64a); two int sub-tensors and a row bitmap (formats/composite.h).
+//   slim   slim<N>g<G>: SliM-LLM's group-wise mixed precision: each group of G columns (all rows) in
+//          N-1, N or N+1 bits, as many groups at N-1 as at N+1 (N bits on average); int sub-tensors of
+//          asymmetric w<b>g<G>a (1 bit: b1g<G>), the columns of each class together (formats/composite.h).
 // Packed layout (docs/formats.md): rows are independent; each row's codes are packed in
 // 32-weight blocks (the row is zero-padded to a multiple of 32), followed, after all rows, by the
 // per-group scales and the family's side payloads (zeros, tables).
@@ -44,7 +50,7 @@ namespace lmpress {
 // Format families (the high byte of a format id).
 enum class FormatFamily : uint8_t {
   Int = 0, NF4 = 1, FP4 = 2, MXFP4 = 3, FP8 = 4, Lut = 5, Ggml = 6, Spqr = 7, Binary = 8, Pow = 9, Bitmod = 10,
-  Trellis = 11, Vq = 12
+  Trellis = 11, Vq = 12, Mix = 13, Slim = 14
 };
 
 struct QuantSpec {
@@ -68,6 +74,12 @@ struct QuantSpec {
   // matrices, random sign diagonals stored in the tensor); 2 the input side only ("+hi": W~ = W V^T, no
   // output rotation at run time). The matmul front end rotates activations (and outputs).
   uint8_t rht = 0;
+  // mix family (MixLLM): the high-precision rows' int format (hi_bits, hi_group, hi_sym; bits/group/sym
+  // above are the other rows' int format) and their share of the rows in permille: ceil(rows * share /
+  // 1000) rows. 0 (and hi_sym true) in every other family.
+  int hi_bits = 0, hi_group = 0;
+  bool hi_sym = true;
+  int share = 0;
   bool operator==(const QuantSpec&) const = default;
 };
 // Number of sparse outliers of a [rows, cols] tensor: floor(rows * cols * sparse / 10000).
@@ -176,6 +188,11 @@ struct QuantizedMatrix {
   // spec.rht: sign bits of the input [ceil(cols / 8)] and (rht 1) output [ceil(rows / 8)] channels; the
   // codes hold the rotated weights (dequantize_matrix returns the weights in the model's space).
   std::vector<uint8_t> rht_in, rht_out;
+  // Composite families (mix, slim; formats/composite.h): the sub-matrices, each of its own int (or
+  // binary) spec, and which part each row (mix: 1 = the high-precision part) or column group (slim:
+  // 0, 1, 2 = N-1, N, N+1 bits) belongs to; q, scales and zeros stay empty.
+  std::vector<QuantizedMatrix> parts;
+  std::vector<uint8_t> part_of;
   // Sizes every array for spec/rows/cols (codes 0, scales 1, zeros 0, tables 0).
   void init(const QuantSpec& s, int64_t rows, int64_t cols);
   // Params of (row, group) as the grid uses them / stores them (table families: the table too).

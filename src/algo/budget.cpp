@@ -13,6 +13,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include <cblas.h>
+#include <cstdio>
+
+#include "formats/composite.h"
 #include "lmpress/compress.h"
 #include "lmpress/engine.h"
 #include "lmpress/formats.h"
@@ -698,6 +702,225 @@ AllocateResult alloc_evopress(const VariantDb& db, const Model& base, const Allo
 
 }  // namespace
 
+std::vector<double> mixllm_row_gains(double kl_lo, double kl_hi, const std::vector<double>& e_lo,
+                                     const std::vector<double>& e_hi) {
+  LMP_ASSERT(e_lo.size() == e_hi.size());
+  std::vector<double> g(e_lo.size(), 0.0);
+  double sum = 0;
+  for (size_t r = 0; r < g.size(); ++r) sum += g[r] = std::max(0.0, e_lo[r] - e_hi[r]);
+  const double dk = kl_lo - kl_hi;
+  for (double& x : g) x = sum > 0 && dk > 0 ? dk * x / sum : 0.0;
+  return g;
+}
+
+namespace {
+// MixLLM (Zheng et al. 2024) as an allocator: one low candidate for every tensor (the largest uniform
+// candidate within the budget), and the output features (rows) of highest global salience per byte in a
+// high candidate, up to the budget; each tensor with some of both becomes a mix format. MixLLM's
+// salience is each feature's estimated effect on the loss; here (no backward pass) a tensor's measured
+// KL change from lo to hi, shared among its rows by their drop in d H d^T (mixllm_row_gains). Every
+// candidate above lo is tried as the high one; the one with the least estimated KL is kept.
+AllocateResult alloc_mixllm(const VariantDb& db, const Model& base, const AllocateOptions& o) {
+  const double t0 = now_seconds();
+  LMP_ASSERT(o.kl);
+  const int64_t e0 = o.kl->evaluations;
+  const size_t n = db.v.size(), C = db.candidates.size();
+  for (size_t i = 0; i < n; ++i)
+    for (size_t c = 0; c < C; ++c)
+      if (db.v[i][c].rep.spec.family != FormatFamily::Int || db.v[i][c].rep.spec.sparse || db.v[i][c].rep.spec.rht)
+        fail("mixllm", "the mixllm allocator mixes int formats (w<b>g<G>[a] / w<b>row[a]) by rows; candidate '" +
+                           db.candidates[c].text + "' gives " + format_name(db.v[i][c].rep.spec));
+  std::vector<int64_t> uni(C, db.table.fixed_bytes);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t c = 0; c < C; ++c) uni[c] += db.table.bytes[i][c];
+  int lo = -1;
+  for (size_t c = 0; c < C; ++c)
+    if (uni[c] <= o.budget && (lo < 0 || uni[c] > uni[size_t(lo)])) lo = int(c);
+  if (lo < 0) fail("mixllm", "no candidate fits the budget in every tensor (the low format of the mix)");
+  // each variant's own KL (the kl allocator's sensitivities)
+  std::vector<std::vector<double>> kl;
+  if (o.kl_costs && !o.kl_costs->empty()) {
+    kl = *o.kl_costs;
+  } else {
+    const int nw = o.sens_windows > 0 ? o.sens_windows : o.stage_windows.empty() ? 2 : o.stage_windows.front();
+    const int nt = o.sens_tokens > 0 ? o.sens_tokens : o.stage_tokens.empty() ? 128 : o.stage_tokens.back();
+    kl = kl_sensitivities(db, base, *o.kl, nw, nt, o.progress);
+  }
+  // Hessians of every tensor's input on the probe windows (full up to 2048 columns, else the diagonal)
+  constexpr int64_t kFullH = 2048;
+  std::map<std::pair<std::string, int>, std::vector<double>> Hs;
+  std::map<std::pair<std::string, int>, int64_t> counts;
+  {
+    const int nw = std::clamp(o.probe_windows, 1, o.kl->windows()), nt = std::clamp(o.probe_tokens, 1, o.kl->seqlen());
+    EngineOptions eo;
+    eo.n_threads = o.kl->threads();
+    eo.n_ctx = nt;
+    Engine e(base, eo);
+    e.set_hook([&](const std::string& name, int layer, const float* x, int64_t rows, int64_t width) {
+      std::vector<double>& H = Hs[{name, layer}];
+      const bool full = width <= kFullH;
+      H.resize(size_t(full ? width * width : width), 0.0);
+      counts[{name, layer}] += rows;
+      if (full) {
+        std::vector<double> xd(x, x + rows * width);
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, int(width), int(rows), 1.0, xd.data(), int(width), 1.0, H.data(),
+                    int(width));
+      } else {
+        for (int64_t t = 0; t < rows; ++t)
+          for (int64_t j = 0; j < width; ++j) H[size_t(j)] += double(x[t * width + j]) * x[t * width + j];
+      }
+    });
+    std::vector<float> logits(size_t(int64_t(nt) * base.cfg.vocab_size));
+    for (int w = 0; w < nw; ++w) {
+      e.reset();
+      e.forward(o.kl->window(w).data(), nt, 0, logits.data(), true);
+    }
+  }
+  for (auto& [key, H] : Hs) {
+    const int64_t cnt = std::max<int64_t>(1, counts[key]);
+    const int64_t wd = int64_t(std::llround(std::sqrt(double(H.size()))));
+    if (wd * wd == int64_t(H.size()) && wd > 1)  // full: mirror the upper triangle
+      for (int64_t a = 0; a < wd; ++a)
+        for (int64_t b = 0; b < a; ++b) H[size_t(a * wd + b)] = H[size_t(b * wd + a)];
+    for (double& h : H) h /= double(cnt);
+  }
+  std::map<std::string, const Tensor*> by;
+  for (const Tensor* t : base.weight_tensors()) by[t->name] = t;
+  auto input_of = [&](const std::string& name) -> std::pair<std::string, int> {
+    int layer = -1;
+    char key[64] = {};
+    if (std::sscanf(name.c_str(), "blk.%d.%63[^.].weight", &layer, key) == 2) {
+      const char* in = linear_input_name(key);
+      if (!in) fail("mixllm", "no input known for tensor " + name);
+      return {in, layer};
+    }
+    return {"output_in", -1};  // the classifier (tied: the embedding too)
+  };
+  // per tensor: weights, and each candidate's row errors (computed on demand)
+  std::vector<std::vector<float>> W(n);
+  std::vector<std::vector<std::vector<double>>> err(n, std::vector<std::vector<double>>(C));
+  auto row_err = [&](size_t i, size_t c) -> const std::vector<double>& {
+    if (err[i][c].empty()) {
+      if (W[i].empty()) W[i] = tensor_to_f32(*by.at(db.table.names[i]));
+      const auto key = input_of(db.table.names[i]);
+      auto it = Hs.find(key);
+      if (it == Hs.end()) fail("mixllm", "no activations reached the input of " + db.table.names[i]);
+      const Tensor& t = db.v[i][c].t;
+      err[i][c] = row_errors(W[i].data(), dequantize_ref(t), t.rows(), t.cols(), it->second);
+    }
+    return err[i][c];
+  };
+  // exact bytes of tensor i with k of its rows on hi (k representable as a mix share, or 0 / all rows)
+  auto mix_spec = [&](size_t i, size_t hi, int64_t k) {
+    QuantSpec s = db.v[i][size_t(lo)].rep.spec;
+    const QuantSpec h = db.v[i][hi].rep.spec;
+    s.family = FormatFamily::Mix;
+    s.hi_bits = h.bits;
+    s.hi_group = h.group;
+    s.hi_sym = h.sym;
+    const int64_t rows = db.v[i][hi].t.rows();
+    s.share = int(std::min<int64_t>(1000, k * 1000 / rows));  // the smallest share holding k rows
+    while (s.share < 1000 && composite::mix_hi_rows(s, rows) < k) ++s.share;
+    return s;
+  };
+  auto rep = [&](size_t i, int64_t k) {  // rows the smallest share holding k rows gives
+    const int64_t rows = db.v[i][0].t.rows();
+    return k <= 0 ? 0 : k >= rows ? rows : composite::mix_hi_rows(mix_spec(i, size_t(lo), k), rows);
+  };
+  auto bytes_k = [&](size_t i, size_t hi, int64_t k) {
+    const int64_t rows = db.v[i][hi].t.rows(), cols = db.v[i][hi].t.cols();
+    if (k <= 0) return db.table.bytes[i][size_t(lo)];
+    if (k >= rows) return db.table.bytes[i][hi];
+    return packed_geometry(mix_spec(i, hi, k), rows, cols).total_bytes;
+  };
+  struct Plan {
+    double est = 0;
+    int64_t bytes = 0;
+    std::vector<int64_t> k;
+    std::vector<std::vector<double>> gain;
+  };
+  Plan best;
+  int best_hi = -1;
+  for (size_t hi = 0; hi < C; ++hi) {
+    if (uni[hi] <= uni[size_t(lo)]) continue;
+    Plan P;
+    P.k.assign(n, 0);
+    P.gain.resize(n);
+    struct Item {
+      double key, gain;
+      size_t i;
+      int64_t r;
+    };
+    std::vector<Item> items;
+    for (size_t i = 0; i < n; ++i) {
+      P.est += kl[i][size_t(lo)];
+      P.gain[i] = mixllm_row_gains(kl[i][size_t(lo)], kl[i][hi], row_err(i, size_t(lo)), row_err(i, hi));
+      const double per_row = double(db.table.bytes[i][hi] - db.table.bytes[i][size_t(lo)]) / double(db.v[i][hi].t.rows());
+      for (size_t r = 0; r < P.gain[i].size(); ++r)
+        if (P.gain[i][r] > 0) items.push_back({P.gain[i][r] / std::max(per_row, 1e-9), P.gain[i][r], i, int64_t(r)});
+    }
+    std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.key > b.key; });
+    std::vector<int64_t> nsel(n, 0);
+    int64_t used = uni[size_t(lo)];
+    for (const Item& it : items) {
+      const int64_t cur = bytes_k(it.i, hi, rep(it.i, nsel[it.i])), nxt = bytes_k(it.i, hi, rep(it.i, nsel[it.i] + 1));
+      if (used - cur + nxt > o.budget) continue;
+      used += nxt - cur;
+      ++nsel[it.i];
+    }
+    for (size_t i = 0; i < n; ++i) {
+      P.k[i] = rep(i, nsel[i]);
+      std::vector<double> g = P.gain[i];
+      std::sort(g.begin(), g.end(), std::greater<double>());
+      for (int64_t r = 0; r < P.k[i]; ++r) P.est -= g[size_t(r)];
+    }
+    P.bytes = used;
+    if (best_hi < 0 || P.est < best.est) best = std::move(P), best_hi = int(hi);
+  }
+  AllocateResult res;
+  res.choice.assign(n, lo);
+  res.tensors.assign(n, Tensor{});
+  res.rules.assign(n, std::string());
+  res.bytes = db.table.fixed_bytes;
+  int64_t mixed = 0, hi_rows = 0, all_rows = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t rows = db.v[i][0].t.rows(), k = best_hi < 0 ? 0 : best.k[i];
+    all_rows += rows;
+    hi_rows += k;
+    if (k >= rows) res.choice[i] = best_hi;
+    if (k > 0 && k < rows) {
+      const QuantSpec s = mix_spec(i, size_t(best_hi), k);
+      std::vector<int64_t> order(static_cast<size_t>(rows));
+      std::iota(order.begin(), order.end(), int64_t(0));
+      const std::vector<double>& g = best.gain[i];
+      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return g[size_t(a)] > g[size_t(b)]; });
+      std::vector<uint8_t> flag(static_cast<size_t>(rows), 0);
+      for (int64_t r = 0; r < k; ++r) flag[size_t(order[size_t(r)])] = 1;
+      const QuantizedMatrix q = composite::assemble_mix(s, flag, unpack_tensor(db.v[i][size_t(lo)].t),
+                                                        unpack_tensor(db.v[i][size_t(best_hi)].t));
+      res.tensors[i] = pack_tensor(db.table.names[i], q);
+      LMP_ASSERT(int64_t(res.tensors[i].nbytes) == bytes_k(i, size_t(best_hi), k));
+      res.rules[i] = "mixllm:" + format_name(s);
+      ++mixed;
+      res.bytes += int64_t(res.tensors[i].nbytes);
+    } else {
+      res.bytes += db.table.bytes[i][size_t(res.choice[i])];
+    }
+  }
+  if (res.bytes > o.budget) fail("mixllm", "internal: the allocation exceeds the budget");
+  res.score = best_hi < 0 ? 0.0 : best.est;
+  res.evaluations = o.kl->evaluations - e0;
+  res.seconds = now_seconds() - t0;
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "low %s, high %s: %lld of %lld rows high (%.2f%%), %lld tensors mixed",
+                db.candidates[size_t(lo)].text.c_str(), best_hi < 0 ? "(none)" : db.candidates[size_t(best_hi)].text.c_str(),
+                (long long)hi_rows, (long long)all_rows, 100.0 * double(hi_rows) / double(std::max<int64_t>(1, all_rows)),
+                (long long)mixed);
+  res.note = buf;
+  return res;
+}
+}  // namespace
+
 const std::vector<AllocatorInfo>& allocator_registry() {
   static const std::vector<AllocatorInfo> reg = {
       {"proxy", "knapsack on the layer objective tr(D H D^T) of each variant (seconds)", false, alloc_proxy},
@@ -709,6 +932,8 @@ const std::vector<AllocatorInfo>& allocator_registry() {
        false, alloc_zd},
       {"hessian", "knapsack on Hutchinson tr(F)/n x ||dW||^2 (HAWQ) times an inter-layer leave-one-out factor", true,
        alloc_hessian},
+      {"mixllm", "MixLLM: one low candidate everywhere, the output features of highest global salience per byte in a "
+                 "high one (mix formats)", true, alloc_mixllm},
   };
   return reg;
 }

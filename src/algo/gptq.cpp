@@ -175,6 +175,9 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
   const std::unique_ptr<Grid> gridp = make_grid(s);
   const Grid& grid = *gridp;
   if (o.mse && !grid.has_range()) fail(who, format_name(s) + " has no range to search: mse does not apply");
+  if (o.group_grids && (o.act_order || o.static_groups || s.group == 0 || s.family == FormatFamily::Ggml ||
+                        int64_t(o.group_grids->size()) != (cols + s.group - 1) / s.group))
+    fail(who, "per-group grids need dynamic groups (no act_order / static_groups) and one grid per group");
   const ParamMode mode = s.group == 0 && s.family != FormatFamily::Ggml ? ParamMode::WholeRow
                          : (o.act_order || o.static_groups) ? ParamMode::Static
                                                             : ParamMode::Dynamic;
@@ -284,8 +287,16 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
               if (keep)  // kept weights stay out of the group's range
                 for (int64_t j = i; j < e; ++j)
                   if (keep[r * n + perm[size_t(j)]]) tmp[size_t(j - i)] = 0.f;
-              out.set_params(r, gi, stored_params(grid, tmp.data(), e - i, o.mse, fit_imp ? fit_imp + i : nullptr));
-              p_gi = -1;
+              if (o.group_grids) {  // this group's own grid (and params search); p straight from it
+                const Grid& gg = *(*o.group_grids)[size_t(gi)];
+                p = o.group_params ? o.group_params(gg, tmp.data(), e - i)
+                                   : stored_params(gg, tmp.data(), e - i, o.mse, fit_imp ? fit_imp + i : nullptr);
+                out.set_params(r, gi, p);
+                p_gi = gi;
+              } else {
+                out.set_params(r, gi, stored_params(grid, tmp.data(), e - i, o.mse, fit_imp ? fit_imp + i : nullptr));
+                p_gi = -1;
+              }
             }
           } else {
             gi = mode == ParamMode::WholeRow ? 0 : perm[size_t(i)] / g;
@@ -295,9 +306,10 @@ QuantizedMatrix quantize_gptq(const float* w, int64_t rows, int64_t cols, const 
             p_gi = gi;
           }
           const int64_t pos = perm[size_t(i)] - gi * g;  // index in its group
-          const int32_t code = grid.quantize_at(wr[i], p, pos);
+          const Grid& gq = o.group_grids ? *(*o.group_grids)[size_t(gi)] : grid;
+          const int32_t code = gq.quantize_at(wr[i], p, pos);
           qr[perm[size_t(i)]] = uint8_t(code);
-          float qv = grid.dequantize_at(code, p, pos);
+          float qv = gq.dequantize_at(code, p, pos);
           if (keep && keep[r * n + perm[size_t(i)]]) {  // kept exactly (sparse outlier): no error
             kept[r * n + perm[size_t(i)]] = wr[i];
             qv = wr[i];

@@ -141,6 +141,56 @@ QuantizedMatrix llmfp4_round(const RoundArgs& a) {
   return q;
 }
 
+// ---- slim (SliM-LLM) ----
+bool slim_option(TensorRule& r, const std::string& k, const std::string& v) {
+  double x = 0;
+  if (k == "beta" && !v.empty()) {
+    if (!parse_double(v, 0, 1e6, &x) || x != std::floor(x)) bad_value(k, v, "beta must be an integer >= 0");
+    r.slim.beta = int(x);
+    return true;
+  }
+  if (k == "damp" && !v.empty()) {
+    if (!parse_double(v, 0, 1, &r.gptq.damp)) bad_value(k, v, "damp must be in [0, 1]");
+    return true;
+  }
+  return false;
+}
+void slim_check(const TensorRule& r) {
+  if (r.spec.family != FormatFamily::Slim)
+    fail("recipe", "slim allocates bits to column groups: use a slim format (slim2g128, slim3g64, ...), not " + format_name(r.spec));
+}
+QuantizedMatrix slim_round(const RoundArgs& a) {
+  if (!a.H) fail("slim", "slim needs calibration data (--calib FILE)");
+  const InputStats* st = a.stats;
+  const bool has = st && st->sample_rows > 0 && int64_t(st->samples.size()) >= st->sample_rows * a.cols;
+  if (a.rule->slim.beta < 0 && !has) fail("slim", "the bit allocation search needs samples of the layer's input (internal)");
+  int64_t beta = 0;
+  QuantizedMatrix q = quantize_slim(a.w, a.rows, a.cols, a.rule->spec, *a.H, has ? st->samples.data() : nullptr,
+                                    has ? st->sample_rows : 0, a.rule->gptq, a.rule->slim, *a.pool, &beta);
+  log_debug("slim [%lld x %lld] %s: %lld groups at %d bits and %lld at %d", (long long)a.rows, (long long)a.cols,
+            format_name(a.rule->spec).c_str(), (long long)beta, a.rule->spec.bits - 1, (long long)beta, a.rule->spec.bits + 1);
+  return q;
+}
+
+// ---- mixllm (MixLLM within a tensor) ----
+bool mixllm_option(TensorRule& r, const std::string& k, const std::string& v) {
+  if (k == "mse" && v.empty()) return r.gptq.mse = true;
+  if (k == "damp" && !v.empty()) {
+    if (!parse_double(v, 0, 1, &r.gptq.damp)) bad_value(k, v, "damp must be in [0, 1]");
+    return true;
+  }
+  return false;
+}
+void mixllm_check(const TensorRule& r) {
+  if (r.spec.family != FormatFamily::Mix)
+    fail("recipe", "mixllm splits output features between two int formats: use a mix format (mixw4g64a_w8row_p100, "
+                   "...), not " + format_name(r.spec));
+}
+QuantizedMatrix mixllm_round(const RoundArgs& a) {
+  if (!a.H) fail("mixllm", "mixllm needs calibration data (--calib FILE)");
+  return quantize_mixllm(a.w, a.rows, a.cols, a.rule->spec, *a.H, a.rule->gptq, *a.pool);
+}
+
 // ---- rtn ----
 bool rtn_option(TensorRule& r, const std::string& k, const std::string& v) {
   if (k == "clip" && v.empty()) return r.clip = true;
@@ -149,12 +199,17 @@ bool rtn_option(TensorRule& r, const std::string& k, const std::string& v) {
 }
 void rtn_check(const TensorRule& r) {
   if (r.clip && r.gptq.mse) fail("recipe", "clip and mse are alternative parameter searches; use one");
+  if ((r.clip || r.gptq.mse) && (r.spec.family == FormatFamily::Mix || r.spec.family == FormatFamily::Slim))
+    fail("recipe", format_name(r.spec) + ": rtn rounds composite formats by plain min-max (clip and mse do not apply)");
   if ((r.clip || r.gptq.mse) && r.spec.family == FormatFamily::Trellis)
     fail("recipe", format_name(r.spec) + " has no range to search: clip and mse do not apply");
   if ((r.clip || r.gptq.mse) && !make_grid(r.spec)->has_range())
     fail("recipe", format_name(r.spec) + " has no range to search: clip and mse do not apply");
 }
 QuantizedMatrix rtn_round(const RoundArgs& a) {
+  // composites (mix, slim): their parts' RTN (formats/composite.h)
+  if (a.rule->spec.family == FormatFamily::Mix || a.rule->spec.family == FormatFamily::Slim)
+    return quantize_rtn_ref(a.w, a.rows, a.cols, a.rule->spec);
   // trellis: every tile Viterbi-coded on its own (no grid, no feedback)
   if (a.rule->spec.family == FormatFamily::Trellis) return trellis::quantize_rtn(a.w, a.rows, a.cols, a.rule->spec, a.pool);
   // The clip search weighs each weight's error by diag(H) when calibration is there.
@@ -478,6 +533,12 @@ const std::vector<MethodInfo> kMethods = {
     {"qtip", "QTIP: bitshift-trellis codes (L = 16, tail-biting Viterbi per 16 x 16 tile) with LDLQ block error "
      "feedback, onto trellis formats (Tseng et al. 2024); use +h for its incoherence processing", true, false, kStatHessian,
      "damp=F, emb=F", qtip_option, qtip_check, qtip_round, nullptr},
+    {"slim", "SliM-LLM: column groups at N-1 / N / N+1 bits by salience (SBA: the split with the least output KL), "
+     "GPTQ with salience-weighted range search (SQC) onto slim formats (Huang et al. 2024)", true, false,
+     kStatHessian | kStatSamples, "beta=N, damp=F", slim_option, slim_check, slim_round, nullptr},
+    {"mixllm", "MixLLM within a tensor: the output features whose GPTQ error d H d^T falls most go to the high int "
+     "format of a mix format (Zheng et al. 2024; globally: quantize --allocator mixllm)", true, false, kStatHessian,
+     "mse, damp=F", mixllm_option, mixllm_check, mixllm_round, nullptr},
     {"pbllm", "PB-LLM: partial binarization: salient weights (+s, Hessian criterion) in f16, the rest binarized "
      "with GPTQ error feedback (Shang et al. 2023)", true, false, kStatHessian, "salient=hessian|magnitude, damp=F, block=N, emb=F",
      pbllm_option, pbllm_check, pbllm_round, nullptr},

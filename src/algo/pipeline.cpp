@@ -295,7 +295,8 @@ Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* 
     }
     // (the reported proxy error is estimated on 256 rows: exact, it costs as much as GPTQ)
     if (H && (qm.spec.family == FormatFamily::Spqr || qm.spec.family == FormatFamily::Vq ||
-              qm.spec.family == FormatFamily::Trellis))  // no per-group grid
+              qm.spec.family == FormatFamily::Trellis || qm.spec.family == FormatFamily::Mix ||
+              qm.spec.family == FormatFamily::Slim))  // no per-group grid
       rep.err = dense_layer_error(w.data(), dequantize_matrix(qm), qm.rows, qm.cols, *H, &rep.rel_err, kErrorRows);
     else if (H)
       rep.err = layer_error(w.data(), qm, *H, &rep.rel_err, kErrorRows);
@@ -359,7 +360,9 @@ std::vector<PlannedTensor> plan_quantization(const Model& src, const Recipe& rc)
         // method but spqr, vq formats to any but vptq and trellis formats to any but qtip and rtn
         // (no per-group grid)
         const bool trellis_ok = r.spec.family == FormatFamily::Trellis && (r.rounding() == "qtip" || r.rounding() == "rtn");
-        if (r.rounding() != "spqr" && r.rounding() != "vptq" && !trellis_ok) (void)make_grid(r.spec);
+        // (composites: parse_rule admits only their own method and rtn)
+        const bool composite = r.spec.family == FormatFamily::Mix || r.spec.family == FormatFamily::Slim;
+        if (r.rounding() != "spqr" && r.rounding() != "vptq" && !trellis_ok && !composite) (void)make_grid(r.spec);
         QuantSpec spec = r.spec;
         if (is_embd) spec.rht = false;  // read by rows: never rotated (compress_tensor)
         p.dtype = DType::Q;
@@ -739,28 +742,36 @@ VariantDb build_variant_db(const Model& src, const std::vector<TensorRule>& cand
   return db;
 }
 
-Model assemble_model(const Model& src, const VariantDb& db, const std::vector<int>& choice) {
+Model assemble_model(const Model& src, const VariantDb& db, const std::vector<int>& choice,
+                     const std::vector<Tensor>* custom) {
   Model m = clone_model(src);
   if (choice.empty()) return m;
-  LMP_ASSERT(choice.size() == db.v.size());
+  LMP_ASSERT(choice.size() == db.v.size() && (!custom || custom->empty() || custom->size() == choice.size()));
   std::map<std::string, size_t> idx;
   for (size_t i = 0; i < db.table.names.size(); ++i) idx[db.table.names[i]] = i;
   for (Tensor* t : m.weight_tensors()) {
     auto it = idx.find(t->name);
-    if (it != idx.end()) *t = db.v[it->second][size_t(choice[it->second])].t;
+    if (it == idx.end()) continue;
+    const bool own = custom && !custom->empty() && !(*custom)[it->second].empty();
+    *t = own ? (*custom)[it->second] : db.v[it->second][size_t(choice[it->second])].t;
   }
   if (m.cfg.tied_embeddings) m.output = m.tok_embd;
   return m;
 }
 
-std::string allocation_recipe(const VariantDb& db, const std::vector<int>& choice) {
-  LMP_ASSERT(choice.size() == db.v.size());
+std::string allocation_recipe(const VariantDb& db, const std::vector<int>& choice, const std::vector<std::string>* rules) {
+  LMP_ASSERT(choice.size() == db.v.size() && (!rules || rules->empty() || rules->size() == choice.size()));
+  auto own = [&](size_t i) { return rules && !rules->empty() && !(*rules)[i].empty(); };
   std::vector<int> count(db.candidates.size(), 0);
-  for (int c : choice) ++count[size_t(c)];
+  for (size_t i = 0; i < choice.size(); ++i)
+    if (!own(i)) ++count[size_t(choice[i])];
   const int base = int(std::max_element(count.begin(), count.end()) - count.begin());
   std::string r = db.candidates[size_t(base)].text;
   for (size_t i = 0; i < choice.size(); ++i)
-    if (choice[i] != base) r += ";" + db.table.names[i] + "=" + db.candidates[size_t(choice[i])].text;
+    if (own(i))
+      r += ";" + db.table.names[i] + "=" + (*rules)[i];
+    else if (choice[i] != base)
+      r += ";" + db.table.names[i] + "=" + db.candidates[size_t(choice[i])].text;
   return r;
 }
 

@@ -116,6 +116,12 @@ TensorRule parse_rule(const std::string& text) {
       bad(e.what());
     }
   }
+  if (r.quantized() && (r.spec.family == FormatFamily::Mix || r.spec.family == FormatFamily::Slim)) {
+    const std::string& m = r.rounding();
+    const char* own = r.spec.family == FormatFamily::Mix ? "mixllm" : "slim";
+    if (m != own && m != "rtn")
+      bad(format_name(r.spec) + " is a composite format: it is made by " + own + " (or rtn), not " + m);
+  }
   return r;
 }
 

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 
+#include "formats/composite.h"
 #include "formats/ggml_family.h"
 #include "formats/spqr.h"
 #include "formats/traits.h"
@@ -68,6 +69,7 @@ QuantizedMatrix quantize_rtn_ref(const float* w, int64_t rows, int64_t cols, con
   if (s.family == FormatFamily::Spqr) return spqr::quantize_rtn(w, rows, cols, s);  // statistics shared by rows
   if (s.family == FormatFamily::Vq) return vq::quantize_rtn(w, rows, cols, s);      // codebooks: k-means
   if (s.family == FormatFamily::Trellis) return trellis::quantize_rtn(w, rows, cols, s);  // Viterbi per tile
+  if (composite::is_composite(s)) return composite::quantize_rtn(w, rows, cols, s);      // parts of int formats
   const std::unique_ptr<Grid> grid = make_grid(s);
   QuantizedMatrix qm;
   qm.init(s, rows, cols);
@@ -97,6 +99,7 @@ int64_t group_length(const QuantSpec& s, int64_t cols) {
     return qk;
   }
   if (s.family == FormatFamily::Vq) return cols;  // no groups (one per row; QuantizedMatrix::scales unused)
+  if (s.family == FormatFamily::Mix) return 0;    // composites: the parts have the groups
   return s.group == 0 ? cols : s.group;
 }
 
@@ -122,6 +125,13 @@ void QuantizedMatrix::init(const QuantSpec& s, int64_t r, int64_t c) {
   if (s.family == FormatFamily::Ggml) ggml.assign(size_t(rows * G * kGgmlParamBytes), 0);
   stats2.clear();
   if (s.family == FormatFamily::Spqr) stats2.assign(size_t(spqr::row_groups(s, rows) * 4 * G), 0.f);
+  parts.clear();
+  part_of.clear();
+  if (composite::is_composite(s)) {  // everything is in the parts
+    q.clear();
+    scales.clear();
+    zeros.clear();
+  }
   vq_codes.clear();
   vq_book.clear();
   vq_scale[0] = vq_scale[1] = 0.f;
@@ -181,6 +191,7 @@ std::vector<float> dequantize_dense(const QuantizedMatrix& qm) {
   if (qm.spec.family == FormatFamily::Spqr) return spqr::dequantize_dense(qm);  // no per-group grid
   if (qm.spec.family == FormatFamily::Vq) return vq::dequantize_dense(qm);      // codebook vectors
   if (qm.spec.family == FormatFamily::Trellis) return trellis::dequantize_dense(qm);  // trellis states
+  if (composite::is_composite(qm.spec)) return composite::dequantize_dense(qm);      // the parts, placed
   const std::unique_ptr<Grid> grid = make_grid(qm.spec);
   const int64_t g = qm.group_len(), G = qm.groups();
   std::vector<float> out(size_t(qm.rows * qm.cols));
@@ -300,7 +311,7 @@ Tensor pack_tensor(const std::string& name, const QuantizedMatrix& qm) {
     fail(where, e.what());
   }
   // Codebook families (vq): the family writes everything (codebooks, column norm, code stream).
-  if (format_traits(s).codebook) {
+  if (format_traits(s).codebook || format_traits(s).composite) {
     std::vector<uint8_t> bytes(size_t(g.total_bytes), 0);
     format_traits(s).pack(qm, g, bytes.data(), where);
     if (s.rht) pack_rht(qm, g, bytes.data(), where);
@@ -405,7 +416,7 @@ QuantizedMatrix unpack_tensor(const Tensor& t) {
     qm.rht_in.assign(in, in + (g.cols + 7) / 8);
     if (s.rht == 1) qm.rht_out.assign(in + (g.cols + 7) / 8, in + (g.cols + 7) / 8 + (g.rows + 7) / 8);
   }
-  if (format_traits(s).opaque_blocks || format_traits(s).codebook) {  // ggml, vq: everything from the family's bytes
+  if (format_traits(s).opaque_blocks || format_traits(s).codebook || format_traits(s).composite) {  // ggml, vq, mix, slim: everything from the family's bytes
     format_traits(s).unpack_params(base, g, s, qm);
     return qm;
   }
@@ -432,6 +443,7 @@ namespace {
 // The reference dequantization: the scalar level's dequant_rows of the family.
 void dequant_ref_rows(const Tensor& t, int64_t r0, int64_t r1, float* out) {
   const auto [s, g] = check_layout(t, t.name);
+  if (composite::is_composite(s)) return composite::dequant_rows_ref(t, r0, r1, out);  // the parts' references
   const FormatTraits& tr = format_traits(s);
   const kern::QWeights v = tr.view(static_cast<const uint8_t*>(t.data), s, g);
   if (s.family == FormatFamily::Int)

@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "formats/composite.h"
 #include "formats/formats_internal.h"
 #include "formats/traits.h"
 #include "kernels/qrepack.h"
@@ -125,6 +126,7 @@ kern::QWeights checked_view(const Tensor& W, QuantSpec* spec, PackedGeometry* ge
   const FormatTraits& t = format_traits(s);
   const PackedGeometry g = fmt::with_sparse(t.geometry(s, W.shape[0], W.shape[1]), s);
   if (int64_t(W.nbytes) != g.total_bytes || W.shape[0] < 1 || W.shape[1] < 1) validate_packed(W, W.name);
+  if (!spec) return {};
   *spec = s;
   if (geo) *geo = g;
   return t.view(static_cast<const uint8_t*>(W.data), s, g);
@@ -462,7 +464,78 @@ void over_tokens(int64_t n, int64_t width, ThreadPool& pool, F&& f) {
 }
 }  // namespace
 
+// ---- composite formats (mix, slim; formats/composite.h): each job becomes its parts' jobs ------------
+namespace {
+bool is_composite_tensor(const Tensor& W) {
+  return format_id_valid(W.format) && composite::is_composite(format_spec(W.format));
+}
+
+void composite_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
+  struct Sub {
+    int job;
+    size_t part;
+    size_t buf;  // output buffer (and, slim, input buffer) index
+  };
+  std::vector<std::shared_ptr<const composite::Layout>> L(static_cast<size_t>(count));
+  std::vector<Tensor> parts;
+  parts.reserve(size_t(3 * count));
+  std::vector<MatmulJob> J;
+  std::vector<Sub> subs;
+  thread_local std::vector<std::vector<float>> xb, yb;
+  size_t nb = 0;
+  for (int j = 0; j < count; ++j) {
+    const Tensor& W = *jobs[j].W;
+    if (!is_composite_tensor(W)) {
+      J.push_back(jobs[j]);
+      continue;
+    }
+    checked_view(W, nullptr);  // size (and, once per tensor, content) checks
+    L[size_t(j)] = composite::layout_cached(W);
+    const composite::Layout& Lj = *L[size_t(j)];
+    const bool mix = format_spec(W.format).family == FormatFamily::Mix;
+    const int64_t n = jobs[j].n, cols = W.cols();
+    for (size_t p = 0; p < Lj.parts.size(); ++p) {
+      const composite::Part& P = Lj.parts[p];
+      if (P.rows * P.cols == 0) continue;
+      parts.push_back(composite::part_tensor(W, Lj, p));
+      if (xb.size() <= nb) xb.resize(nb + 1), yb.resize(nb + 1);
+      yb[nb].resize(size_t(n * P.rows));
+      const float* x = jobs[j].x;
+      if (!mix) {  // the part's columns of every token
+        xb[nb].resize(size_t(n * P.cols));
+        const std::vector<int64_t>& idx = Lj.index[p];
+        for (int64_t t = 0; t < n; ++t)
+          for (size_t i = 0; i < idx.size(); ++i) xb[nb][size_t(t * P.cols) + i] = jobs[j].x[t * cols + idx[i]];
+        x = xb[nb].data();
+      }
+      J.push_back(MatmulJob{&parts.back(), x, n, yb[nb].data()});
+      subs.push_back(Sub{j, p, nb});
+      ++nb;
+    }
+  }
+  quant_matmul_batch(J.data(), int(J.size()), pool);
+  for (int j = 0; j < count; ++j)
+    if (L[size_t(j)] && format_spec(jobs[j].W->format).family == FormatFamily::Slim)
+      std::fill(jobs[j].y, jobs[j].y + jobs[j].n * jobs[j].W->rows(), 0.f);
+  for (const Sub& s : subs) {
+    const MatmulJob& jb = jobs[s.job];
+    const composite::Layout& Lj = *L[size_t(s.job)];
+    const int64_t rows = jb.W->rows(), pr = Lj.parts[s.part].rows;
+    const float* src = yb[s.buf].data();
+    if (format_spec(jb.W->format).family == FormatFamily::Mix) {
+      const std::vector<int64_t>& idx = Lj.index[s.part];
+      for (int64_t t = 0; t < jb.n; ++t)
+        for (int64_t i = 0; i < pr; ++i) jb.y[t * rows + idx[size_t(i)]] = src[t * pr + i];
+    } else {
+      for (int64_t k = 0; k < jb.n * rows; ++k) jb.y[k] += src[k];
+    }
+  }
+}
+}  // namespace
+
 void quant_matmul_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
+  for (int j = 0; j < count; ++j)
+    if (is_composite_tensor(*jobs[j].W)) return composite_batch(jobs, count, pool);
   bool any = false;
   for (int j = 0; j < count; ++j) any = any || (format_id_valid(jobs[j].W->format) && format_spec(jobs[j].W->format).rht);
   if (!any) return quant_matmul_batch_core(jobs, count, pool);
@@ -513,6 +586,13 @@ void quant_matmul(const Tensor& W, const float* x, int64_t n, float* y, ThreadPo
 
 void quant_matmul_dequant_sgemm(const Tensor& W, const float* x_in, int64_t n, float* y, ThreadPool& pool) {
   if (n <= 0) return;
+  if (is_composite_tensor(W)) {  // the whole matrix through the parts' row access, one sgemm
+    std::vector<float> w(static_cast<size_t>(W.rows() * W.cols()));
+    for (int64_t r = 0; r < W.rows(); ++r) quant_row(W, r, w.data() + r * W.cols());
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(W.rows()), int(W.cols()), 1.0f, x_in, int(W.cols()),
+                w.data(), int(W.cols()), 0.0f, y, int(W.rows()));
+    return;
+  }
   QuantSpec s;
   PackedGeometry g;
   const kern::QWeights w = checked_view(W, &s, &g);
@@ -556,6 +636,26 @@ void quant_matmul_dequant_sgemm(const Tensor& W, const float* x_in, int64_t n, f
 void quant_row(const Tensor& t, int64_t r, float* out) {
   if (r < 0 || r >= t.rows())
     fail(t.name, "row " + std::to_string(r) + " out of range [0, " + std::to_string(t.rows()) + ")");
+  if (is_composite_tensor(t)) {
+    checked_view(t, nullptr);
+    const auto L = composite::layout_cached(t);
+    if (format_spec(t.format).family == FormatFamily::Mix) {  // the row's part and its index there
+      const std::vector<int64_t>& hi = L->index[1];
+      const auto it = std::lower_bound(hi.begin(), hi.end(), r);
+      const bool in_hi = it != hi.end() && *it == r;
+      const int64_t i = in_hi ? int64_t(it - hi.begin()) : r - int64_t(it - hi.begin());
+      quant_row(composite::part_tensor(t, *L, in_hi ? 1 : 0), i, out);
+      return;
+    }
+    thread_local std::vector<float> tmp;
+    for (size_t p = 0; p < L->parts.size(); ++p) {
+      if (L->parts[p].cols == 0) continue;
+      tmp.resize(size_t(L->parts[p].cols));
+      quant_row(composite::part_tensor(t, *L, p), r, tmp.data());
+      for (size_t i = 0; i < tmp.size(); ++i) out[L->index[p][i]] = tmp[i];
+    }
+    return;
+  }
   QuantSpec s;
   PackedGeometry g;
   const kern::QWeights w = checked_view(t, &s, &g);
@@ -567,6 +667,18 @@ void quant_row(const Tensor& t, int64_t r, float* out) {
 }
 
 std::string quant_kernel_path(const Tensor& W, int64_t n) {
+  if (is_composite_tensor(W)) {  // its parts' paths
+    checked_view(W, nullptr);
+    const auto L = composite::layout_cached(W);
+    std::string r = format_name(format_spec(W.format)) + " = ";
+    bool first = true;
+    for (size_t p = 0; p < L->parts.size(); ++p) {
+      if (L->parts[p].rows * L->parts[p].cols == 0) continue;
+      r += (first ? "" : " + ") + quant_kernel_path(composite::part_tensor(W, *L, p), n);
+      first = false;
+    }
+    return r;
+  }
   QuantSpec s;
   checked_view(W, &s);
   if (s.rht) {  // the same kernels as without the transform, plus the rotations

@@ -27,6 +27,8 @@ const std::vector<const FormatTraits*> kFormats = {
     &bitmod_format, // bitmod4g128: BitMoD, one of four FP3/FP4 tables per group
     &trellis_format, // trellis2/3/4: QTIP bitshift trellis, 16 x 16 tail-biting tiles (formats/trellis.h)
     &vq_format,     // vq4k8, vq4k8r8n, ...: VPTQ, vectors of a column's rows into a per-tensor codebook
+    &mix_format,    // mixw4g64a_w8row_p100: MixLLM, rows in two int formats (formats/composite.h)
+    &slim_format,   // slim2g128: SliM-LLM, column groups at N-1 / N / N+1 bits (formats/composite.h)
 };
 
 // The row of a family value (null: none; the table may have gaps, see kFormats).
@@ -41,8 +43,10 @@ const FormatTraits* find_traits(uint32_t fam) {
 bool spec_valid(const QuantSpec& s) {
   const FormatTraits* t = find_traits(uint32_t(s.family));
   const bool vq = s.family == FormatFamily::Vq;
+  const bool mix = s.family == FormatFamily::Mix;
   return t && (s.group2 == 0 || s.family == FormatFamily::Spqr || vq) && (s.param == 0 || s.family == FormatFamily::Pow) &&
-         (!s.colnorm || vq) && (!vq || s.sparse == 0) && t->valid(s);
+         (!s.colnorm || vq) && (!vq || s.sparse == 0) &&
+         (mix || (s.hi_bits == 0 && s.hi_group == 0 && s.hi_sym && s.share == 0)) && t->valid(s);
 }
 
 std::string spec_str(const QuantSpec& s) {
@@ -79,6 +83,14 @@ uint32_t format_id(const QuantSpec& s) {
   if (s.sparse < 0 || s.sparse > 127)
     fail("", "sparse outlier fraction " + std::to_string(s.sparse) + " (in 0.01%) out of range 0..127");
   if (s.rht > 2) fail("", "bad randomized Hadamard transform kind " + std::to_string(int(s.rht)));
+  if (s.family == FormatFamily::Mix || s.family == FormatFamily::Slim) {  // composites: no outliers, no RHT
+    if (s.sparse || s.rht) fail("", std::string(family_name(s.family)) + " formats take no sparse outliers (+s) nor RHT (+h)");
+    if (s.family == FormatFamily::Slim) return uint32_t(s.bits) | uint32_t(fmt::group_code(s.group)) << 8 | uint32_t(s.family) << 24;
+    // low part: bits - 1 | group code << 3 | sym << 6; high part the same << 7; share (permille) << 14
+    return uint32_t(s.bits - 1) | uint32_t(fmt::group_code(s.group)) << 3 | uint32_t(s.sym) << 6 |
+           uint32_t(s.hi_bits - 1) << 7 | uint32_t(fmt::group_code(s.hi_group)) << 10 | uint32_t(s.hi_sym) << 13 |
+           uint32_t(s.share) << 14 | uint32_t(s.family) << 24;
+  }
   if (s.family == FormatFamily::Vq)  // bits | b2 << 4, log2(v) in bits 8..11, column norm bit 13, RHT bit 15
     return uint32_t(s.bits) | uint32_t(s.group2) << 4 | uint32_t(std::countr_zero(unsigned(s.group))) << 8 |
            uint32_t(s.colnorm) << 13 | uint32_t(s.rht == 2 ? 1 : 0) << 14 | uint32_t(s.rht ? 1 : 0) << 15 | 1u << 16 |
@@ -94,6 +106,22 @@ bool decode_id(uint32_t id, QuantSpec* out) {
   const uint32_t bits = id & 0xff, in_only = (id >> 14) & 1, gc = (id >> 8) & 0xff, sym = (id >> 16) & 1, sparse = (id >> 17) & 0x7f,
                  fam = id >> 24;
   if (!find_traits(fam)) return false;
+  if (fam == uint32_t(FormatFamily::Mix)) {
+    QuantSpec s{int(id & 7) + 1, fmt::group_of_code(int((id >> 3) & 7)), ((id >> 6) & 1) != 0, FormatFamily::Mix};
+    s.hi_bits = int((id >> 7) & 7) + 1;
+    s.hi_group = fmt::group_of_code(int((id >> 10) & 7));
+    s.hi_sym = ((id >> 13) & 1) != 0;
+    s.share = int((id >> 14) & 1023);
+    if (s.group < 0 || s.hi_group < 0 || !spec_valid(s)) return false;
+    *out = s;
+    return true;
+  }
+  if (fam == uint32_t(FormatFamily::Slim)) {
+    const QuantSpec s{int(id & 0xff), fmt::group_of_code(int((id >> 8) & 0xff)), false, FormatFamily::Slim};
+    if ((id & 0x00ff0000u) || !spec_valid(s) || format_id(s) != id) return false;
+    *out = s;
+    return true;
+  }
   if (fam == uint32_t(FormatFamily::Vq)) {  // its own layout (format_id); bit 15 (gc's bit 7): the RHT flag
     if ((gc & ~0xe0u) > 3 || sparse || (in_only && !((gc >> 7) & 1))) return false;
     QuantSpec s{int(bits & 15), 1 << (gc & 3), sym != 0, FormatFamily::Vq};
@@ -187,6 +215,8 @@ QuantSpec parse_format_name(const std::string& name_in) {
     if (t->parse(base, &s) && spec_valid(s)) {
       if (sparse && (s.family == FormatFamily::Vq || s.family == FormatFamily::Trellis))
         fail("", "'" + name + "': " + family_name(s.family) + " formats have no sparse outliers (+s)");
+      if ((sparse || rht) && format_traits(s).composite)
+        fail("", "'" + name_in + "': " + family_name(s.family) + " formats take no sparse outliers (+s) nor RHT (+h)");
       s.sparse = sparse;
       s.rht = rht;
       return s;
@@ -199,7 +229,8 @@ QuantSpec parse_format_name(const std::string& name_in) {
                "q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs), spqr<bits>g<group>[r<rows>] (bits 2,3,4; "
                "group 16,32,64; rows 16,32,64; e.g. spqr3g16), b1g<group> or b1row (binary), pow<3|4>[a<A>]g<group> "
                "(NUPES; A 0.20..2.00), bitmod<3|4>g<32|64|128>, trellis<2|3|4> (QTIP), vq<v>k<b>[r<b2>][n] (VPTQ vectors: v 2,4,8; "
-               "index bits b, b2 4..12; n: column norm; e.g. vq4k8, vq8k8r8n); lmpress's own formats with sparse outliers "
+               "index bits b, b2 4..12; n: column norm; e.g. vq4k8, vq8k8r8n), mix<int>_<int>_p<permille> (MixLLM rows: "
+               "e.g. mixw4g64a_w8row_p100), slim<N>g<32|64|128> (SliM-LLM groups, N 2..5); lmpress's own formats with sparse outliers "
                "+s<percent>; any of them with a randomized Hadamard transform: suffix +h (both sides) or +hi (input side "
                "only), last");
 }

@@ -54,6 +54,9 @@ struct FormatTraits {
   // The family's bytes are codebooks and an index stream (vq): no code planes, no grid; pack /
   // unpack_params write and read everything (QuantizedMatrix::vq_*).
   bool codebook = false;
+  // The family's tensors are int / binary sub-tensors (mix, slim; formats/composite.h): pack /
+  // unpack_params write and read everything (QuantizedMatrix::parts); products run on the parts.
+  bool composite = false;
 };
 
 const FormatTraits& format_traits(FormatFamily f);  // throws Error for unknown families
@@ -63,7 +66,7 @@ const std::vector<const FormatTraits*>& all_format_traits();
 
 // The family rows (one per file).
 extern const FormatTraits int_format, nf4_format, fp4_format, mxfp4_format, fp8_format, lut_format, ggml_format,
-    spqr_format, binary_format, pow_format, bitmod_format, trellis_format, vq_format;
+    spqr_format, binary_format, pow_format, bitmod_format, trellis_format, vq_format, mix_format, slim_format;
 
 // ---- shared pieces of the families ------------------------------------------------------------
 namespace fmt {

@@ -151,6 +151,8 @@ std::string no_exact_type_advice(const QuantSpec& s, int64_t cols) {
   if (s.rht) why = " (randomized Hadamard transform: llama.cpp has no rotated tensors)";
   else if (s.sparse) why = " (sparse outliers)";
   else if (s.family == FormatFamily::Trellis) why = " (QTIP trellis codes: llama.cpp has no trellis type)";
+  else if (s.family == FormatFamily::Mix || s.family == FormatFamily::Slim)
+    why = " (mixed precision inside the tensor: a llama.cpp type has one precision per tensor)";
   else if (s.family == FormatFamily::Int && cols % 32 != 0) why = " (rows of " + std::to_string(cols) + " columns are not whole 32-weight blocks)";
   else if (s.family == FormatFamily::Int && s.group == 16) why = " (two scales per 32-weight block)";
   const int b = code_bits(s);

@@ -145,7 +145,7 @@ void quantize_to_budget(const QuantizeOpt& o) {
   double sens_seconds = 0;
   bool sens_cached = false;
   const std::string an = alloc.name;
-  if (!o.database.empty() && (an == "kl" || (an == "evopress" && o.evo_start == "kl"))) {
+  if (!o.database.empty() && (an == "kl" || an == "mixllm" || (an == "evopress" && o.evo_start == "kl"))) {
     const double t0 = now_seconds();
     sens = cached_kl_sensitivities(o.database, db, m, *kl, ao.sens_windows, ao.sens_tokens, o.seed + 1, &sens_cached);
     sens_seconds = now_seconds() - t0;
@@ -155,7 +155,10 @@ void quantize_to_budget(const QuantizeOpt& o) {
   }
   const AllocateResult ar = alloc.run(db, m, ao);
   if (ar.bytes > target) fail("quantize", "internal: the allocation exceeds the budget");  // never
-  const std::string recipe = allocation_recipe(db, ar.choice);
+  const std::string recipe = allocation_recipe(db, ar.choice, &ar.rules);
+  auto own = [&](size_t i) { return !ar.tensors.empty() && !ar.tensors[i].empty(); };
+  auto tensor_of = [&](size_t i) -> const Tensor& { return own(i) ? ar.tensors[i] : db.v[i][size_t(ar.choice[i])].t; };
+  auto rule_of = [&](size_t i) { return own(i) ? ar.rules[i] : cands[size_t(ar.choice[i])].text; };
   const Recipe rc = parse_recipe(recipe);
   const std::vector<PlannedTensor> plan = plan_quantization(m, rc);
   int64_t planned = 0;
@@ -167,7 +170,7 @@ void quantize_to_budget(const QuantizeOpt& o) {
   meta["calib"] = calib_desc;
   meta["allocation"] = std::string(alloc.name) + " target_bytes=" + std::to_string(target);
   {
-    const Model q = assemble_model(m, db, ar.choice);
+    const Model q = assemble_model(m, db, ar.choice, &ar.tensors);
     LmpressStreamWriter writer(o.out, m, plan, meta, o.force);
     for (const Tensor* t : q.weight_tensors()) writer.put(*t);
     writer.commit();
@@ -180,10 +183,12 @@ void quantize_to_budget(const QuantizeOpt& o) {
     nlohmann::json tensors = nlohmann::json::array();
     for (size_t i = 0; i < ar.choice.size(); ++i) {
       const Variant& v = db.v[i][size_t(ar.choice[i])];
-      tensors.push_back({{"name", db.table.names[i]}, {"rule", cands[size_t(ar.choice[i])].text},
-                         {"format", format_name(v.rep.spec)}, {"bytes", db.table.bytes[i][size_t(ar.choice[i])]},
-                         {"numel", v.t.numel()},
-                         {"err", v.rep.err}, {"rel_err", v.rep.rel_err}});
+      const Tensor& t = tensor_of(i);
+      nlohmann::json tj = {{"name", db.table.names[i]}, {"rule", rule_of(i)},
+                           {"format", format_name(format_spec(t.format))}, {"bytes", int64_t(t.nbytes)},
+                           {"numel", t.numel()}};
+      if (!own(i)) tj["err"] = v.rep.err, tj["rel_err"] = v.rep.rel_err;
+      tensors.push_back(tj);
     }
     nlohmann::json cj = nlohmann::json::array();
     for (const auto& c : cands) cj.push_back(c.text);
@@ -202,8 +207,11 @@ void quantize_to_budget(const QuantizeOpt& o) {
   std::printf("| tensor | rule | bytes | rel. error |\n|---|---|---|---|\n");
   for (size_t i = 0; i < ar.choice.size(); ++i) {
     const Variant& v = db.v[i][size_t(ar.choice[i])];
-    std::printf("| %s | %s | %lld | %.5f |\n", db.table.names[i].c_str(), cands[size_t(ar.choice[i])].text.c_str(),
-                (long long)db.table.bytes[i][size_t(ar.choice[i])], v.rep.rel_err);
+    if (own(i))
+      std::printf("| %s | %s | %lld | |\n", db.table.names[i].c_str(), rule_of(i).c_str(), (long long)tensor_of(i).nbytes);
+    else
+      std::printf("| %s | %s | %lld | %.5f |\n", db.table.names[i].c_str(), rule_of(i).c_str(),
+                  (long long)db.table.bytes[i][size_t(ar.choice[i])], v.rep.rel_err);
   }
   std::printf("allocator %s (%s): %.2f s, %lld KL evaluations, objective %.6g\n", alloc.name, ar.note.c_str(),
               ar.seconds, (long long)ar.evaluations, ar.score);
@@ -244,7 +252,7 @@ void add_quantize(CLI::App& app) {
   sub->add_option("--database", o->database,
                   "Keep the variant database in DIR (one uniform .lmp per candidate + database.json) and reuse it "
                   "when DIR already holds one for the same model, calibration and candidates");
-  sub->add_option("--allocator", o->allocator, "proxy | kl | evopress | lim | zd | hessian (docs/methods.md)");
+  sub->add_option("--allocator", o->allocator, "proxy | kl | evopress | lim | zd | hessian | mixllm (docs/methods.md)");
   sub->add_option("--evo-start", o->evo_start, "evopress: start from the 'kl' (default) or 'proxy' knapsack");
   sub->add_option("--stages", o->stages,
                   "evopress: selection stages TOKENSxWINDOWS:SURVIVORS,... (default: seqlen/4 x kl-windows/4 : "
