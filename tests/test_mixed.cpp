@@ -403,8 +403,8 @@ TEST(Mixllm, RowsByErrorDrop) {
   EXPECT_EQ(mixllm_row_gains(0.1, 0.2, {4, 1}, {1, 2}), (std::vector<double>{0, 0}));
 }
 
-// The mixllm allocator on a database: within the budget and within 1% of it, deterministic, some tensors
-// mixed, the file written and loaded computes what the assembled model computes.
+// The mixllm and kl-rows allocators on a database: within the budget and within 1% of it, deterministic,
+// some tensors mixed, the file written and loaded computes what the assembled model computes.
 TEST(Mixllm, AllocatorMeetsBudget) {
   LMP_REQUIRE_SHARED("data/tinystories/calib.txt");
   const Model m = synth_model("tiny", DType::F32, 3);
@@ -414,6 +414,7 @@ TEST(Mixllm, AllocatorMeetsBudget) {
   kc.seed = 1;
   KlEvaluator kl(m, calibration_windows(m, kc), 2);
   test::TempDir dir;
+  for (const char* alloc : {"mixllm", "kl-rows"})
   for (double bpw : {3.0, 4.9}) {
     AllocateOptions ao;
     ao.budget = bpw_to_bytes(bpw, db.table.params);
@@ -421,8 +422,8 @@ TEST(Mixllm, AllocatorMeetsBudget) {
     ao.progress = false;
     ao.probe_windows = 2;
     ao.probe_tokens = 32;
-    const AllocateResult a = find_allocator("mixllm").run(db, m, ao);
-    const AllocateResult b = find_allocator("mixllm").run(db, m, ao);
+    const AllocateResult a = find_allocator(alloc).run(db, m, ao);
+    const AllocateResult b = find_allocator(alloc).run(db, m, ao);
     EXPECT_LE(a.bytes, ao.budget) << bpw;
     EXPECT_GE(double(a.bytes), 0.99 * double(ao.budget)) << bpw << " " << a.note;
     EXPECT_EQ(a.rules, b.rules);
@@ -441,7 +442,7 @@ TEST(Mixllm, AllocatorMeetsBudget) {
     for (const auto& p : plan) planned += int64_t(p.nbytes);
     EXPECT_EQ(planned, a.bytes) << recipe;
     const Model q = assemble_model(m, db, a.choice, &a.tensors);
-    const std::string out = dir / ("m" + std::to_string(int(bpw * 10)) + ".lmp");
+    const std::string out = dir / (std::string(alloc) + std::to_string(int(bpw * 10)) + ".lmp");
     {
       LmpressStreamWriter wr(out, m, plan, {{"recipe", recipe}});
       for (const Tensor* t : q.weight_tensors()) wr.put(*t);

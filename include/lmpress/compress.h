@@ -181,7 +181,8 @@ int64_t slim_search_beta(const float* w, int64_t rows, int64_t cols, const Quant
 // p with the smallest sum |w - Q(w)|^2.4 (binary groups: their grid's params).
 GroupParams slim_sqc_params(const Grid& grid, const float* w, int64_t n);
 // SliM-LLM (GPTQ variant): classes by SBA (or o.beta), then GPTQ with each group on its class's grid
-// and SQC params; samples may be null (beta then from the weights' squared error, as quantize_rtn).
+// and SQC params (g.mse: GPTQ's mse shrink search instead); samples may be null (then beta = 0 unless
+// o.beta fixes it).
 QuantizedMatrix quantize_slim(const float* w, int64_t rows, int64_t cols, const QuantSpec& s, const std::vector<double>& H,
                               const float* samples, int64_t n_samples, const GptqOptions& g, const SlimOptions& o,
                               ThreadPool& pool, int64_t* beta_out = nullptr);

@@ -714,50 +714,22 @@ std::vector<double> mixllm_row_gains(double kl_lo, double kl_hi, const std::vect
 }
 
 namespace {
-// MixLLM (Zheng et al. 2024) as an allocator: one low candidate for every tensor (the largest uniform
-// candidate within the budget), and the output features (rows) of highest global salience per byte in a
-// high candidate, up to the budget; each tensor with some of both becomes a mix format. MixLLM's
-// salience is each feature's estimated effect on the loss; here (no backward pass) a tensor's measured
-// KL change from lo to hi, shared among its rows by their drop in d H d^T (mixllm_row_gains). Every
-// candidate above lo is tried as the high one; the one with the least estimated KL is kept.
-AllocateResult alloc_mixllm(const VariantDb& db, const Model& base, const AllocateOptions& o) {
-  const double t0 = now_seconds();
-  LMP_ASSERT(o.kl);
-  const int64_t e0 = o.kl->evaluations;
-  const size_t n = db.v.size(), C = db.candidates.size();
-  for (size_t i = 0; i < n; ++i)
-    for (size_t c = 0; c < C; ++c)
-      if (db.v[i][c].rep.spec.family != FormatFamily::Int || db.v[i][c].rep.spec.sparse || db.v[i][c].rep.spec.rht)
-        fail("mixllm", "the mixllm allocator mixes int formats (w<b>g<G>[a] / w<b>row[a]) by rows; candidate '" +
-                           db.candidates[c].text + "' gives " + format_name(db.v[i][c].rep.spec));
-  std::vector<int64_t> uni(C, db.table.fixed_bytes);
-  for (size_t i = 0; i < n; ++i)
-    for (size_t c = 0; c < C; ++c) uni[c] += db.table.bytes[i][c];
-  int lo = -1;
-  for (size_t c = 0; c < C; ++c)
-    if (uni[c] <= o.budget && (lo < 0 || uni[c] > uni[size_t(lo)])) lo = int(c);
-  if (lo < 0) fail("mixllm", "no candidate fits the budget in every tensor (the low format of the mix)");
-  // each variant's own KL (the kl allocator's sensitivities)
-  std::vector<std::vector<double>> kl;
-  if (o.kl_costs && !o.kl_costs->empty()) {
-    kl = *o.kl_costs;
-  } else {
-    const int nw = o.sens_windows > 0 ? o.sens_windows : o.stage_windows.empty() ? 2 : o.stage_windows.front();
-    const int nt = o.sens_tokens > 0 ? o.sens_tokens : o.stage_tokens.empty() ? 128 : o.stage_tokens.back();
-    kl = kl_sensitivities(db, base, *o.kl, nw, nt, o.progress);
-  }
-  // Hessians of every tensor's input on the probe windows (full up to 2048 columns, else the diagonal)
-  constexpr int64_t kFullH = 2048;
-  std::map<std::pair<std::string, int>, std::vector<double>> Hs;
-  std::map<std::pair<std::string, int>, int64_t> counts;
-  {
+// ---- row-level mixing (mixllm, kl-rows): mix formats assembled from two candidates' variants -------
+// Every tensor's input Hessian on the probe windows (full up to 2048 columns, else the diagonal), and
+// each variant's row errors d_r H d_r^T on demand.
+class RowModel {
+ public:
+  RowModel(const VariantDb& db, const Model& base, const AllocateOptions& o) : db_(db) {
+    for (const Tensor* t : base.weight_tensors()) by_[t->name] = t;
+    constexpr int64_t kFullH = 2048;
+    std::map<std::pair<std::string, int>, int64_t> counts;
     const int nw = std::clamp(o.probe_windows, 1, o.kl->windows()), nt = std::clamp(o.probe_tokens, 1, o.kl->seqlen());
     EngineOptions eo;
     eo.n_threads = o.kl->threads();
     eo.n_ctx = nt;
     Engine e(base, eo);
     e.set_hook([&](const std::string& name, int layer, const float* x, int64_t rows, int64_t width) {
-      std::vector<double>& H = Hs[{name, layer}];
+      std::vector<double>& H = hs_[{name, layer}];
       const bool full = width <= kFullH;
       H.resize(size_t(full ? width * width : width), 0.0);
       counts[{name, layer}] += rows;
@@ -775,18 +747,31 @@ AllocateResult alloc_mixllm(const VariantDb& db, const Model& base, const Alloca
       e.reset();
       e.forward(o.kl->window(w).data(), nt, 0, logits.data(), true);
     }
+    for (auto& [key, H] : hs_) {
+      const int64_t cnt = std::max<int64_t>(1, counts[key]);
+      const int64_t wd = int64_t(std::llround(std::sqrt(double(H.size()))));
+      if (wd * wd == int64_t(H.size()) && wd > 1)  // full: mirror the upper triangle
+        for (int64_t a = 0; a < wd; ++a)
+          for (int64_t b = 0; b < a; ++b) H[size_t(a * wd + b)] = H[size_t(b * wd + a)];
+      for (double& h : H) h /= double(cnt);
+    }
+    w_.resize(db.v.size());
+    err_.assign(db.v.size(), std::vector<std::vector<double>>(db.candidates.size()));
   }
-  for (auto& [key, H] : Hs) {
-    const int64_t cnt = std::max<int64_t>(1, counts[key]);
-    const int64_t wd = int64_t(std::llround(std::sqrt(double(H.size()))));
-    if (wd * wd == int64_t(H.size()) && wd > 1)  // full: mirror the upper triangle
-      for (int64_t a = 0; a < wd; ++a)
-        for (int64_t b = 0; b < a; ++b) H[size_t(a * wd + b)] = H[size_t(b * wd + a)];
-    for (double& h : H) h /= double(cnt);
+  const std::vector<double>& row_err(size_t i, size_t c) {
+    if (err_[i][c].empty()) {
+      const std::string& name = db_.table.names[i];
+      if (w_[i].empty()) w_[i] = tensor_to_f32(*by_.at(name));
+      auto it = hs_.find(input_of(name));
+      if (it == hs_.end()) fail("mixllm", "no activations reached the input of " + name);
+      const Tensor& t = db_.v[i][c].t;
+      err_[i][c] = row_errors(w_[i].data(), dequantize_ref(t), t.rows(), t.cols(), it->second);
+    }
+    return err_[i][c];
   }
-  std::map<std::string, const Tensor*> by;
-  for (const Tensor* t : base.weight_tensors()) by[t->name] = t;
-  auto input_of = [&](const std::string& name) -> std::pair<std::string, int> {
+
+ private:
+  static std::pair<std::string, int> input_of(const std::string& name) {
     int layer = -1;
     char key[64] = {};
     if (std::sscanf(name.c_str(), "blk.%d.%63[^.].weight", &layer, key) == 2) {
@@ -795,47 +780,97 @@ AllocateResult alloc_mixllm(const VariantDb& db, const Model& base, const Alloca
       return {in, layer};
     }
     return {"output_in", -1};  // the classifier (tied: the embedding too)
-  };
-  // per tensor: weights, and each candidate's row errors (computed on demand)
-  std::vector<std::vector<float>> W(n);
-  std::vector<std::vector<std::vector<double>>> err(n, std::vector<std::vector<double>>(C));
-  auto row_err = [&](size_t i, size_t c) -> const std::vector<double>& {
-    if (err[i][c].empty()) {
-      if (W[i].empty()) W[i] = tensor_to_f32(*by.at(db.table.names[i]));
-      const auto key = input_of(db.table.names[i]);
-      auto it = Hs.find(key);
-      if (it == Hs.end()) fail("mixllm", "no activations reached the input of " + db.table.names[i]);
-      const Tensor& t = db.v[i][c].t;
-      err[i][c] = row_errors(W[i].data(), dequantize_ref(t), t.rows(), t.cols(), it->second);
+  }
+  const VariantDb& db_;
+  std::map<std::string, const Tensor*> by_;
+  std::map<std::pair<std::string, int>, std::vector<double>> hs_;
+  std::vector<std::vector<float>> w_;
+  std::vector<std::vector<std::vector<double>>> err_;
+};
+
+void check_int_candidates(const VariantDb& db, const char* who) {
+  for (size_t i = 0; i < db.v.size(); ++i)
+    for (size_t c = 0; c < db.candidates.size(); ++c) {
+      const QuantSpec& s = db.v[i][c].rep.spec;
+      if (s.family != FormatFamily::Int || s.sparse || s.rht)
+        fail(who, std::string("the ") + who + " allocator mixes int formats (w<b>g<G>[a] / w<b>row[a]) by rows; candidate '" +
+                      db.candidates[c].text + "' gives " + format_name(s));
     }
-    return err[i][c];
-  };
-  // exact bytes of tensor i with k of its rows on hi (k representable as a mix share, or 0 / all rows)
-  auto mix_spec = [&](size_t i, size_t hi, int64_t k) {
-    QuantSpec s = db.v[i][size_t(lo)].rep.spec;
-    const QuantSpec h = db.v[i][hi].rep.spec;
-    s.family = FormatFamily::Mix;
-    s.hi_bits = h.bits;
-    s.hi_group = h.group;
-    s.hi_sym = h.sym;
-    const int64_t rows = db.v[i][hi].t.rows();
-    s.share = int(std::min<int64_t>(1000, k * 1000 / rows));  // the smallest share holding k rows
-    while (s.share < 1000 && composite::mix_hi_rows(s, rows) < k) ++s.share;
-    return s;
-  };
-  auto rep = [&](size_t i, int64_t k) {  // rows the smallest share holding k rows gives
-    const int64_t rows = db.v[i][0].t.rows();
-    return k <= 0 ? 0 : k >= rows ? rows : composite::mix_hi_rows(mix_spec(i, size_t(lo), k), rows);
-  };
-  auto bytes_k = [&](size_t i, size_t hi, int64_t k) {
-    const int64_t rows = db.v[i][hi].t.rows(), cols = db.v[i][hi].t.cols();
-    if (k <= 0) return db.table.bytes[i][size_t(lo)];
-    if (k >= rows) return db.table.bytes[i][hi];
-    return packed_geometry(mix_spec(i, hi, k), rows, cols).total_bytes;
-  };
+}
+
+// The mix format of tensor i with its rows on candidate lo and the k it asks for on hi: the smallest
+// share (permille) holding k rows.
+QuantSpec mix_spec(const VariantDb& db, size_t i, size_t lo, size_t hi, int64_t k) {
+  QuantSpec s = db.v[i][lo].rep.spec;
+  const QuantSpec h = db.v[i][hi].rep.spec;
+  s.family = FormatFamily::Mix;
+  s.hi_bits = h.bits;
+  s.hi_group = h.group;
+  s.hi_sym = h.sym;
+  const int64_t rows = db.v[i][hi].t.rows();
+  s.share = int(std::min<int64_t>(1000, k * 1000 / rows));
+  while (s.share < 1000 && composite::mix_hi_rows(s, rows) < k) ++s.share;
+  return s;
+}
+// Rows on hi that asking for k gives (0 and all rows: the plain candidates).
+int64_t mix_rows(const VariantDb& db, size_t i, int64_t k) {
+  const int64_t rows = db.v[i][0].t.rows();
+  return k <= 0 ? 0 : k >= rows ? rows : composite::mix_hi_rows(mix_spec(db, i, 0, 0, k), rows);
+}
+// Exact bytes of tensor i with mix_rows(k) rows on hi.
+int64_t mix_bytes(const VariantDb& db, size_t i, size_t lo, size_t hi, int64_t k) {
+  const int64_t rows = db.v[i][hi].t.rows(), cols = db.v[i][hi].t.cols();
+  if (k <= 0) return db.table.bytes[i][lo];
+  if (k >= rows) return db.table.bytes[i][hi];
+  return packed_geometry(mix_spec(db, i, lo, hi, k), rows, cols).total_bytes;
+}
+// The mix tensor: the k rows of largest gain on hi (ties: lower row first), assembled from the variants.
+Tensor build_mix(const VariantDb& db, size_t i, size_t lo, size_t hi, int64_t k, const std::vector<double>& gain,
+                 std::string* rule) {
+  const int64_t rows = db.v[i][0].t.rows();
+  const QuantSpec s = mix_spec(db, i, lo, hi, k);
+  k = composite::mix_hi_rows(s, rows);
+  std::vector<int64_t> order(static_cast<size_t>(rows));
+  std::iota(order.begin(), order.end(), int64_t(0));
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return gain[size_t(a)] > gain[size_t(b)]; });
+  std::vector<uint8_t> flag(static_cast<size_t>(rows), 0);
+  for (int64_t r = 0; r < k; ++r) flag[size_t(order[size_t(r)])] = 1;
+  Tensor t = pack_tensor(db.table.names[i], composite::assemble_mix(s, flag, unpack_tensor(db.v[i][lo].t), unpack_tensor(db.v[i][hi].t)));
+  LMP_ASSERT(int64_t(t.nbytes) == mix_bytes(db, i, lo, hi, k));
+  *rule = "mixllm:" + format_name(s);
+  return t;
+}
+
+std::vector<std::vector<double>> kl_costs_of(const VariantDb& db, const Model& base, const AllocateOptions& o) {
+  if (o.kl_costs && !o.kl_costs->empty()) return *o.kl_costs;
+  const int nw = o.sens_windows > 0 ? o.sens_windows : o.stage_windows.empty() ? 2 : o.stage_windows.front();
+  const int nt = o.sens_tokens > 0 ? o.sens_tokens : o.stage_tokens.empty() ? 128 : o.stage_tokens.back();
+  return kl_sensitivities(db, base, *o.kl, nw, nt, o.progress);
+}
+
+// MixLLM (Zheng et al. 2024) as an allocator: one low candidate for every tensor (the largest uniform
+// candidate within the budget), and the output features (rows) of highest global salience per byte in a
+// high candidate, up to the budget; each tensor with some of both becomes a mix format. MixLLM's
+// salience is each feature's estimated effect on the loss; here (no backward pass) a tensor's measured
+// KL change from lo to hi, shared among its rows by their drop in d H d^T (mixllm_row_gains). Every
+// candidate above lo is tried as the high one; the one with the least estimated KL is kept.
+AllocateResult alloc_mixllm(const VariantDb& db, const Model& base, const AllocateOptions& o) {
+  const double t0 = now_seconds();
+  LMP_ASSERT(o.kl);
+  const int64_t e0 = o.kl->evaluations;
+  const size_t n = db.v.size(), C = db.candidates.size();
+  check_int_candidates(db, "mixllm");
+  std::vector<int64_t> uni(C, db.table.fixed_bytes);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t c = 0; c < C; ++c) uni[c] += db.table.bytes[i][c];
+  int lo = -1;
+  for (size_t c = 0; c < C; ++c)
+    if (uni[c] <= o.budget && (lo < 0 || uni[c] > uni[size_t(lo)])) lo = int(c);
+  if (lo < 0) fail("mixllm", "no candidate fits the budget in every tensor (the low format of the mix)");
+  const std::vector<std::vector<double>> kl = kl_costs_of(db, base, o);
+  RowModel rm(db, base, o);
   struct Plan {
     double est = 0;
-    int64_t bytes = 0;
     std::vector<int64_t> k;
     std::vector<std::vector<double>> gain;
   };
@@ -847,34 +882,33 @@ AllocateResult alloc_mixllm(const VariantDb& db, const Model& base, const Alloca
     P.k.assign(n, 0);
     P.gain.resize(n);
     struct Item {
-      double key, gain;
+      double key;
       size_t i;
-      int64_t r;
     };
     std::vector<Item> items;
     for (size_t i = 0; i < n; ++i) {
       P.est += kl[i][size_t(lo)];
-      P.gain[i] = mixllm_row_gains(kl[i][size_t(lo)], kl[i][hi], row_err(i, size_t(lo)), row_err(i, hi));
+      P.gain[i] = mixllm_row_gains(kl[i][size_t(lo)], kl[i][hi], rm.row_err(i, size_t(lo)), rm.row_err(i, hi));
       const double per_row = double(db.table.bytes[i][hi] - db.table.bytes[i][size_t(lo)]) / double(db.v[i][hi].t.rows());
-      for (size_t r = 0; r < P.gain[i].size(); ++r)
-        if (P.gain[i][r] > 0) items.push_back({P.gain[i][r] / std::max(per_row, 1e-9), P.gain[i][r], i, int64_t(r)});
+      for (double g : P.gain[i])
+        if (g > 0) items.push_back({g / std::max(per_row, 1e-9), i});
     }
     std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.key > b.key; });
     std::vector<int64_t> nsel(n, 0);
     int64_t used = uni[size_t(lo)];
-    for (const Item& it : items) {
-      const int64_t cur = bytes_k(it.i, hi, rep(it.i, nsel[it.i])), nxt = bytes_k(it.i, hi, rep(it.i, nsel[it.i] + 1));
+    for (const Item& it : items) {  // (a tensor's rows come in its own gain order: the key is gain / its row cost)
+      const int64_t cur = mix_bytes(db, it.i, size_t(lo), hi, mix_rows(db, it.i, nsel[it.i]));
+      const int64_t nxt = mix_bytes(db, it.i, size_t(lo), hi, mix_rows(db, it.i, nsel[it.i] + 1));
       if (used - cur + nxt > o.budget) continue;
       used += nxt - cur;
       ++nsel[it.i];
     }
     for (size_t i = 0; i < n; ++i) {
-      P.k[i] = rep(i, nsel[i]);
+      P.k[i] = mix_rows(db, i, nsel[i]);
       std::vector<double> g = P.gain[i];
       std::sort(g.begin(), g.end(), std::greater<double>());
       for (int64_t r = 0; r < P.k[i]; ++r) P.est -= g[size_t(r)];
     }
-    P.bytes = used;
     if (best_hi < 0 || P.est < best.est) best = std::move(P), best_hi = int(hi);
   }
   AllocateResult res;
@@ -889,18 +923,7 @@ AllocateResult alloc_mixllm(const VariantDb& db, const Model& base, const Alloca
     hi_rows += k;
     if (k >= rows) res.choice[i] = best_hi;
     if (k > 0 && k < rows) {
-      const QuantSpec s = mix_spec(i, size_t(best_hi), k);
-      std::vector<int64_t> order(static_cast<size_t>(rows));
-      std::iota(order.begin(), order.end(), int64_t(0));
-      const std::vector<double>& g = best.gain[i];
-      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return g[size_t(a)] > g[size_t(b)]; });
-      std::vector<uint8_t> flag(static_cast<size_t>(rows), 0);
-      for (int64_t r = 0; r < k; ++r) flag[size_t(order[size_t(r)])] = 1;
-      const QuantizedMatrix q = composite::assemble_mix(s, flag, unpack_tensor(db.v[i][size_t(lo)].t),
-                                                        unpack_tensor(db.v[i][size_t(best_hi)].t));
-      res.tensors[i] = pack_tensor(db.table.names[i], q);
-      LMP_ASSERT(int64_t(res.tensors[i].nbytes) == bytes_k(i, size_t(best_hi), k));
-      res.rules[i] = "mixllm:" + format_name(s);
+      res.tensors[i] = build_mix(db, i, size_t(lo), size_t(best_hi), k, best.gain[i], &res.rules[i]);
       ++mixed;
       res.bytes += int64_t(res.tensors[i].nbytes);
     } else {
@@ -919,6 +942,85 @@ AllocateResult alloc_mixllm(const VariantDb& db, const Model& base, const Alloca
   res.note = buf;
   return res;
 }
+
+// kl-rows (lmpress): the kl knapsack with row-level steps. A tensor's options are its candidates (cost:
+// the variant's own KL) and, between each two candidates adjacent in bytes, mixes with 1/8 .. 7/8 of
+// the rows on the larger one: those rows of largest drop in d H d^T, cost KL(lo) - (their share of the
+// gains, mixllm_row_gains). Within a tensor the first rows moved up buy most of the KL; the knapsack
+// sees that concavity instead of whole-tensor steps.
+AllocateResult alloc_kl_rows(const VariantDb& db, const Model& base, const AllocateOptions& o) {
+  const double t0 = now_seconds();
+  LMP_ASSERT(o.kl);
+  const int64_t e0 = o.kl->evaluations;
+  const size_t n = db.v.size(), C = db.candidates.size();
+  check_int_candidates(db, "kl-rows");
+  const std::vector<std::vector<double>> kl = kl_costs_of(db, base, o);
+  RowModel rm(db, base, o);
+  constexpr int kSteps = 8;
+  struct Opt {
+    int lo, hi;  // hi < 0: plain candidate lo
+    int64_t k;
+  };
+  std::vector<std::vector<Opt>> opts(n);
+  std::vector<std::vector<int64_t>> bytes(n);
+  std::vector<std::vector<double>> cost(n);
+  std::vector<std::map<std::pair<int, int>, std::vector<double>>> gains(n);
+  for (size_t i = 0; i < n; ++i) {
+    std::vector<int> order(C);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return db.table.bytes[i][size_t(a)] < db.table.bytes[i][size_t(b)]; });
+    for (size_t c = 0; c < C; ++c) {
+      opts[i].push_back({int(c), -1, 0});
+      bytes[i].push_back(db.table.bytes[i][c]);
+      cost[i].push_back(kl[i][c]);
+    }
+    const int64_t rows = db.v[i][0].t.rows();
+    for (size_t a = 0; a + 1 < C; ++a) {
+      const int lo = order[a], hi = order[a + 1];
+      if (db.table.bytes[i][size_t(hi)] <= db.table.bytes[i][size_t(lo)] || kl[i][size_t(hi)] >= kl[i][size_t(lo)]) continue;
+      std::vector<double> g = mixllm_row_gains(kl[i][size_t(lo)], kl[i][size_t(hi)], rm.row_err(i, size_t(lo)), rm.row_err(i, size_t(hi)));
+      std::vector<double> sorted = g;
+      std::sort(sorted.begin(), sorted.end(), std::greater<double>());
+      int64_t last = 0;
+      for (int s = 1; s < kSteps; ++s) {
+        const int64_t k = mix_rows(db, i, rows * s / kSteps);
+        if (k <= last || k >= rows) continue;
+        last = k;
+        double gsum = 0;
+        for (int64_t r = 0; r < k; ++r) gsum += sorted[size_t(r)];
+        opts[i].push_back({lo, hi, k});
+        bytes[i].push_back(mix_bytes(db, i, size_t(lo), size_t(hi), k));
+        cost[i].push_back(kl[i][size_t(lo)] - gsum);
+      }
+      gains[i][{lo, hi}] = std::move(g);
+    }
+  }
+  const int64_t var_budget = o.budget - db.table.fixed_bytes;
+  if (var_budget < 0) fail("budget", "the budget is below the bytes of the tensors that are not quantized");
+  const KnapsackResult ks = solve_mckp(bytes, cost, var_budget);
+  AllocateResult res;
+  res.choice.assign(n, 0);
+  res.tensors.assign(n, Tensor{});
+  res.rules.assign(n, std::string());
+  res.bytes = db.table.fixed_bytes;
+  int mixed = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const Opt& op = opts[i][size_t(ks.choice[i])];
+    res.choice[i] = op.lo;
+    if (op.hi >= 0) {
+      res.tensors[i] = build_mix(db, i, size_t(op.lo), size_t(op.hi), op.k, gains[i].at({op.lo, op.hi}), &res.rules[i]);
+      ++mixed;
+    }
+    res.bytes += bytes[i][size_t(ks.choice[i])];
+  }
+  if (res.bytes > o.budget) fail("kl-rows", "internal: the allocation exceeds the budget");
+  res.score = ks.cost;
+  res.evaluations = o.kl->evaluations - e0;
+  res.seconds = now_seconds() - t0;
+  res.note = (ks.exact ? std::string("exact knapsack") : "knapsack on a " + std::to_string(ks.quantum) + "-byte grid + fix-up") +
+             ", " + std::to_string(mixed) + " tensors mixed";
+  return res;
+}
 }  // namespace
 
 const std::vector<AllocatorInfo>& allocator_registry() {
@@ -934,6 +1036,8 @@ const std::vector<AllocatorInfo>& allocator_registry() {
        alloc_hessian},
       {"mixllm", "MixLLM: one low candidate everywhere, the output features of highest global salience per byte in a "
                  "high one (mix formats)", true, alloc_mixllm},
+      {"kl-rows", "the kl knapsack with row-level mixes (1/8 .. 7/8 of the rows) between byte-adjacent candidates "
+                  "(mix formats)", true, alloc_kl_rows},
   };
   return reg;
 }

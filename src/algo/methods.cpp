@@ -153,6 +153,7 @@ bool slim_option(TensorRule& r, const std::string& k, const std::string& v) {
     if (!parse_double(v, 0, 1, &r.gptq.damp)) bad_value(k, v, "damp must be in [0, 1]");
     return true;
   }
+  if (k == "mse" && v.empty()) return r.gptq.mse = true;  // GPTQ's mse range search instead of SQC
   return false;
 }
 void slim_check(const TensorRule& r) {
@@ -535,7 +536,7 @@ const std::vector<MethodInfo> kMethods = {
      "damp=F, emb=F", qtip_option, qtip_check, qtip_round, nullptr},
     {"slim", "SliM-LLM: column groups at N-1 / N / N+1 bits by salience (SBA: the split with the least output KL), "
      "GPTQ with salience-weighted range search (SQC) onto slim formats (Huang et al. 2024)", true, false,
-     kStatHessian | kStatSamples, "beta=N, damp=F", slim_option, slim_check, slim_round, nullptr},
+     kStatHessian | kStatSamples, "beta=N, damp=F, mse", slim_option, slim_check, slim_round, nullptr},
     {"mixllm", "MixLLM within a tensor: the output features whose GPTQ error d H d^T falls most go to the high int "
      "format of a mix format (Zheng et al. 2024; globally: quantize --allocator mixllm)", true, false, kStatHessian,
      "mse, damp=F", mixllm_option, mixllm_check, mixllm_round, nullptr},

@@ -143,7 +143,7 @@ QuantizedMatrix quantize_slim(const float* w, int64_t rows, int64_t cols, const 
   for (int64_t j = 0; j < G; ++j) per_group[size_t(j)] = grids[cls[size_t(j)]].get();
   GptqOptions o2 = go;
   o2.group_grids = &per_group;
-  o2.group_params = slim_sqc_params;
+  o2.group_params = go.mse ? nullptr : slim_sqc_params;  // mse: GPTQ's shrink search on the group's grid
   o2.act_order = o2.static_groups = false;
   const QuantSpec container{s.bits + 1, int(g), false, FormatFamily::Int};  // codes and (scale, zero) of every group
   const QuantizedMatrix q = quantize_gptq(w, rows, cols, container, H, o2, pool);

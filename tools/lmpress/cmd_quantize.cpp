@@ -145,7 +145,7 @@ void quantize_to_budget(const QuantizeOpt& o) {
   double sens_seconds = 0;
   bool sens_cached = false;
   const std::string an = alloc.name;
-  if (!o.database.empty() && (an == "kl" || an == "mixllm" || (an == "evopress" && o.evo_start == "kl"))) {
+  if (!o.database.empty() && (an == "kl" || an == "mixllm" || an == "kl-rows" || (an == "evopress" && o.evo_start == "kl"))) {
     const double t0 = now_seconds();
     sens = cached_kl_sensitivities(o.database, db, m, *kl, ao.sens_windows, ao.sens_tokens, o.seed + 1, &sens_cached);
     sens_seconds = now_seconds() - t0;
@@ -252,7 +252,7 @@ void add_quantize(CLI::App& app) {
   sub->add_option("--database", o->database,
                   "Keep the variant database in DIR (one uniform .lmp per candidate + database.json) and reuse it "
                   "when DIR already holds one for the same model, calibration and candidates");
-  sub->add_option("--allocator", o->allocator, "proxy | kl | evopress | lim | zd | hessian | mixllm (docs/methods.md)");
+  sub->add_option("--allocator", o->allocator, "proxy | kl | evopress | lim | zd | hessian | mixllm | kl-rows (docs/methods.md)");
   sub->add_option("--evo-start", o->evo_start, "evopress: start from the 'kl' (default) or 'proxy' knapsack");
   sub->add_option("--stages", o->stages,
                   "evopress: selection stages TOKENSxWINDOWS:SURVIVORS,... (default: seqlen/4 x kl-windows/4 : "
