@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "formats/composite.h"
 #include "formats/trellis.h"
 #include "lmpress/compress.h"
 
@@ -195,6 +196,12 @@ QuantizedMatrix mixllm_round(const RoundArgs& a) {
 // ---- rtn ----
 bool rtn_option(TensorRule& r, const std::string& k, const std::string& v) {
   if (k == "clip" && v.empty()) return r.clip = true;
+  if (k == "beta" && !v.empty() && r.spec.family == FormatFamily::Slim) {  // slim: fixed +-1 groups
+    double x = 0;
+    if (!parse_double(v, 0, 1e6, &x) || x != std::floor(x)) bad_value(k, v, "beta must be an integer >= 0");
+    r.slim.beta = int(x);
+    return true;
+  }
   if (k == "mse" && v.empty()) return r.gptq.mse = true;
   return false;
 }
@@ -210,7 +217,7 @@ void rtn_check(const TensorRule& r) {
 QuantizedMatrix rtn_round(const RoundArgs& a) {
   // composites (mix, slim): their parts' RTN (formats/composite.h)
   if (a.rule->spec.family == FormatFamily::Mix || a.rule->spec.family == FormatFamily::Slim)
-    return quantize_rtn_ref(a.w, a.rows, a.cols, a.rule->spec);
+    return composite::quantize_rtn(a.w, a.rows, a.cols, a.rule->spec, a.rule->slim.beta);
   // trellis: every tile Viterbi-coded on its own (no grid, no feedback)
   if (a.rule->spec.family == FormatFamily::Trellis) return trellis::quantize_rtn(a.w, a.rows, a.cols, a.rule->spec, a.pool);
   // The clip search weighs each weight's error by diag(H) when calibration is there.
@@ -503,7 +510,8 @@ void quarot_check(const TensorRule& r) {
 }
 
 const std::vector<MethodInfo> kMethods = {
-    {"rtn", "round to nearest on the format's grid (optional clip / mse range searches)", true, false, 0, "clip, mse",
+    {"rtn", "round to nearest on the format's grid (optional clip / mse range searches)", true, false, 0,
+     "clip, mse, beta=N (slim formats)",
      rtn_option, rtn_check, rtn_round, nullptr},
     {"gptq", "GPTQ: Hessian-aware rounding with error feedback (Frantar et al. 2023)", true, false, kStatHessian,
      "act_order, static_groups, mse, damp=F, block=N, emb=F", gptq_option, gptq_check, gptq_round, nullptr},

@@ -231,7 +231,7 @@ Rounded compress_rotated(const Tensor& t, const TensorRule& r, const InputStats*
 
 // Compresses one tensor by its rule. stats / H (may be null) describe its input.
 // `tied`: t is both the token embedding and the classifier, H the classifier's; gptq then uses
-// tied_embedding_hessian(H, emb) (docs/methods.md), and so does quantease (its init and its
+// tied_embedding_hessian(H, emb) (docs/methods.md), and so do slim, mixllm and quantease (its init and its
 // objective); the reported proxy error stays the classifier's.
 Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* stats, ThreadPool& pool,
                         bool tied) {
@@ -273,7 +273,8 @@ Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* 
     const std::vector<double>* H = stats && !stats->H.empty() ? &stats->H : nullptr;
     std::vector<double> Ht;
     if (tied && H && (r.rounding() == "gptq" || r.rounding() == "quantease" || r.rounding() == "spqr" ||
-                      r.rounding() == "vptq" || r.rounding() == "qtip")) {
+                      r.rounding() == "vptq" || r.rounding() == "qtip" || r.rounding() == "slim" ||
+                      r.rounding() == "mixllm")) {
       Ht = tied_embedding_hessian(*H, t.cols(), r.gptq.emb);
     }
     RoundArgs a;

@@ -277,7 +277,7 @@ void dequant_rows_ref(const Tensor& t, int64_t r0, int64_t r1, float* out) {
   }
 }
 
-QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const QuantSpec& s) {
+QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const QuantSpec& s, int64_t beta_fixed) {
   if (s.family == FormatFamily::Mix) {
     const QuantizedMatrix lo = quantize_rtn_ref(w, rows, cols, part_spec(s, 0));
     const QuantizedMatrix hi = quantize_rtn_ref(w, rows, cols, part_spec(s, 1));
@@ -310,7 +310,11 @@ QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const Q
     for (int64_t c = 0; c < cols; ++c) sal[size_t(c / g)] += double(w[r * cols + c]) * w[r * cols + c];
   std::vector<uint8_t> best;
   double best_err = 0;
+  if (beta_fixed > cols / g / 2)
+    fail("slim", "beta=" + std::to_string(beta_fixed) + ": rows of " + std::to_string(cols) + " columns have " +
+                     std::to_string(cols / g) + " full groups of " + std::to_string(g));
   for (int64_t beta = 0; 2 * beta <= cols / g; ++beta) {
+    if (beta_fixed >= 0 && beta != beta_fixed) continue;
     const std::vector<uint8_t> cls = slim_classes(sal, cols, g, beta);
     double e = 0;
     for (int64_t j = 0; j < G; ++j) e += err[cls[size_t(j)]][size_t(j)];

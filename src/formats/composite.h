@@ -70,9 +70,9 @@ QuantizedMatrix assemble_slim(const QuantSpec& s, const std::vector<uint8_t>& cl
 std::vector<float> dequantize_dense(const QuantizedMatrix& qm);
 void dequant_rows_ref(const Tensor& t, int64_t r0, int64_t r1, float* out);
 // RTN: mix: the k rows whose squared rounding error falls most from <lo> to <hi>; slim: classes by the
-// groups' sum of squared weights (salience without data), the number of +-1 groups by the smallest
-// total squared rounding error.
-QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const QuantSpec& s);
+// groups' sum of squared weights (salience without data), the number of +-1 groups `beta` (< 0: the one
+// with the smallest total squared rounding error).
+QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const QuantSpec& s, int64_t beta = -1);
 // slim: classes of ngroups groups for `beta` groups at N-1 and at N+1: the beta least / most salient
 // of the full-length groups (ties: lower index first), the rest (and a short last group) class 1.
 std::vector<uint8_t> slim_classes(const std::vector<double>& salience, int64_t cols, int64_t group, int64_t beta);
