@@ -171,6 +171,33 @@ TEST(Composite, ProductsEveryLevel) {
       }
     }
   EXPECT_GE(levels, 1);
+  // Large enough for the gathers, scatters and sums to run on the pool's threads (n * width >= 2^15):
+  // the same as the parts' products placed by hand.
+  for (const char* name : {"slim3g64", "mixw4g64a_w8row_p100"}) {
+    const QuantSpec s = parse_format_name(name);
+    const int64_t rows = 600, cols = 256, n = 64;
+    const Tensor t = pack_tensor("w", quantize_rtn_ref(weights(rows, cols, 5).data(), rows, cols, s));
+    const auto x = randn(size_t(n * cols), 6);
+    std::vector<float> y(size_t(n * rows)), want(size_t(n * rows), 0.f);
+    matmul(t, x.data(), n, y.data(), pool);
+    const auto L = composite::layout_cached(t);
+    for (size_t p = 0; p < L->parts.size(); ++p) {
+      const composite::Part& P = L->parts[p];
+      if (P.rows * P.cols == 0) continue;
+      const bool mix = s.family == FormatFamily::Mix;
+      std::vector<float> xp(size_t(n * P.cols)), yp(size_t(n * P.rows));
+      for (int64_t k = 0; k < n; ++k)
+        for (int64_t i = 0; i < P.cols; ++i)
+          xp[size_t(k * P.cols + i)] = x[size_t(k * cols + (mix ? i : L->index[p][size_t(i)]))];
+      matmul(composite::part_tensor(t, *L, p), xp.data(), n, yp.data(), pool);
+      for (int64_t k = 0; k < n; ++k)
+        for (int64_t r = 0; r < P.rows; ++r) {
+          float& w = want[size_t(k * rows + (mix ? L->index[p][size_t(r)] : r))];
+          w = mix ? yp[size_t(k * P.rows + r)] : w + yp[size_t(k * P.rows + r)];
+        }
+    }
+    for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], want[i], 1e-5f * (1.f + std::fabs(want[i]))) << name << " " << i;
+  }
 }
 
 // Hostile maps and sizes: one clear error naming the tensor, never a crash.
@@ -341,6 +368,15 @@ TEST(Slim, GptqWithGroupGrids) {
   EXPECT_EQ(a.q, b.q);
   EXPECT_EQ(a.scales, b.scales);
   EXPECT_EQ(a.zeros, b.zeros);
+  o.mse = true;  // the same with the mse range search (per-group grid vs the spec's)
+  const QuantizedMatrix b2 = quantize_gptq(w.data(), rows, cols, s3, H, o, pool);
+  o.group_grids = nullptr;
+  const QuantizedMatrix a2 = quantize_gptq(w.data(), rows, cols, s3, H, o, pool);
+  EXPECT_EQ(a2.q, b2.q);
+  EXPECT_EQ(a2.scales, b2.scales);
+  EXPECT_EQ(a2.zeros, b2.zeros);
+  o.group_grids = &same;
+  o.mse = false;
   o.act_order = true;
   EXPECT_THROW(quantize_gptq(w.data(), rows, cols, s3, H, o, pool), Error);
   const auto X = randn(size_t(64 * cols), 33);

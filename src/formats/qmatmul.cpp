@@ -504,9 +504,13 @@ void composite_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
       if (!mix) {  // the part's columns of every token
         xb[nb].resize(size_t(n * P.cols));
         const std::vector<int64_t>& idx = Lj.index[p];
-        for (int64_t t = 0; t < n; ++t)
-          for (size_t i = 0; i < idx.size(); ++i) xb[nb][size_t(t * P.cols) + i] = jobs[j].x[t * cols + idx[i]];
-        x = xb[nb].data();
+        float* dst = xb[nb].data();
+        const float* src = jobs[j].x;
+        const int64_t pc = P.cols;
+        over_tokens(n, pc, pool, [&](int64_t t) {
+          for (size_t i = 0; i < idx.size(); ++i) dst[t * pc + int64_t(i)] = src[t * cols + idx[i]];
+        });
+        x = dst;
       }
       J.push_back(MatmulJob{&parts.back(), x, n, yb[nb].data()});
       subs.push_back(Sub{j, p, nb});
@@ -514,21 +518,38 @@ void composite_batch(const MatmulJob* jobs, int count, ThreadPool& pool) {
     }
   }
   quant_matmul_batch(J.data(), int(J.size()), pool);
-  for (int j = 0; j < count; ++j)
-    if (L[size_t(j)] && format_spec(jobs[j].W->format).family == FormatFamily::Slim)
-      std::fill(jobs[j].y, jobs[j].y + jobs[j].n * jobs[j].W->rows(), 0.f);
-  for (const Sub& s : subs) {
-    const MatmulJob& jb = jobs[s.job];
-    const composite::Layout& Lj = *L[size_t(s.job)];
-    const int64_t rows = jb.W->rows(), pr = Lj.parts[s.part].rows;
-    const float* src = yb[s.buf].data();
-    if (format_spec(jb.W->format).family == FormatFamily::Mix) {
-      const std::vector<int64_t>& idx = Lj.index[s.part];
-      for (int64_t t = 0; t < jb.n; ++t)
-        for (int64_t i = 0; i < pr; ++i) jb.y[t * rows + idx[size_t(i)]] = src[t * pr + i];
-    } else {
-      for (int64_t k = 0; k < jb.n * rows; ++k) jb.y[k] += src[k];
-    }
+  // Outputs: mix scatters each part's rows; slim sums its parts (the first part's sum starts from it).
+  for (int j = 0; j < count; ++j) {
+    if (!L[size_t(j)]) continue;
+    const MatmulJob& jb = jobs[j];
+    const composite::Layout& Lj = *L[size_t(j)];
+    const int64_t rows = jb.W->rows();
+    const bool mix = format_spec(jb.W->format).family == FormatFamily::Mix;
+    // (the buffers by plain pointer: a worker thread's thread_local yb is another, empty, vector)
+    std::vector<std::pair<size_t, const float*>> mine;  // (part, its outputs)
+    for (const Sub& s : subs)
+      if (s.job == j) mine.emplace_back(s.part, yb[s.buf].data());
+    over_tokens(jb.n, rows, pool, [&](int64_t t) {
+      float* y = jb.y + t * rows;
+      if (mix) {
+        for (const auto& [part, out] : mine) {
+          const std::vector<int64_t>& idx = Lj.index[part];
+          const int64_t pr = Lj.parts[part].rows;
+          const float* src = out + t * pr;
+          for (int64_t i = 0; i < pr; ++i) y[idx[size_t(i)]] = src[i];
+        }
+        return;
+      }
+      const float* a = mine[0].second + t * rows;
+      const float* b = mine.size() > 1 ? mine[1].second + t * rows : nullptr;
+      const float* c = mine.size() > 2 ? mine[2].second + t * rows : nullptr;
+      if (c)
+        for (int64_t i = 0; i < rows; ++i) y[i] = a[i] + b[i] + c[i];
+      else if (b)
+        for (int64_t i = 0; i < rows; ++i) y[i] = a[i] + b[i];
+      else
+        std::copy(a, a + rows, y);
+    });
   }
 }
 }  // namespace
