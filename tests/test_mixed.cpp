@@ -247,18 +247,7 @@ TEST(Slim, SalienceMatchesDouble) {
   for (int64_t j = 0; j < cols; ++j) md += H[size_t(j * cols + j)];
   std::vector<double> A(H);
   for (int64_t j = 0; j < cols; ++j) A[size_t(j * cols + j)] += 0.01 * md / double(cols);
-  // inverse by Gauss-Jordan, then the upper Cholesky factor U of A^-1 = U^T U: U_jj from the bottom up
-  std::vector<double> inv(size_t(cols * cols), 0.0), M(A);
-  for (int64_t j = 0; j < cols; ++j) inv[size_t(j * cols + j)] = 1;
-  for (int64_t p = 0; p < cols; ++p) {
-    const double piv = M[size_t(p * cols + p)];
-    for (int64_t c = 0; c < cols; ++c) M[size_t(p * cols + c)] /= piv, inv[size_t(p * cols + c)] /= piv;
-    for (int64_t r = 0; r < cols; ++r)
-      if (r != p) {
-        const double f = M[size_t(r * cols + p)];
-        for (int64_t c = 0; c < cols; ++c) M[size_t(r * cols + c)] -= f * M[size_t(p * cols + c)], inv[size_t(r * cols + c)] -= f * inv[size_t(p * cols + c)];
-      }
-  }
+  const std::vector<double> inv = test::spd_inverse(A, cols);  // then U with A^-1 = U^T U, row by row
   // upper Cholesky of S = inv: S = U^T U, rows of U top-down: U_ii = sqrt(S_ii - sum_k<i U_ki^2)
   std::vector<double> U(size_t(cols * cols), 0.0);
   for (int64_t i = 0; i < cols; ++i) {

@@ -46,35 +46,6 @@ std::vector<float> heavy_weights(int64_t rows, int64_t cols, uint64_t seed) {
   return w;
 }
 
-// A^-1 for symmetric positive definite A: A = L L^T (plain loops), then L L^T x = e_k per column.
-std::vector<double> spd_inverse(const std::vector<double>& A, int64_t n) {
-  std::vector<double> L(size_t(n * n), 0.0), inv(size_t(n * n), 0.0);
-  for (int64_t j = 0; j < n; ++j) {
-    double d = A[size_t(j * n + j)];
-    for (int64_t k = 0; k < j; ++k) d -= L[size_t(j * n + k)] * L[size_t(j * n + k)];
-    L[size_t(j * n + j)] = std::sqrt(d);
-    for (int64_t i = j + 1; i < n; ++i) {
-      double v = A[size_t(i * n + j)];
-      for (int64_t k = 0; k < j; ++k) v -= L[size_t(i * n + k)] * L[size_t(j * n + k)];
-      L[size_t(i * n + j)] = v / L[size_t(j * n + j)];
-    }
-  }
-  std::vector<double> y(static_cast<size_t>(n));
-  for (int64_t c = 0; c < n; ++c) {
-    for (int64_t i = 0; i < n; ++i) {
-      double v = i == c ? 1.0 : 0.0;
-      for (int64_t k = 0; k < i; ++k) v -= L[size_t(i * n + k)] * y[size_t(k)];
-      y[size_t(i)] = v / L[size_t(i * n + i)];
-    }
-    for (int64_t i = n - 1; i >= 0; --i) {
-      double v = y[size_t(i)];
-      for (int64_t k = i + 1; k < n; ++k) v -= L[size_t(k * n + i)] * inv[size_t(k * n + c)];
-      inv[size_t(i * n + c)] = v / L[size_t(i * n + i)];
-    }
-  }
-  return inv;
-}
-
 void eliminate(std::vector<double>& hinv, int64_t n, int64_t i) {
   const double d = hinv[size_t(i * n + i)];
   for (int64_t j = i + 1; j < n; ++j)
@@ -120,7 +91,7 @@ Oracle oracle_sweep(const std::vector<float>& w, int64_t rows, int64_t n, const 
     mean += h[size_t(j * n + j)] / double(n);
   }
   for (int64_t j = 0; j < n; ++j) h[size_t(j * n + j)] += damp * mean;
-  std::vector<double> hinv = spd_inverse(h, n), ud(static_cast<size_t>(n));
+  std::vector<double> hinv = test::spd_inverse(h, n), ud(static_cast<size_t>(n));
   {
     std::vector<double> t = hinv;
     for (int64_t j = 0; j < n; ++j) ud[size_t(j)] = std::sqrt(t[size_t(j * n + j)]), eliminate(t, n, j);

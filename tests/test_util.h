@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
@@ -114,6 +115,35 @@ inline std::vector<double> random_hessian(int64_t n, uint32_t seed, double rho =
     for (int64_t a = 0; a < n; ++a)
       for (int64_t b = 0; b < n; ++b) h[size_t(a * n + b)] += x[size_t(i * n + a)] * x[size_t(i * n + b)] / double(m);
   return h;
+}
+
+// A^-1 for symmetric positive definite A: A = L L^T (plain loops), then L L^T x = e_k per column.
+inline std::vector<double> spd_inverse(const std::vector<double>& A, int64_t n) {
+  std::vector<double> L(size_t(n * n), 0.0), inv(size_t(n * n), 0.0);
+  for (int64_t j = 0; j < n; ++j) {
+    double d = A[size_t(j * n + j)];
+    for (int64_t k = 0; k < j; ++k) d -= L[size_t(j * n + k)] * L[size_t(j * n + k)];
+    L[size_t(j * n + j)] = std::sqrt(d);
+    for (int64_t i = j + 1; i < n; ++i) {
+      double v = A[size_t(i * n + j)];
+      for (int64_t k = 0; k < j; ++k) v -= L[size_t(i * n + k)] * L[size_t(j * n + k)];
+      L[size_t(i * n + j)] = v / L[size_t(j * n + j)];
+    }
+  }
+  std::vector<double> y(static_cast<size_t>(n));
+  for (int64_t c = 0; c < n; ++c) {
+    for (int64_t i = 0; i < n; ++i) {
+      double v = i == c ? 1.0 : 0.0;
+      for (int64_t k = 0; k < i; ++k) v -= L[size_t(i * n + k)] * y[size_t(k)];
+      y[size_t(i)] = v / L[size_t(i * n + i)];
+    }
+    for (int64_t i = n - 1; i >= 0; --i) {
+      double v = y[size_t(i)];
+      for (int64_t k = i + 1; k < n; ++k) v -= L[size_t(k * n + i)] * inv[size_t(k * n + c)];
+      inv[size_t(i * n + c)] = v / L[size_t(i * n + i)];
+    }
+  }
+  return inv;
 }
 
 // Layer-wise proxy loss (w - q) H (w - q)^T per row, averaged over rows, in double (q: float or

@@ -481,24 +481,22 @@ std::unique_ptr<Grid> grid(const QuantSpec& s) {
 
 }  // namespace composite
 
-const FormatTraits mix_format = [] {
-  FormatTraits t{FormatFamily::Mix, "mix",
-                 "MixLLM: a share of the rows (output features) in a high-precision int format, the rest in a low one",
-                 ActKind::Int8Blocks, nullptr, composite::valid_mix, composite::name_mix, composite::parse_mix,
-                 composite::list_none, composite::geometry, composite::pack, composite::unpack_params, composite::check,
-                 composite::view, composite::grid, {nullptr, nullptr, nullptr}};
+namespace {
+FormatTraits composite_row(FormatFamily f, const char* name, const char* summary, bool (*valid)(const QuantSpec&),
+                           std::string (*name_of)(const QuantSpec&), bool (*parse)(const std::string&, QuantSpec*)) {
+  FormatTraits t{f, name, summary, ActKind::Int8Blocks, nullptr, valid, name_of, parse, composite::list_none,
+                 composite::geometry, composite::pack, composite::unpack_params, composite::check, composite::view,
+                 composite::grid, {nullptr, nullptr, nullptr}};
   t.composite = true;
   return t;
-}();
+}
+}  // namespace
 
-const FormatTraits slim_format = [] {
-  FormatTraits t{FormatFamily::Slim, "slim",
-                 "SliM-LLM: column groups at N-1, N or N+1 bits (as many below as above N), asymmetric int parts",
-                 ActKind::Int8Blocks, nullptr, composite::valid_slim, composite::name_slim, composite::parse_slim,
-                 composite::list_none, composite::geometry, composite::pack, composite::unpack_params, composite::check,
-                 composite::view, composite::grid, {nullptr, nullptr, nullptr}};
-  t.composite = true;
-  return t;
-}();
+const FormatTraits mix_format = composite_row(
+    FormatFamily::Mix, "mix", "MixLLM: a share of the rows (output features) in a high-precision int format, the rest in a low one",
+    composite::valid_mix, composite::name_mix, composite::parse_mix);
+const FormatTraits slim_format = composite_row(
+    FormatFamily::Slim, "slim", "SliM-LLM: column groups at N-1, N or N+1 bits (as many below as above N), asymmetric int parts",
+    composite::valid_slim, composite::name_slim, composite::parse_slim);
 
 }  // namespace lmpress
