@@ -75,21 +75,20 @@ inline uint64_t load_u64(const uint8_t* p) {
 // so a row's dword gets its state twice, s | s << 16, with no shift and no mask; and
 // A' (s | s << 16) = A' * 65537 * s = A s mod 2^32 for A' = A * 65537^-1 (65537^-1 = 0xffff0001).
 // k = 2, 3: a column's 16 states lie in one qword (bits 0 .. 16 + 15 k <= 61), broadcast from
-// memory; k = 4: rows 0-7 and 8-15 read the qwords at bytes 0 and 4 of the column (vpermb).
+// memory; k = 4: rows 0-7 and 8-15 read the qwords at bytes 0 and 4 of the column (a broadcast
+// and a masked broadcast).
 // The columns are read from the tile's stream in place; only the last one wraps around (tail-biting),
 // its bytes are assembled from the stream's end and start in registers.
 constexpr bool kTileBuffer = false;
 struct Consts {
-  __m512i ctrl, perm, A, B, mask, ones;
+  __m512i ctrl, A, B, mask, ones;
   explicit Consts(int k) {
-    alignas(64) uint8_t c[64], p[64];
+    alignas(64) uint8_t c[64];
     for (int j = 0; j < 16; ++j) {
       const int q = j / 2, base = k == 4 ? (q < 4 ? 0 : 32) : 0, o = k * j - base;
       for (int b = 0; b < 4; ++b) c[4 * j + b] = uint8_t(o + 8 * (b & 1));
-      for (int b = 0; b < 8; ++b) p[8 * q + b] = uint8_t((k == 4 && q >= 4 ? 4 : 0) + b);
     }
     ctrl = _mm512_load_si512(c);
-    perm = _mm512_load_si512(p);
     A = _mm512_set1_epi32(int32_t(kMulA * 0xffff0001u));
     B = _mm512_set1_epi32(int32_t(kAddB));
     mask = _mm512_set1_epi32(int32_t(kMask));
@@ -102,9 +101,10 @@ inline __m512i column_words(const Consts& K, const uint8_t* t, int c) {
   constexpr int n = tile_bytes(KB);
   __m512i q;
   if constexpr (KB == 4) {
-    const __m128i v = c < kTile - 1 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(t + 8 * c))
-                                    : _mm_set_epi64x(int64_t(load_u64(t)), int64_t(load_u64(t + n - 8)));
-    q = _mm512_permutexvar_epi8(K.perm, _mm512_castsi128_si512(v));
+    // qwords 0-3 from byte 8c, 4-7 from byte 8c + 4 (a masked broadcast: no shuffle-port uop)
+    const uint64_t lo = c < kTile - 1 ? load_u64(t + 8 * c) : load_u64(t + n - 8);
+    const uint64_t hi = c < kTile - 1 ? load_u64(t + 8 * c + 4) : load_u64(t + n - 8) >> 32 | load_u64(t) << 32;
+    q = _mm512_mask_set1_epi64(_mm512_set1_epi64(int64_t(lo)), 0xf0, int64_t(hi));
   } else {
     // the last column: bytes n - 2k .. n - 1, then the stream's first 8 - 2k bytes
     const uint64_t v = c < kTile - 1 ? load_u64(t + 2 * KB * c) : load_u64(t + n - 8) >> (64 - 16 * KB) | load_u64(t) << 16 * KB;
