@@ -274,11 +274,10 @@ void repack_tile(const QWeights& w, int64_t rt, const QRepacked& p, uint8_t* out
       const int64_t c = ct * kTile + 4 * q, b = c / kQBlock, j = (c % kQBlock) / 4;
       uint8_t* dst = codes + b * 8 * 64 + j * 64;
 #ifdef LMP_TRELLIS_AVX512
-      __m512i v = _mm512_setzero_si512();
-      for (int e = 0; e < 4; ++e) {
-        const __m512i u = _mm512_dpbusd_epi32(_mm512_setzero_si512(), column_words<KB>(K, src, 4 * q + e), K.ones);
-        v = _mm512_or_si512(v, _mm512_slli_epi32(u, 8 * e));
-      }
+      // u of column 4q + e into byte e: the last column first, each byte sum accumulated into the
+      // previous sums shifted up by one byte (u <= 252: no carries)
+      __m512i v = _mm512_dpbusd_epi32(_mm512_setzero_si512(), column_words<KB>(K, src, 4 * q + 3), K.ones);
+      for (int e = 2; e >= 0; --e) v = _mm512_dpbusd_epi32(_mm512_slli_epi32(v, 8), column_words<KB>(K, src, 4 * q + e), K.ones);
       _mm512_storeu_si512(dst, v);
 #else
       for (int half = 0; half < 2; ++half) {
