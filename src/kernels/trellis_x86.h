@@ -4,12 +4,13 @@
 // exactly the scalar reference's; only the f32 summation order differs.
 //
 // State extraction: column c of a tile is weights 16 c .. 16 c + 15, whose states start at bit
-// 16 k c = byte 2 k c of the tile's stream and span at most 10 bytes. The stream is copied once per
-// tile into a buffer followed by its first 16 bytes (the tail-biting wrap), so a column is one
-// 16-byte load broadcast to every 128-bit lane, one vpshufb gathering the three bytes of each row's
-// state into its 32-bit lane, one variable shift and one mask. Then x = (a s + b) & 0x3f3f3f3f and
-// (AVX-512) one vpdpbusd of x's bytes against the token's activation replicated into four bytes
-// (the sum of the bytes is u = value + 126); AVX2: vpmaddubsw + vpmaddwd on two 8-row halves.
+// 16 k c = byte 2 k c of the tile's stream and span at most 10 bytes. Without VBMI the stream is
+// copied once per tile into a buffer followed by its first 16 bytes (the tail-biting wrap), so a
+// column is one 16-byte load broadcast to every 128-bit lane, one vpshufb gathering the three bytes
+// of each row's state into its 32-bit lane, one variable shift and one mask; with VBMI the columns
+// are read in place (below). Then x = (a s + b) & 0x3f3f3f3f and (AVX-512) one vpdpbusd of x's
+// bytes against the token's activation replicated into four bytes (the sum of the bytes is
+// u = value + 126); AVX2: vpmaddubsw + vpmaddwd on two 8-row halves.
 #pragma once
 #include <immintrin.h>
 
