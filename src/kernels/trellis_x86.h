@@ -4,12 +4,13 @@
 // exactly the scalar reference's; only the f32 summation order differs.
 //
 // State extraction: column c of a tile is weights 16 c .. 16 c + 15, whose states start at bit
-// 16 k c = byte 2 k c of the tile's stream and span at most 10 bytes. The stream is copied once per
-// tile into a buffer followed by its first 16 bytes (the tail-biting wrap), so a column is one
-// 16-byte load broadcast to every 128-bit lane, one vpshufb gathering the three bytes of each row's
-// state into its 32-bit lane, one variable shift and one mask. Then x = (a s + b) & 0x3f3f3f3f and
-// (AVX-512) one vpdpbusd of x's bytes against the token's activation replicated into four bytes
-// (the sum of the bytes is u = value + 126); AVX2: vpmaddubsw + vpmaddwd on two 8-row halves.
+// 16 k c = byte 2 k c of the tile's stream and span at most 10 bytes. Without VBMI the stream is
+// copied once per tile into a buffer followed by its first 16 bytes (the tail-biting wrap), so a
+// column is one 16-byte load broadcast to every 128-bit lane, one vpshufb gathering the three bytes
+// of each row's state into its 32-bit lane, one variable shift and one mask; with VBMI the columns
+// are read in place (below). Then x = (a s + b) & 0x3f3f3f3f and (AVX-512) one vpdpbusd of x's
+// bytes against the token's activation replicated into four bytes (the sum of the bytes is
+// u = value + 126); AVX2: vpmaddubsw + vpmaddwd on two 8-row halves.
 #pragma once
 #include <immintrin.h>
 
@@ -64,43 +65,57 @@ inline void load_tile(const uint8_t* t, int k, uint8_t* buf) {
   std::memcpy(buf + n, t, 16);
 }
 
+inline uint64_t load_u64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
 #if defined(LMP_TRELLIS_AVX512) && defined(LMP_TRELLIS_VBMI)
 // AVX512-VBMI (x86_avx512/trellis_vbmi.cpp): vpmultishiftqb takes any 8 bits of a qword per byte,
 // so a row's dword gets its state twice, s | s << 16, with no shift and no mask; and
 // A' (s | s << 16) = A' * 65537 * s = A s mod 2^32 for A' = A * 65537^-1 (65537^-1 = 0xffff0001).
 // k = 2, 3: a column's 16 states lie in one qword (bits 0 .. 16 + 15 k <= 61), broadcast from
-// memory; k = 4: rows 0-7 and 8-15 read the qwords at bytes 0 and 4 of the column (vpermb).
+// memory; k = 4: rows 0-7 and 8-15 read the qwords at bytes 0 and 4 of the column (a broadcast
+// and a masked broadcast).
+// The columns are read from the tile's stream in place; only the last one wraps around (tail-biting),
+// its bytes are assembled from the stream's end and start in registers.
+constexpr bool kTileBuffer = false;
 struct Consts {
-  __m512i ctrl, perm, A, B, mask, ones;
+  __m512i ctrl, A, B, mask, ones;
   explicit Consts(int k) {
-    alignas(64) uint8_t c[64], p[64];
+    alignas(64) uint8_t c[64];
     for (int j = 0; j < 16; ++j) {
       const int q = j / 2, base = k == 4 ? (q < 4 ? 0 : 32) : 0, o = k * j - base;
       for (int b = 0; b < 4; ++b) c[4 * j + b] = uint8_t(o + 8 * (b & 1));
-      for (int b = 0; b < 8; ++b) p[8 * q + b] = uint8_t((k == 4 && q >= 4 ? 4 : 0) + b);
     }
     ctrl = _mm512_load_si512(c);
-    perm = _mm512_load_si512(p);
     A = _mm512_set1_epi32(int32_t(kMulA * 0xffff0001u));
     B = _mm512_set1_epi32(int32_t(kAddB));
     mask = _mm512_set1_epi32(int32_t(kMask));
     ones = _mm512_set1_epi8(1);
   }
 };
-inline __m512i column_words(const Consts& K, const uint8_t* buf, int k, int c) {
-  const uint8_t* p = buf + 2 * k * c;
+// The masked state words of column c's 16 rows; t is the tile's stream.
+template <int KB>
+inline __m512i column_words(const Consts& K, const uint8_t* t, int c) {
+  constexpr int n = tile_bytes(KB);
   __m512i q;
-  if (k == 4) {
-    q = _mm512_permutexvar_epi8(K.perm, _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  if constexpr (KB == 4) {
+    // qwords 0-3 from byte 8c, 4-7 from byte 8c + 4 (a masked broadcast: no shuffle-port uop)
+    const uint64_t lo = c < kTile - 1 ? load_u64(t + 8 * c) : load_u64(t + n - 8);
+    const uint64_t hi = c < kTile - 1 ? load_u64(t + 8 * c + 4) : load_u64(t + n - 8) >> 32 | load_u64(t) << 32;
+    q = _mm512_mask_set1_epi64(_mm512_set1_epi64(int64_t(lo)), 0xf0, int64_t(hi));
   } else {
-    uint64_t v;
-    std::memcpy(&v, p, 8);
+    // the last column: bytes n - 2k .. n - 1, then the stream's first 8 - 2k bytes
+    const uint64_t v = c < kTile - 1 ? load_u64(t + 2 * KB * c) : load_u64(t + n - 8) >> (64 - 16 * KB) | load_u64(t) << 16 * KB;
     q = _mm512_set1_epi64(int64_t(v));
   }
   const __m512i s2 = _mm512_multishift_epi64_epi8(K.ctrl, q);
   return _mm512_and_si512(_mm512_add_epi32(_mm512_mullo_epi32(s2, K.A), K.B), K.mask);
 }
 #elif defined(LMP_TRELLIS_AVX512)
+constexpr bool kTileBuffer = true;
 struct Consts {
   __m512i shuf, shift, m16, A, B, mask, ones;
   explicit Consts(int k) {
@@ -114,13 +129,15 @@ struct Consts {
     ones = _mm512_set1_epi8(1);
   }
 };
-// The masked state words of column c's 16 rows.
-inline __m512i column_words(const Consts& K, const uint8_t* buf, int k, int c) {
-  const __m512i win = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(buf + 2 * k * c)));
+// The masked state words of column c's 16 rows; buf is the tile's stream and its wrap (load_tile).
+template <int KB>
+inline __m512i column_words(const Consts& K, const uint8_t* buf, int c) {
+  const __m512i win = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(buf + 2 * KB * c)));
   __m512i s = _mm512_and_si512(_mm512_srlv_epi32(_mm512_shuffle_epi8(win, K.shuf), K.shift), K.m16);
   return _mm512_and_si512(_mm512_add_epi32(_mm512_mullo_epi32(s, K.A), K.B), K.mask);
 }
 #else
+constexpr bool kTileBuffer = true;
 struct Consts {
   __m256i shuf[2], shift[2], m16, A, B, mask, ones8, ones16;
   explicit Consts(int k) {
@@ -137,12 +154,21 @@ struct Consts {
     ones16 = _mm256_set1_epi16(1);
   }
 };
-inline __m256i column_words(const Consts& K, const uint8_t* buf, int k, int c, int h) {
-  const __m256i win = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(buf + 2 * k * c)));
+template <int KB>
+inline __m256i column_words(const Consts& K, const uint8_t* buf, int c, int h) {
+  const __m256i win = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(buf + 2 * KB * c)));
   __m256i s = _mm256_and_si256(_mm256_srlv_epi32(_mm256_shuffle_epi8(win, K.shuf[h]), K.shift[h]), K.m16);
   return _mm256_and_si256(_mm256_add_epi32(_mm256_mullo_epi32(s, K.A), K.B), K.mask);
 }
 #endif
+
+// Where a tile's columns are read: the stream itself (VBMI) or a copy followed by its wrap.
+template <int KB>
+inline const uint8_t* tile_source(const uint8_t* t, uint8_t* buf) {
+  if constexpr (!kTileBuffer) return t;
+  load_tile(t, KB, buf);
+  return buf;
+}
 
 // Activations replicated into four bytes, per token: a4[t][c] = a_c * 0x01010101 (per call).
 inline const int32_t* replicate_acts(const QActs& a, int64_t cols, int64_t t0, int64_t t1) {
@@ -157,32 +183,43 @@ inline const int32_t* replicate_acts(const QActs& a, int64_t cols, int64_t t0, i
   return buf.data();
 }
 
-// Decode: tokens [t0, t1) (few) x rows [r0, r1), tile rows at a time.
-template <int NT>
+// Decode: tokens [t0, t1) (few) x the 16 rows of tile row rt. An activation block (32 columns) is
+// two tiles; their columns are interleaved into two accumulator chains per token, so that the
+// column's state-word arithmetic of one tile overlaps the dot-product latency of the other.
+template <int KB, int NT>
 void decode_rows(const QGemmArgs& A, const int32_t* a4, int64_t nbc, int64_t rt, int64_t t0, const Consts& K) {
   const QWeights& w = A.w;
   const QActs& a = A.a;
-  const int k = w.bits;
   const int64_t cts = w.cols / kTile;
-  alignas(64) uint8_t buf[2][tile_bytes(4) + 16];
+  alignas(64) uint8_t buf[2][tile_bytes(KB) + 16];
+  const uint8_t* tp = tile_ptr(w, rt, 0);
 #ifdef LMP_TRELLIS_AVX512
   __m512 y[NT];
   for (int t = 0; t < NT; ++t) y[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b * 2 < cts; ++b) {
-    __m512i acc[NT];
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_si512();
-    const int nct = int(std::min<int64_t>(2, cts - 2 * b));
-    for (int h = 0; h < nct; ++h) load_tile(tile_ptr(w, rt, 2 * b + h), k, buf[h]);
-    for (int h = 0; h < nct; ++h) {
-      const int64_t c0 = (2 * b + h) * kTile;
-#pragma GCC unroll 4
+    __m512i acc[NT][2];
+    for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_si512();
+    const int32_t* ab = a4 + 2 * b * kTile;
+    const uint8_t* s0 = tile_source<KB>(tp + 2 * b * tile_bytes(KB), buf[0]);
+    if (2 * b + 1 < cts) {
+      const uint8_t* s1 = tile_source<KB>(tp + (2 * b + 1) * tile_bytes(KB), buf[1]);
+#pragma GCC unroll 16
       for (int c = 0; c < kTile; ++c) {
-        const __m512i x = column_words(K, buf[h], k, c);
-        for (int t = 0; t < NT; ++t) acc[t] = _mm512_dpbusd_epi32(acc[t], x, _mm512_set1_epi32(a4[t * nbc + c0 + c]));
+        const __m512i x0 = column_words<KB>(K, s0, c), x1 = column_words<KB>(K, s1, c);
+        for (int t = 0; t < NT; ++t) {
+          acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], x0, _mm512_set1_epi32(ab[t * nbc + c]));
+          acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], x1, _mm512_set1_epi32(ab[t * nbc + kTile + c]));
+        }
+      }
+    } else {  // a last lone tile: even / odd columns
+#pragma GCC unroll 16
+      for (int c = 0; c < kTile; ++c) {
+        const __m512i x = column_words<KB>(K, s0, c);
+        for (int t = 0; t < NT; ++t) acc[t][c & 1] = _mm512_dpbusd_epi32(acc[t][c & 1], x, _mm512_set1_epi32(ab[t * nbc + c]));
       }
     }
     for (int t = 0; t < NT; ++t)
-      y[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t]), _mm512_set1_ps(a.d[b * a.n + t0 + t]), y[t]);
+      y[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc[t][0], acc[t][1])), _mm512_set1_ps(a.d[b * a.n + t0 + t]), y[t]);
   }
   const __m512 sc = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales + rt * kTile)));
   for (int t = 0; t < NT; ++t) {
@@ -196,12 +233,12 @@ void decode_rows(const QGemmArgs& A, const int32_t* a4, int64_t nbc, int64_t rt,
     __m256i acc[NT][2];
     for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_si256();
     const int nct = int(std::min<int64_t>(2, cts - 2 * b));
-    for (int h = 0; h < nct; ++h) load_tile(tile_ptr(w, rt, 2 * b + h), k, buf[h]);
     for (int h = 0; h < nct; ++h) {
+      const uint8_t* src = tile_source<KB>(tp + (2 * b + h) * tile_bytes(KB), buf[h]);
       const int64_t c0 = (2 * b + h) * kTile;
       for (int c = 0; c < kTile; ++c) {
         for (int half = 0; half < 2; ++half) {
-          const __m256i x = column_words(K, buf[h], k, c, half);
+          const __m256i x = column_words<KB>(K, src, c, half);
           for (int t = 0; t < NT; ++t) {
             const __m256i p = _mm256_maddubs_epi16(x, _mm256_set1_epi32(a4[t * nbc + c0 + c]));
             acc[t][half] = _mm256_add_epi32(acc[t][half], _mm256_madd_epi16(p, K.ones16));
@@ -226,29 +263,28 @@ void decode_rows(const QGemmArgs& A, const int32_t* a4, int64_t nbc, int64_t rt,
 // Row tile rt into one repacked tile (qrepack.h: per 32-column block 8 vectors, lane i = row i's
 // codes 4j .. 4j + 3): the bytes of a column's u (0..252) come from a byte sum of its words, four
 // columns are merged by shifts.
+template <int KB>
 void repack_tile(const QWeights& w, int64_t rt, const QRepacked& p, uint8_t* out, const Consts& K) {
-  const int k = w.bits;
   const int64_t cts = w.cols / kTile;
-  alignas(64) uint8_t buf[tile_bytes(4) + 16];
+  alignas(64) uint8_t buf[tile_bytes(KB) + 16];
   uint8_t* codes = out;
   if (w.cols % kQBlock) std::memset(codes + (w.nb - 1) * 8 * 64, 0, 8 * 64);
   for (int64_t ct = 0; ct < cts; ++ct) {
-    load_tile(tile_ptr(w, rt, ct), k, buf);
+    const uint8_t* src = tile_source<KB>(tile_ptr(w, rt, ct), buf);
     for (int q = 0; q < kTile / 4; ++q) {  // column quads of the tile
       const int64_t c = ct * kTile + 4 * q, b = c / kQBlock, j = (c % kQBlock) / 4;
       uint8_t* dst = codes + b * 8 * 64 + j * 64;
 #ifdef LMP_TRELLIS_AVX512
-      __m512i v = _mm512_setzero_si512();
-      for (int e = 0; e < 4; ++e) {
-        const __m512i u = _mm512_dpbusd_epi32(_mm512_setzero_si512(), column_words(K, buf, k, 4 * q + e), K.ones);
-        v = _mm512_or_si512(v, _mm512_slli_epi32(u, 8 * e));
-      }
+      // u of column 4q + e into byte e: the last column first, each byte sum accumulated into the
+      // previous sums shifted up by one byte (u <= 252: no carries)
+      __m512i v = _mm512_dpbusd_epi32(_mm512_setzero_si512(), column_words<KB>(K, src, 4 * q + 3), K.ones);
+      for (int e = 2; e >= 0; --e) v = _mm512_dpbusd_epi32(_mm512_slli_epi32(v, 8), column_words<KB>(K, src, 4 * q + e), K.ones);
       _mm512_storeu_si512(dst, v);
 #else
       for (int half = 0; half < 2; ++half) {
         __m256i v = _mm256_setzero_si256();
         for (int e = 0; e < 4; ++e) {
-          const __m256i x = column_words(K, buf, k, 4 * q + e, half);
+          const __m256i x = column_words<KB>(K, src, 4 * q + e, half);
           const __m256i u = _mm256_madd_epi16(_mm256_maddubs_epi16(x, K.ones8), K.ones16);
           v = _mm256_or_si256(v, _mm256_slli_epi32(u, 8 * e));
         }
@@ -277,17 +313,18 @@ RepackedGemmFn level_repacked_gemm() {
 
 constexpr int64_t kMaxDecodeTokens = 3;
 
-void trellis_gemm(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+template <int KB>
+void trellis_gemm_k(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   const QWeights& w = A.w;
-  const Consts K(w.bits);
+  const Consts K(KB);
   if (t1 - t0 <= kMaxDecodeTokens) {
     const int64_t nbc = w.nb * kQBlock;
     const int32_t* a4 = replicate_acts(A.a, w.cols, t0, t1);
     for (int64_t rt = r0 / kTile; rt * kTile < r1; ++rt) {
       switch (t1 - t0) {
-        case 1: decode_rows<1>(A, a4, nbc, rt, t0, K); break;
-        case 2: decode_rows<2>(A, a4, nbc, rt, t0, K); break;
-        default: decode_rows<3>(A, a4, nbc, rt, t0, K); break;
+        case 1: decode_rows<KB, 1>(A, a4, nbc, rt, t0, K); break;
+        case 2: decode_rows<KB, 2>(A, a4, nbc, rt, t0, K); break;
+        default: decode_rows<KB, 3>(A, a4, nbc, rt, t0, K); break;
       }
     }
     return;
@@ -301,12 +338,20 @@ void trellis_gemm(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_
   const RepackedGemmFn gemm = level_repacked_gemm();
   for (int64_t rt0 = r0 / kTile; rt0 * kTile < r1; rt0 += kChunkTiles) {
     const int64_t nt = std::min<int64_t>(kChunkTiles, (r1 + kTile - 1) / kTile - rt0);
-    for (int64_t i = 0; i < nt; ++i) repack_tile(w, rt0 + i, p1, buf + i * p1.tile_bytes, K);
+    for (int64_t i = 0; i < nt; ++i) repack_tile<KB>(w, rt0 + i, p1, buf + i * p1.tile_bytes, K);
     QRepacked p = p1;
     p.data = buf;
     p.rows = nt * kTile;
     p.tiles = nt;
     gemm(p, A.a, A.y + rt0 * kTile, A.ldy, 0, nt * kTile, t0, t1);
+  }
+}
+
+void trellis_gemm(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  switch (A.w.bits) {
+    case 2: trellis_gemm_k<2>(A, r0, r1, t0, t1); break;
+    case 3: trellis_gemm_k<3>(A, r0, r1, t0, t1); break;
+    default: trellis_gemm_k<4>(A, r0, r1, t0, t1); break;
   }
 }
 
