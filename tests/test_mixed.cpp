@@ -29,16 +29,16 @@ int64_t int_bytes(int64_t rows, int64_t cols, int bits, int group, bool sym) {
   return rows * (nb * 4 * bits + G * (sym ? 2 : 3));
 }
 // docs/formats.md: mix = bitmap (padded to 64) + low part (padded to 64) + high part; slim = class map
-// (padded to 64) + the N-bit asymmetric twin's bytes + 192.
+// (padded to 64) + the N-bit asymmetric twin's bytes + 192; both rounded up to a multiple of 64.
 int64_t doc_bytes(const QuantSpec& s, int64_t rows, int64_t cols) {
   if (s.family == FormatFamily::Mix) {
     const int64_t k = (rows * s.share + 999) / 1000;
     const int64_t lo = rows - k ? int_bytes(rows - k, cols, s.bits, s.group, s.sym) : 0;
     const int64_t hi = k ? int_bytes(k, cols, s.hi_bits, s.hi_group, s.hi_sym) : 0;
-    return a64((rows + 7) / 8) + a64(lo) + hi;
+    return a64(a64((rows + 7) / 8) + a64(lo) + hi);
   }
   const int64_t G = (cols + s.group - 1) / s.group;
-  return a64((G + 3) / 4) + int_bytes(rows, cols, s.bits, s.group, false) + 192;
+  return a64(a64((G + 3) / 4) + int_bytes(rows, cols, s.bits, s.group, false) + 192);
 }
 
 // A weight matrix with row and column scales spread over two decades (salience to find).

@@ -56,11 +56,11 @@ PackedGeometry geometry(const QuantSpec& s, int64_t rows, int64_t cols) {
     const int64_t k = mix_hi_rows(s, rows);
     g.group = s.group ? s.group : cols;
     g.groups_per_row = g.group ? (cols + g.group - 1) / g.group : 0;
-    g.total_bytes = map + align64(part_bytes(part_spec(s, 0), rows - k, cols)) + part_bytes(part_spec(s, 1), k, cols);
+    g.total_bytes = align64(map + align64(part_bytes(part_spec(s, 0), rows - k, cols)) + part_bytes(part_spec(s, 1), k, cols));
   } else {
     g.group = s.group;
     g.groups_per_row = slim_groups(s, cols);
-    g.total_bytes = map + part_bytes(QuantSpec{s.bits, s.group, false, FormatFamily::Int}, rows, cols) + 3 * 64;
+    g.total_bytes = align64(map + part_bytes(QuantSpec{s.bits, s.group, false, FormatFamily::Int}, rows, cols) + 3 * 64);
   }
   return g;
 }

@@ -6,7 +6,8 @@
 // k = ceil(rows * P / 1000) rows in the int format <hi>, the others in <lo>. Bytes: a row bitmap
 // (bit r of byte r / 8 set: row r is in the high part; ceil(rows / 8) bytes, padded to 64), the low
 // part (an int tensor [rows - k, cols] of its rows in ascending order), padding to 64, the high part
-// ([k, cols]). The product is the two parts' products, scattered to their rows.
+// ([k, cols]), then zero bytes to a multiple of 64 (a tensor after it in a file stays aligned). The
+// product is the two parts' products, scattered to their rows.
 //
 // slim<N>g<G> (SliM-LLM, Huang et al. 2024, "SliM-LLM: Salience-Driven Mixed-Precision Quantization
 // for Large Language Models"): column groups of G columns (all rows) in class 0, 1 or 2 = N-1, N or
@@ -15,7 +16,8 @@
 // 64), then per class its part at a 64-aligned offset: an asymmetric int tensor w<b>g<G>a (b = 1:
 // binary b1g<G>) [rows, columns of the class's groups in ascending order]; then zero bytes up to the
 // fixed total = map + the bytes of slim's N-bit asymmetric int twin (w<N>g<G>a) + 3 x 64 (the binary
-// part has no zeros, the parts' alignment): the size depends on the shape only. The product is the sum
+// part has no zeros, the parts' alignment), rounded up to a multiple of 64: the size depends on the shape
+// only. The product is the sum
 // of the parts' products with the activations of their columns.
 #pragma once
 #include <cstdint>

@@ -286,6 +286,8 @@ Model load_lmpress_from(SafetensorsFile st, const std::string& path, const LoadO
       else if (s->dtype == "BF16") t.dtype = DType::BF16;
       else fail(path, "tensor " + name + " has unsupported dtype " + s->dtype);
       t.shape = s->shape;
+      // after a packed tensor of odd length the data may sit at an odd offset: an aligned copy
+      return io_detail::view_tensor(t.name, t.dtype, t.shape, t.data, t.nbytes);
     }
     return t;
   };
