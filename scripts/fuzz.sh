@@ -47,8 +47,14 @@ for t in build/fuzz/fuzz/fuzz_*; do
         build/fuzz/lmpress quantize -m build/fuzz/seeds/tiny.gguf -r "spqr:spqr3g16+s0.50" --calib README.md \
           --nsamples 4 --seqlen 64 -o build/fuzz/seeds/tiny-spqr.lmp --force -q >/dev/null || true
       fi
+      # and the composite formats (row bitmap, class map and int / binary parts)
+      if [ -x build/fuzz/lmpress ] && [ -f build/fuzz/seeds/tiny.gguf ] && [ ! -f build/fuzz/seeds/tiny-mix.lmp ]; then
+        build/fuzz/lmpress quantize -m build/fuzz/seeds/tiny.gguf -r "rtn:mixw2g32_w4g32a_p300;*.ffn_*=rtn:slim2g32,beta=1" \
+          -o build/fuzz/seeds/tiny-mix.lmp --force -q >/dev/null || true
+      fi
       seeds=(build/fuzz/seeds/tiny-w2.lmp)
-      [ -f build/fuzz/seeds/tiny-spqr.lmp ] && seeds+=(build/fuzz/seeds/tiny-spqr.lmp) ;;
+      [ -f build/fuzz/seeds/tiny-spqr.lmp ] && seeds+=(build/fuzz/seeds/tiny-spqr.lmp)
+      [ -f build/fuzz/seeds/tiny-mix.lmp ] && seeds+=(build/fuzz/seeds/tiny-mix.lmp) ;;
     fuzz_recipe)
       mkdir -p build/fuzz/seeds
       printf '%s' 'gptq:w4g32,act_order,damp=0.01;token_embd.weight=rtn:w8g32;blk.*.ffn_down.weight=gptq:w3g128a,static_groups' >build/fuzz/seeds/recipe1.txt
