@@ -200,6 +200,28 @@ TEST(Composite, ProductsEveryLevel) {
   }
 }
 
+// The layout cache: a tensor of another shape (same bytes, format and map bytes) at the address of one
+// already used gets its own layout (a streamed quantization frees finished layers; their addresses return).
+TEST(Composite, LayoutCacheChecksShape) {
+  const QuantSpec s = parse_format_name("slim3g64");
+  const Tensor a = pack_tensor("a", quantize_rtn_ref(weights(768, 256, 1).data(), 768, 256, s));
+  const Tensor b = pack_tensor("b", quantize_rtn_ref(weights(256, 768, 2).data(), 256, 768, s));
+  ASSERT_EQ(a.nbytes, b.nbytes);  // the same bytes; a's 1-byte map equals the first byte of b's 3-byte map
+  ThreadPool pool(2);
+  const auto x = randn(size_t(4 * 768), 3);
+  // b (256 x 768, 12 groups) is used at an address, then a (768 x 256, 4 groups) takes its place
+  Tensor v = make_owned_tensor("v", DType::Q, {256, 768},
+                               std::vector<uint8_t>(static_cast<const uint8_t*>(b.data), static_cast<const uint8_t*>(b.data) + b.nbytes),
+                               b.format);
+  std::vector<float> y(size_t(4 * 768)), want(size_t(4 * 768));
+  matmul(v, x.data(), 4, y.data(), pool);  // caches b's layout at this address
+  std::memcpy(const_cast<void*>(v.data), a.data, a.nbytes);
+  v.shape = {768, 256};
+  matmul(v, x.data(), 4, y.data(), pool);
+  matmul(a, x.data(), 4, want.data(), pool);
+  EXPECT_EQ(y, want);
+}
+
 // Hostile maps and sizes: one clear error naming the tensor, never a crash.
 TEST(Composite, CorruptMapsRefused) {
   const int64_t rows = 37, cols = 200;

@@ -110,9 +110,12 @@ Layout layout_of(const QuantSpec& s, int64_t rows, int64_t cols, const uint8_t* 
 }
 
 std::shared_ptr<const Layout> layout_cached(const Tensor& t) {
+  // A layout is a function of (format, rows, cols, map bytes): all four are compared, so a tensor freed
+  // and replaced at the same address (streamed output frees finished layers) never gets another's layout.
   struct Entry {
     size_t nbytes;
     uint32_t format;
+    int64_t rows, cols;
     std::vector<uint8_t> map;
     std::shared_ptr<const Layout> layout;
   };
@@ -124,11 +127,12 @@ std::shared_ptr<const Layout> layout_cached(const Tensor& t) {
   std::lock_guard<std::mutex> lk(mu);
   auto it = cache.find(t.data);
   if (it != cache.end() && it->second.nbytes == t.nbytes && it->second.format == t.format &&
+      it->second.rows == t.rows() && it->second.cols == t.cols() && it->second.map.size() == mb &&
       std::memcmp(it->second.map.data(), d, mb) == 0)
     return it->second.layout;
   if (cache.size() > 4096) cache.clear();
   auto L = std::make_shared<const Layout>(layout_of(s, t.rows(), t.cols(), d, t.name));
-  cache[t.data] = Entry{t.nbytes, t.format, std::vector<uint8_t>(d, d + mb), L};
+  cache[t.data] = Entry{t.nbytes, t.format, t.rows(), t.cols(), std::vector<uint8_t>(d, d + mb), L};
   return L;
 }
 
