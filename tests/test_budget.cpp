@@ -11,6 +11,7 @@
 #include "lmpress/engine.h"
 #include "lmpress/eval.h"
 #include "lmpress/io.h"
+#include "test_quant_util.h"
 #include "test_util.h"
 
 using namespace lmpress;
@@ -148,24 +149,8 @@ TEST(Budget, DatabaseAllocationMeetsBudgetInFile) {
     const std::string recipe = allocation_recipe(db, r.choice);
     const Recipe rc = parse_recipe(recipe);
     const Model q = assemble_model(f.m, db, r.choice);
-    const std::string out = dir / ("a" + std::to_string(int(bpw * 10)) + ".lmp");
-    {
-      LmpressStreamWriter w(out, f.m, plan_quantization(f.m, rc), {{"recipe", recipe}});
-      for (const Tensor* t : q.weight_tensors()) w.put(*t);
-      w.commit();
-    }
-    const Model back = load_model(out);
-    int64_t wbytes = 0;
-    for (const Tensor* t : back.weight_tensors()) wbytes += int64_t(t->nbytes);
-    EXPECT_EQ(wbytes, r.bytes) << bpw;
-    const std::vector<int32_t> toks = {1, 5, 9, 17, 33, 65, 129, 7};
-    EngineOptions eo;
-    eo.n_threads = 1;
-    eo.n_ctx = 8;
-    std::vector<float> a(8 * 300), b(8 * 300);
-    Engine(q, eo).forward(toks.data(), 8, 0, a.data(), true);
-    Engine(back, eo).forward(toks.data(), 8, 0, b.data(), true);
-    EXPECT_EQ(a, b);
+    test::expect_file_matches(f.m, q, plan_quantization(f.m, rc), recipe, dir / ("a" + std::to_string(int(bpw * 10)) + ".lmp"),
+                              r.bytes);
   }
 }
 

@@ -489,23 +489,6 @@ TEST(Mixllm, AllocatorMeetsBudget) {
     for (const auto& p : plan) planned += int64_t(p.nbytes);
     EXPECT_EQ(planned, a.bytes) << recipe;
     const Model q = assemble_model(m, db, a.choice, &a.tensors);
-    const std::string out = dir / (std::string(alloc) + std::to_string(int(bpw * 10)) + ".lmp");
-    {
-      LmpressStreamWriter wr(out, m, plan, {{"recipe", recipe}});
-      for (const Tensor* t : q.weight_tensors()) wr.put(*t);
-      wr.commit();
-    }
-    const Model back = load_model(out);
-    int64_t wbytes = 0;
-    for (const Tensor* t : back.weight_tensors()) wbytes += int64_t(t->nbytes);
-    EXPECT_EQ(wbytes, a.bytes);
-    const std::vector<int32_t> toks = {1, 5, 9, 17, 33, 65, 129, 7};
-    EngineOptions eo;
-    eo.n_threads = 1;
-    eo.n_ctx = 8;
-    std::vector<float> x(8 * 300), y(8 * 300);
-    Engine(q, eo).forward(toks.data(), 8, 0, x.data(), true);
-    Engine(back, eo).forward(toks.data(), 8, 0, y.data(), true);
-    EXPECT_EQ(x, y);
+    test::expect_file_matches(m, q, plan, recipe, dir / (std::string(alloc) + std::to_string(int(bpw * 10)) + ".lmp"), a.bytes);
   }
 }
