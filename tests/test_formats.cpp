@@ -102,8 +102,8 @@ int64_t doc_bytes(const QuantSpec& s, int64_t rows, int64_t cols) {
   const int64_t nb = (cols + 31) / 32, grp = s.group ? s.group : cols, G = (cols + grp - 1) / grp;
   switch (s.family) {
     case FormatFamily::Int: return rows * (nb * 4 * s.bits + G * (s.sym ? 2 : 3));
-    case FormatFamily::NF4:
-    case FormatFamily::FP4: return rows * (nb * 16 + G * 2);
+    case FormatFamily::NF4: return rows * (nb * 16 + G * 2);
+    case FormatFamily::FP4: return rows * (nb * 4 * s.bits + G * 2);
     case FormatFamily::MXFP4: return rows * (nb * 16 + G * 1);
     case FormatFamily::FP8: return rows * (nb * 32 + G * 2);
     case FormatFamily::Lut: return rows * (nb * 4 * s.bits + 2 + (1 << s.bits));
@@ -175,10 +175,10 @@ const ParityEntry& parity_entry(const QuantSpec& s) {
 
 TEST(Formats, IdsAndNames) {
   const auto fmts = all_formats();
-  // int: 6 widths x 5 groups x sym/asym; nf4, fp4: 4 groups; mxfp4; fp8: 5 groups; lut3/4; 12 ggml types;
+  // int: 6 widths x 5 groups x sym/asym; nf4: 4 groups; fp: 5 minifloats x 4 groups; mxfp4; fp8: 5 groups; lut3/4; 12 ggml types;
   // spqr: 3 widths x 3 groups x 3 row groups; binary: 5 groups; pow3/4: 4 groups; bitmod3/4: 3 groups;
   // vq: 9 representatives (test_vq.cpp); trellis2/3/4
-  const size_t n_formats = 60 + 4 + 4 + 1 + 5 + 2 + 12 + 27 + 5 + 8 + 6 + 9 + 3;
+  const size_t n_formats = 60 + 4 + 20 + 1 + 5 + 2 + 12 + 27 + 5 + 8 + 6 + 9 + 3;
   EXPECT_EQ(fmts.size(), n_formats);
   std::set<uint32_t> ids;
   std::set<std::string> names;
@@ -193,8 +193,18 @@ TEST(Formats, IdsAndNames) {
   }
   EXPECT_EQ(ids.size(), n_formats);
   EXPECT_EQ(names.size(), n_formats);
-  for (const char* n : {"nf4g64", "fp4g32", "mxfp4", "fp8row", "fp8g128", "lut3", "lut4"})
+  for (const char* n : {"nf4g64", "fp4g32", "mxfp4", "fp8row", "fp8g128", "lut3", "lut4", "fp4e3m0g64", "fp4e1m2g16",
+                        "fp3g32", "fp3e1m1g128"})
     EXPECT_EQ(format_name(parse_format_name(n)), n);
+  // the default splits' long names; E2M1 keeps the id fp4 files had before the other splits
+  EXPECT_EQ(parse_format_name("fp4e2m1g64"), parse_format_name("fp4g64"));
+  EXPECT_EQ(parse_format_name("fp3e2m0g64"), parse_format_name("fp3g64"));
+  EXPECT_EQ(format_id(parse_format_name("fp4g64")), 4u | 3u << 8 | 1u << 16 | 2u << 24);
+  EXPECT_EQ(format_id(parse_format_name("fp4e3m0g64")), 4u | (3u | 3u << 4) << 8 | 1u << 16 | 2u << 24);
+  for (const char* bad : {"fp4e2m2g64", "fp4e0m3g64", "fp3e3m0g64", "fp5g64", "fp2g64", "fp4e1m2", "fp3row", "fp4e1g64"})
+    EXPECT_THROW(parse_format_name(bad), Error) << bad;
+  EXPECT_FALSE(format_id_valid(4u | (3u | 2u << 4) << 8 | 1u << 16 | 2u << 24));  // E2 is the default: stored as 0
+  EXPECT_FALSE(format_id_valid(3u | (3u | 3u << 4) << 8 | 1u << 16 | 2u << 24));  // no E3M-1
   EXPECT_EQ(format_id(parse_format_name("nf4g64")), 4u | 3u << 8 | 1u << 16 | 1u << 24);
   for (const char* bad : {"nf4", "nf3g32", "fp4row", "mxfp4g64", "fp8", "lut2", "lut4g32", "lut"})
     EXPECT_THROW(parse_format_name(bad), Error) << bad;
@@ -443,7 +453,7 @@ TEST(Formats, GoldenEdgeCases) {
     std::vector<float> h = randn(size_t(rows * cols), 11, 1e-3f);
     const float vmax = s.family == FormatFamily::Int ? float((1 << s.bits) - 1) / 2
                        : s.family == FormatFamily::FP8 ? 448.f
-                       : s.family == FormatFamily::FP4 ? 12.f
+                       : s.family == FormatFamily::FP4 ? (s.bits == 3 ? (s.ebits ? 3.f : 4.f) : s.ebits == 3 ? 64.f : s.ebits == 1 ? 7.f : 12.f)
                        : s.family == FormatFamily::Binary ? 1.f
                        : s.family == FormatFamily::Bitmod ? 84.f  // the ER datatypes' largest value
                                                         : 127.f;

@@ -237,3 +237,95 @@ TEST(Llmfp4, EndToEndOnBabyllama) {
   std::printf("[ llmfp4   ] babyllama KLD: llmfp4 fp4g64 %.4f, rtn fp4g64 %.4f\n", searched, minmax);
   EXPECT_LT(searched, minmax);
 }
+
+// The fp family's minifloats (fp4.cpp) against their definition: sign, E exponent bits, M mantissa
+// bits, bias 2^(E-1) - 1, subnormals (exponent field 0: m / 2^M * 2^(1 - bias)), normals
+// ((1 + m / 2^M) * 2^(e - bias)); the table is the magnitudes over the smallest subnormal step.
+// Every code's value and the nearest rounding of random weights.
+TEST(Llmfp4, MinifloatTablesMatchTheirDefinition) {
+  struct V {
+    const char* name;
+    int E, M;
+  };
+  for (const V v : {V{"fp4g32", 2, 1}, V{"fp4e3m0g32", 3, 0}, V{"fp4e1m2g32", 1, 2}, V{"fp3g32", 2, 0}, V{"fp3e1m1g32", 1, 1}}) {
+    const QuantSpec s = parse_format_name(v.name);
+    const int bits = 1 + v.E + v.M;
+    ASSERT_EQ(s.bits, bits) << v.name;
+    const double bias = std::exp2(v.E - 1) - 1;
+    std::vector<double> mags;  // by code: exponent field << M | mantissa
+    for (int code = 0; code < (1 << (v.E + v.M)); ++code) {
+      const int e = code >> v.M, m = code & ((1 << v.M) - 1);
+      mags.push_back(e == 0 ? double(m) / std::exp2(v.M) * std::exp2(1 - bias)
+                            : (1 + double(m) / std::exp2(v.M)) * std::exp2(e - bias));
+    }
+    const double unit = std::exp2(1 - bias - v.M);  // the subnormal step (E3M0: no subnormals but 0)
+    const auto grid = make_grid(s);
+    const float one = 1.f;
+    GroupParams p = grid->params(&one, 1, 1.0f, nullptr);
+    p.scale = 1.f;
+    ASSERT_EQ(grid->n_codes(), 1 << bits) << v.name;
+    for (int code = 0; code < (1 << bits); ++code) {
+      const double sign = code >> (bits - 1) ? -1.0 : 1.0;
+      const double want = sign * mags[size_t(code & ((1 << (bits - 1)) - 1))] / (v.M == 0 ? mags[1] : unit);
+      EXPECT_EQ(double(grid->dequantize(code, p)), want) << v.name << " code " << code;
+    }
+    // nearest rounding at the min-max scale (absmax -> the largest magnitude)
+    std::vector<float> w = randn(64, 5, 1.0f);
+    const GroupParams pm = grid->params(w.data(), 64, 1.0f, nullptr);
+    for (float x : w) {
+      double best = INFINITY;
+      for (int code = 0; code < (1 << bits); ++code) best = std::min(best, std::fabs(double(grid->dequantize(code, pm)) - x));
+      EXPECT_NEAR(std::fabs(double(grid->dequantize(grid->quantize(x, pm), pm)) - x), best, 1e-7) << v.name << " " << x;
+    }
+  }
+}
+
+// `search`: every split of the bit width is searched and the one of least layer output error kept,
+// so the result is never worse than any single split, and the file records the chosen split.
+TEST(Llmfp4, FormatSearchKeepsTheBestSplit) {
+  const int64_t rows = 16, cols = 128;
+  const std::vector<double> H = random_hessian(cols, 300, 31);
+  ThreadPool pool(2);
+  for (const char* base : {"fp4g32", "fp3g32"}) {
+    for (int kind = 0; kind < 2; ++kind) {
+      // Gaussian weights, and signed powers of two 2^-k, k uniform in 0..6 (E3M0 holds them exactly)
+      std::vector<float> w = randn(size_t(rows * cols), 41, 0.05f);
+      if (kind == 1) {
+        std::mt19937 rng(42);
+        for (float& x : w) x = (x < 0 ? -0.1f : 0.1f) * std::ldexp(1.f, -int(rng() % 7));
+      }
+      TensorRule r = parse_rule(std::string("llmfp4:") + base + ",search,rounds=1,n=30");
+      ASSERT_TRUE(r.llmfp4.search);
+      RoundArgs a;
+      a.w = w.data();
+      a.rows = rows;
+      a.cols = cols;
+      a.rule = &r;
+      a.H = &H;
+      a.pool = &pool;
+      const QuantizedMatrix q = find_method("llmfp4").round(a);
+      const std::vector<float> dq = dequantize_matrix(q);
+      const double e = test::proxy_loss(w.data(), std::vector<double>(dq.begin(), dq.end()), rows, cols, H);
+      double best = INFINITY;
+      QuantSpec best_spec;
+      for (int eb : {0, 1, 3}) {
+        QuantSpec c = r.spec;
+        c.ebits = eb;
+        if (std::string(base) == "fp3g32" && eb == 3) continue;
+        const QuantizedMatrix qc = quantize_llmfp4(w.data(), rows, cols, c, H, r.llmfp4, pool);
+        const std::vector<float> dc = dequantize_matrix(qc);
+        const double ec = test::proxy_loss(w.data(), std::vector<double>(dc.begin(), dc.end()), rows, cols, H);
+        if (ec < best) {
+          best = ec;
+          best_spec = c;
+        }
+      }
+      EXPECT_EQ(q.spec, best_spec) << base << " kind " << kind;
+      EXPECT_NEAR(e, best, 1e-9 * best) << base << " kind " << kind;
+      if (kind == 1 && std::string(base) == "fp4g32") {
+        EXPECT_EQ(q.spec.ebits, 3) << "cubed Gaussians: E3M0 expected";
+      }
+    }
+  }
+  test::expect_recipes_refused({{"llmfp4:fp4g64,search=1", "search"}});
+}

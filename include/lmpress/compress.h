@@ -159,6 +159,9 @@ inline constexpr double kLlmfp4AlphaLo = 0.01, kLlmfp4AlphaHi = 1.2;  // the ref
 struct Llmfp4Options {
   int n = 100;     // candidates per group: n + 1 (the reference's eq_n)
   int rounds = 3;  // sweeps over the groups of a row (the reference's search_round)
+  // LLM-FP4's format search: every exponent/mantissa split of the spec's bit width (fp4: E1M2, E2M1,
+  // E3M0; fp3: E1M1, E2M0) is searched and the one of least layer output error kept (option `search`)
+  bool search = false;
 };
 QuantizedMatrix quantize_llmfp4(const float* w, int64_t rows, int64_t cols, const QuantSpec& s,
                                 const std::vector<double>& H, const Llmfp4Options& o, ThreadPool& pool,
@@ -195,7 +198,9 @@ std::vector<double> row_errors(const float* w, const std::vector<float>& deq, in
 QuantizedMatrix quantize_mixllm(const float* w, int64_t rows, int64_t cols, const QuantSpec& s, const std::vector<double>& H,
                                 const GptqOptions& g, ThreadPool& pool);
 namespace detail {
-double llmfp4_init_bias(float amax);         // 2^E - log2(amax) + log2(2 - 2^-M) - 1 for E2M1
+// 2^E - log2(amax) + log2(2 - 2^-M) - 1 for E2M1 (vmax 12, the fp table's largest entry); in general
+// log2(vmax / amax) for a minifloat table whose largest entry is vmax
+double llmfp4_init_bias(float amax, float vmax = 12.f);
 std::vector<double> llmfp4_alphas(int n);    // the n + 1 bias factors
 }  // namespace detail
 // Hessian for a matrix that is both the token embedding and the classifier (tied): the

@@ -1,5 +1,8 @@
 // LLM-FP4 (Liu et al. 2023, "LLM-FP4: 4-Bit Floating-Point Quantized Transformers", EMNLP 2023),
-// its weight part: E2M1 values with a real-valued exponent bias b instead of the fixed integer one.
+// its weight part: E2M1 values with a real-valued exponent bias b instead of the fixed integer one
+// (any minifloat of the fp family the same way: the bias is the group's f16 scale of its table), and
+// with `search` its format search: each exponent/mantissa split of the bit width, the one of least
+// layer output error kept per tensor (the reference searches the format per layer).
 // An E2M1 number with bias b takes the magnitudes 2^-b * {0, 1, 2, 3, 4, 6, 8, 12} (subnormal
 // step 2^-b, largest 1.5 * 2^(3 - b)): exactly the fp4 format's int8 table 2 * E2M1 times the
 // scale 2^-b, so fp4g<G> stores the searched bias as its f16 group scale and the existing table
@@ -24,7 +27,7 @@ namespace lmpress {
 
 namespace detail {
 
-double llmfp4_init_bias(float amax) { return std::log2(12.0 / double(amax)); }
+double llmfp4_init_bias(float amax, float vmax) { return std::log2(double(vmax) / double(amax)); }
 
 std::vector<double> llmfp4_alphas(int n) {
   std::vector<double> a(static_cast<size_t>(n) + 1);
@@ -38,12 +41,20 @@ QuantizedMatrix quantize_llmfp4(const float* w, int64_t rows, int64_t cols, cons
                                 const std::vector<double>& H, const Llmfp4Options& o, ThreadPool& pool,
                                 double* err_minmax, double* err_searched) {
   if (s.family != FormatFamily::FP4)
-    fail("llmfp4", "llmfp4 searches the exponent bias of E2M1: use fp4g<G>, not " + format_name(s));
+    fail("llmfp4", "llmfp4 searches the exponent bias of a minifloat: use an fp format (fp4g<G>, fp3g<G>, ...), not " +
+                       format_name(s));
   if (int64_t(H.size()) != cols * cols) fail("llmfp4", "Hessian size does not match the weight's columns");
   if (o.n < 1 || o.rounds < 0) fail("llmfp4", "n must be >= 1 and rounds >= 0");
   for (int64_t i = 0; i < rows * cols; ++i)
     if (!std::isfinite(w[i])) fail("llmfp4", "non-finite weight at index " + std::to_string(i));
   const std::unique_ptr<Grid> grid = make_grid(s);
+  float vmax = 0.f;  // the table's largest magnitude (the min-max scale is amax / vmax)
+  {
+    const float unit = 1.f;
+    GroupParams p1 = grid->params(&unit, 1, 1.0f, nullptr);  // the fixed table; scale set to 1 below
+    p1.scale = 1.f;
+    for (int32_t c = 0; c < grid->n_codes(); ++c) vmax = std::max(vmax, std::fabs(grid->dequantize(c, p1)));
+  }
   const std::vector<double> alphas = detail::llmfp4_alphas(o.n);
   QuantizedMatrix out;
   out.init(s, rows, cols);
@@ -104,7 +115,7 @@ QuantizedMatrix quantize_llmfp4(const float* w, int64_t rows, int64_t cols, cons
           double best = block_err(&d[size_t(c0)], c0, len);
           float best_scale = p.scale;
           std::copy(d.begin() + c0, d.begin() + c0 + len, db.begin());
-          const double b0 = detail::llmfp4_init_bias(amax);
+          const double b0 = detail::llmfp4_init_bias(amax, vmax);
           for (double a : alphas) {
             p.scale = round_scale_f16(float(std::exp2(-a * b0)));
             if (!(p.scale > 0.f) || !std::isfinite(p.scale) || p.scale == best_scale) continue;

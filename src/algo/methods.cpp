@@ -127,19 +127,46 @@ bool llmfp4_option(TensorRule& r, const std::string& k, const std::string& v) {
     r.llmfp4.rounds = int(x);
     return true;
   }
+  if (k == "search" && v.empty()) {
+    r.llmfp4.search = true;
+    return true;
+  }
   return false;
 }
 void llmfp4_check(const TensorRule& r) {
   if (r.spec.family != FormatFamily::FP4)
-    fail("recipe", "llmfp4 searches the exponent bias of E2M1 values: use the format fp4g<G>, not " + format_name(r.spec));
+    fail("recipe", "llmfp4 searches the exponent bias of minifloats: use an fp format (fp4g<G>, fp3g<G>, fp4e3m0g<G>, ...), not " +
+                       format_name(r.spec));
 }
 QuantizedMatrix llmfp4_round(const RoundArgs& a) {
   if (!a.H) fail("llmfp4", "llmfp4 needs calibration data (--calib FILE)");
-  double e0 = 0, e1 = 0;
-  QuantizedMatrix q = quantize_llmfp4(a.w, a.rows, a.cols, a.rule->spec, *a.H, a.rule->llmfp4, *a.pool, &e0, &e1);
-  log_debug("llmfp4 [%lld x %lld] %s: layer error %.6g (min-max) -> %.6g (searched bias)", (long long)a.rows,
-            (long long)a.cols, format_name(a.rule->spec).c_str(), e0, e1);
-  return q;
+  std::vector<QuantSpec> cands{a.rule->spec};
+  if (a.rule->llmfp4.search) {  // every split of the bit width (the rule's first: it wins ties)
+    for (int e : {0, 1, 3}) {
+      QuantSpec c = a.rule->spec;
+      c.ebits = e;
+      bool valid = true;
+      try {
+        (void)format_id(c);
+      } catch (const Error&) {
+        valid = false;
+      }
+      if (c != a.rule->spec && valid) cands.push_back(c);
+    }
+  }
+  QuantizedMatrix best;
+  double best_e = INFINITY;
+  for (const QuantSpec& c : cands) {
+    double e0 = 0, e1 = 0;
+    QuantizedMatrix q = quantize_llmfp4(a.w, a.rows, a.cols, c, *a.H, a.rule->llmfp4, *a.pool, &e0, &e1);
+    log_debug("llmfp4 [%lld x %lld] %s: layer error %.6g (min-max) -> %.6g (searched bias)", (long long)a.rows,
+              (long long)a.cols, format_name(c).c_str(), e0, e1);
+    if (e1 < best_e) {
+      best_e = e1;
+      best = std::move(q);
+    }
+  }
+  return best;
 }
 
 // ---- slim (SliM-LLM) ----
@@ -527,8 +554,9 @@ const std::vector<MethodInfo> kMethods = {
     {"bitmod", "BitMoD: per group one of four FP3/FP4 datatypes with a special value, chosen by diag(H)-weighted error "
      "(Chen et al. 2025); bitmod+gptq: GPTQ rounding onto the group's datatype", true, true, kStatDiag, "(none)",
      no_option, bitmod_check, bitmod_round, nullptr},
-    {"llmfp4", "LLM-FP4: E2M1 (fp4g<G>) with a real-valued exponent bias per output channel and group, searched on "
-     "the layer output error (Liu et al. 2023)", true, false, kStatHessian, "n=N, rounds=N", llmfp4_option, llmfp4_check,
+    {"llmfp4", "LLM-FP4: minifloats (fp4g<G>, fp3g<G>, ...) with a real-valued exponent bias per output channel and group, searched on "
+     "the layer output error; `search`: the exponent/mantissa split per tensor too (Liu et al. 2023)", true, false,
+     kStatHessian, "n=N, rounds=N, search", llmfp4_option, llmfp4_check,
      llmfp4_round, nullptr},
     {"easyquant", "EasyQuant: data-free; outliers apart (+s), each group's range optimised by gradient descent "
      "on the reconstruction error (Tang et al. 2023)", true, false, 0, "steps=N", easyquant_option, easyquant_check,

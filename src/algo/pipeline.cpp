@@ -148,9 +148,10 @@ QuantizedMatrix round_with_outliers(const RoundArgs& args, const std::vector<flo
   a.keep = keep.data();
   a.kept = kept.data();
   QuantizedMatrix qm = find_method(rd.rounding()).round(a);
-  const std::unique_ptr<Grid> grid = make_grid(rd.spec);
+  // the method may choose the format's variant (llmfp4's format search): its grid, the full spec's outliers
+  const std::unique_ptr<Grid> grid = make_grid(qm.spec);
   const int64_t g = qm.group_len();
-  qm.spec = full;
+  qm.spec.sparse = full.sparse;
   qm.sp_idx = order;
   qm.sp_val.resize(order.size());
   for (size_t k = 0; k < order.size(); ++k) {
@@ -302,6 +303,7 @@ Rounded compress_tensor(const Tensor& t, const TensorRule& r, const InputStats* 
     else if (H)
       rep.err = layer_error(w.data(), qm, *H, &rep.rel_err, kErrorRows);
     out.t = pack_tensor(t.name, qm);
+    rep.spec = qm.spec;  // a method may choose the variant (llmfp4's format search)
   }
   out.t.name = t.name;
   rep.seconds = now_seconds() - t0;

@@ -138,7 +138,7 @@ std::string ggml_name(uint32_t type) { return kern::ggml::type_info(type)->gname
 // Bits of a packed format's codes (for the nearest exact / re-quantization advice).
 int code_bits(const QuantSpec& s) {
   switch (s.family) {
-    case FormatFamily::NF4: case FormatFamily::FP4: case FormatFamily::MXFP4: return 4;
+    case FormatFamily::NF4: case FormatFamily::MXFP4: return 4;
     case FormatFamily::FP8: return 8;
     case FormatFamily::Vq: return (s.bits + s.group2 + s.group - 1) / s.group;  // index bits per weight
     default: return s.bits;
