@@ -233,7 +233,8 @@ void register_all() {
                           "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs", "w4g32+s0.50", "lut3+s0.45",
                           "spqr3g16", "spqr3g32r32", "spqr3g16+s0.30", "w4g64", "w3g64", "pow4g64", "pow3g64", "bitmod4g64",
                           "bitmod4g128", "bitmod3g128", "w2g64", "vq4k8", "vq4k8n", "vq8k8r8", "vq4k10", "vq4k12", "vq4k8r4",
-                          "vq4k8r8", "vq2k8", "vq8k12", "trellis2", "trellis3", "trellis4", "b1g128", "fp4g64", "w4g128"}) {
+                          "vq4k8r8", "vq2k8", "vq8k12", "trellis2", "trellis3", "trellis4", "b1g128", "fp4g64", "w4g128", "fp3g64",
+                          "fp4e3m0g64"}) {
       const QuantSpec s = parse_format_name(f);
       const std::string base = "model_decode/tinyllama-1.1b/" + format_name(s) + "/" + lname;
       benchmark::RegisterBenchmark(base.c_str(), bm_model, s, l, int64_t(1), false)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -263,7 +264,9 @@ void register_all() {
       benchmark::RegisterBenchmark(base.c_str(), bm_prefill, s, SimdLevel::AVX512, r, c, false, true)
           ->Unit(benchmark::kMillisecond)->UseRealTime();
     }
-  for (const char* f : {"w4g32", "w2g32", "w3g32", "w8g32", "q4_0", "q8_0", "q4_k", "q6_k"}) {
+  // (table families: their int8 table values in the repacked layout, session 11)
+  for (const char* f : {"w4g32", "w2g32", "w3g32", "w8g32", "q4_0", "q8_0", "q4_k", "q6_k", "w4g64", "w3g64", "nf4g64",
+                        "fp4g64", "fp3g64", "mxfp4", "lut3", "lut4", "pow3g64", "bitmod3g128", "b1g128"}) {
     const QuantSpec s = parse_format_name(f);
     const std::string pre = "model_prefill128/tinyllama-1.1b/" + format_name(s) + "/amx";
     benchmark::RegisterBenchmark(pre.c_str(), bm_model, s, SimdLevel::AVX512, int64_t(128), true)

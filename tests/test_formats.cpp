@@ -12,6 +12,7 @@
 #include <set>
 
 #include "engine/matmul_ext.h"
+#include "formats/composite.h"
 #include "formats/formats_internal.h"
 #include "formats/ggml_family.h"
 #include "formats/spqr.h"
@@ -1143,12 +1144,21 @@ kern::RepackedGemmFn repacked_fn(SimdLevel level, bool amx) {
 // reference-dequantized weights with the int8-quantized activations (the arithmetic of qkernels.h,
 // exact but for float rounding), and against the stored layout's scalar kernel. Then the front end
 // (matmul) at the level, which takes the repacked path for prefill on AVX2 and AVX-512.
-static void repacked_parity_int(SimdLevel level, bool amx) {
+// `tables`: the table families instead (int8 table values in the layout, repack_table_tiles), against
+// the table kernels' scalar reference.
+static void repacked_parity_int(SimdLevel level, bool amx, bool tables = false) {
   const kern::RepackedGemmFn fn = repacked_fn(level, amx);
   const kern::QuantOps& Q = kern::qops_scalar;
   int cases = 0, formats = 0;
   for (const auto& s : all_formats()) {
-    if (!is_int(s) || s.sparse) continue;
+    if (s.sparse) continue;
+    if (tables) {
+      if (s.family == FormatFamily::Int || is_ggml(s) || s.family == FormatFamily::Spqr || s.family == FormatFamily::Vq ||
+          s.family == FormatFamily::Trellis || s.family == FormatFamily::FP8 || composite::is_composite(s))
+        continue;
+    } else if (!is_int(s)) {
+      continue;
+    }
     ++formats;
     for (int64_t cols : {1, 33, 352, 1023}) {
       for (int64_t rows : {1, 17, 40}) {
@@ -1156,11 +1166,19 @@ static void repacked_parity_int(SimdLevel level, bool amx) {
         auto w = randn(size_t(rows * cols), seed);
         const Tensor t = pack_tensor("w", quantize_rtn_ref(w.data(), rows, cols, s));
         const kern::QWeights wv = detail::packed_view(t);
-        ASSERT_TRUE(kern::repack_supported(wv)) << format_name(s);
-        kern::QRepacked rp = kern::repack_geometry(wv);
+        if (tables && !kern::repack_table_supported(wv)) {
+          // whole-block groups only (the layout's units): every table format here qualifies
+          ADD_FAILURE() << format_name(s) << " cols=" << cols << ": not repackable";
+          continue;
+        }
+        ASSERT_TRUE(tables || kern::repack_supported(wv)) << format_name(s);
+        kern::QRepacked rp = tables ? kern::repack_geometry_table(wv) : kern::repack_geometry(wv);
         std::vector<uint8_t> buf(size_t(kern::repack_total_bytes(rp)) + 64);
         uint8_t* al = buf.data() + (64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64;
-        kern::repack_int(wv, al);
+        if (tables)
+          kern::repack_table_tiles(wv, rp, al, 0, rp.tiles);
+        else
+          kern::repack_int(wv, al);
         rp.data = al;
         const std::vector<float> wd = dequantize_ref(t);
         for (int64_t n : {1, 5, 16, 33, 128}) {
@@ -1196,7 +1214,10 @@ static void repacked_parity_int(SimdLevel level, bool amx) {
           A.a = a;
           A.y = yref.data();
           A.ldy = rows;
-          Q.gemm(A, 0, rows, 0, n);
+          if (tables)
+            format_traits(s).kernels[0]->gemm(A, 0, rows, 0, n);
+          else
+            Q.gemm(A, 0, rows, 0, n);
           for (int64_t tk = 0; tk < n; ++tk)
             for (int64_t r = 0; r < rows; ++r) {
               double e = 0, m = 0;
@@ -1242,7 +1263,7 @@ static void repacked_parity_int(SimdLevel level, bool amx) {
       }
     }
   }
-  EXPECT_GE(formats, 10);
+  EXPECT_GE(formats, tables ? 30 : 10);
   EXPECT_GT(cases, formats * 40);
   if (level != SimdLevel::Scalar) {
     EXPECT_GT(prefill_layout_bytes(), 0);
@@ -1262,6 +1283,19 @@ TEST(QuantKernelsAmx, RepackedPrefillParity) {
   if (!cpu_has_amx())
     GTEST_SKIP() << "SKIPPED: this CPU (or OS) has no AMX-INT8: the AMX prefill kernel is not run (" << cpu_feature_string() << ")";
   repacked_parity_int(SimdLevel::AVX512, true);
+}
+
+TEST_P(QuantKernels, RepackedPrefillParityTables) {
+  const SimdLevel level = GetParam();
+  if (cpu_simd_level() < level)
+    GTEST_SKIP() << "SKIPPED: this CPU lacks " << simd_level_name(level) << " (its repacked kernel is not run)";
+  repacked_parity_int(level, false, true);
+}
+
+TEST(QuantKernelsAmx, RepackedPrefillParityTables) {
+  if (!cpu_has_amx())
+    GTEST_SKIP() << "SKIPPED: this CPU (or OS) has no AMX-INT8: the AMX prefill kernel is not run (" << cpu_feature_string() << ")";
+  repacked_parity_int(SimdLevel::AVX512, true, true);
 }
 
 // The ggml block types in the repacked layout: the level's repacked kernel against the ggml

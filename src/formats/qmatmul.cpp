@@ -174,9 +174,20 @@ bool repack_enabled() {
   return on;
 }
 
+// Which repacked layout a family's tensor takes (qrepack.h): int, llama.cpp blocks, int8 tables.
+enum class RepackKind { None, Int, Ggml, Table };
+RepackKind repack_kind(FormatFamily f, const kern::QWeights& w) {
+  if (f == FormatFamily::Int) return kern::repack_supported(w) ? RepackKind::Int : RepackKind::None;
+  if (f == FormatFamily::Ggml) return kern::repack_ggml_supported(w) ? RepackKind::Ggml : RepackKind::None;
+  if (f != FormatFamily::Spqr && f != FormatFamily::Vq && f != FormatFamily::Trellis && kern::repack_table_supported(w))
+    return RepackKind::Table;
+  return RepackKind::None;
+}
+
 const kern::QRepacked* repacked_of(const Tensor& W, const kern::QWeights& w, ThreadPool& pool) {
-  const bool ggml = format_spec(W.format).family == FormatFamily::Ggml;
-  if (!repack_enabled() || !(ggml ? kern::repack_ggml_supported(w) : kern::repack_supported(w))) return nullptr;
+  const RepackKind kind = repack_kind(format_spec(W.format).family, w);
+  const bool ggml = kind == RepackKind::Ggml;
+  if (!repack_enabled() || kind == RepackKind::None) return nullptr;
   std::lock_guard<std::mutex> lk(g_repack_mu);
   auto& m = repack_cache();
   auto it = m.find(W.data);
@@ -202,7 +213,7 @@ const kern::QRepacked* repacked_of(const Tensor& W, const kern::QWeights& w, Thr
   e->owned = bool(W.owner);
   e->owner = W.owner;
   e->fp = fingerprint(W);
-  e->p = ggml ? kern::repack_geometry_ggml(w) : kern::repack_geometry(w);
+  e->p = ggml ? kern::repack_geometry_ggml(w) : kind == RepackKind::Table ? kern::repack_geometry_table(w) : kern::repack_geometry(w);
   const int64_t total = kern::repack_total_bytes(e->p);
   e->buf.reset(static_cast<uint8_t*>(std::aligned_alloc(64, size_t(total))));
   if (!e->buf) return nullptr;
@@ -214,6 +225,8 @@ const kern::QRepacked* repacked_of(const Tensor& W, const kern::QWeights& w, Thr
     if (k0 >= k1) return;
     if (ggml) {
       if (!kern::repack_ggml_tiles(w, out, k0, k1)) ok = false;
+    } else if (kind == RepackKind::Table) {
+      kern::repack_table_tiles(w, geo, out, k0, k1);
     } else {
       kern::repack_int_tiles(w, out, k0, k1);
     }
@@ -318,8 +331,7 @@ void quant_matmul_batch_core(const MatmulJob* jobs, int count, ThreadPool& pool)
     P.args.ldy = P.args.w.rows;
     P.rp = nullptr;
     P.rgemm = repacked_kernel();
-    if (!small && (s.family == FormatFamily::Int || s.family == FormatFamily::Ggml) && P.rgemm)
-      P.rp = repacked_of(*J.W, P.args.w, pool);
+    if (!small && P.rgemm && repack_kind(s.family, P.args.w) != RepackKind::None) P.rp = repacked_of(*J.W, P.args.w, pool);
     P.sp = kern::SparseArgs{};
     if (g.sparse_nnz) {
       const uint8_t* base = static_cast<const uint8_t*>(J.W->data);
@@ -362,7 +374,9 @@ void quant_matmul_batch_core(const MatmulJob* jobs, int count, ThreadPool& pool)
       last_cols = J.W->cols();
       last_n = J.n;
     }
-    P.args.a = block_acts(P.args.w, s.family, acts[size_t(n_acts - 1)], xbufs[size_t(j)]);
+    // (table families on the repacked layout: the group sums X for its corr terms, as the int family)
+    P.args.a = block_acts(P.args.w, P.rp && P.args.w.lut ? FormatFamily::Int : s.family, acts[size_t(n_acts - 1)],
+                          xbufs[size_t(j)]);
   }
   if (!small) {
     // Prefill: each product is big enough to keep the pool busy on its own. Rows in chunks of 16
@@ -723,9 +737,8 @@ std::string quant_kernel_path(const Tensor& W, int64_t n) {
     const char* k = act == SimdLevel::AVX512 ? "avx512-vnni-ymm" : act == SimdLevel::AVX2 ? "avx2-maddubs" : "scalar";
     return fam + (n > kBatchMaxTokens ? " tiles-" : " rows-") + k;
   }
-  if (s.family == FormatFamily::Ggml && n > kBatchMaxTokens && rtag && repack_enabled() &&
-      kern::repack_ggml_supported(w))
-    return fam + rtag;
+  if (n > kBatchMaxTokens && rtag && repack_enabled() && repack_kind(s.family, w) != RepackKind::None)
+    return fam + rtag + (repack_kind(s.family, w) == RepackKind::Table ? " (int8 table values)" : "");
   int l = int(act);
   while (l > 0 && !t.kernels[l]) --l;
   return fam + " family-kernels-" + level_tag(SimdLevel(l)) + (n > kBatchMaxTokens ? " (prefill)" : " (decode)");

@@ -61,6 +61,17 @@ inline int64_t repack_total_bytes(const QRepacked& g) { return g.tiles * g.tile_
 void repack_int_tiles(const QWeights& w, uint8_t* out, int64_t k0, int64_t k1);
 inline void repack_int(const QWeights& w, uint8_t* out) { repack_int_tiles(w, out, 0, repack_geometry(w).tiles); }
 
+// Table families (nf4, fp, mxfp4, lut, pow, bitmod, binary: QWeights::lut; value of code q in group g
+// of row r = scale(r, g) * T[q] with an int8 table T per tensor, row or group) in the same layout: the
+// stored code is u = T[q] + C, C = -(the smallest value of the tensor's tables) (so u >= 0; code_max
+// = largest value + C <= 255; container 2, 4 or 8 bits by code_max), scales f16 as stored (f32 for
+// E8M0), corr = -C * scale (code_offset = C). Exact: the products are those of the stored layout's
+// table kernels up to float summation order. Group 16, multiples of 32 or the whole row, as the int
+// family; not spqr (per-row statistics) nor vq.
+bool repack_table_supported(const QWeights& w);
+QRepacked repack_geometry_table(const QWeights& w);  // reads every table of w (C, code_max)
+void repack_table_tiles(const QWeights& w, const QRepacked& p, uint8_t* out, int64_t k0, int64_t k1);
+
 // llama.cpp block types (QWeights::bits = ggml_type, kernels/ggml_blocks.h) in the same layout:
 // each block decodes (reference decoder) to int8 v and per-16-half S, M (w = S v - M); stored codes
 // are u = v + C (a per-type constant making them unsigned, in a 2-, 4- or 8-bit container), scales

@@ -85,6 +85,79 @@ void repack_int_tiles(const QWeights& w, uint8_t* out, int64_t k0, int64_t k1) {
   }
 }
 
+bool repack_table_supported(const QWeights& w) {
+  if (!w.lut || w.stats2 || w.vq_book || (!w.scales && !w.e8m0) || w.bits < 1 || w.bits > 4) return false;
+  if (w.rows < 1 || w.cols < 1 || w.groups < 1) return false;
+  if (w.group == 16) return w.groups == (w.cols + 15) / 16;
+  if (w.groups == 1) return true;
+  return w.group % 32 == 0 && w.groups == (w.cols + w.group - 1) / w.group;
+}
+
+QRepacked repack_geometry_table(const QWeights& w) {
+  // the range of every table the tensor uses (one, one per row, or the groups' selections)
+  const int ncodes = 1 << w.bits;
+  int lo = 127, hi = -128;
+  auto scan = [&](const int8_t* T) {
+    for (int q = 0; q < ncodes; ++q) lo = std::min(lo, int(T[q])), hi = std::max(hi, int(T[q]));
+  };
+  if (w.lut_sel) {
+    for (int64_t i = 0; i < w.rows * w.groups; ++i) scan(w.lut + 16 * int64_t(w.lut_sel[i]));
+  } else if (w.lut_stride) {
+    for (int64_t r = 0; r < w.rows; ++r) scan(w.lut + r * w.lut_stride);
+  } else {
+    scan(w.lut);
+  }
+  const int C = std::max(0, -lo), umax = std::max(0, hi) + C;  // <= 255: int8 tables
+  QRepacked p;
+  p.rows = w.rows;
+  p.cols = w.cols;
+  p.nb = w.nb;
+  p.groups = w.groups;
+  p.bits = w.bits;
+  p.cw = umax <= 3 ? 2 : umax <= 15 ? 4 : 8;
+  p.code_max = umax;
+  p.code_offset = C;
+  p.units = w.g16() ? 2 : 1;
+  p.sf32 = w.scales == nullptr;  // E8M0 scales (mxfp4) go in as f32
+  p.tiles = (w.rows + kRepackRows - 1) / kRepackRows;
+  p.code_bytes = p.nb * p.cw * 64;
+  p.scale_bytes = (p.nb * p.units * kRepackRows * (p.sf32 ? 4 : 2) + 63) / 64 * 64;
+  p.corr_bytes = (p.groups * kRepackRows * 4 + 63) / 64 * 64;
+  p.tile_bytes = p.code_bytes + p.scale_bytes + p.corr_bytes;
+  return p;
+}
+
+void repack_table_tiles(const QWeights& w, const QRepacked& p, uint8_t* out, int64_t k0, int64_t k1) {
+  std::memset(out + k0 * p.tile_bytes, 0, size_t((k1 - k0) * p.tile_bytes));
+  const int BPB = qblock_bytes(w.bits), C = p.code_offset;
+  uint8_t q[kQBlock], u[kQBlock];
+  for (int64_t r = k0 * kRepackRows; r < std::min(w.rows, k1 * kRepackRows); ++r) {
+    const int64_t k = r / kRepackRows, i = r % kRepackRows;
+    uint8_t* codes = out + k * p.tile_bytes;
+    uint8_t* sc = codes + p.code_bytes;
+    float* corr = reinterpret_cast<float*>(codes + p.code_bytes + p.scale_bytes);
+    for (int64_t b = 0; b < w.nb; ++b) {
+      unpack_qblock(w.bits, w.q + r * w.row_bytes + b * BPB, q);
+      for (int j = 0; j < kQBlock; ++j) {
+        const int64_t c = std::min(b * kQBlock + j, w.cols - 1);  // padding: any code (its activation is 0)
+        const int64_t g = w.g16() ? c / 16 : w.groups == 1 ? 0 : c / w.group;
+        u[j] = uint8_t(int(w.group_lut(r, g)[q[j]]) + C);
+      }
+      place_codes(p.cw, u, codes + b * p.cw * 64 + i * 4);
+      for (int un = 0; un < p.units; ++un) {
+        int64_t g;
+        if (w.g16()) g = 2 * b + un;
+        else if (w.groups == 1) g = 0;
+        else g = (b * kQBlock) / w.group;
+        const size_t at = size_t((b * p.units + un) * kRepackRows + i);
+        if (p.sf32) reinterpret_cast<float*>(sc)[at] = g < w.groups ? w.scale(r, g) : 0.f;
+        else reinterpret_cast<uint16_t*>(sc)[at] = g < w.groups ? w.scales[r * w.groups + g] : uint16_t(0);
+      }
+    }
+    for (int64_t g = 0; g < w.groups; ++g) corr[g * kRepackRows + i] = -(w.scale(r, g) * float(C));  // exact: C <= 255
+  }
+}
+
 namespace {
 // C: code offset; cw: container; umax: the largest code v + C of the type (decoded values are
 // bounded by the block format; the builder checks it anyway); merged: one unit per 32-block;
