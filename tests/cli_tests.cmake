@@ -60,7 +60,7 @@ if(EXISTS ${SH}/models/babyllama-936k/model.bin)
   lmp_cli_error(recipe_option_of_another_method "damp=0.1.*option of gptq" ${LMP} quantize -m ${T} -r "rtn:w4g32,damp=0.1" -o ${TMPD}/never-written.lmp)
   # LLM-FP4: a bad option value and a format it cannot search are one-line errors; a small run writes fp4 tensors
   lmp_cli_error(llmfp4_bad_n "option 'n=0': n must be an integer in \\[1, 10000\\]" ${LMP} quantize -m ${T} -r "llmfp4:fp4g32,n=0" -o ${TMPD}/never-written.lmp)
-  lmp_cli_error(llmfp4_not_fp4 "llmfp4 searches the exponent bias of E2M1 values: use the format fp4g<G>, not w4g32" ${LMP} quantize -m ${T} -r "llmfp4:w4g32" -o ${TMPD}/never-written.lmp)
+  lmp_cli_error(llmfp4_not_fp4 "llmfp4 searches the exponent bias of minifloats: use an fp format .*, not w4g32" ${LMP} quantize -m ${T} -r "llmfp4:w4g32" -o ${TMPD}/never-written.lmp)
   add_test(NAME cli.quantize_llmfp4 COMMAND ${LMP} quantize -m ${SH}/models/babyllama-936k/model.bin -r "llmfp4:fp4g32,rounds=1;token_embd.weight=rtn:w8g32"
            --calib ${SH}/data/tinystories/calib.oneline.txt --nsamples 4 --seqlen 64 -o ${TMPD}/llmfp4.lmp --force)
   set_tests_properties(cli.quantize_llmfp4 PROPERTIES PASS_REGULAR_EXPRESSION "llmfp4")
