@@ -233,7 +233,7 @@ void register_all() {
                           "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs", "w4g32+s0.50", "lut3+s0.45",
                           "spqr3g16", "spqr3g32r32", "spqr3g16+s0.30", "w4g64", "w3g64", "pow4g64", "pow3g64", "bitmod4g64",
                           "bitmod4g128", "bitmod3g128", "w2g64", "vq4k8", "vq4k8n", "vq8k8r8", "vq4k10", "vq4k12", "vq4k8r4",
-                          "vq4k8r8", "vq2k8", "vq8k12", "trellis2", "trellis3", "trellis4", "b1g128", "fp4g64", "w4g128", "fp3g64",
+                          "vq4k8r8", "vq2k8", "vq8k12", "trellis2", "trellis3", "trellis4", "trellis2h", "trellis3h", "trellis4h", "b1g128", "fp4g64", "w4g128", "fp3g64",
                           "fp4e3m0g64"}) {
       const QuantSpec s = parse_format_name(f);
       const std::string base = "model_decode/tinyllama-1.1b/" + format_name(s) + "/" + lname;

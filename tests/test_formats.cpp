@@ -178,8 +178,8 @@ TEST(Formats, IdsAndNames) {
   const auto fmts = all_formats();
   // int: 6 widths x 5 groups x sym/asym; nf4: 4 groups; fp: 5 minifloats x 4 groups; mxfp4; fp8: 5 groups; lut3/4; 12 ggml types;
   // spqr: 3 widths x 3 groups x 3 row groups; binary: 5 groups; pow3/4: 4 groups; bitmod3/4: 3 groups;
-  // vq: 9 representatives (test_vq.cpp); trellis2/3/4
-  const size_t n_formats = 60 + 4 + 20 + 1 + 5 + 2 + 12 + 27 + 5 + 8 + 6 + 9 + 3;
+  // vq: 9 representatives (test_vq.cpp); trellis2/3/4 and trellis2h/3h/4h
+  const size_t n_formats = 60 + 4 + 20 + 1 + 5 + 2 + 12 + 27 + 5 + 8 + 6 + 9 + 6;
   EXPECT_EQ(fmts.size(), n_formats);
   std::set<uint32_t> ids;
   std::set<std::string> names;
@@ -454,7 +454,7 @@ TEST(Formats, GoldenEdgeCases) {
     std::vector<float> h = randn(size_t(rows * cols), 11, 1e-3f);
     const float vmax = s.family == FormatFamily::Int ? float((1 << s.bits) - 1) / 2
                        : s.family == FormatFamily::FP8 ? 448.f
-                       : s.family == FormatFamily::FP4 ? (s.bits == 3 ? (s.ebits ? 3.f : 4.f) : s.ebits == 3 ? 64.f : s.ebits == 1 ? 7.f : 12.f)
+                       : s.family == FormatFamily::FP4 ? (s.bits == 3 ? (s.variant ? 3.f : 4.f) : s.variant == 3 ? 64.f : s.variant == 1 ? 7.f : 12.f)
                        : s.family == FormatFamily::Binary ? 1.f
                        : s.family == FormatFamily::Bitmod ? 84.f  // the ER datatypes' largest value
                                                         : 127.f;

@@ -310,7 +310,7 @@ TEST(Llmfp4, FormatSearchKeepsTheBestSplit) {
       QuantSpec best_spec;
       for (int eb : {0, 1, 3}) {
         QuantSpec c = r.spec;
-        c.ebits = eb;
+        c.variant = eb;
         if (std::string(base) == "fp3g32" && eb == 3) continue;
         const QuantizedMatrix qc = quantize_llmfp4(w.data(), rows, cols, c, H, r.llmfp4, pool);
         const std::vector<float> dc = dequantize_matrix(qc);
@@ -323,7 +323,7 @@ TEST(Llmfp4, FormatSearchKeepsTheBestSplit) {
       EXPECT_EQ(q.spec, best_spec) << base << " kind " << kind;
       EXPECT_NEAR(e, best, 1e-9 * best) << base << " kind " << kind;
       if (kind == 1 && std::string(base) == "fp4g32") {
-        EXPECT_EQ(q.spec.ebits, 3) << "cubed Gaussians: E3M0 expected";
+        EXPECT_EQ(q.spec.variant, 3) << "cubed Gaussians: E3M0 expected";
       }
     }
   }

@@ -61,6 +61,37 @@ TEST(Trellis, StateValueFunction) {
   EXPECT_LE(hi, 126);
 }
 
+// Code 1 (trellis<k>h): the table from its definition (N(0, 1) quantiles at (h + 0.5) / 256 times 44,
+// rounded; an inverse normal by bisection on erfc, independent of the generator) and the hash.
+TEST(Trellis, HashedTableCode) {
+  for (int h = 0; h < 256; ++h) {
+    const double p = (h + 0.5) / 256.0;
+    double lo = -10, hi = 10;
+    for (int it = 0; it < 200; ++it) {
+      const double mid = 0.5 * (lo + hi);
+      (0.5 * std::erfc(-mid / std::sqrt(2.0)) < p ? lo : hi) = mid;
+    }
+    ASSERT_EQ(int(kern::trellis::kHashTable[h]), int(std::lround(44.0 * 0.5 * (lo + hi)))) << h;
+  }
+  double m = 0, q = 0;
+  for (uint32_t st = 0; st < 65536; ++st) {
+    const int h = int(((st * 40503u) & 0xffffu) >> 8);
+    const int v = kern::trellis::kHashTable[h];
+    ASSERT_EQ(kern::trellis::code_value(1, st), v) << st;
+    ASSERT_EQ(trellis::state_values(1)[st], float(v));
+    m += v, q += double(v) * v;
+  }
+  m /= 65536;
+  EXPECT_NEAR(m, 0.0, 0.05);
+  EXPECT_NEAR(std::sqrt(q / 65536 - m * m), 43.9, 0.1);
+  EXPECT_EQ(kern::trellis::code_bias(1), 127);
+  EXPECT_EQ(format_name(parse_format_name("trellis3h")), "trellis3h");
+  EXPECT_EQ(parse_format_name("trellis3h").variant, 1);
+  EXPECT_EQ(format_name(parse_format_name("trellis2h+h")), "trellis2h+h");
+  EXPECT_NE(format_id(parse_format_name("trellis3h")), format_id(parse_format_name("trellis3")));
+  for (const char* bad : {"trellis3x", "trellis5h", "trellish", "trellis3hh"}) EXPECT_THROW(parse_format_name(bad), Error) << bad;
+}
+
 TEST(Trellis, NamesIdsAndBytes) {
   for (int k = 2; k <= 4; ++k) {
     const std::string n = "trellis" + std::to_string(k);
@@ -190,17 +221,28 @@ TEST(Trellis, CodeQuality) {
   std::mt19937 rng(3);
   std::normal_distribution<float> nd(0.f, 1.f);
   const double lloyd[5] = {0, 0, 0.1175, 0.0345, 0.0095};
+  for (int code = 0; code <= 1; ++code)
   for (int k = 2; k <= 4; ++k) {
     double e = 0;
     const int nseq = 8;
+    const double sd = code ? 43.93 : 36.95;
     for (int q = 0; q < nseq; ++q) {
       float x[256];
-      for (float& a : x) a = nd(rng) * 36.95f;
+      for (float& a : x) a = nd(rng) * float(sd);
       uint8_t st[128];
-      e += trellis::encode_sequence(x, k, st) / (36.95 * 36.95);
+      e += trellis::encode_sequence(x, k, st, code) / (sd * sd);
+      // the stream decodes to the encoder's error
+      double chk = 0;
+      for (int i = 0; i < 256; ++i) {
+        const double d = x[i] - kern::trellis::code_value(code, kern::trellis::state_at(st, k, i));
+        chk += d * d;
+      }
+      const double ce = trellis::encode_sequence(x, k, st, code);
+      EXPECT_NEAR(chk, ce, 1e-3 * ce);
     }
     const double mse = e / (256.0 * nseq);
-    std::printf("[ trellis  ] k=%d Gaussian MSE %.4f (Lloyd-Max %.4f, D(R) %.4f)\n", k, mse, lloyd[k], std::pow(4.0, -k));
+    std::printf("[ trellis  ] code %d k=%d Gaussian MSE %.4f (Lloyd-Max %.4f, D(R) %.4f)\n", code, k, mse, lloyd[k],
+                std::pow(4.0, -k));
     EXPECT_LT(mse, 0.8 * lloyd[k]) << k;
     EXPECT_GT(mse, std::pow(4.0, -k)) << k;
   }
@@ -259,7 +301,7 @@ TEST(Trellis, KernelsAllLevels) {
   if (cpu_simd_level() >= SimdLevel::AVX512 && !kern::trellis_vbmi_available())
     std::printf("[  SKIPPED ] avx512vbmi not supported by this CPU (its extraction path is not run)\n");
   for (int novbmi = 0; novbmi < 2; ++novbmi)
-  for (const char* name : {"trellis2", "trellis3", "trellis4", "trellis3+h"}) {
+  for (const char* name : {"trellis2", "trellis3", "trellis4", "trellis3+h", "trellis2h", "trellis3h", "trellis4h", "trellis2h+h"}) {
     kern::trellis_disable_vbmi(novbmi == 1);
     QuantSpec s = parse_format_name(name);
     const int64_t rows = 48, cols = 112;

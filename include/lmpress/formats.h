@@ -82,7 +82,7 @@ struct QuantSpec {
   int share = 0;
   // fp family (formats/fp4.cpp): exponent bits of the minifloat when not the default split (E2M1 at 4
   // bits, E2M0 at 3): 1 or 3; 0 = the default; 0 in every other family. Part of the format id.
-  int ebits = 0;
+  int variant = 0;
   bool operator==(const QuantSpec&) const = default;
 };
 // Number of sparse outliers of a [rows, cols] tensor: floor(rows * cols * sparse / 10000).
@@ -92,7 +92,7 @@ int64_t sparse_count(const QuantSpec& s, int64_t rows, int64_t cols);
 // (group_code: 16->1 32->2 64->3 128->4 row->5; spqr's second-level group code in bits 12..14;
 // the RHT flag in bit 15, and bit 14 set for the input-side-only RHT; the vq family: index bits |
 // residual bits << 4 | log2(v) << 8 | column norm << 13, formats/vq.h; the trellis family: k | 5 << 8 |
-// 1 << 16 | 11 << 24 plus the RHT bits, no sparse outliers; the fp family: ebits in bits 12..13). The int family's ids are those of
+// 1 << 16 | 11 << 24 plus the RHT bits, no sparse outliers; the fp family: variant in bits 12..13). The int family's ids are those of
 // lmpress files before families existed.
 uint32_t format_id(const QuantSpec& s);
 QuantSpec format_spec(uint32_t id);             // throws Error for unknown ids

@@ -144,7 +144,7 @@ QuantizedMatrix llmfp4_round(const RoundArgs& a) {
   if (a.rule->llmfp4.search) {  // every split of the bit width (the rule's first: it wins ties)
     for (int e : {0, 1, 3}) {
       QuantSpec c = a.rule->spec;
-      c.ebits = e;
+      c.variant = e;
       bool valid = true;
       try {
         (void)format_id(c);

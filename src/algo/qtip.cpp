@@ -46,7 +46,7 @@ QuantizedMatrix quantize_qtip(const float* w, int64_t rows, int64_t cols, const 
   for (int64_t r = 0; r < rows; ++r) {
     double q = 0;
     for (int64_t c = 0; c < cols; ++c) q += double(W[size_t(r * n + c)]) * W[size_t(r * n + c)];
-    qm.scales[size_t(r)] = trellis::row_scale(std::sqrt(q / double(cols)));
+    qm.scales[size_t(r)] = trellis::row_scale(std::sqrt(q / double(cols)), s.variant);
   }
   const std::vector<float> U = inverse_factor_upper(*H, n, o.damp, who);
 
@@ -57,7 +57,7 @@ QuantizedMatrix quantize_qtip(const float* w, int64_t rows, int64_t cols, const 
       float Q[trellis::kTile * trellis::kTile];
       for (int64_t rt = t0; rt < t1; ++rt) {
         float* wt = W.data() + rt * T * n + b0;
-        trellis::quantize_tile(wt, n, qm.scales.data() + rt * T, k, qm.q.data() + (rt * cts + ct) * tb, Q, T);
+        trellis::quantize_tile(wt, n, qm.scales.data() + rt * T, k, qm.q.data() + (rt * cts + ct) * tb, Q, T, s.variant);
         for (int64_t i = 0; i < T; ++i) {
           const int64_t r = rt * T + i;
           float* e = E.data() + r * T;

@@ -9,7 +9,7 @@
 //   fp4e1m2g<G> E1M2: 0, 1, 2, ..., 7            (uniform: int4 in sign-magnitude)
 //   fp3g<G>     E2M0: 0, 1, 2, 4
 //   fp3e1m1g<G> E1M1: 0, 1, 2, 3
-// QuantSpec::ebits holds E when it is not the default split (E2), 0 otherwise.
+// QuantSpec::variant holds E when it is not the default split (E2), 0 otherwise.
 #include <cctype>
 
 #include "formats/traits.h"
@@ -30,7 +30,7 @@ constexpr int8_t kE1M2[16] = {0, 1, 2, 3, 4, 5, 6, 7, 0, -1, -2, -3, -4, -5, -6,
 constexpr int8_t kE2M0[16] = {0, 1, 2, 4, 0, -1, -2, -4};
 constexpr int8_t kE1M1[16] = {0, 1, 2, 3, 0, -1, -2, -3};
 
-int ebits_of(const QuantSpec& s) { return s.ebits ? s.ebits : 2; }
+int ebits_of(const QuantSpec& s) { return s.variant ? s.variant : 2; }
 const int8_t* table_of(const QuantSpec& s) {
   const int e = ebits_of(s);
   if (s.bits == 4) return e == 3 ? kE3M0 : e == 1 ? kE1M2 : fmt::kE2M1x2;
@@ -40,13 +40,13 @@ float vmax_of(const QuantSpec& s) { return float(table_of(s)[(1 << (s.bits - 1))
 
 bool valid(const QuantSpec& s) {
   if (s.family != FormatFamily::FP4 || !s.sym || s.group <= 0 || fmt::group_code(s.group) <= 0) return false;
-  if (s.bits == 4) return s.ebits == 0 || s.ebits == 1 || s.ebits == 3;
-  if (s.bits == 3) return s.ebits == 0 || s.ebits == 1;
+  if (s.bits == 4) return s.variant == 0 || s.variant == 1 || s.variant == 3;
+  if (s.bits == 3) return s.variant == 0 || s.variant == 1;
   return false;
 }
 std::string name_of(const QuantSpec& s) {
   std::string n = "fp" + std::to_string(s.bits);
-  if (s.ebits) n += "e" + std::to_string(s.ebits) + "m" + std::to_string(s.bits - 1 - s.ebits);
+  if (s.variant) n += "e" + std::to_string(s.variant) + "m" + std::to_string(s.bits - 1 - s.variant);
   return n + fmt::group_suffix(s.group);
 }
 // fp<B>[e<E>m<M>]g<G>: E + M = B - 1; e2m1 (4 bits) / e2m0 (3 bits) name the default split
@@ -58,7 +58,7 @@ bool parse(const std::string& n, QuantSpec* out) {
       std::isdigit(static_cast<unsigned char>(n[i + 3]))) {
     const int e = n[i + 1] - '0', m = n[i + 3] - '0';
     if (e < 1 || e + m != s.bits - 1) return false;
-    s.ebits = e == 2 ? 0 : e;
+    s.variant = e == 2 ? 0 : e;
     i += 4;
   }
   if (!fmt::parse_group_suffix(n.substr(i), &s.group) || !valid(s)) return false;
@@ -70,7 +70,7 @@ void list(std::vector<QuantSpec>& v) {
     for (int e : {0, 1, 3})
       for (int g : {16, 32, 64, 128}) {
         QuantSpec s{bits, g, true, FormatFamily::FP4};
-        s.ebits = e;
+        s.variant = e;
         if (valid(s)) v.push_back(s);
       }
 }

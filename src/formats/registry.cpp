@@ -44,7 +44,7 @@ bool spec_valid(const QuantSpec& s) {
   const FormatTraits* t = find_traits(uint32_t(s.family));
   const bool vq = s.family == FormatFamily::Vq;
   const bool mix = s.family == FormatFamily::Mix;
-  return t && (s.ebits == 0 || s.family == FormatFamily::FP4) && (s.group2 == 0 || s.family == FormatFamily::Spqr || vq) && (s.param == 0 || s.family == FormatFamily::Pow) &&
+  return t && (s.variant == 0 || s.family == FormatFamily::FP4 || s.family == FormatFamily::Trellis) && (s.group2 == 0 || s.family == FormatFamily::Spqr || vq) && (s.param == 0 || s.family == FormatFamily::Pow) &&
          (!s.colnorm || vq) && (!vq || s.sparse == 0) &&
          (mix || (s.hi_bits == 0 && s.hi_group == 0 && s.hi_sym && s.share == 0)) && t->valid(s);
 }
@@ -98,7 +98,7 @@ uint32_t format_id(const QuantSpec& s) {
   // group2 (spqr's second-level groups) in the group byte's high nibble; 0 for every other family
   // (the fp family's exponent bits in the same place: it has no second-level groups)
   const uint32_t gc = uint32_t(fmt::group_code(s.group)) | uint32_t(s.group2 ? fmt::group_code(s.group2) : 0) << 4 |
-                      uint32_t(s.ebits) << 4;
+                      uint32_t(s.variant) << 4;
   return uint32_t(s.bits) | gc << 8 | uint32_t(s.rht == 2 ? 1 : 0) << 14 | uint32_t(s.rht ? 1 : 0) << 15 | uint32_t(s.sym ? 1 : 0) << 16 |
          uint32_t(s.sparse) << 17 | uint32_t(s.family) << 24;
 }
@@ -135,14 +135,14 @@ bool decode_id(uint32_t id, QuantSpec* out) {
     return true;
   }
   const uint32_t gc2 = (gc >> 4) & 3;  // bit 14: input-side-only RHT, bit 15 (gc's bit 7): the RHT flag
-  const bool fp = fam == uint32_t(FormatFamily::FP4);
+  const bool fp = fam == uint32_t(FormatFamily::FP4) || fam == uint32_t(FormatFamily::Trellis);  // variant in gc2
   const int g = fmt::group_of_code(int(gc & 15)), g2 = gc2 && !fp ? fmt::group_of_code(int(gc2)) : 0;
   if (g < 0 || g2 < 0) return false;
   QuantSpec s;
   s.bits = int(bits);
   s.group = g;
   s.group2 = g2;
-  s.ebits = fp ? int(gc2) : 0;
+  s.variant = fp ? int(gc2) : 0;
   s.sym = sym != 0;
   s.family = FormatFamily(fam);
   if (!spec_valid(s)) return false;

@@ -30,24 +30,26 @@ std::string shape_problem(const QuantSpec& s, int64_t rows, int64_t cols) {
          std::to_string(rows) + ", " + std::to_string(cols) + "]: give it another format with a per-tensor override";
 }
 
-const float* state_values() {
-  static const std::vector<float> v = [] {
+const float* state_values(int code) {
+  auto make = [](int c) {
     std::vector<float> t(size_t(kStates) + 16);
-    for (int s = 0; s < kStates; ++s) t[size_t(s)] = float(kern::trellis::state_value(uint32_t(s)));
+    for (int s = 0; s < kStates; ++s) t[size_t(s)] = float(kern::trellis::code_value(c, uint32_t(s)));
     return t;
-  }();
-  return v.data();
+  };
+  static const std::vector<float> v0 = make(0), v1 = make(1);
+  return code ? v1.data() : v0.data();
 }
 
-double values_sd() {
-  static const double sd = [] {
+double values_sd(int code) {
+  auto make = [](int c) {
     double m = 0, q = 0;
-    const float* v = state_values();
+    const float* v = state_values(c);
     for (int s = 0; s < kStates; ++s) m += v[s], q += double(v[s]) * v[s];
     m /= kStates;
     return std::sqrt(q / kStates - m * m);
-  }();
-  return sd;
+  };
+  static const double sd0 = make(0), sd1 = make(1);
+  return code ? sd1 : sd0;
 }
 
 float viterbi_ref(const float* vals, int L, int k, const float* x, int T, int64_t overlap, uint32_t* states) {
@@ -66,10 +68,10 @@ float viterbi_tailbiting_exact(const float* vals, int L, int k, const float* x, 
 }
 
 namespace {
-float run16(int k, const float* x, int64_t overlap, uint32_t* states, int T) {
+float run16(int k, const float* x, int64_t overlap, uint32_t* states, int T, int code) {
   if (active_simd_level() == SimdLevel::AVX512)
-    return kern::trellis_viterbi16_avx512(k, x, T, overlap, states);
-  return kern::trellis_viterbi_generic(state_values(), kL, k, x, T, overlap, states);
+    return kern::trellis_viterbi16_avx512(k, x, T, overlap, states, code);
+  return kern::trellis_viterbi_generic(state_values(code), kL, k, x, T, overlap, states);
 }
 }  // namespace
 
@@ -92,7 +94,7 @@ void states_to_stream(const uint32_t* states, int k, uint8_t* stream) {
     LMP_ASSERT(kern::trellis::state_at(stream, k, i) == states[i]);  // tail-biting consistency
 }
 
-float encode_sequence(const float* x, int k, uint8_t* stream) {
+float encode_sequence(const float* x, int k, uint8_t* stream, int code) {
   // QTIP's tail-biting approximation: the sequence rotated by half its length has the original
   // start in its middle, where a free Viterbi path is settled; its state there gives the overlap.
   // (lmpress: the free run covers the middle half of the rotated sequence only, positions
@@ -102,30 +104,30 @@ float encode_sequence(const float* x, int k, uint8_t* stream) {
   float xr[kSeq];
   uint32_t st[kSeq];
   for (int j = kLo; j <= kHi; ++j) xr[j - kLo] = x[(j + kSeq / 2) % kSeq];
-  run16(k, xr, -1, st, kHi - kLo + 1);
+  run16(k, xr, -1, st, kHi - kLo + 1, code);
   const int64_t overlap = int64_t(st[kSeq / 2 - kLo] & ((1u << (kL - k)) - 1));
-  const float c = run16(k, x, overlap, st, kSeq);
+  const float c = run16(k, x, overlap, st, kSeq, code);
   states_to_stream(st, k, stream);
   return c;
 }
 
-float row_scale(double rms) {
-  const double s = rms > 0 && std::isfinite(rms) ? rms * kScaleFactor / values_sd() : 1.0;
+float row_scale(double rms, int code) {
+  const double s = rms > 0 && std::isfinite(rms) ? rms * kScaleFactor / values_sd(code) : 1.0;
   const float f = round_scale_f16(float(std::max(s, 1e-7)));
   if (!std::isfinite(f)) fail("trellis", "row scale beyond the f16 range (weights too large)");
   return f;
 }
 
-void quantize_tile(const float* w, int64_t ld, const float* sc, int k, uint8_t* stream, float* out, int64_t ldo) {
+void quantize_tile(const float* w, int64_t ld, const float* sc, int k, uint8_t* stream, float* out, int64_t ldo, int code) {
   float x[kSeq];
   for (int c = 0; c < kTile; ++c)
     for (int r = 0; r < kTile; ++r) x[kern::trellis::seq_index(r, c)] = w[r * ld + c] / sc[r];
-  encode_sequence(x, k, stream);
+  encode_sequence(x, k, stream, code);
   if (out)
     for (int c = 0; c < kTile; ++c)
       for (int r = 0; r < kTile; ++r)
         out[r * ldo + c] =
-            sc[r] * float(kern::trellis::state_value(kern::trellis::state_at(stream, k, kern::trellis::seq_index(r, c))));
+            sc[r] * float(kern::trellis::code_value(code, kern::trellis::state_at(stream, k, kern::trellis::seq_index(r, c))));
 }
 
 QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const QuantSpec& s, ThreadPool* pool) {
@@ -138,14 +140,14 @@ QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const Q
       if (!std::isfinite(w[r * cols + c])) fail("rtn", "non-finite weight at row " + std::to_string(r));
       q += double(w[r * cols + c]) * w[r * cols + c];
     }
-    qm.scales[size_t(r)] = row_scale(std::sqrt(q / double(cols)));
+    qm.scales[size_t(r)] = row_scale(std::sqrt(q / double(cols)), s.variant);
   }
   const int64_t cts = cols / kTile, ntiles = rows / kTile * cts, tb = kern::trellis::tile_bytes(s.bits);
   auto body = [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t rt = t / cts, ct = t % cts;
       quantize_tile(w + rt * kTile * cols + ct * kTile, cols, qm.scales.data() + rt * kTile, s.bits,
-                    qm.q.data() + t * tb, nullptr, 0);
+                    qm.q.data() + t * tb, nullptr, 0, s.variant);
     }
   };
   if (pool && pool->size() > 1)
@@ -170,7 +172,8 @@ std::vector<float> dequantize_dense(const QuantizedMatrix& qm) {
         for (int r = 0; r < kTile; ++r) {
           const int64_t R = rt * kTile + r;
           out[size_t(R * qm.cols + ct * kTile + c)] =
-              qm.scales[size_t(R)] * float(kern::trellis::state_value(kern::trellis::state_at(t, k, kern::trellis::seq_index(r, c))));
+              qm.scales[size_t(R)] *
+              float(kern::trellis::code_value(qm.spec.variant, kern::trellis::state_at(t, k, kern::trellis::seq_index(r, c))));
         }
     }
   return out;
@@ -192,19 +195,27 @@ namespace {
 
 bool valid(const QuantSpec& s) {
   return s.family == FormatFamily::Trellis && s.bits >= 2 && s.bits <= 4 && s.group == 0 && s.sym && s.sparse == 0 &&
-         s.group2 == 0 && !s.colnorm && s.param == 0;
+         s.group2 == 0 && !s.colnorm && s.param == 0 && (s.variant == 0 || s.variant == 1);
 }
 
-std::string name_of(const QuantSpec& s) { return "trellis" + std::to_string(s.bits); }
+// trellis<k> (the 1MAD code), trellis<k>h (the hashed-table code, variant 1)
+std::string name_of(const QuantSpec& s) { return "trellis" + std::to_string(s.bits) + (s.variant ? "h" : ""); }
 
 bool parse(const std::string& n, QuantSpec* out) {
-  if (n.size() != 8 || n.compare(0, 7, "trellis") != 0 || n[7] < '2' || n[7] > '4') return false;
+  if (n.size() < 8 || n.size() > 9 || n.compare(0, 7, "trellis") != 0 || n[7] < '2' || n[7] > '4') return false;
+  if (n.size() == 9 && n[8] != 'h') return false;
   *out = QuantSpec{n[7] - '0', 0, true, FormatFamily::Trellis};
+  out->variant = n.size() == 9 ? 1 : 0;
   return true;
 }
 
 void list(std::vector<QuantSpec>& v) {
-  for (int k = 2; k <= 4; ++k) v.push_back(QuantSpec{k, 0, true, FormatFamily::Trellis});
+  for (int code = 0; code <= 1; ++code)
+    for (int k = 2; k <= 4; ++k) {
+      QuantSpec s{k, 0, true, FormatFamily::Trellis};
+      s.variant = code;
+      v.push_back(s);
+    }
 }
 
 // Codes [rows / 16][cols / 16][32 k], then f16 row scales [rows]. A shape that is not a multiple of
@@ -256,7 +267,8 @@ kern::QWeights view(const uint8_t* base, const QuantSpec& s, const PackedGeometr
   w.groups = 1;
   w.group = g.cols;
   w.bits = s.bits;
-  w.zero_sym = kern::trellis::kBias;
+  w.zero_sym = kern::trellis::code_bias(s.variant);
+  w.trellis_code = s.variant;
   return w;
 }
 

@@ -2,7 +2,8 @@
 // Trellises and Incoherence Processing"), shared by the format (trellis.cpp), its encoder (Viterbi),
 // the kernels and the qtip method (src/algo/qtip.cpp). Private to src/ and tests.
 //
-// trellis<k> (k = 2, 3, 4 bits per weight): a bitshift trellis with L = 16 state bits and V = 1.
+// trellis<k> (k = 2, 3, 4 bits per weight; trellis<k>h: the same with the hashed-table code,
+// QuantSpec::variant 1, kernels/trellis_rows.h): a bitshift trellis with L = 16 state bits and V = 1.
 // The tensor is cut into 16 x 16 tiles; each tile is one tail-biting sequence of 256 weights taken
 // column-major (weight 16 c + r = row r, column c of the tile), coded by a cyclic bitstream of 256 k
 // bits: weight i's state is bits [k i, k i + 16) mod 256 k, its value
@@ -30,8 +31,9 @@ inline int64_t code_bytes(int k, int64_t rows, int64_t cols) { return rows / kTi
 bool shape_ok(int64_t rows, int64_t cols);
 std::string shape_problem(const QuantSpec& s, int64_t rows, int64_t cols);
 
-// The 65,536 state values as floats (computed once).
-const float* state_values();
+// The 65,536 state values of code `code` (kernels/trellis_rows.h: 0 1MAD, 1 hashed table) as floats
+// (computed once per code).
+const float* state_values(int code = 0);
 
 // ---- encoder -------------------------------------------------------------------------------------
 // Viterbi over a bitshift trellis of L state bits and k bits per step with state values vals[2^L]
@@ -47,16 +49,17 @@ float viterbi_tailbiting_exact(const float* vals, int L, int k, const float* x, 
 // level: QTIP's tail-biting approximation (the sequence rotated by 128, a free Viterbi run over its middle half, the
 // overlap read from the state at the original start; a second run constrained to that overlap).
 // Writes the 32 k bytes of the tile's stream; returns the squared error sum.
-float encode_sequence(const float* x, int k, uint8_t* stream);
+float encode_sequence(const float* x, int k, uint8_t* stream, int code = 0);
 // Path states [256] -> stream bytes (checks the tail-biting consistency).
 void states_to_stream(const uint32_t* states, int k, uint8_t* stream);
 
 // ---- matrices ------------------------------------------------------------------------------------
 // Row scale for a row of RMS `rms` (f16-representable, > 0): rms * kScaleFactor / sd(values).
-float row_scale(double rms);
+float row_scale(double rms, int code = 0);
 // Quantizes one 16 x 16 tile w (row-major, ld) with row scales sc[16]: codes into qm at (rt, ct),
 // the dequantized tile into out (row-major, ldo; may be null).
-void quantize_tile(const float* w, int64_t ld, const float* sc, int k, uint8_t* stream, float* out, int64_t ldo);
+void quantize_tile(const float* w, int64_t ld, const float* sc, int k, uint8_t* stream, float* out, int64_t ldo,
+                   int code = 0);
 // No feedback ("rtn:trellis3"): per-row scales from the RMS, every tile encoded on its own.
 QuantizedMatrix quantize_rtn(const float* w, int64_t rows, int64_t cols, const QuantSpec& s, ThreadPool* pool = nullptr);
 // Dense values [rows][cols] of a quantized matrix.

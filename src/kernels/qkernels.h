@@ -68,6 +68,8 @@ struct QWeights {
   int32_t vq_v = 0, vq_bits2 = 0;
   const uint16_t* col_scale = nullptr;
   const uint16_t* col_bias = nullptr;
+  // trellis: the code (kernels/trellis_rows.h): 0 1MAD, 1 hashed table
+  int32_t trellis_code = 0;
   // Scale of (row, group) as f32 (either stored kind).
   float scale(int64_t r, int64_t g) const;
   bool g16() const { return group == 16; }

@@ -33,6 +33,38 @@ inline int32_t state_value(uint32_t s) {
   return int32_t((x & 0xff) + ((x >> 8) & 0xff) + ((x >> 16) & 0xff) + (x >> 24)) - kBias;
 }
 
+// Code 1, the hashed-table code (formats "trellis<k>h", session 11): h = the high byte of the 16-bit
+// product s * kHashMul (mod 2^16; the golden-ratio multiplier), value = kHashTable[h], the 256 N(0, 1)
+// quantiles Phi^-1((h + 0.5) / 256) times 44, rounded (monotone, in [-127, 127], sd 43.9); u = value +
+// kBiasH. In a 16-bit lane the hash is one vpmullw and the value one table lookup (vpermi2b), and four
+// columns' values of a row fill a dword: one vpdpbusd per 64 weights and token. Viterbi MSE on N(0, 1)
+// sequences, 38,400 weights (free runs of 256): k = 2 0.0665, 3 0.0168, 4 0.0048 against the 1MAD
+// code's 0.0671, 0.0176, 0.0047 (docs/formats.md, "trellis").
+constexpr uint16_t kHashMul = 40503;
+constexpr int kBiasH = 127;
+alignas(64) inline constexpr int8_t kHashTable[256] = {
+    -127, -111, -103, -97, -93, -89, -86, -83, -81, -79, -77, -75, -73, -71, -70, -68,
+    -67, -65, -64, -63, -62, -61, -60, -59, -57, -56, -56, -55, -54, -53, -52, -51,
+    -50, -49, -49, -48, -47, -46, -46, -45, -44, -43, -43, -42, -41, -41, -40, -39,
+    -39, -38, -37, -37, -36, -36, -35, -34, -34, -33, -33, -32, -32, -31, -30, -30,
+    -29, -29, -28, -28, -27, -27, -26, -26, -25, -25, -24, -24, -23, -23, -22, -22,
+    -21, -21, -20, -20, -19, -19, -18, -18, -17, -17, -17, -16, -16, -15, -15, -14,
+    -14, -13, -13, -12, -12, -12, -11, -11, -10, -10, -9, -9, -8, -8, -8, -7,
+    -7, -6, -6, -5, -5, -5, -4, -4, -3, -3, -2, -2, -2, -1, -1, 0,
+    0, 1, 1, 2, 2, 2, 3, 3, 4, 4, 5, 5, 5, 6, 6, 7,
+    7, 8, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 12, 13, 13, 14,
+    14, 15, 15, 16, 16, 17, 17, 17, 18, 18, 19, 19, 20, 20, 21, 21,
+    22, 22, 23, 23, 24, 24, 25, 25, 26, 26, 27, 27, 28, 28, 29, 29,
+    30, 30, 31, 32, 32, 33, 33, 34, 34, 35, 36, 36, 37, 37, 38, 39,
+    39, 40, 41, 41, 42, 43, 43, 44, 45, 46, 46, 47, 48, 49, 49, 50,
+    51, 52, 53, 54, 55, 56, 56, 57, 59, 60, 61, 62, 63, 64, 65, 67,
+    68, 70, 71, 73, 75, 77, 79, 81, 83, 86, 89, 93, 97, 103, 111, 127,
+};
+inline int32_t hash_value(uint32_t s) { return kHashTable[uint16_t(uint16_t(s) * kHashMul) >> 8]; }
+// The value and the code offset of a state under code `code` (0: 1MAD, 1: hashed table).
+inline int32_t code_value(int code, uint32_t s) { return code ? hash_value(s) : state_value(s); }
+inline int32_t code_bias(int code) { return code ? kBiasH : kBias; }
+
 // Bytes of one tile's bitstream: 256 k bits.
 constexpr int tile_bytes(int k) { return kSeq * k / 8; }
 
@@ -79,7 +111,7 @@ void trellis_disable_vbmi(bool off);
 // One Viterbi run (formats/trellis.h, viterbi_ref's contract): the reference for any L and values
 // (viterbi_generic), and the AVX-512 run for L = 16 over this code's state values.
 float trellis_viterbi_generic(const float* vals, int L, int k, const float* x, int T, int64_t overlap, uint32_t* states);
-float trellis_viterbi16_avx512(int k, const float* x, int T, int64_t overlap, uint32_t* states);
+float trellis_viterbi16_avx512(int k, const float* x, int T, int64_t overlap, uint32_t* states, int code = 0);
 // Tile rows [16 rt, 16 rt + 16) of w into repacked tiles (qrepack.h layout; p from
 // trellis_repack_geometry), one tile at `out`; per level (the layout is the same).
 QRepacked trellis_repack_geometry(const QWeights& w);

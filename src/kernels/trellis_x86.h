@@ -26,6 +26,19 @@ namespace {
 
 using namespace trellis;
 
+// The hashed-table code's u = value + 127 per hash, as int32 (the gather paths) and bytes (VBMI).
+struct HashU {
+  alignas(64) int32_t v[256];
+  alignas(64) uint8_t b[256];
+  constexpr HashU() : v(), b() {
+    for (int i = 0; i < 256; ++i) {
+      v[i] = kHashTable[i] + kBiasH;
+      b[i] = uint8_t(kHashTable[i] + kBiasH);
+    }
+  }
+};
+inline constexpr HashU kHashU32{};
+
 #ifdef LMP_TRELLIS_AVX512
 constexpr int kLanes = 16;  // rows per vector
 #else
@@ -97,8 +110,9 @@ struct Consts {
   }
 };
 // The masked state words of column c's 16 rows; t is the tile's stream.
-template <int KB>
+template <int KB, int CODE>
 inline __m512i column_words(const Consts& K, const uint8_t* t, int c) {
+  static_assert(CODE == 0, "VBMI: the hashed-table code takes the four-column path (decode_rows_h)");
   constexpr int n = tile_bytes(KB);
   __m512i q;
   if constexpr (KB == 4) {
@@ -113,6 +127,138 @@ inline __m512i column_words(const Consts& K, const uint8_t* t, int c) {
   }
   const __m512i s2 = _mm512_multishift_epi64_epi8(K.ctrl, q);
   return _mm512_and_si512(_mm512_add_epi32(_mm512_mullo_epi32(s2, K.A), K.B), K.mask);
+}
+// The hashed-table code (code 1) with VBMI: four columns (64 weights) at a time into one vector whose
+// dword r holds row r's u of the four columns, which is both the decode's vpdpbusd operand (against
+// the four columns' int8 activations) and a column-quad vector of the repacked layout (qrepack.h).
+// Per quad: two vpermi2b gather each 16-bit state's source qword from the tile's stream (held in
+// two registers; indices mod the stream length: the tail-biting wrap), two vpmultishiftqb cut 32
+// 16-bit states each, two vpmullw hash them, one vpermt2b collects the 64 high bytes in row order,
+// and two vpermi2b + a blend on the index's top bit look the u up in the 256-byte table.
+// Vector A holds columns c0, c0 + 1, B c0 + 2, c0 + 3; qword j of either: column (j / 4), rows
+// 4 (j % 4) .. + 3, source at stream byte 2 k c + floor(4 k (j % 4) / 8).
+constexpr bool kHashQuads = true;
+struct HConsts {
+  __m512i prep[4][2];  // per quad of the tile, vectors A and B: stream byte indices (mod its length)
+  __m512i ctrl, mul, pack, t[4];
+  explicit HConsts(int k) {
+    const int n = tile_bytes(k);
+    alignas(64) uint8_t b[64];
+    for (int q = 0; q < 4; ++q)
+      for (int v = 0; v < 2; ++v) {
+        for (int j = 0; j < 8; ++j) {
+          const int c = 4 * q + 2 * v + j / 4, r0 = 4 * (j % 4), start = 2 * k * c + (k * r0) / 8;
+          for (int e = 0; e < 8; ++e) b[8 * j + e] = uint8_t((start + e) % n);
+        }
+        prep[q][v] = _mm512_loadu_si512(b);
+      }
+    for (int j = 0; j < 8; ++j) {
+      const int r0 = 4 * (j % 4);
+      for (int m = 0; m < 4; ++m) {
+        const int off = k * (r0 + m) - 8 * ((k * r0) / 8);
+        b[8 * j + 2 * m] = uint8_t(off);
+        b[8 * j + 2 * m + 1] = uint8_t(off + 8);
+      }
+    }
+    ctrl = _mm512_loadu_si512(b);
+    mul = _mm512_set1_epi16(int16_t(kHashMul));
+    for (int r = 0; r < 16; ++r)
+      for (int e = 0; e < 4; ++e)  // the high byte of word (column e % 2, row r) of A (e < 2) or B
+        b[4 * r + e] = uint8_t((e < 2 ? 0 : 64) + 8 * (4 * (e % 2) + r / 4) + 2 * (r % 4) + 1);
+    pack = _mm512_loadu_si512(b);
+    for (int i = 0; i < 4; ++i) t[i] = _mm512_loadu_si512(kHashU32.b + 64 * i);
+  }
+};
+// The tile's stream in two registers (k = 3: 96 bytes, the second register half filled).
+template <int KB>
+inline void load_stream(const uint8_t* t, __m512i& s0, __m512i& s1) {
+  s0 = _mm512_loadu_si512(t);
+  if constexpr (KB == 2) s1 = s0;
+  else if constexpr (KB == 3) s1 = _mm512_maskz_loadu_epi8(0xffffffffull, t + 64);
+  else s1 = _mm512_loadu_si512(t + 64);
+}
+// u of columns 4q .. 4q + 3 of the tile, row r in dword r.
+inline __m512i hash_quad(const HConsts& H, __m512i s0, __m512i s1, int q) {
+  const __m512i a = _mm512_permutex2var_epi8(s0, H.prep[q][0], s1), b = _mm512_permutex2var_epi8(s0, H.prep[q][1], s1);
+  const __m512i ha = _mm512_mullo_epi16(_mm512_multishift_epi64_epi8(H.ctrl, a), H.mul);
+  const __m512i hb = _mm512_mullo_epi16(_mm512_multishift_epi64_epi8(H.ctrl, b), H.mul);
+  const __m512i h = _mm512_permutex2var_epi8(ha, H.pack, hb);
+  const __m512i lo = _mm512_permutex2var_epi8(H.t[0], h, H.t[1]), hi = _mm512_permutex2var_epi8(H.t[2], h, H.t[3]);
+  return _mm512_mask_blend_epi8(_mm512_movepi8_mask(h), lo, hi);
+}
+inline int32_t load_i32(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+// Decode with code 1: tokens [t0, t0 + NT) x the 16 rows of tile row rt; a 32-column block's two
+// tiles in two accumulator chains.
+template <int KB, int NT>
+void decode_rows_h(const QGemmArgs& A, int64_t rt, int64_t t0, const HConsts& H) {
+  const QWeights& w = A.w;
+  const QActs& a = A.a;
+  const int64_t cts = w.cols / kTile;
+  const uint8_t* tp = tile_ptr(w, rt, 0);
+  __m512 y[NT];
+  for (int t = 0; t < NT; ++t) y[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b * 2 < cts; ++b) {
+    __m512i acc[NT][2];
+    for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_si512();
+    const int8_t* qa = a.qa + t0 * a.a_stride + 2 * b * kTile;
+    if (2 * b + 1 < cts) {  // both tiles of the block (the usual case: straight-line, registers only)
+      __m512i s00, s01, s10, s11;
+      load_stream<KB>(tp + 2 * b * tile_bytes(KB), s00, s01);
+      load_stream<KB>(tp + (2 * b + 1) * tile_bytes(KB), s10, s11);
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) {
+        const __m512i u0 = hash_quad(H, s00, s01, q), u1 = hash_quad(H, s10, s11, q);
+#pragma GCC unroll 3
+        for (int t = 0; t < NT; ++t) {
+          const int8_t* at = qa + t * a.a_stride + 4 * q;
+          acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], u0, _mm512_set1_epi32(load_i32(at)));
+          acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], u1, _mm512_set1_epi32(load_i32(at + kTile)));
+        }
+      }
+    } else {  // a last lone tile
+      __m512i s00, s01;
+      load_stream<KB>(tp + 2 * b * tile_bytes(KB), s00, s01);
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) {
+        const __m512i u0 = hash_quad(H, s00, s01, q);
+#pragma GCC unroll 3
+        for (int t = 0; t < NT; ++t)
+          acc[t][q & 1] = _mm512_dpbusd_epi32(acc[t][q & 1], u0, _mm512_set1_epi32(load_i32(qa + t * a.a_stride + 4 * q)));
+      }
+    }
+    for (int t = 0; t < NT; ++t)
+      y[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc[t][0], acc[t][1])), _mm512_set1_ps(a.d[b * a.n + t0 + t]), y[t]);
+  }
+  const __m512 sc = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales + rt * kTile)));
+  for (int t = 0; t < NT; ++t) {
+    const __m512 v = _mm512_mul_ps(sc, _mm512_sub_ps(y[t], _mm512_set1_ps(float(kBiasH) * a.x[t0 + t])));
+    _mm512_storeu_ps(A.y + (t0 + t) * A.ldy + rt * kTile, v);
+  }
+}
+// Row tile rt into one repacked tile (code 1): each quad's vector is the layout's column-quad vector.
+template <int KB>
+void repack_tile_h(const QWeights& w, int64_t rt, const QRepacked& p, uint8_t* out, const HConsts& H) {
+  const int64_t cts = w.cols / kTile;
+  if (w.cols % kQBlock) std::memset(out + (w.nb - 1) * 8 * 64, 0, 8 * 64);
+  for (int64_t ct = 0; ct < cts; ++ct) {
+    __m512i s0, s1;
+    load_stream<KB>(tile_ptr(w, rt, ct), s0, s1);
+    for (int q = 0; q < 4; ++q) {
+      const int64_t c = ct * kTile + 4 * q, b = c / kQBlock, j = (c % kQBlock) / 4;
+      _mm512_storeu_si512(out + b * 8 * 64 + j * 64, hash_quad(H, s0, s1, q));
+    }
+  }
+  uint16_t* sc = reinterpret_cast<uint16_t*>(out + p.code_bytes);
+  float* corr = reinterpret_cast<float*>(out + p.code_bytes + p.scale_bytes);
+  for (int i = 0; i < kTile; ++i) {
+    const int64_t r = rt * kTile + i;
+    for (int64_t b = 0; b < w.nb; ++b) sc[b * kTile + i] = w.scales[r];
+    corr[i] = -(w.scale(r, 0) * float(kBiasH));
+  }
 }
 #elif defined(LMP_TRELLIS_AVX512)
 constexpr bool kTileBuffer = true;
@@ -130,10 +276,14 @@ struct Consts {
   }
 };
 // The masked state words of column c's 16 rows; buf is the tile's stream and its wrap (load_tile).
-template <int KB>
+template <int KB, int CODE>
 inline __m512i column_words(const Consts& K, const uint8_t* buf, int c) {
   const __m512i win = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(buf + 2 * KB * c)));
   __m512i s = _mm512_and_si512(_mm512_srlv_epi32(_mm512_shuffle_epi8(win, K.shuf), K.shift), K.m16);
+  if constexpr (CODE == 1) {  // hashed table: u = T[(s * M mod 2^16) >> 8] + 127 in the dword's low byte
+    const __m512i h = _mm512_srli_epi32(_mm512_mullo_epi16(s, _mm512_set1_epi32(kHashMul)), 8);
+    return _mm512_i32gather_epi32(h, kHashU32.v, 4);
+  }
   return _mm512_and_si512(_mm512_add_epi32(_mm512_mullo_epi32(s, K.A), K.B), K.mask);
 }
 #else
@@ -154,12 +304,20 @@ struct Consts {
     ones16 = _mm256_set1_epi16(1);
   }
 };
-template <int KB>
+template <int KB, int CODE>
 inline __m256i column_words(const Consts& K, const uint8_t* buf, int c, int h) {
   const __m256i win = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(buf + 2 * KB * c)));
   __m256i s = _mm256_and_si256(_mm256_srlv_epi32(_mm256_shuffle_epi8(win, K.shuf[h]), K.shift[h]), K.m16);
+  if constexpr (CODE == 1) {
+    const __m256i hh = _mm256_srli_epi32(_mm256_mullo_epi16(s, _mm256_set1_epi32(kHashMul)), 8);
+    return _mm256_i32gather_epi32(kHashU32.v, hh, 4);
+  }
   return _mm256_and_si256(_mm256_add_epi32(_mm256_mullo_epi32(s, K.A), K.B), K.mask);
 }
+#endif
+
+#if !(defined(LMP_TRELLIS_AVX512) && defined(LMP_TRELLIS_VBMI))
+constexpr bool kHashQuads = false;
 #endif
 
 // Where a tile's columns are read: the stream itself (VBMI) or a copy followed by its wrap.
@@ -186,7 +344,7 @@ inline const int32_t* replicate_acts(const QActs& a, int64_t cols, int64_t t0, i
 // Decode: tokens [t0, t1) (few) x the 16 rows of tile row rt. An activation block (32 columns) is
 // two tiles; their columns are interleaved into two accumulator chains per token, so that the
 // column's state-word arithmetic of one tile overlaps the dot-product latency of the other.
-template <int KB, int NT>
+template <int KB, int NT, int CODE>
 void decode_rows(const QGemmArgs& A, const int32_t* a4, int64_t nbc, int64_t rt, int64_t t0, const Consts& K) {
   const QWeights& w = A.w;
   const QActs& a = A.a;
@@ -205,7 +363,7 @@ void decode_rows(const QGemmArgs& A, const int32_t* a4, int64_t nbc, int64_t rt,
       const uint8_t* s1 = tile_source<KB>(tp + (2 * b + 1) * tile_bytes(KB), buf[1]);
 #pragma GCC unroll 16
       for (int c = 0; c < kTile; ++c) {
-        const __m512i x0 = column_words<KB>(K, s0, c), x1 = column_words<KB>(K, s1, c);
+        const __m512i x0 = column_words<KB, CODE>(K, s0, c), x1 = column_words<KB, CODE>(K, s1, c);
         for (int t = 0; t < NT; ++t) {
           acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], x0, _mm512_set1_epi32(ab[t * nbc + c]));
           acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], x1, _mm512_set1_epi32(ab[t * nbc + kTile + c]));
@@ -214,7 +372,7 @@ void decode_rows(const QGemmArgs& A, const int32_t* a4, int64_t nbc, int64_t rt,
     } else {  // a last lone tile: even / odd columns
 #pragma GCC unroll 16
       for (int c = 0; c < kTile; ++c) {
-        const __m512i x = column_words<KB>(K, s0, c);
+        const __m512i x = column_words<KB, CODE>(K, s0, c);
         for (int t = 0; t < NT; ++t) acc[t][c & 1] = _mm512_dpbusd_epi32(acc[t][c & 1], x, _mm512_set1_epi32(ab[t * nbc + c]));
       }
     }
@@ -223,7 +381,7 @@ void decode_rows(const QGemmArgs& A, const int32_t* a4, int64_t nbc, int64_t rt,
   }
   const __m512 sc = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales + rt * kTile)));
   for (int t = 0; t < NT; ++t) {
-    const __m512 v = _mm512_mul_ps(sc, _mm512_sub_ps(y[t], _mm512_set1_ps(float(kBias) * a.x[t0 + t])));
+    const __m512 v = _mm512_mul_ps(sc, _mm512_sub_ps(y[t], _mm512_set1_ps(float(code_bias(CODE)) * a.x[t0 + t])));
     _mm512_storeu_ps(A.y + (t0 + t) * A.ldy + rt * kTile, v);
   }
 #else
@@ -238,7 +396,7 @@ void decode_rows(const QGemmArgs& A, const int32_t* a4, int64_t nbc, int64_t rt,
       const int64_t c0 = (2 * b + h) * kTile;
       for (int c = 0; c < kTile; ++c) {
         for (int half = 0; half < 2; ++half) {
-          const __m256i x = column_words<KB>(K, src, c, half);
+          const __m256i x = column_words<KB, CODE>(K, src, c, half);
           for (int t = 0; t < NT; ++t) {
             const __m256i p = _mm256_maddubs_epi16(x, _mm256_set1_epi32(a4[t * nbc + c0 + c]));
             acc[t][half] = _mm256_add_epi32(acc[t][half], _mm256_madd_epi16(p, K.ones16));
@@ -253,7 +411,7 @@ void decode_rows(const QGemmArgs& A, const int32_t* a4, int64_t nbc, int64_t rt,
   for (int half = 0; half < 2; ++half) {
     const __m256 sc = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales + rt * kTile + 8 * half)));
     for (int t = 0; t < NT; ++t) {
-      const __m256 v = _mm256_mul_ps(sc, _mm256_sub_ps(y[t][half], _mm256_set1_ps(float(kBias) * a.x[t0 + t])));
+      const __m256 v = _mm256_mul_ps(sc, _mm256_sub_ps(y[t][half], _mm256_set1_ps(float(code_bias(CODE)) * a.x[t0 + t])));
       _mm256_storeu_ps(A.y + (t0 + t) * A.ldy + rt * kTile + 8 * half, v);
     }
   }
@@ -263,7 +421,7 @@ void decode_rows(const QGemmArgs& A, const int32_t* a4, int64_t nbc, int64_t rt,
 // Row tile rt into one repacked tile (qrepack.h: per 32-column block 8 vectors, lane i = row i's
 // codes 4j .. 4j + 3): the bytes of a column's u (0..252) come from a byte sum of its words, four
 // columns are merged by shifts.
-template <int KB>
+template <int KB, int CODE>
 void repack_tile(const QWeights& w, int64_t rt, const QRepacked& p, uint8_t* out, const Consts& K) {
   const int64_t cts = w.cols / kTile;
   alignas(64) uint8_t buf[tile_bytes(KB) + 16];
@@ -277,14 +435,14 @@ void repack_tile(const QWeights& w, int64_t rt, const QRepacked& p, uint8_t* out
 #ifdef LMP_TRELLIS_AVX512
       // u of column 4q + e into byte e: the last column first, each byte sum accumulated into the
       // previous sums shifted up by one byte (u <= 252: no carries)
-      __m512i v = _mm512_dpbusd_epi32(_mm512_setzero_si512(), column_words<KB>(K, src, 4 * q + 3), K.ones);
-      for (int e = 2; e >= 0; --e) v = _mm512_dpbusd_epi32(_mm512_slli_epi32(v, 8), column_words<KB>(K, src, 4 * q + e), K.ones);
+      __m512i v = _mm512_dpbusd_epi32(_mm512_setzero_si512(), column_words<KB, CODE>(K, src, 4 * q + 3), K.ones);
+      for (int e = 2; e >= 0; --e) v = _mm512_dpbusd_epi32(_mm512_slli_epi32(v, 8), column_words<KB, CODE>(K, src, 4 * q + e), K.ones);
       _mm512_storeu_si512(dst, v);
 #else
       for (int half = 0; half < 2; ++half) {
         __m256i v = _mm256_setzero_si256();
         for (int e = 0; e < 4; ++e) {
-          const __m256i x = column_words<KB>(K, src, 4 * q + e, half);
+          const __m256i x = column_words<KB, CODE>(K, src, 4 * q + e, half);
           const __m256i u = _mm256_madd_epi16(_mm256_maddubs_epi16(x, K.ones8), K.ones16);
           v = _mm256_or_si256(v, _mm256_slli_epi32(u, 8 * e));
         }
@@ -298,7 +456,7 @@ void repack_tile(const QWeights& w, int64_t rt, const QRepacked& p, uint8_t* out
   for (int i = 0; i < kTile; ++i) {
     const int64_t r = rt * kTile + i;
     for (int64_t b = 0; b < w.nb; ++b) sc[b * kTile + i] = w.scales[r];
-    corr[i] = -(w.scale(r, 0) * float(kBias));
+    corr[i] = -(w.scale(r, 0) * float(code_bias(CODE)));
   }
 }
 
@@ -313,21 +471,38 @@ RepackedGemmFn level_repacked_gemm() {
 
 constexpr int64_t kMaxDecodeTokens = 3;
 
-template <int KB>
+template <int KB, int CODE>
 void trellis_gemm_k(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   const QWeights& w = A.w;
   const Consts K(KB);
+#if defined(LMP_TRELLIS_AVX512) && defined(LMP_TRELLIS_VBMI)
+  static const HConsts H(CODE == 1 ? KB : 2);  // built once (a decode product is many calls of few rows)
+#endif
   if (t1 - t0 <= kMaxDecodeTokens) {
-    const int64_t nbc = w.nb * kQBlock;
-    const int32_t* a4 = replicate_acts(A.a, w.cols, t0, t1);
-    for (int64_t rt = r0 / kTile; rt * kTile < r1; ++rt) {
-      switch (t1 - t0) {
-        case 1: decode_rows<KB, 1>(A, a4, nbc, rt, t0, K); break;
-        case 2: decode_rows<KB, 2>(A, a4, nbc, rt, t0, K); break;
-        default: decode_rows<KB, 3>(A, a4, nbc, rt, t0, K); break;
+#if defined(LMP_TRELLIS_AVX512) && defined(LMP_TRELLIS_VBMI)
+    if constexpr (CODE == 1) {
+      for (int64_t rt = r0 / kTile; rt * kTile < r1; ++rt) {
+        switch (t1 - t0) {
+          case 1: decode_rows_h<KB, 1>(A, rt, t0, H); break;
+          case 2: decode_rows_h<KB, 2>(A, rt, t0, H); break;
+          default: decode_rows_h<KB, 3>(A, rt, t0, H); break;
+        }
       }
+      return;
+    } else
+#endif
+    {
+      const int64_t nbc = w.nb * kQBlock;
+      const int32_t* a4 = replicate_acts(A.a, w.cols, t0, t1);
+      for (int64_t rt = r0 / kTile; rt * kTile < r1; ++rt) {
+        switch (t1 - t0) {
+          case 1: decode_rows<KB, 1, CODE>(A, a4, nbc, rt, t0, K); break;
+          case 2: decode_rows<KB, 2, CODE>(A, a4, nbc, rt, t0, K); break;
+          default: decode_rows<KB, 3, CODE>(A, a4, nbc, rt, t0, K); break;
+        }
+      }
+      return;
     }
-    return;
   }
   // Prefill: a chunk of tiles decoded into the repacked layout, then the repacked GEMM over them.
   const QRepacked p1 = trellis_repack_geometry(w);
@@ -338,7 +513,14 @@ void trellis_gemm_k(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int6
   const RepackedGemmFn gemm = level_repacked_gemm();
   for (int64_t rt0 = r0 / kTile; rt0 * kTile < r1; rt0 += kChunkTiles) {
     const int64_t nt = std::min<int64_t>(kChunkTiles, (r1 + kTile - 1) / kTile - rt0);
-    for (int64_t i = 0; i < nt; ++i) repack_tile<KB>(w, rt0 + i, p1, buf + i * p1.tile_bytes, K);
+    for (int64_t i = 0; i < nt; ++i) {
+#if defined(LMP_TRELLIS_AVX512) && defined(LMP_TRELLIS_VBMI)
+      if constexpr (CODE == 1)
+        repack_tile_h<KB>(w, rt0 + i, p1, buf + i * p1.tile_bytes, H);
+      else
+#endif
+        repack_tile<KB, CODE>(w, rt0 + i, p1, buf + i * p1.tile_bytes, K);
+    }
     QRepacked p = p1;
     p.data = buf;
     p.rows = nt * kTile;
@@ -348,10 +530,11 @@ void trellis_gemm_k(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int6
 }
 
 void trellis_gemm(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  const bool h = A.w.trellis_code == 1;
   switch (A.w.bits) {
-    case 2: trellis_gemm_k<2>(A, r0, r1, t0, t1); break;
-    case 3: trellis_gemm_k<3>(A, r0, r1, t0, t1); break;
-    default: trellis_gemm_k<4>(A, r0, r1, t0, t1); break;
+    case 2: h ? trellis_gemm_k<2, 1>(A, r0, r1, t0, t1) : trellis_gemm_k<2, 0>(A, r0, r1, t0, t1); break;
+    case 3: h ? trellis_gemm_k<3, 1>(A, r0, r1, t0, t1) : trellis_gemm_k<3, 0>(A, r0, r1, t0, t1); break;
+    default: h ? trellis_gemm_k<4, 1>(A, r0, r1, t0, t1) : trellis_gemm_k<4, 0>(A, r0, r1, t0, t1); break;
   }
 }
 

@@ -21,7 +21,8 @@ void decode_tile_row(const QWeights& w, int64_t rt, uint8_t* out) {
     const uint8_t* t = tile_ptr(w, rt, ct);
     for (int c = 0; c < kTile; ++c)
       for (int r = 0; r < kTile; ++r)
-        out[r * w.cols + ct * kTile + c] = uint8_t(state_value(state_at(t, w.bits, seq_index(r, c))) + kBias);
+        out[r * w.cols + ct * kTile + c] =
+            uint8_t(code_value(w.trellis_code, state_at(t, w.bits, seq_index(r, c))) + code_bias(w.trellis_code));
   }
 }
 
@@ -34,7 +35,7 @@ void trellis_dequant_rows_scalar(const QWeights& w, int64_t r0, int64_t r1, floa
     for (int64_t r = std::max(r0, rt * kTile); r < std::min(r1, rt * kTile + kTile); ++r) {
       const float s = w.scale(r, 0);
       const uint8_t* ur = u.data() + (r - rt * kTile) * w.cols;
-      for (int64_t c = 0; c < w.cols; ++c) out[(r - r0) * ldo + c] = s * float(int32_t(ur[c]) - kBias);
+      for (int64_t c = 0; c < w.cols; ++c) out[(r - r0) * ldo + c] = s * float(int32_t(ur[c]) - code_bias(w.trellis_code));
     }
   }
 }
@@ -58,7 +59,7 @@ void trellis_gemm(const QGemmArgs& A, int64_t r0, int64_t r1, int64_t t0, int64_
           for (int64_t c = b * kQBlock; c < std::min(w.cols, (b + 1) * kQBlock); ++c) dot += int32_t(ur[c]) * qa[c];
           acc += a.d[b * a.n + t] * float(dot);
         }
-        A.y[t * A.ldy + r] = s * (acc - float(kBias) * a.x[t]);
+        A.y[t * A.ldy + r] = s * (acc - float(code_bias(w.trellis_code)) * a.x[t]);
       }
     }
   }
@@ -72,8 +73,8 @@ QRepacked trellis_repack_geometry(const QWeights& w) {
   w8.groups = 1;
   w8.group = w.nb * kQBlock;  // one unit per block (a 16-column row must not look like group 16)
   QRepacked p = repack_geometry(w8);
-  p.code_max = 2 * kBias;
-  p.code_offset = kBias;  // corr = -126 x the row scale exactly (the AMX kernel uses signed codes)
+  p.code_max = 2 * code_bias(w.trellis_code);
+  p.code_offset = code_bias(w.trellis_code);  // corr = -bias x the row scale exactly (the AMX kernel uses signed codes)
   p.tiles = 1;
   return p;
 }
@@ -91,7 +92,7 @@ void trellis_repack_tile_scalar(const QWeights& w, int64_t rt, const QRepacked& 
       out[b * 8 * 64 + j * 64 + i * 4 + c % 4] = u[size_t(i * w.cols + c)];
     }
     for (int64_t b = 0; b < w.nb; ++b) sc[b * kTile + i] = w.scales[r];
-    corr[i] = -(w.scale(r, 0) * float(kBias));
+    corr[i] = -(w.scale(r, 0) * float(code_bias(w.trellis_code)));
   }
 }
 

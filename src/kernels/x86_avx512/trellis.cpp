@@ -66,18 +66,19 @@ struct Scratch {
 
 // The state values as int8 (64 KiB instead of 256: the step streams the table once per weight, and
 // the f32 table made it L2-bandwidth bound).
-const int8_t* values8() {
-  static const std::vector<int8_t> v = [] {
+const int8_t* values8(int code) {
+  auto make = [](int c) {
     std::vector<int8_t> t(static_cast<size_t>(kStates));
-    for (int s = 0; s < kStates; ++s) t[size_t(s)] = int8_t(state_value(uint32_t(s)));
+    for (int s = 0; s < kStates; ++s) t[size_t(s)] = int8_t(code_value(c, uint32_t(s)));
     return t;
-  }();
-  return v.data();
+  };
+  static const std::vector<int8_t> v0 = make(0), v1 = make(1);
+  return code ? v1.data() : v0.data();
 }
 
 template <int K>
-float run(const float* x, int T, int64_t overlap, uint32_t* states) {
-  const int8_t* vals = values8();
+float run(const float* x, int T, int64_t overlap, uint32_t* states, int code) {
+  const int8_t* vals = values8(code);
   constexpr int64_t S = 65536, G = S >> K;
   thread_local Scratch sc;
   sc.a.resize(S);
@@ -111,11 +112,11 @@ float run(const float* x, int T, int64_t overlap, uint32_t* states) {
 
 }  // namespace
 
-float trellis_viterbi16_avx512(int k, const float* x, int T, int64_t overlap, uint32_t* states) {
+float trellis_viterbi16_avx512(int k, const float* x, int T, int64_t overlap, uint32_t* states, int code) {
   switch (k) {
-    case 2: return run<2>(x, T, overlap, states);
-    case 3: return run<3>(x, T, overlap, states);
-    default: return run<4>(x, T, overlap, states);
+    case 2: return run<2>(x, T, overlap, states, code);
+    case 3: return run<3>(x, T, overlap, states, code);
+    default: return run<4>(x, T, overlap, states, code);
   }
 }
 
