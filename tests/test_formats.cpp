@@ -527,6 +527,27 @@ TEST(Formats, PackRejectsBadInput) {
   };
   bad_family("nf4g32", [](QuantizedMatrix& q) { q.scales[0] = std::nanf(""); }, "nan scale");
   bad_family("nf4g32", [](QuantizedMatrix& q) { q.q[0] = 16; }, "code > 15");
+  // the fp minifloats (3- and 4-bit) and binary: code ranges and scales at pack time, f16 scales at load time
+  bad_family("fp3g32", [](QuantizedMatrix& q) { q.q[0] = 8; }, "code > 7");
+  bad_family("fp3e1m1g32", [](QuantizedMatrix& q) { q.scales[1] = std::nanf(""); }, "nan scale");
+  bad_family("fp4e3m0g32", [](QuantizedMatrix& q) { q.scales[0] = INFINITY; }, "inf scale");
+  bad_family("fp4e1m2g32", [](QuantizedMatrix& q) { q.q[3] = 16; }, "code > 15");
+  bad_family("b1g32", [](QuantizedMatrix& q) { q.q[0] = 2; }, "binary code > 1");
+  bad_family("b1g32", [](QuantizedMatrix& q) { q.scales[0] = std::nanf(""); }, "nan scale");
+  for (const char* fmt : {"fp3g32", "fp4e3m0g32", "b1g32"}) {
+    const Tensor t = pack_tensor("ok", quantize_rtn_ref(w.data(), 3, 64, parse_format_name(fmt)));
+    const PackedGeometry g = packed_geometry(parse_format_name(fmt), 3, 64);
+    std::vector<uint8_t> bytes(static_cast<const uint8_t*>(t.data), static_cast<const uint8_t*>(t.data) + t.nbytes);
+    bytes[size_t(g.q_bytes) + 1] = 0x7e;  // the first scale's high byte: an f16 NaN
+    bytes[size_t(g.q_bytes)] = 0x00;
+    const Tensor bad = make_owned_tensor("corrupt.weight", DType::Q, {3, 64}, std::move(bytes), t.format);
+    try {
+      validate_packed(bad, "corrupt.weight");
+      ADD_FAILURE() << fmt << ": a NaN scale was accepted at load";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("corrupt.weight"), std::string::npos) << e.what();
+    }
+  }
   bad_family("mxfp4", [](QuantizedMatrix& q) { q.scales[0] = 0.3f; }, "scale not a power of two");
   bad_family("mxfp4", [](QuantizedMatrix& q) { q.scales[0] = std::ldexp(1.f, -127); }, "scale below 2^-126");
   bad_family("lut4", [](QuantizedMatrix& q) { q.table[3] = -128; }, "table value -128");

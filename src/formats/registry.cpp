@@ -232,7 +232,7 @@ QuantSpec parse_format_name(const std::string& name_in) {
                "fp8row, fp8g<group>, lut3 or lut4, or a llama.cpp type (q8_0, q4_0, q4_1, q5_0, q5_1, "
                "q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs), spqr<bits>g<group>[r<rows>] (bits 2,3,4; "
                "group 16,32,64; rows 16,32,64; e.g. spqr3g16), b1g<group> or b1row (binary), pow<3|4>[a<A>]g<group> "
-               "(NUPES; A 0.20..2.00), bitmod<3|4>g<32|64|128>, trellis<2|3|4> (QTIP), vq<v>k<b>[r<b2>][n] (VPTQ vectors: v 2,4,8; "
+               "(NUPES; A 0.20..2.00), bitmod<3|4>g<32|64|128>, trellis<2|3|4>[h] (QTIP), vq<v>k<b>[r<b2>][n] (VPTQ vectors: v 2,4,8; "
                "index bits b, b2 4..12; n: column norm; e.g. vq4k8, vq8k8r8n), mix<int>_<int>_p<permille> (MixLLM rows: "
                "e.g. mixw4g64a_w8row_p100), slim<N>g<32|64|128> (SliM-LLM groups, N 2..5); lmpress's own formats with sparse outliers "
                "+s<percent>; any of them with a randomized Hadamard transform: suffix +h (both sides) or +hi (input side "
