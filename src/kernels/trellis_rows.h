@@ -60,6 +60,12 @@ alignas(64) inline constexpr int8_t kHashTable[256] = {
     51, 52, 53, 54, 55, 56, 56, 57, 59, 60, 61, 62, 63, 64, 65, 67,
     68, 70, 71, 73, 75, 77, 79, 81, 83, 86, 89, 93, 97, 103, 111, 127,
 };
+constexpr bool hash_table_odd_symmetric() {
+  for (int i = 0; i < 256; ++i)
+    if (kHashTable[255 - i] != -kHashTable[i]) return false;
+  return true;
+}
+static_assert(hash_table_odd_symmetric(), "the VBMI decode looks up half the table (trellis_x86.h, hash_quad)");
 inline int32_t hash_value(uint32_t s) { return kHashTable[uint16_t(uint16_t(s) * kHashMul) >> 8]; }
 // The value and the code offset of a state under code `code` (0: 1MAD, 1: hashed table).
 inline int32_t code_value(int code, uint32_t s) { return code ? hash_value(s) : state_value(s); }

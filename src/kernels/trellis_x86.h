@@ -134,13 +134,14 @@ inline __m512i column_words(const Consts& K, const uint8_t* t, int c) {
 // Per quad: two vpermi2b gather each 16-bit state's source qword from the tile's stream (held in
 // two registers; indices mod the stream length: the tail-biting wrap), two vpmultishiftqb cut 32
 // 16-bit states each, two vpmullw hash them, one vpermt2b collects the 64 high bytes in row order,
-// and two vpermi2b + a blend on the index's top bit look the u up in the 256-byte table.
+// and one vpermi2b looks u up in the first half of the odd-symmetric table (the second half: 254 - u of
+// the mirrored index, by two masked subtractions).
 // Vector A holds columns c0, c0 + 1, B c0 + 2, c0 + 3; qword j of either: column (j / 4), rows
 // 4 (j % 4) .. + 3, source at stream byte 2 k c + floor(4 k (j % 4) / 8).
 constexpr bool kHashQuads = true;
 struct HConsts {
   __m512i prep[4][2];  // per quad of the tile, vectors A and B: stream byte indices (mod its length)
-  __m512i ctrl, mul, pack, t[4];
+  __m512i ctrl, mul, pack, t[2];
   explicit HConsts(int k) {
     const int n = tile_bytes(k);
     alignas(64) uint8_t b[64];
@@ -166,7 +167,7 @@ struct HConsts {
       for (int e = 0; e < 4; ++e)  // the high byte of word (column e % 2, row r) of A (e < 2) or B
         b[4 * r + e] = uint8_t((e < 2 ? 0 : 64) + 8 * (4 * (e % 2) + r / 4) + 2 * (r % 4) + 1);
     pack = _mm512_loadu_si512(b);
-    for (int i = 0; i < 4; ++i) t[i] = _mm512_loadu_si512(kHashU32.b + 64 * i);
+    for (int i = 0; i < 2; ++i) t[i] = _mm512_loadu_si512(kHashU32.b + 64 * i);
   }
 };
 // The tile's stream in two registers (k = 3: 96 bytes, the second register half filled).
@@ -183,8 +184,11 @@ inline __m512i hash_quad(const HConsts& H, __m512i s0, __m512i s1, int q) {
   const __m512i ha = _mm512_mullo_epi16(_mm512_multishift_epi64_epi8(H.ctrl, a), H.mul);
   const __m512i hb = _mm512_mullo_epi16(_mm512_multishift_epi64_epi8(H.ctrl, b), H.mul);
   const __m512i h = _mm512_permutex2var_epi8(ha, H.pack, hb);
-  const __m512i lo = _mm512_permutex2var_epi8(H.t[0], h, H.t[1]), hi = _mm512_permutex2var_epi8(H.t[2], h, H.t[3]);
-  return _mm512_mask_blend_epi8(_mm512_movepi8_mask(h), lo, hi);
+  // the table is odd-symmetric (T[255 - h] = -T[h]): for h >= 128, u = 254 - U[255 - h] with U the first half's u
+  const __mmask64 m = _mm512_movepi8_mask(h);
+  const __m512i idx = _mm512_mask_sub_epi8(h, m, _mm512_set1_epi8(-1), h);
+  const __m512i t = _mm512_permutex2var_epi8(H.t[0], idx, H.t[1]);
+  return _mm512_mask_sub_epi8(t, m, _mm512_set1_epi8(int8_t(-2)), t);
 }
 inline int32_t load_i32(const int8_t* p) {
   int32_t v;
