@@ -10,43 +10,54 @@
 
 namespace lmpress::kern {
 
-bool repack_supported(const QWeights& w) {
-  if (w.lut || w.e8m0 || w.stats2 || !w.scales || repack_cw(w.bits) == 0) return false;
+namespace {
+// Group shapes the layout's units cover: group 16 (two units per block), the whole row, or multiples of 32.
+bool units_fit(const QWeights& w) {
   if (w.rows < 1 || w.cols < 1 || w.groups < 1) return false;
   if (w.group == 16) return w.groups == (w.cols + 15) / 16;
   if (w.groups == 1) return true;  // whole row (or one group covering it)
   return w.group % 32 == 0 && w.groups == (w.cols + w.group - 1) / w.group;
 }
-
-QRepacked repack_geometry(const QWeights& w) {
+// The geometry of w's groups in a container of cw bits per code, scales f16 (or f32).
+QRepacked unit_geometry(const QWeights& w, int cw, int code_max, int code_offset, bool sf32) {
   QRepacked p;
   p.rows = w.rows;
   p.cols = w.cols;
   p.nb = w.nb;
   p.groups = w.groups;
   p.bits = w.bits;
-  p.cw = repack_cw(w.bits);
-  p.code_max = (1 << w.bits) - 1;
-  p.code_offset = w.zeros ? 0 : w.zero_sym;
+  p.cw = cw;
+  p.code_max = code_max;
+  p.code_offset = code_offset;
   p.units = w.g16() ? 2 : 1;
+  p.sf32 = sf32;
   p.tiles = (w.rows + kRepackRows - 1) / kRepackRows;
   p.code_bytes = p.nb * p.cw * 64;
-  p.scale_bytes = (p.nb * p.units * kRepackRows * 2 + 63) / 64 * 64;
+  p.scale_bytes = (p.nb * p.units * kRepackRows * (sf32 ? 4 : 2) + 63) / 64 * 64;
   p.corr_bytes = (p.groups * kRepackRows * 4 + 63) / 64 * 64;
   p.tile_bytes = p.code_bytes + p.scale_bytes + p.corr_bytes;
   return p;
 }
-
-namespace {
+// The group holding unit u of block b (>= groups past the row's last group).
+int64_t unit_group(const QWeights& w, int64_t b, int u) {
+  if (w.g16()) return 2 * b + u;
+  if (w.groups == 1) return 0;
+  return (b * kQBlock) / w.group;
+}
 // f16 scale of the group holding unit u of block b (0 past the row's groups).
 uint16_t unit_scale(const QWeights& w, int64_t r, int64_t b, int u) {
-  int64_t g;
-  if (w.g16()) g = 2 * b + u;
-  else if (w.groups == 1) g = 0;
-  else g = (b * kQBlock) / w.group;
+  const int64_t g = unit_group(w, b, u);
   return g < w.groups ? w.scales[r * w.groups + g] : uint16_t(0);
 }
 }  // namespace
+
+bool repack_supported(const QWeights& w) {
+  return !w.lut && !w.e8m0 && !w.stats2 && w.scales && repack_cw(w.bits) != 0 && units_fit(w);
+}
+
+QRepacked repack_geometry(const QWeights& w) {
+  return unit_geometry(w, repack_cw(w.bits), (1 << w.bits) - 1, w.zeros ? 0 : w.zero_sym, false);
+}
 
 namespace {
 // The 32 codes of one row's block into its lane (dst = the block's first vector + 4 * row).
@@ -86,11 +97,7 @@ void repack_int_tiles(const QWeights& w, uint8_t* out, int64_t k0, int64_t k1) {
 }
 
 bool repack_table_supported(const QWeights& w) {
-  if (!w.lut || w.stats2 || w.vq_book || (!w.scales && !w.e8m0) || w.bits < 1 || w.bits > 4) return false;
-  if (w.rows < 1 || w.cols < 1 || w.groups < 1) return false;
-  if (w.group == 16) return w.groups == (w.cols + 15) / 16;
-  if (w.groups == 1) return true;
-  return w.group % 32 == 0 && w.groups == (w.cols + w.group - 1) / w.group;
+  return w.lut && !w.stats2 && !w.vq_book && (w.scales || w.e8m0) && w.bits >= 1 && w.bits <= 4 && units_fit(w);
 }
 
 QRepacked repack_geometry_table(const QWeights& w) {
@@ -108,23 +115,8 @@ QRepacked repack_geometry_table(const QWeights& w) {
     scan(w.lut);
   }
   const int C = std::max(0, -lo), umax = std::max(0, hi) + C;  // <= 255: int8 tables
-  QRepacked p;
-  p.rows = w.rows;
-  p.cols = w.cols;
-  p.nb = w.nb;
-  p.groups = w.groups;
-  p.bits = w.bits;
-  p.cw = umax <= 3 ? 2 : umax <= 15 ? 4 : 8;
-  p.code_max = umax;
-  p.code_offset = C;
-  p.units = w.g16() ? 2 : 1;
-  p.sf32 = w.scales == nullptr;  // E8M0 scales (mxfp4) go in as f32
-  p.tiles = (w.rows + kRepackRows - 1) / kRepackRows;
-  p.code_bytes = p.nb * p.cw * 64;
-  p.scale_bytes = (p.nb * p.units * kRepackRows * (p.sf32 ? 4 : 2) + 63) / 64 * 64;
-  p.corr_bytes = (p.groups * kRepackRows * 4 + 63) / 64 * 64;
-  p.tile_bytes = p.code_bytes + p.scale_bytes + p.corr_bytes;
-  return p;
+  // (E8M0 scales of mxfp4 go in as f32)
+  return unit_geometry(w, umax <= 3 ? 2 : umax <= 15 ? 4 : 8, umax, C, w.scales == nullptr);
 }
 
 void repack_table_tiles(const QWeights& w, const QRepacked& p, uint8_t* out, int64_t k0, int64_t k1) {
@@ -145,10 +137,7 @@ void repack_table_tiles(const QWeights& w, const QRepacked& p, uint8_t* out, int
       }
       place_codes(p.cw, u, codes + b * p.cw * 64 + i * 4);
       for (int un = 0; un < p.units; ++un) {
-        int64_t g;
-        if (w.g16()) g = 2 * b + un;
-        else if (w.groups == 1) g = 0;
-        else g = (b * kQBlock) / w.group;
+        const int64_t g = unit_group(w, b, un);
         const size_t at = size_t((b * p.units + un) * kRepackRows + i);
         if (p.sf32) reinterpret_cast<float*>(sc)[at] = g < w.groups ? w.scale(r, g) : 0.f;
         else reinterpret_cast<uint16_t*>(sc)[at] = g < w.groups ? w.scales[r * w.groups + g] : uint16_t(0);
