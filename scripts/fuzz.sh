@@ -52,7 +52,13 @@ for t in build/fuzz/fuzz/fuzz_*; do
         build/fuzz/lmpress quantize -m build/fuzz/seeds/tiny.gguf -r "rtn:mixw2g32_w4g32a_p300;*.ffn_*=rtn:slim2g32,beta=1" \
           -o build/fuzz/seeds/tiny-mix.lmp --force -q >/dev/null || true
       fi
+      # and the minifloats and the hashed-table trellis code (format variants in the id's bits 12..13)
+      if [ -x build/fuzz/lmpress ] && [ -f build/fuzz/seeds/tiny.gguf ] && [ ! -f build/fuzz/seeds/tiny-fp.lmp ]; then
+        build/fuzz/lmpress quantize -m build/fuzz/seeds/tiny.gguf -r "rtn:fp3e1m1g32;*.ffn_*=rtn:trellis2h;*.attn_q.*=rtn:fp4e3m0g32" \
+          -o build/fuzz/seeds/tiny-fp.lmp --force -q >/dev/null || true
+      fi
       seeds=(build/fuzz/seeds/tiny-w2.lmp)
+      [ -f build/fuzz/seeds/tiny-fp.lmp ] && seeds+=(build/fuzz/seeds/tiny-fp.lmp)
       [ -f build/fuzz/seeds/tiny-spqr.lmp ] && seeds+=(build/fuzz/seeds/tiny-spqr.lmp)
       [ -f build/fuzz/seeds/tiny-mix.lmp ] && seeds+=(build/fuzz/seeds/tiny-mix.lmp) ;;
     fuzz_recipe)
