@@ -131,41 +131,41 @@ inline __m512i column_words(const Consts& K, const uint8_t* t, int c) {
 // The hashed-table code (code 1) with VBMI: four columns (64 weights) at a time into one vector whose
 // dword r holds row r's u of the four columns, which is both the decode's vpdpbusd operand (against
 // the four columns' int8 activations) and a column-quad vector of the repacked layout (qrepack.h).
-// Per quad: two vpermi2b gather each 16-bit state's source qword from the tile's stream (held in
-// two registers; indices mod the stream length: the tail-biting wrap), two vpmultishiftqb cut 32
-// 16-bit states each, two vpmullw hash them, one vpermt2b collects the 64 high bytes in row order,
-// and one vpermi2b looks u up in the first half of the odd-symmetric table (the second half: 254 - u of
-// the mirrored index, by two masked subtractions).
-// Vector A holds columns c0, c0 + 1, B c0 + 2, c0 + 3; qword j of either: column (j / 4), rows
-// 4 (j % 4) .. + 3, source at stream byte 2 k c + floor(4 k (j % 4) / 8).
+// Per quad: one vpermi2b gathers the four columns' source qwords from the tile's stream (held in two
+// registers; indices mod the stream length: the tail-biting wrap) into X = [c0, c0, c1, c1, c2, c2,
+// c3, c3] (k = 2, 3: a column's 16 states lie in the qword at byte 2 k c; k = 4: rows 0-7 at byte 8 c,
+// rows 8-15 at 8 c + 4, a second gather), two vpmultishiftqb cut 32 16-bit states each (vector A rows
+// 0-7, B rows 8-15; qword j: column j / 2, rows 4 (j % 2) .. + 3), two vpmullw hash them, one vpermt2b
+// collects the 64 high bytes in row order, and one vpermi2b looks u up in the first half of the
+// odd-symmetric table (the second half: 254 - u of the mirrored index, by two masked subtractions).
 constexpr bool kHashQuads = true;
 struct HConsts {
-  __m512i prep[4][2];  // per quad of the tile, vectors A and B: stream byte indices (mod its length)
-  __m512i ctrl, mul, pack, t[2];
+  __m512i prep[4][2];  // per quad of the tile: the source gathers of A and (k = 4) B
+  __m512i ctrl[2], mul, pack, t[2];
   explicit HConsts(int k) {
     const int n = tile_bytes(k);
     alignas(64) uint8_t b[64];
     for (int q = 0; q < 4; ++q)
       for (int v = 0; v < 2; ++v) {
         for (int j = 0; j < 8; ++j) {
-          const int c = 4 * q + 2 * v + j / 4, r0 = 4 * (j % 4), start = 2 * k * c + (k * r0) / 8;
+          const int c = 4 * q + j / 2, start = 2 * k * c + (k == 4 ? 4 * v : 0);
           for (int e = 0; e < 8; ++e) b[8 * j + e] = uint8_t((start + e) % n);
         }
         prep[q][v] = _mm512_loadu_si512(b);
       }
-    for (int j = 0; j < 8; ++j) {
-      const int r0 = 4 * (j % 4);
-      for (int m = 0; m < 4; ++m) {
-        const int off = k * (r0 + m) - 8 * ((k * r0) / 8);
-        b[8 * j + 2 * m] = uint8_t(off);
-        b[8 * j + 2 * m + 1] = uint8_t(off + 8);
-      }
+    for (int v = 0; v < 2; ++v) {
+      for (int j = 0; j < 8; ++j)
+        for (int m = 0; m < 4; ++m) {
+          const int r = 8 * v + 4 * (j % 2) + m, off = k == 4 ? 4 * (r - 8 * v) : k * r;
+          b[8 * j + 2 * m] = uint8_t(off);
+          b[8 * j + 2 * m + 1] = uint8_t(off + 8);
+        }
+      ctrl[v] = _mm512_loadu_si512(b);
     }
-    ctrl = _mm512_loadu_si512(b);
     mul = _mm512_set1_epi16(int16_t(kHashMul));
     for (int r = 0; r < 16; ++r)
-      for (int e = 0; e < 4; ++e)  // the high byte of word (column e % 2, row r) of A (e < 2) or B
-        b[4 * r + e] = uint8_t((e < 2 ? 0 : 64) + 8 * (4 * (e % 2) + r / 4) + 2 * (r % 4) + 1);
+      for (int e = 0; e < 4; ++e)  // the high byte of word (column e, row r) of A (r < 8) or B
+        b[4 * r + e] = uint8_t((r < 8 ? 0 : 64) + 8 * (2 * e + (r % 8) / 4) + 2 * (r % 4) + 1);
     pack = _mm512_loadu_si512(b);
     for (int i = 0; i < 2; ++i) t[i] = _mm512_loadu_si512(kHashU32.b + 64 * i);
   }
@@ -179,10 +179,12 @@ inline void load_stream(const uint8_t* t, __m512i& s0, __m512i& s1) {
   else s1 = _mm512_loadu_si512(t + 64);
 }
 // u of columns 4q .. 4q + 3 of the tile, row r in dword r.
+template <int KB>
 inline __m512i hash_quad(const HConsts& H, __m512i s0, __m512i s1, int q) {
-  const __m512i a = _mm512_permutex2var_epi8(s0, H.prep[q][0], s1), b = _mm512_permutex2var_epi8(s0, H.prep[q][1], s1);
-  const __m512i ha = _mm512_mullo_epi16(_mm512_multishift_epi64_epi8(H.ctrl, a), H.mul);
-  const __m512i hb = _mm512_mullo_epi16(_mm512_multishift_epi64_epi8(H.ctrl, b), H.mul);
+  const __m512i xa = _mm512_permutex2var_epi8(s0, H.prep[q][0], s1);
+  const __m512i xb = KB == 4 ? _mm512_permutex2var_epi8(s0, H.prep[q][1], s1) : xa;
+  const __m512i ha = _mm512_mullo_epi16(_mm512_multishift_epi64_epi8(H.ctrl[0], xa), H.mul);
+  const __m512i hb = _mm512_mullo_epi16(_mm512_multishift_epi64_epi8(H.ctrl[1], xb), H.mul);
   const __m512i h = _mm512_permutex2var_epi8(ha, H.pack, hb);
   // the table is odd-symmetric (T[255 - h] = -T[h]): for h >= 128, u = 254 - U[255 - h] with U the first half's u
   const __mmask64 m = _mm512_movepi8_mask(h);
@@ -215,7 +217,7 @@ void decode_rows_h(const QGemmArgs& A, int64_t rt, int64_t t0, const HConsts& H)
       load_stream<KB>(tp + (2 * b + 1) * tile_bytes(KB), s10, s11);
 #pragma GCC unroll 4
       for (int q = 0; q < 4; ++q) {
-        const __m512i u0 = hash_quad(H, s00, s01, q), u1 = hash_quad(H, s10, s11, q);
+        const __m512i u0 = hash_quad<KB>(H, s00, s01, q), u1 = hash_quad<KB>(H, s10, s11, q);
 #pragma GCC unroll 3
         for (int t = 0; t < NT; ++t) {
           const int8_t* at = qa + t * a.a_stride + 4 * q;
@@ -228,7 +230,7 @@ void decode_rows_h(const QGemmArgs& A, int64_t rt, int64_t t0, const HConsts& H)
       load_stream<KB>(tp + 2 * b * tile_bytes(KB), s00, s01);
 #pragma GCC unroll 4
       for (int q = 0; q < 4; ++q) {
-        const __m512i u0 = hash_quad(H, s00, s01, q);
+        const __m512i u0 = hash_quad<KB>(H, s00, s01, q);
 #pragma GCC unroll 3
         for (int t = 0; t < NT; ++t)
           acc[t][q & 1] = _mm512_dpbusd_epi32(acc[t][q & 1], u0, _mm512_set1_epi32(load_i32(qa + t * a.a_stride + 4 * q)));
@@ -253,7 +255,7 @@ void repack_tile_h(const QWeights& w, int64_t rt, const QRepacked& p, uint8_t* o
     load_stream<KB>(tile_ptr(w, rt, ct), s0, s1);
     for (int q = 0; q < 4; ++q) {
       const int64_t c = ct * kTile + 4 * q, b = c / kQBlock, j = (c % kQBlock) / 4;
-      _mm512_storeu_si512(out + b * 8 * 64 + j * 64, hash_quad(H, s0, s1, q));
+      _mm512_storeu_si512(out + b * 8 * 64 + j * 64, hash_quad<KB>(H, s0, s1, q));
     }
   }
   uint16_t* sc = reinterpret_cast<uint16_t*>(out + p.code_bytes);
