@@ -138,7 +138,6 @@ inline __m512i column_words(const Consts& K, const uint8_t* t, int c) {
 // 0-7, B rows 8-15; qword j: column j / 2, rows 4 (j % 2) .. + 3), two vpmullw hash them, one vpermt2b
 // collects the 64 high bytes in row order, and one vpermi2b looks u up in the first half of the
 // odd-symmetric table (the second half: 254 - u of the mirrored index, by two masked subtractions).
-constexpr bool kHashQuads = true;
 struct HConsts {
   __m512i prep[4][2];  // per quad of the tile: the source gathers of A and (k = 4) B
   __m512i ctrl[2], mul, pack, t[2];
@@ -320,10 +319,6 @@ inline __m256i column_words(const Consts& K, const uint8_t* buf, int c, int h) {
   }
   return _mm256_and_si256(_mm256_add_epi32(_mm256_mullo_epi32(s, K.A), K.B), K.mask);
 }
-#endif
-
-#if !(defined(LMP_TRELLIS_AVX512) && defined(LMP_TRELLIS_VBMI))
-constexpr bool kHashQuads = false;
 #endif
 
 // Where a tile's columns are read: the stream itself (VBMI) or a copy followed by its wrap.
