@@ -269,19 +269,8 @@ TEST(Slim, SalienceMatchesDouble) {
   for (int64_t j = 0; j < cols; ++j) md += H[size_t(j * cols + j)];
   std::vector<double> A(H);
   for (int64_t j = 0; j < cols; ++j) A[size_t(j * cols + j)] += 0.01 * md / double(cols);
-  const std::vector<double> inv = test::spd_inverse(A, cols);  // then U with A^-1 = U^T U, row by row
-  // upper Cholesky of S = inv: S = U^T U, rows of U top-down: U_ii = sqrt(S_ii - sum_k<i U_ki^2)
-  std::vector<double> U(size_t(cols * cols), 0.0);
-  for (int64_t i = 0; i < cols; ++i) {
-    double s = inv[size_t(i * cols + i)];
-    for (int64_t k = 0; k < i; ++k) s -= U[size_t(k * cols + i)] * U[size_t(k * cols + i)];
-    U[size_t(i * cols + i)] = std::sqrt(s);
-    for (int64_t j = i + 1; j < cols; ++j) {
-      double t = inv[size_t(i * cols + j)];
-      for (int64_t k = 0; k < i; ++k) t -= U[size_t(k * cols + i)] * U[size_t(k * cols + j)];
-      U[size_t(i * cols + j)] = t / U[size_t(i * cols + i)];
-    }
-  }
+  // U with A^-1 = U^T U: the transpose of A^-1's lower Cholesky factor (only U's diagonal is read below)
+  const std::vector<double> U = test::cholesky_lower(test::spd_inverse(A, cols), cols);
   const std::vector<double> sal = slim_salience(w.data(), rows, cols, g, H, 0.01);
   ASSERT_EQ(sal.size(), size_t(cols / g));
   for (int64_t j = 0; j < cols / g; ++j) {

@@ -117,9 +117,9 @@ inline std::vector<double> random_hessian(int64_t n, uint32_t seed, double rho =
   return h;
 }
 
-// A^-1 for symmetric positive definite A: A = L L^T (plain loops), then L L^T x = e_k per column.
-inline std::vector<double> spd_inverse(const std::vector<double>& A, int64_t n) {
-  std::vector<double> L(size_t(n * n), 0.0), inv(size_t(n * n), 0.0);
+// Lower Cholesky factor L of a symmetric positive definite A = L L^T (plain loops, row-major n x n).
+inline std::vector<double> cholesky_lower(const std::vector<double>& A, int64_t n) {
+  std::vector<double> L(size_t(n * n), 0.0);
   for (int64_t j = 0; j < n; ++j) {
     double d = A[size_t(j * n + j)];
     for (int64_t k = 0; k < j; ++k) d -= L[size_t(j * n + k)] * L[size_t(j * n + k)];
@@ -130,6 +130,13 @@ inline std::vector<double> spd_inverse(const std::vector<double>& A, int64_t n) 
       L[size_t(i * n + j)] = v / L[size_t(j * n + j)];
     }
   }
+  return L;
+}
+
+// A^-1 for symmetric positive definite A: A = L L^T, then L L^T x = e_k per column.
+inline std::vector<double> spd_inverse(const std::vector<double>& A, int64_t n) {
+  const std::vector<double> L = cholesky_lower(A, n);
+  std::vector<double> inv(size_t(n * n), 0.0);
   std::vector<double> y(static_cast<size_t>(n));
   for (int64_t c = 0; c < n; ++c) {
     for (int64_t i = 0; i < n; ++i) {
