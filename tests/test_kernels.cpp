@@ -91,6 +91,69 @@ TEST_P(KernelsDense, SiluMulMatchesDouble) {
   EXPECT_TRUE(std::isinf(y[3]) && y[3] > 0);
 }
 
+// The f16 / bf16 GEMM (prefill without AMX): every level against a double product, over token
+// counts around the micro-kernel's tile (6 / 12 tokens) and block (16 tiles), row counts around the
+// panel (16 / 32 rows) with ragged ends and a row range not starting at 0, column counts around the
+// 8-column transpose and the 256-column chunk; and a NaN weight gives NaN outputs in its row only.
+TEST_P(KernelsDense, Gemm16MatchesDouble) {
+  if (GetParam() > cpu_simd_level())
+    GTEST_SKIP() << "SKIPPED: ISA level " << simd_level_name(GetParam()) << " not supported by this CPU ("
+                 << cpu_feature_string() << ")";
+  const auto& K = kern::ops_at(GetParam());
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  struct Case {
+    int64_t n, rows, cols, r0;
+  };
+  const std::vector<Case> cases = {{1, 16, 8, 0},    {5, 17, 7, 0},     {6, 33, 33, 16},  {13, 40, 257, 0},
+                                   {16, 64, 300, 32}, {33, 70, 513, 0},  {128, 48, 96, 16}, {200, 35, 64, 0},
+                                   {97, 96, 260, 32}};
+  for (const Case& c : cases) {
+    std::vector<float> w(size_t(c.rows * c.cols)), x(size_t(c.n * c.cols));
+    for (auto& v : w) v = nd(rng);
+    for (auto& v : x) v = nd(rng);
+    std::vector<uint16_t> w16(w.size()), wb(w.size());
+    for (size_t i = 0; i < w.size(); ++i) {
+      w16[i] = f32_to_f16(w[i]);
+      wb[i] = f32_to_bf16(w[i]);
+    }
+    const int64_t ldy = c.rows + 3;
+    for (int which = 0; which < 2; ++which) {
+      const std::vector<uint16_t>& W = which ? wb : w16;
+      std::vector<float> y(size_t(c.n * ldy), -7.f);
+      (which ? K.gemm_bf16 : K.gemm_f16)(W.data(), c.cols, x.data(), c.n, y.data(), ldy, c.r0, c.rows);
+      for (int64_t t = 0; t < c.n; ++t)
+        for (int64_t r = 0; r < ldy; ++r) {
+          const float got = y[size_t(t * ldy + r)];
+          if (r < c.r0 || r >= c.rows) {
+            ASSERT_EQ(got, -7.f) << "wrote outside rows [r0, r1): t=" << t << " r=" << r;
+            continue;
+          }
+          double ref = 0, mag = 0;
+          for (int64_t j = 0; j < c.cols; ++j) {
+            const double wv = which ? bf16_to_f32(W[size_t(r * c.cols + j)]) : f16_to_f32(W[size_t(r * c.cols + j)]);
+            ref += wv * x[size_t(t * c.cols + j)];
+            mag += std::fabs(wv * x[size_t(t * c.cols + j)]);
+          }
+          ASSERT_NEAR(got, ref, 1e-5 * mag + 1e-6)
+              << simd_level_name(GetParam()) << (which ? " bf16" : " f16") << " n=" << c.n << " rows=" << c.rows
+              << " cols=" << c.cols << " t=" << t << " r=" << r;
+        }
+    }
+  }
+  // NaN in one weight: NaN in that row's outputs, the other rows finite
+  const int64_t n = 7, rows = 20, cols = 40;
+  std::vector<uint16_t> W(size_t(rows * cols), f32_to_f16(0.5f));
+  W[size_t(3 * cols + 11)] = 0x7e00;  // f16 NaN
+  std::vector<float> x(size_t(n * cols), 1.f), y(size_t(n * rows));
+  K.gemm_f16(W.data(), cols, x.data(), n, y.data(), rows, 0, rows);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t r = 0; r < rows; ++r) {
+      if (r == 3) EXPECT_TRUE(std::isnan(y[size_t(t * rows + r)]));
+      else EXPECT_FLOAT_EQ(y[size_t(t * rows + r)], 20.f);
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Levels, KernelsDense,
                          testing::Values(SimdLevel::Scalar, SimdLevel::AVX2, SimdLevel::AVX512),
                          [](const testing::TestParamInfo<SimdLevel>& i) { return std::string(simd_level_name(i.param)); });

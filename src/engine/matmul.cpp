@@ -2,13 +2,17 @@
 //  - n < kGemmMinTokens: matrix-vector kernels (decode), rows split over the thread pool;
 //  - otherwise GEMM: f32 weights go straight to OpenBLAS sgemm; f16/bf16 weights take AMX bf16
 //    tiles where the CPU has them (operands split into bf16 high + low parts: f32-class accuracy,
-//    kernels/x86_amx/dense.cpp), else are converted to f32 in row panels (kPanelRows rows, a few
-//    MB, stays in cache) and each panel is one sgemm.
+//    kernels/x86_amx/dense.cpp; 16-bit limbs on int8 tiles by default, dense_i16.cpp), else go
+//    through the register-blocked AVX2 / AVX-512 GEMM that converts them in L1-sized panels
+//    (kernels/dense_x86.h gemm16); at the scalar level (or LMPRESS_F16_PREFILL=sgemm) they are
+//    converted to f32 in row panels (kPanelRows rows, a few MB, stays in cache), one sgemm each.
 // Packed (quantized) weights go to the formats front end (src/formats/qmatmul.cpp), which picks
 // the format family's kernels from the format traits.
 #include <cblas.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "engine/matmul_ext.h"
@@ -20,6 +24,14 @@
 extern "C" void openblas_set_num_threads(int);
 
 namespace lmpress {
+
+bool f16_prefill_sgemm() {
+  static const bool v = [] {
+    const char* e = std::getenv("LMPRESS_F16_PREFILL");
+    return e && std::string(e) == "sgemm";
+  }();
+  return v;
+}
 
 namespace {
 constexpr int64_t kGemmMinTokens = 4;
@@ -113,8 +125,12 @@ void gemm_dense(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool
                     int(cols), W.as<float>() + r0 * cols, int(cols), 0.0f, y + r0, int(rows));
         continue;
       }
-      thread_local std::vector<float> panel;
       const auto& k = kern::ops();
+      if (k.level != SimdLevel::Scalar && !f16_prefill_sgemm()) {
+        (W.dtype == DType::F16 ? k.gemm_f16 : k.gemm_bf16)(W.as<uint16_t>(), cols, x, n, y, rows, r0, r1);
+        continue;
+      }
+      thread_local std::vector<float> panel;
       for (int64_t p0 = r0; p0 < r1; p0 += kPanelRows) {
         const int64_t nr = std::min(kPanelRows, r1 - p0);
         panel.resize(size_t(nr * cols));

@@ -22,6 +22,13 @@ struct Ops {
   void (*silu_mul_f32)(float* g, const float* u, size_t n);       // g = g / (1 + exp(-g)) * u
   // x = exp(x - max x) over n >= 1 floats, returns sum x (softmax numerator and denominator).
   float (*softmax_unnorm_f32)(float* x, size_t n);
+  // GEMM over f16 / bf16 weights W [rows][cols] (row-major, no padding) and f32 activations x
+  // [n][cols]: y[t * ldy + r] = sum_k W[r][k] x[t][k] for rows [r0, r1), tokens [0, n). The
+  // prefill path of 16-bit weights where no AMX tile path runs (src/engine/matmul.cpp).
+  void (*gemm_f16)(const uint16_t* W, int64_t cols, const float* x, int64_t n, float* y, int64_t ldy, int64_t r0,
+                   int64_t r1);
+  void (*gemm_bf16)(const uint16_t* W, int64_t cols, const float* x, int64_t n, float* y, int64_t ldy, int64_t r0,
+                    int64_t r1);
 };
 
 extern const Ops ops_scalar;

@@ -59,9 +59,22 @@ float softmax_unnorm_f32(float* x, size_t n) {
   return float(s);
 }
 
+// The GEMM's specification: every output one gemv row (f32 accumulation in column order).
+void gemm_f16(const uint16_t* W, int64_t cols, const float* x, int64_t n, float* y, int64_t ldy, int64_t r0,
+              int64_t r1) {
+  for (int64_t t = 0; t < n; ++t)
+    gemv_f16(W + r0 * cols, size_t(cols), x + t * cols, size_t(cols), y + t * ldy + r0, size_t(r1 - r0));
+}
+void gemm_bf16(const uint16_t* W, int64_t cols, const float* x, int64_t n, float* y, int64_t ldy, int64_t r0,
+               int64_t r1) {
+  for (int64_t t = 0; t < n; ++t)
+    gemv_bf16(W + r0 * cols, size_t(cols), x + t * cols, size_t(cols), y + t * ldy + r0, size_t(r1 - r0));
+}
+
 }  // namespace
 
 const Ops ops_scalar = {SimdLevel::Scalar, f16_to_f32, bf16_to_f32, gemv_f32, gemv_f16,
-                        gemv_bf16, dot_f32, axpy_f32, silu_mul_f32, softmax_unnorm_f32};
+                        gemv_bf16, dot_f32, axpy_f32, silu_mul_f32, softmax_unnorm_f32,
+                        gemm_f16, gemm_bf16};
 
 }  // namespace lmpress::kern

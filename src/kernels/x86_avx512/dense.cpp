@@ -27,6 +27,6 @@ using K = dense_x86::Kernels<V16>;
 
 const Ops ops_avx512 = {SimdLevel::AVX512,     K::f16_to_f32, K::bf16_to_f32, K::gemv<K::LF32>, K::gemv<K::LF16>,
                         K::gemv<K::LBF16>,     K::dot_f32,    K::axpy_f32,    silu_mul_f32_x86,
-                      softmax_unnorm_f32_x86};
+                      softmax_unnorm_f32_x86, K::gemm_f16, K::gemm_bf16};
 
 }  // namespace lmpress::kern
