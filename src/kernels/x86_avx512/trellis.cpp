@@ -4,10 +4,13 @@
 //
 // Viterbi step (states in natural order, G = 2^(16-k) groups): the predecessors of successor
 // g | t << (16 - k) are the 2^k consecutive states g << k | l, shared by its 2^k siblings (QTIP's
-// shared-predecessor structure). Per 16 groups: 2^k vectors of costs reduced pairwise (even / odd
+// shared-predecessor structure), so a step only needs each group's minimum: the run keeps the G
+// group minima m[g] between steps (not the 2^16 state costs) and forms a state's cost on the fly as
+// m_prev[s mod G] + (x - value(s))^2 (no FMA: the reference's rounding). Per 16 groups: 2^k
+// vectors of such costs (contiguous loads of values and of m_prev) reduced pairwise (even / odd
 // lanes by vpermt2ps, strict compare, blend: ties keep the lower state, as the reference) to the
-// 16 minima and their k-bit argmins (one byte each in the backpointers), then 2^k vectors of
-// successors written as min + (x - value)^2 (no FMA: the reference's rounding).
+// 16 new minima and their k-bit argmins (one byte each in the backpointers). Memory per step: the
+// 64 KiB value table and 2 G floats, instead of two 256 KiB cost arrays.
 #define LMP_TRELLIS_AVX512 1
 #include <atomic>
 #include <cstdlib>
@@ -18,18 +21,29 @@ namespace lmpress::kern {
 
 namespace {
 
+// One step over the group minima (see the top of the file): m_next[g] = min over l of
+// m_prev[(g << K | l) mod G] + (x - value(g << K | l))^2, bp[g] = the argmin l (ties: the lower).
+// The states of 16 consecutive groups are 16 * 2^K consecutive states whose predecessor minima are
+// also consecutive in m_prev, so every operand is a contiguous vector load.
 template <int K>
-void viterbi_step(const float* __restrict cost, float* __restrict next, uint8_t* __restrict bp, const int8_t* vals, float xi) {
+void viterbi_step(const float* __restrict mprev, float* __restrict mnext, uint8_t* __restrict bp, const int8_t* vals,
+                  float xi) {
   constexpr int64_t G = int64_t(1) << (16 - K);
   constexpr int N = 1 << K;
   const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i io = _mm512_add_epi32(ie, _mm512_set1_epi32(1));
   const __m512 xv = _mm512_set1_ps(xi);
   for (int64_t g0 = 0; g0 < G; g0 += 16) {
+    const int64_t s0 = g0 << K;
+    const float* mp = mprev + (s0 & (G - 1));
     __m512 v[N];
     __m512i id[N];
 #pragma GCC unroll 16
-    for (int j = 0; j < N; ++j) v[j] = _mm512_loadu_ps(cost + (g0 << K) + 16 * j);
+    for (int j = 0; j < N; ++j) {
+      const __m512 v8 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vals + s0 + 16 * j))));
+      const __m512 d = _mm512_sub_ps(xv, v8);
+      v[j] = _mm512_add_ps(_mm512_loadu_ps(mp + 16 * j), _mm512_mul_ps(d, d));
+    }
     int n = N;
 #pragma GCC unroll 4
     for (int lev = 0; lev < K; ++lev) {
@@ -50,12 +64,7 @@ void viterbi_step(const float* __restrict cost, float* __restrict next, uint8_t*
       n /= 2;
     }
     _mm_storeu_si128(reinterpret_cast<__m128i*>(bp + g0), _mm512_cvtepi32_epi8(id[0]));
-#pragma GCC unroll 16
-    for (int t = 0; t < N; ++t) {
-      const __m512 v8 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vals + g0 + t * G))));
-      const __m512 d = _mm512_sub_ps(xv, v8);
-      _mm512_storeu_ps(next + g0 + t * G, _mm512_add_ps(v[0], _mm512_mul_ps(d, d)));
-    }
+    _mm512_storeu_ps(mnext + g0, v[0]);
   }
 }
 
@@ -64,8 +73,7 @@ struct Scratch {
   std::vector<uint8_t> bp;
 };
 
-// The state values as int8 (64 KiB instead of 256: the step streams the table once per weight, and
-// the f32 table made it L2-bandwidth bound).
+// The state values as int8 (64 KiB: the step streams the table once per weight).
 const int8_t* values8(int code) {
   auto make = [](int c) {
     std::vector<int8_t> t(static_cast<size_t>(kStates));
@@ -76,35 +84,42 @@ const int8_t* values8(int code) {
   return code ? v1.data() : v0.data();
 }
 
+// Only the 2^(16-K) group minima are kept between steps (64 / 32 / 16 KiB for K = 2 / 3 / 4, in L1
+// or L2) instead of all 2^16 state costs: the costs of a step's states are formed from them on the
+// fly. Same arithmetic and tie-breaking as trellis_viterbi_generic (the reference's backpointer
+// row i is row i - 1 here; row T - 1 picks the final state within its group).
 template <int K>
 float run(const float* x, int T, int64_t overlap, uint32_t* states, int code) {
   const int8_t* vals = values8(code);
-  constexpr int64_t S = 65536, G = S >> K;
+  constexpr int64_t G = int64_t(1) << (16 - K);
   thread_local Scratch sc;
-  sc.a.resize(S);
-  sc.b.resize(S);
+  sc.a.resize(G);
+  sc.b.resize(G);
   sc.bp.resize(size_t(T) * G);
-  float* cost = sc.a.data();
-  float* next = sc.b.data();
+  float* mprev = sc.a.data();
+  float* mnext = sc.b.data();
   const float inf = std::numeric_limits<float>::infinity();
-  for (int64_t s = 0; s < S; ++s) {
-    const float d = x[0] - float(vals[s]);
-    cost[s] = overlap < 0 || (s & (G - 1)) == overlap ? d * d : inf;
+  // before step 0: the tail-biting start (state s allowed iff s mod G = overlap), as 0 / inf
+  for (int64_t g = 0; g < G; ++g) mprev[g] = overlap < 0 || g == overlap ? 0.f : inf;
+  for (int i = 0; i < T; ++i) {
+    viterbi_step<K>(mprev, mnext, sc.bp.data() + size_t(i) * G, vals, x[i]);
+    std::swap(mprev, mnext);
   }
-  for (int i = 1; i < T; ++i) {
-    viterbi_step<K>(cost, next, sc.bp.data() + size_t(i) * G, vals, x[i]);
-    std::swap(cost, next);
-  }
+  // the end: the last state's group (its top 16 - K bits) is the overlap
   float m = inf;
-  int64_t last = -1;
-  for (int64_t s = 0; s < S; ++s)
-    if ((overlap < 0 || (s >> K) == overlap) && cost[s] < m) m = cost[s], last = s;
-  if (last < 0) return inf;
-  uint32_t s = uint32_t(last);
+  int64_t gbest = -1;
+  if (overlap >= 0) {
+    if (mprev[overlap] < inf) m = mprev[overlap], gbest = overlap;
+  } else {
+    for (int64_t g = 0; g < G; ++g)
+      if (mprev[g] < m) m = mprev[g], gbest = g;
+  }
+  if (gbest < 0) return inf;
+  uint32_t s = uint32_t(gbest << K | sc.bp[size_t(T - 1) * G + size_t(gbest)]);
   states[T - 1] = s;
   for (int i = T - 1; i > 0; --i) {
     const uint32_t g = s & uint32_t(G - 1);
-    s = g << K | sc.bp[size_t(i) * G + g];
+    s = g << K | sc.bp[size_t(i - 1) * G + g];
     states[i - 1] = s;
   }
   return m;
