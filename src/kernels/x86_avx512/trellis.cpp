@@ -26,7 +26,7 @@ namespace {
 // The states of 16 consecutive groups are 16 * 2^K consecutive states whose predecessor minima are
 // also consecutive in m_prev, so every operand is a contiguous vector load.
 template <int K>
-void viterbi_step(const float* __restrict mprev, float* __restrict mnext, uint8_t* __restrict bp, const int8_t* vals,
+void viterbi_step(const float* __restrict mprev, float* __restrict mnext, uint8_t* __restrict bp, const float* vals,
                   float xi) {
   constexpr int64_t G = int64_t(1) << (16 - K);
   constexpr int N = 1 << K;
@@ -40,8 +40,7 @@ void viterbi_step(const float* __restrict mprev, float* __restrict mnext, uint8_
     __m512i id[N];
 #pragma GCC unroll 16
     for (int j = 0; j < N; ++j) {
-      const __m512 v8 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vals + s0 + 16 * j))));
-      const __m512 d = _mm512_sub_ps(xv, v8);
+      const __m512 d = _mm512_sub_ps(xv, _mm512_loadu_ps(vals + s0 + 16 * j));
       v[j] = _mm512_add_ps(_mm512_loadu_ps(mp + 16 * j), _mm512_mul_ps(d, d));
     }
     int n = N;
@@ -73,14 +72,14 @@ struct Scratch {
   std::vector<uint8_t> bp;
 };
 
-// The state values as int8 (64 KiB: the step streams the table once per weight).
-const int8_t* values8(int code) {
+// The state values as f32 (256 KiB, L2: the step streams the table once per weight).
+const float* values32(int code) {
   auto make = [](int c) {
-    std::vector<int8_t> t(static_cast<size_t>(kStates));
-    for (int s = 0; s < kStates; ++s) t[size_t(s)] = int8_t(code_value(c, uint32_t(s)));
+    std::vector<float> t(static_cast<size_t>(kStates));
+    for (int s = 0; s < kStates; ++s) t[size_t(s)] = float(code_value(c, uint32_t(s)));
     return t;
   };
-  static const std::vector<int8_t> v0 = make(0), v1 = make(1);
+  static const std::vector<float> v0 = make(0), v1 = make(1);
   return code ? v1.data() : v0.data();
 }
 
@@ -90,7 +89,7 @@ const int8_t* values8(int code) {
 // row i is row i - 1 here; row T - 1 picks the final state within its group).
 template <int K>
 float run(const float* x, int T, int64_t overlap, uint32_t* states, int code) {
-  const int8_t* vals = values8(code);
+  const float* vals = values32(code);
   constexpr int64_t G = int64_t(1) << (16 - K);
   thread_local Scratch sc;
   sc.a.resize(G);
