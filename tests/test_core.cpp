@@ -1,3 +1,4 @@
+#include <cstring>
 #include <cmath>
 #include <thread>
 
@@ -118,6 +119,42 @@ TEST(Core, AtomicFileLeavesNothingOnError) {
   }
   EXPECT_EQ(read_text_file(p), "hello");
   std::remove(p.c_str());
+}
+
+// FileLoad::Copy reads the file into private memory: the same bytes as the mapping, read-only,
+// marked copied(); an empty file works in every mode; Auto copies a small file when MemAvailable is
+// known. The mode is process-wide: restored at the end.
+TEST(Core, MappedFileCopyModeGivesTheSameBytes) {
+  const std::string p = test::tmp_dir() + "/lmpress_copy_" + std::to_string(::getpid()) + ".bin";
+  std::string bytes(size_t(3) << 20, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = char((i * 2654435761u) >> 13);
+  {
+    AtomicFile f(p);
+    f.write(bytes.data(), bytes.size());
+    f.commit();
+  }
+  const FileLoad before = file_load();
+  set_file_load(FileLoad::Mmap);
+  MappedFile m(p);
+  set_file_load(FileLoad::Copy);
+  MappedFile c(p);
+  set_file_load(FileLoad::Auto);
+  MappedFile a(p);
+  set_file_load(before);
+  EXPECT_FALSE(m.copied());
+  EXPECT_TRUE(c.copied());
+  ASSERT_EQ(c.size(), bytes.size());
+  EXPECT_EQ(std::memcmp(c.data(), bytes.data(), bytes.size()), 0);
+  EXPECT_EQ(std::memcmp(m.data(), c.data(), bytes.size()), 0);
+  EXPECT_EQ(std::memcmp(a.data(), c.data(), bytes.size()), 0);
+  std::remove(p.c_str());
+  const std::string e = p + ".empty";
+  { AtomicFile f(e); f.commit(); }
+  set_file_load(FileLoad::Copy);
+  MappedFile ec(e);
+  set_file_load(before);
+  EXPECT_EQ(ec.size(), 0u);
+  std::remove(e.c_str());
 }
 
 TEST(Core, MappedFileErrorsNameThePath) {

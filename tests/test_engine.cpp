@@ -86,6 +86,36 @@ TEST_P(EngineGolden, LogitsFirst128) {
   }
 }
 
+// The model read into memory (FileLoad::Copy, the runtime commands' default when it fits) gives the
+// same logits as the mapped file.
+TEST_P(EngineGolden, LogitsFirst128ReadIntoMemory) {
+  const auto& p = GetParam();
+  LMP_REQUIRE_SHARED("models/" + p.model + "/model.bin");
+  LMP_REQUIRE_SHARED("fixtures/" + p.model + "/logits-first128.f32");
+  const FileLoad before = file_load();
+  set_file_load(FileLoad::Copy);
+  Model m = load_model(model_path(p.model, p.fmt));
+  set_file_load(before);
+  bool copied = false;
+  for (const auto& f : m.files) copied = copied || (f && f->copied());
+  EXPECT_TRUE(copied);
+  auto meta = nlohmann::json::parse(read_text_file(test::shared("fixtures/" + p.model + "/logits-first128.json")));
+  const auto tokens = meta["tokens"].get<std::vector<int32_t>>();
+  const int64_t nv = meta["shape"][1].get<int64_t>();
+  MappedFile ref(test::shared("fixtures/" + p.model + "/logits-first128.f32"));
+  ASSERT_EQ(ref.size(), tokens.size() * size_t(nv) * 4);
+  const float* rl = reinterpret_cast<const float*>(ref.data());
+  EngineOptions eo;
+  eo.n_threads = 2;
+  eo.n_ctx = int32_t(tokens.size());
+  Engine eng(m, eo);
+  std::vector<float> logits(tokens.size() * size_t(nv));
+  eng.forward(tokens.data(), int64_t(tokens.size()), 0, logits.data(), true);
+  double maxdiff = 0;
+  for (size_t i = 0; i < logits.size(); ++i) maxdiff = std::max(maxdiff, double(std::fabs(logits[i] - rl[i])));
+  EXPECT_LT(maxdiff, 1e-3);
+}
+
 TEST_P(EngineGolden, GreedyContinuation) {
   const auto& p = GetParam();
   LMP_REQUIRE_SHARED("models/" + p.model + "/model.bin");

@@ -59,7 +59,17 @@ void f32_to_f16_row(const float* src, uint16_t* dst, size_t n);
 void f32_to_bf16_row(const float* src, uint16_t* dst, size_t n);
 
 // ---- files ----------------------------------------------------------------------------------
-// Read-only memory map of a whole file. Throws Error naming the path on failure.
+// How MappedFile brings a file into memory (process-wide; the CLI sets it per command):
+//   Mmap: a read-only private mapping of the file (the page cache's pages; nothing copied);
+//   Copy: read into private anonymous memory advised for transparent huge pages, then made read-only
+//         (costs one read of the file at load and its size in RSS; decode streams the weights from
+//         it measurably faster than from the page cache: docs/results.md, session 12);
+//   Auto: Copy when the file is at most half of MemAvailable (/proc/meminfo), else Mmap.
+// The default is Mmap; LMPRESS_MMAP=1 / 0 in the environment forces Mmap / Copy over any setting.
+enum class FileLoad { Mmap, Copy, Auto };
+void set_file_load(FileLoad mode);
+FileLoad file_load();
+// Read-only memory map (or copy, above) of a whole file. Throws Error naming the path on failure.
 class MappedFile {
  public:
   explicit MappedFile(const std::string& path);
@@ -69,9 +79,11 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  bool copied() const { return copied_; }  // read into anonymous memory (FileLoad::Copy)
 
  private:
   std::string path_;
+  bool copied_ = false;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
 };

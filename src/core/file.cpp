@@ -7,6 +7,12 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -16,6 +22,29 @@
 namespace lmpress {
 
 namespace fs = std::filesystem;
+
+static std::atomic<int> g_file_load{int(FileLoad::Mmap)};
+void set_file_load(FileLoad mode) { g_file_load.store(int(mode)); }
+FileLoad file_load() {
+  if (const char* e = std::getenv("LMPRESS_MMAP")) {
+    if (std::string(e) == "1") return FileLoad::Mmap;
+    if (std::string(e) == "0") return FileLoad::Copy;
+  }
+  return FileLoad(g_file_load.load());
+}
+
+namespace {
+// MemAvailable in bytes (0 when /proc/meminfo cannot be read).
+uint64_t mem_available() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  uint64_t kb = 0;
+  std::string unit;
+  while (f >> key >> kb >> unit)
+    if (key == "MemAvailable:") return kb * 1024;
+  return 0;
+}
+}  // namespace
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
   // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
@@ -36,7 +65,56 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     fail(path, "is not a regular file (a device, FIFO or socket), expected a model file");
   }
   size_ = size_t(st.st_size);
-  if (size_ > 0) {
+  FileLoad mode = file_load();
+  if (mode == FileLoad::Auto) {
+    const uint64_t avail = mem_available();
+    mode = avail > 0 && uint64_t(size_) <= avail / 2 ? FileLoad::Copy : FileLoad::Mmap;
+  }
+  if (size_ > 0 && mode == FileLoad::Copy) {
+    void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+      int e = errno;
+      ::close(fd);
+      fail(path, "cannot allocate " + std::to_string(size_) + " bytes to read the file into: " + std::strerror(e));
+    }
+    (void)::madvise(p, size_, MADV_HUGEPAGE);  // a hint: refused where THP is off
+    // Read in parallel slices: most of the time is the kernel zeroing fresh pages (first touch),
+    // which the threads share out.
+    const size_t kSlice = size_t(64) << 20;
+    const int nt = int(std::min<size_t>(size_t(std::max(1u, std::thread::hardware_concurrency())),
+                                        (size_ + kSlice - 1) / kSlice));
+    std::vector<std::string> errs(static_cast<size_t>(nt));
+    auto read_part = [&](int t) {
+      const size_t b = size_ / size_t(nt) * size_t(t), e = t + 1 == nt ? size_ : size_ / size_t(nt) * size_t(t + 1);
+      size_t off = b;
+      while (off < e) {
+        const ssize_t r = ::pread(fd, static_cast<char*>(p) + off, e - off, off_t(off));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+          errs[size_t(t)] = r < 0 ? std::string("read error: ") + std::strerror(errno)
+                                  : "file shrank while being read (no data at byte " + std::to_string(off) + " of " +
+                                        std::to_string(size_) + ")";
+          return;
+        }
+        off += size_t(r);
+      }
+    };
+    {
+      std::vector<std::thread> th;
+      for (int t = 1; t < nt; ++t) th.emplace_back(read_part, t);
+      read_part(0);
+      for (auto& x : th) x.join();
+    }
+    for (const std::string& e : errs)
+      if (!e.empty()) {
+        ::munmap(p, size_);
+        ::close(fd);
+        fail(path, e);
+      }
+    (void)::mprotect(p, size_, PROT_READ);
+    data_ = static_cast<const uint8_t*>(p);
+    copied_ = true;
+  } else if (size_ > 0) {
     void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
       int e = errno;

@@ -11,7 +11,7 @@ void add_bench(CLI::App& app) {
     BenchOptions b;
   };
   auto o = std::make_shared<Opt>();
-  add_common(sub, o->c);
+  add_common(sub, o->c, true, true);
   sub->add_option("-p,--n-prompt", o->b.n_prompt, "Prompt tokens (prefill); prompt + generated tokens must fit the model's context")
       ->check(int_between(1, 1 << 24));
   sub->add_option("-n,--n-gen", o->b.n_gen, "Generated tokens (decode)")->check(int_between(0, 1 << 24));
@@ -29,6 +29,9 @@ void add_bench(CLI::App& app) {
                        std::to_string(m.cfg.max_seq_len) + " tokens; lower -p or -n");
     check_memory(engine_bytes(m.cfg, total + 1, o->b.n_prompt, false), m.path,
                  "bench -p " + std::to_string(o->b.n_prompt), "lower -p or -n");
+    bool copied = false;
+    for (const auto& f : m.files) copied = copied || (f && f->copied());
+    const std::string weights_in = copied ? "read into memory" : "mapped";
     const BenchResult r = bench(m, o->b);
     const std::string simd = simd_level_name(active_simd_level());
     if (o->c.json) {
@@ -38,7 +41,7 @@ void add_bench(CLI::App& app) {
                   {"decode_tps", r.decode_tps}, {"decode_tps_sd", r.decode_tps_sd},
                   {"prefill_runs", r.prefill_runs}, {"decode_runs", r.decode_runs},
                   {"decode_weight_gbps", r.decode_gbps}, {"weight_bytes", uint64_t(r.weight_bytes)},
-                  {"peak_rss_mb", r.peak_rss_mb}, {"load_seconds", load_s}, {"simd", simd},
+                  {"peak_rss_mb", r.peak_rss_mb}, {"load_seconds", load_s}, {"weights", weights_in}, {"simd", simd},
                   {"prefill_tps_median", r.prefill_tps_median}, {"decode_tps_median", r.decode_tps_median},
                   {"prefill_linear_gflops", r.prefill_gflops}, {"kernel_paths", r.kernel_paths},
                   {"prefill_layout_mib", r.prefill_layout_mb}, {"warmup_seconds", r.warmup_s},
@@ -68,8 +71,8 @@ void add_bench(CLI::App& app) {
     if (r.int8_peak_gops > 0)
       std::printf("compute peak measured now on %d threads (%s loop): %.0f GOP/s; prefill linear layers at %.0f%% of it\n",
                   o->b.n_threads, r.int8_peak_kind.c_str(), r.int8_peak_gops, 100.0 * r.prefill_gflops / r.int8_peak_gops);
-    std::printf("decode weight stream %.1f GB/s, peak RSS %.1f MiB, load %.2f s\n", r.decode_gbps,
-                r.peak_rss_mb, load_s);
+    std::printf("decode weight stream %.1f GB/s, peak RSS %.1f MiB, load %.2f s (weights %s)\n", r.decode_gbps,
+                r.peak_rss_mb, load_s, weights_in.c_str());
   });
 }
 

@@ -17,7 +17,7 @@ struct ChoiceCli {
 };
 
 void add_choice_options(CLI::App* sub, ChoiceCli& o) {
-  add_common(sub, o.c);
+  add_common(sub, o.c, true, true);
   sub->add_option("-c,--ctx", o.ctx,
                   "KV cache length: every context + choice sequence must fit (default 0: as long as the "
                   "longest one)")

@@ -62,7 +62,7 @@ void apply_min_p(std::vector<float>& logits, float min_p, float temp) {
 void add_generate(CLI::App& app) {
   auto* sub = app.add_subcommand("generate", "Generate text from a prompt (greedy at --temp 0)");
   auto o = std::make_shared<GenOpt>();
-  add_common(sub, o->c);
+  add_common(sub, o->c, true, true);
   sub->add_option("-p,--prompt", o->prompt, "Prompt text")->required();
   sub->add_option("-n,--n-predict", o->n, "Tokens to generate")->check(int_between(0, 1 << 24));
   sub->add_option("-c,--ctx", o->ctx,

@@ -14,7 +14,7 @@ void add_perplexity(CLI::App& app) {
     int64_t chunks = -1;
   };
   auto o = std::make_shared<Opt>();
-  add_common(sub, o->c);
+  add_common(sub, o->c, true, true);
   sub->add_option("-f,--text", o->text, "Text file to score")->required();
   sub->add_option("-c,--ctx", o->ctx, "Context (chunk) length in tokens")->check(int_between(4, 1 << 24));
   sub->add_option("--protocol", o->protocol,

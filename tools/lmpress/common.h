@@ -17,6 +17,9 @@ struct Common {
   int threads = 0;
   bool json = false;
   bool no_check = false;
+  // --mmap / --no-mmap (FileLoad, lmpress/core.h); unset: the command's default (set by add_common).
+  bool mmap = false, no_mmap = false;
+  FileLoad load_default = FileLoad::Mmap;
 };
 
 // -q/-v: accepted before and after the subcommand.
@@ -26,8 +29,10 @@ struct LogFlags {
 LogFlags& log_flags();
 void add_log_flags(CLI::App* app);
 
-// Adds --model/-m, --tokenizer, --threads/-t, --json, --no-check, -q/-v.
-void add_common(CLI::App* app, Common& c, bool need_model = true);
+// Adds --model/-m, --tokenizer, --threads/-t, --json, --no-check, --mmap/--no-mmap, -q/-v. `runtime`:
+// a command that runs the model (generate, bench, perplexity, hellaswag, mc): the weights are read
+// into memory when they fit (FileLoad::Auto); the others (quantize, convert, inspect, sweep) map them.
+void add_common(CLI::App* app, Common& c, bool need_model = true, bool runtime = false);
 Model load(const Common& c, bool require_tokenizer = true);
 // -t resolved: 0 -> default_threads(); more than the machine's logical CPUs is clamped (a note).
 int threads(const Common& c);

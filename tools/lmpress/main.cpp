@@ -78,7 +78,8 @@ void add_force(CLI::App* app, bool& force) {
                 "existing paths are always refused");
 }
 
-void add_common(CLI::App* app, Common& c, bool need_model) {
+void add_common(CLI::App* app, Common& c, bool need_model, bool runtime) {
+  c.load_default = runtime ? FileLoad::Auto : FileLoad::Mmap;
   auto* o = app->add_option("-m,--model", c.model,
                             "Model: llama2.c .bin, GGUF file, Hugging Face directory or lmpress file");
   if (need_model) o->required();
@@ -89,6 +90,15 @@ void add_common(CLI::App* app, Common& c, bool need_model) {
   app->add_flag("--json", c.json, "Machine-readable JSON on stdout");
   app->add_flag("--no-check", c.no_check,
                 "Skip the NaN/Inf check of every weight at load (faster on trusted files)");
+  auto* mm = app->add_flag("--mmap", c.mmap,
+                           std::string("Map the model file instead of reading it into memory") +
+                               (runtime ? " (default: read it when it is at most half of the available memory: "
+                                          "faster decode)"
+                                        : " (the default here)"));
+  app->add_flag("--no-mmap", c.no_mmap,
+                "Read the model file into private memory (huge pages where the kernel allows) instead of "
+                "mapping it")
+      ->excludes(mm);
   add_log_flags(app);
 }
 
@@ -103,6 +113,7 @@ int threads(const Common& c) {
 }
 
 Model load(const Common& c, bool require_tokenizer) {
+  set_file_load(c.mmap ? FileLoad::Mmap : c.no_mmap ? FileLoad::Copy : c.load_default);
   LoadOptions lo;
   lo.tokenizer_path = c.tokenizer;
   lo.require_tokenizer = require_tokenizer;
