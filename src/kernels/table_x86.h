@@ -97,7 +97,7 @@ inline float table_row(const QWeights& w, int64_t r, const int8_t* a, const floa
   constexpr int BPB = qblock_bytes(BITS);
   const int64_t nb = w.nb;
   const uint8_t* q = w.q + r * w.row_bytes;
-  const uint8_t* pf = q + w.row_bytes;  // the next row, one row ahead
+  const uint8_t* pf = decode_prefetch_base(q, w.row_bytes);
   const __m256i tab_row = SEL ? _mm256_setzero_si256() : load_table<BITS>(w.lut + r * w.lut_stride);
   const uint8_t* sel = SEL ? w.lut_sel + r * w.groups : nullptr;
   constexpr int kBpg = BPG > 0 ? BPG : 1;
@@ -180,7 +180,7 @@ inline float table_row_g16(const QWeights& w, int64_t r, const int8_t* a, const 
   constexpr int BPB = qblock_bytes(BITS);
   const int64_t nb = w.nb, G = w.groups;  // G = 2 nb, or 2 nb - 1 when the last block has <= 16 columns
   const uint8_t* q = w.q + r * w.row_bytes;
-  const uint8_t* pf = q + w.row_bytes;
+  const uint8_t* pf = decode_prefetch_base(q, w.row_bytes);
   const __m256i tab = load_table<BITS>(w.lut + r * w.lut_stride);
   const __m256i m4 = _mm256_set1_epi8(15);
   const __m256i dup = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
@@ -654,7 +654,7 @@ template <int GS>
 inline float fp8_row(const QWeights& w, int64_t r, const float* x) {
   const int64_t cols = w.cols, G = w.groups;
   const uint8_t* q = w.q + r * w.row_bytes;
-  const uint8_t* pf = q + w.row_bytes;
+  const uint8_t* pf = decode_prefetch_base(q, w.row_bytes);
   const uint16_t* s16 = w.scales + r * G;
   __m256 acc = _mm256_setzero_ps();
   if constexpr (GS == 0) {
