@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 #include <algorithm>
@@ -100,9 +101,15 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
       }
     };
     {
+      // (a thread that cannot start leaves its slice to this one)
       std::vector<std::thread> th;
-      for (int t = 1; t < nt; ++t) th.emplace_back(read_part, t);
+      int launched = 1;
+      try {
+        for (; launched < nt; ++launched) th.emplace_back(read_part, launched);
+      } catch (const std::system_error&) {
+      }
       read_part(0);
+      for (int t = launched; t < nt; ++t) read_part(t);
       for (auto& x : th) x.join();
     }
     for (const std::string& e : errs)
