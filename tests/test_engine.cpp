@@ -47,6 +47,27 @@ std::string case_name(const testing::TestParamInfo<Case>& i) {
 
 class EngineGolden : public testing::TestWithParam<Case> {};
 
+// Largest |logit - fixture| of a batched prefill over the fixture's 128 tokens.
+double prefill_maxdiff(const Model& m, const std::string& model, int threads) {
+  auto meta = nlohmann::json::parse(read_text_file(test::shared("fixtures/" + model + "/logits-first128.json")));
+  const auto tokens = meta["tokens"].get<std::vector<int32_t>>();
+  const int64_t nv = meta["shape"][1].get<int64_t>();
+  EXPECT_EQ(nv, m.cfg.vocab_size);
+  MappedFile ref(test::shared("fixtures/" + model + "/logits-first128.f32"));
+  EXPECT_EQ(ref.size(), tokens.size() * size_t(nv) * 4);
+  if (ref.size() != tokens.size() * size_t(nv) * 4 || nv != m.cfg.vocab_size) return 1e30;
+  const float* rl = reinterpret_cast<const float*>(ref.data());
+  EngineOptions eo;
+  eo.n_threads = threads;
+  eo.n_ctx = int32_t(tokens.size());
+  Engine eng(m, eo);
+  std::vector<float> logits(tokens.size() * size_t(nv));
+  eng.forward(tokens.data(), int64_t(tokens.size()), 0, logits.data(), true);
+  double maxdiff = 0;
+  for (size_t i = 0; i < logits.size(); ++i) maxdiff = std::max(maxdiff, double(std::fabs(logits[i] - rl[i])));
+  return maxdiff;
+}
+
 }  // namespace
 
 TEST_P(EngineGolden, LogitsFirst128) {
@@ -64,20 +85,15 @@ TEST_P(EngineGolden, LogitsFirst128) {
 
   for (int threads : {1, 2}) {
     // Batched prefill (GEMM path) over all 128 tokens.
+    EXPECT_LT(prefill_maxdiff(m, p.model, threads), 1e-3) << "prefill, threads=" << threads;
+
+    // Token-by-token decode (matrix-vector path) over the first 40 tokens.
     EngineOptions eo;
     eo.n_threads = threads;
     eo.n_ctx = int32_t(tokens.size());
-    Engine eng(m, eo);
-    std::vector<float> logits(tokens.size() * size_t(nv));
-    eng.forward(tokens.data(), int64_t(tokens.size()), 0, logits.data(), true);
-    double maxdiff = 0;
-    for (size_t i = 0; i < logits.size(); ++i) maxdiff = std::max(maxdiff, double(std::fabs(logits[i] - rl[i])));
-    EXPECT_LT(maxdiff, 1e-3) << "prefill, threads=" << threads;
-
-    // Token-by-token decode (matrix-vector path) over the first 40 tokens.
     Engine dec(m, eo);
+    double maxdiff = 0;
     std::vector<float> one(static_cast<size_t>(nv));
-    maxdiff = 0;
     for (int t = 0; t < 40; ++t) {
       dec.forward(&tokens[size_t(t)], 1, t, one.data(), false);
       for (int64_t i = 0; i < nv; ++i) maxdiff = std::max(maxdiff, double(std::fabs(one[size_t(i)] - rl[t * nv + i])));
@@ -99,21 +115,7 @@ TEST_P(EngineGolden, LogitsFirst128ReadIntoMemory) {
   bool copied = false;
   for (const auto& f : m.files) copied = copied || (f && f->copied());
   EXPECT_TRUE(copied);
-  auto meta = nlohmann::json::parse(read_text_file(test::shared("fixtures/" + p.model + "/logits-first128.json")));
-  const auto tokens = meta["tokens"].get<std::vector<int32_t>>();
-  const int64_t nv = meta["shape"][1].get<int64_t>();
-  MappedFile ref(test::shared("fixtures/" + p.model + "/logits-first128.f32"));
-  ASSERT_EQ(ref.size(), tokens.size() * size_t(nv) * 4);
-  const float* rl = reinterpret_cast<const float*>(ref.data());
-  EngineOptions eo;
-  eo.n_threads = 2;
-  eo.n_ctx = int32_t(tokens.size());
-  Engine eng(m, eo);
-  std::vector<float> logits(tokens.size() * size_t(nv));
-  eng.forward(tokens.data(), int64_t(tokens.size()), 0, logits.data(), true);
-  double maxdiff = 0;
-  for (size_t i = 0; i < logits.size(); ++i) maxdiff = std::max(maxdiff, double(std::fabs(logits[i] - rl[i])));
-  EXPECT_LT(maxdiff, 1e-3);
+  EXPECT_LT(prefill_maxdiff(m, p.model, 2), 1e-3);
 }
 
 TEST_P(EngineGolden, GreedyContinuation) {

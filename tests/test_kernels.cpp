@@ -10,6 +10,16 @@ using namespace lmpress;
 
 class KernelsDense : public testing::TestWithParam<SimdLevel> {};
 
+// w as f16 and as bf16 (round to nearest even).
+void to_16bit(const std::vector<float>& w, std::vector<uint16_t>& h, std::vector<uint16_t>& b) {
+  h.resize(w.size());
+  b.resize(w.size());
+  for (size_t i = 0; i < w.size(); ++i) {
+    h[i] = f32_to_f16(w[i]);
+    b[i] = f32_to_bf16(w[i]);
+  }
+}
+
 TEST_P(KernelsDense, GemvParity) {
   if (GetParam() > cpu_simd_level())
     GTEST_SKIP() << "SKIPPED: ISA level " << simd_level_name(GetParam()) << " not supported by this CPU ("
@@ -22,11 +32,8 @@ TEST_P(KernelsDense, GemvParity) {
       std::vector<float> w(rows * k), x(k);
       for (auto& v : w) v = nd(rng);
       for (auto& v : x) v = nd(rng);
-      std::vector<uint16_t> w16(w.size()), wb(w.size());
-      for (size_t i = 0; i < w.size(); ++i) {
-        w16[i] = f32_to_f16(w[i]);
-        wb[i] = f32_to_bf16(w[i]);
-      }
+      std::vector<uint16_t> w16, wb;
+      to_16bit(w, w16, wb);
       for (SimdLevel l : levels) {
         const auto& K = kern::ops_at(l);
         std::vector<float> y32(rows), y16(rows), yb(rows);
@@ -112,11 +119,8 @@ TEST_P(KernelsDense, Gemm16MatchesDouble) {
     std::vector<float> w(size_t(c.rows * c.cols)), x(size_t(c.n * c.cols));
     for (auto& v : w) v = nd(rng);
     for (auto& v : x) v = nd(rng);
-    std::vector<uint16_t> w16(w.size()), wb(w.size());
-    for (size_t i = 0; i < w.size(); ++i) {
-      w16[i] = f32_to_f16(w[i]);
-      wb[i] = f32_to_bf16(w[i]);
-    }
+    std::vector<uint16_t> w16, wb;
+    to_16bit(w, w16, wb);
     const int64_t ldy = c.rows + 3;
     for (int which = 0; which < 2; ++which) {
       const std::vector<uint16_t>& W = which ? wb : w16;
