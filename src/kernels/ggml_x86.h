@@ -160,13 +160,13 @@ struct Dec<kIQ4_XS> {
   static void factors(const uint8_t* b, float* S, float* M) { k_factors<kIQ4_XS, C>(b, S, M); }
 };
 
-// Row r of w -> lanes u[cols], S[cols / 16], M'[cols / 16]; prefetches the next row.
+// Row r of w -> lanes u[cols], S[cols / 16], M'[cols / 16]; prefetches >= 8 KiB ahead (whole rows).
 template <uint32_t T>
 inline void decode_row(const QWeights& w, int64_t r, uint8_t* u, float* S, float* M) {
   using D = Dec<T>;
   const int64_t nblk = w.cols / D::QK;
   const uint8_t* row = w.q + r * w.row_bytes;
-  const uint8_t* pf = row + w.row_bytes;
+  const uint8_t* pf = decode_prefetch_base(row, w.row_bytes);
   int64_t next_pf = 0;
   for (int64_t k = 0; k < nblk; ++k) {
     const uint8_t* b = row + k * D::BYTES;
