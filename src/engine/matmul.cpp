@@ -33,6 +33,8 @@ bool f16_prefill_sgemm() {
   return v;
 }
 
+bool f16_prefill_register_gemm() { return active_simd_level() != SimdLevel::Scalar && !f16_prefill_sgemm(); }
+
 namespace {
 constexpr int64_t kGemmMinTokens = 4;
 constexpr int64_t kPanelRows = 256;
@@ -126,7 +128,7 @@ void gemm_dense(const Tensor& W, const float* x, int64_t n, float* y, ThreadPool
         continue;
       }
       const auto& k = kern::ops();
-      if (k.level != SimdLevel::Scalar && !f16_prefill_sgemm()) {
+      if (f16_prefill_register_gemm()) {
         (W.dtype == DType::F16 ? k.gemm_f16 : k.gemm_bf16)(W.as<uint16_t>(), cols, x, n, y, rows, r0, r1);
         continue;
       }

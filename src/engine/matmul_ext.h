@@ -9,4 +9,7 @@ void tensor_row_f32(const Tensor& t, int64_t r, float* out);
 // LMPRESS_F16_PREFILL=sgemm: f16/bf16 prefill without AMX through f32 panels + OpenBLAS instead of
 // the register-blocked f16 GEMM (kernels/dense_x86.h gemm16); the scalar level always takes it.
 bool f16_prefill_sgemm();
+// Whether f16/bf16 prefill without AMX takes that register-blocked GEMM at the active level (the
+// engine's dispatch; bench names the path from it).
+bool f16_prefill_register_gemm();
 }  // namespace lmpress

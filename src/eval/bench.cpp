@@ -32,8 +32,7 @@ std::string path_of(const Tensor& t, int64_t n) {
   if (t.dtype != DType::F32 && f16_prefill_int16()) return dt + " amx-int8x3-tiles (16-bit fixed-point limbs)";
   if (t.dtype != DType::F32 && amx_bf16_active()) return dt + " amx-bf16x3-tiles (bf16 high+low split)";
   if (t.dtype == DType::F32) return dt + " openblas-sgemm";
-  if (active_simd_level() == SimdLevel::Scalar || f16_prefill_sgemm())
-    return dt + " " + lvl + "-convert-to-f32-panels+openblas-sgemm";
+  if (!f16_prefill_register_gemm()) return dt + " " + lvl + "-convert-to-f32-panels+openblas-sgemm";
   return dt + " " + lvl + "-gemm (in-register conversion, " + (active_simd_level() == SimdLevel::AVX2 ? "6x16" : "12x32") +
          " f32 tiles)";
 }

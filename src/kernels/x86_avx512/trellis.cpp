@@ -10,7 +10,7 @@
 // vectors of such costs (contiguous loads of values and of m_prev) reduced pairwise (even / odd
 // lanes by vpermt2ps, strict compare, blend: ties keep the lower state, as the reference) to the
 // 16 new minima and their k-bit argmins (one byte each in the backpointers). Memory per step: the
-// 64 KiB value table and 2 G floats, instead of two 256 KiB cost arrays.
+// 256 KiB f32 value table and 2 G floats, instead of two 256 KiB cost arrays besides the table.
 #define LMP_TRELLIS_AVX512 1
 #include <atomic>
 #include <cstdlib>
