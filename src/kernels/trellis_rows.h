@@ -69,6 +69,16 @@ static_assert(hash_table_odd_symmetric(), "the VBMI decode looks up half the tab
 inline int32_t hash_value(uint32_t s) { return kHashTable[uint16_t(uint16_t(s) * kHashMul) >> 8]; }
 // The value and the code offset of a state under code `code` (0: 1MAD, 1: hashed table).
 inline int32_t code_value(int code, uint32_t s) { return code ? hash_value(s) : state_value(s); }
+
+// Viterbi in half precision (the encoder's run where the CPU has AVX512-FP16; the reference is
+// trellis_viterbi_f16_generic): state values and targets are scaled by kViterbiF16Scale (so the
+// squared errors of targets up to the clamp stay below the f16 range), targets clamped to
+// +-kViterbiF16Clamp value units (35.7 standard deviations of the values) and rounded to f16.
+constexpr float kViterbiF16Scale = 0.125f;
+constexpr float kViterbiF16Clamp = 1320.f;
+inline float viterbi_f16_input(float x) {
+  return (x > kViterbiF16Clamp ? kViterbiF16Clamp : x < -kViterbiF16Clamp ? -kViterbiF16Clamp : x) * kViterbiF16Scale;
+}
 inline int32_t code_bias(int code) { return code ? kBiasH : kBias; }
 
 // Bytes of one tile's bitstream: 256 k bits.
@@ -115,9 +125,17 @@ void trellis_dequant_rows_scalar(const QWeights& w, int64_t r0, int64_t r1, floa
 bool trellis_vbmi_available();
 void trellis_disable_vbmi(bool off);
 // One Viterbi run (formats/trellis.h, viterbi_ref's contract): the reference for any L and values
-// (viterbi_generic), and the AVX-512 run for L = 16 over this code's state values.
+// (viterbi_generic), and the AVX-512 and AVX2 runs for L = 16 over this code's state values.
 float trellis_viterbi_generic(const float* vals, int L, int k, const float* x, int T, int64_t overlap, uint32_t* states);
 float trellis_viterbi16_avx512(int k, const float* x, int T, int64_t overlap, uint32_t* states, int code = 0);
+float trellis_viterbi16_avx2(int k, const float* x, int T, int64_t overlap, uint32_t* states, int code = 0);
+// The same contract in half precision (kViterbiF16Scale above): every sum, product and difference
+// rounded to f16 as vsubph / vfmaddph do, each step's group minima lowered by the previous step's
+// smallest one; the generic version for any L and values, the AVX512-FP16 run (where
+// trellis_viterbi_fp16_available()) for L = 16 over this code's values, state for state the same.
+float trellis_viterbi_f16_generic(const float* vals, int L, int k, const float* x, int T, int64_t overlap, uint32_t* states);
+bool trellis_viterbi_fp16_available();
+float trellis_viterbi16_fp16(int k, const float* x, int T, int64_t overlap, uint32_t* states, int code = 0);
 // Tile rows [16 rt, 16 rt + 16) of w into repacked tiles (qrepack.h layout; p from
 // trellis_repack_geometry), one tile at `out`; per level (the layout is the same).
 QRepacked trellis_repack_geometry(const QWeights& w);

@@ -3,6 +3,7 @@
 // tile builder; and the Viterbi reference for any number of state bits.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -134,6 +135,82 @@ float trellis_viterbi_generic(const float* vals, int L, int k, const float* x, i
     states[i - 1] = s;
   }
   return m;
+}
+
+namespace {
+// x rounded to the nearest f16 value (ties to even; +-inf beyond the range), as a float. x is exact
+// here (a sum, product or difference of f16 values held in long double: at most 64 significant
+// bits for the operands the Viterbi makes), so this one rounding is the hardware's.
+float round_f16(long double x) {
+  if (!(std::fabs(x) < 65520.0L)) return std::isnan(double(x)) ? float(x) : std::copysign(std::numeric_limits<float>::infinity(), float(x));
+  if (x == 0) return float(x);
+  const double xd = double(x);
+  if (static_cast<long double>(xd) == x) {  // the usual case: exact in double, exponent from its bits
+    uint64_t b;
+    std::memcpy(&b, &xd, sizeof b);
+    const int e = std::max(int((b >> 52) & 0x7ff) - 1023, -14);  // subnormals: quantum 2^-24
+    const uint64_t qb = uint64_t(e - 10 + 1023) << 52;            // 2^(e - 10): 11 significant bits
+    double q;
+    std::memcpy(&q, &qb, sizeof q);
+    return float(std::nearbyint(xd / q) * q);  // default rounding mode: ties to even
+  }
+  const int e = std::max(std::ilogb(x), -14);
+  const long double q = std::ldexp(1.0L, e - 10);
+  return float(std::nearbyint(x / q) * q);
+}
+}  // namespace
+
+float trellis_viterbi_f16_generic(const float* vals, int L, int k, const float* x, int T, int64_t overlap,
+                                  uint32_t* states) {
+  const int64_t S = int64_t(1) << L, G = S >> k;
+  const int N = 1 << k;
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> v(static_cast<size_t>(S)), m(static_cast<size_t>(G)), next(static_cast<size_t>(G));
+  for (int64_t s = 0; s < S; ++s) v[size_t(s)] = round_f16(vals[s] * trellis::kViterbiF16Scale);
+  std::vector<uint8_t> bp(static_cast<size_t>(T) * static_cast<size_t>(G));
+  for (int64_t g = 0; g < G; ++g) m[size_t(g)] = overlap < 0 || g == overlap ? 0.f : inf;
+  float mu = 0;
+  double lowered = 0;
+  for (int i = 0; i < T; ++i) {
+    const float xi = round_f16(trellis::viterbi_f16_input(x[i]));
+    float next_mu = inf;
+    for (int64_t g = 0; g < G; ++g) {
+      // the costs of the states g << k | l: the predecessor group's minimum plus the squared error
+      float best = inf;
+      int arg = 0;
+      for (int l = 0; l < N; ++l) {
+        const int64_t s = g << k | l;
+        const float d = round_f16((long double)xi - v[size_t(s)]);
+        const float c = round_f16((long double)d * d + m[size_t(s & (G - 1))]);
+        if (l == 0 || c < best) best = c, arg = l;
+      }
+      bp[size_t(i) * size_t(G) + size_t(g)] = uint8_t(arg);
+      const float r = round_f16((long double)best - mu);
+      next[size_t(g)] = r;
+      next_mu = std::min(next_mu, r);
+    }
+    lowered += mu;
+    mu = next_mu;
+    m.swap(next);
+  }
+  float best = inf;
+  int64_t gbest = -1;
+  if (overlap >= 0) {
+    if (m[size_t(overlap)] < inf) best = m[size_t(overlap)], gbest = overlap;
+  } else {
+    for (int64_t g = 0; g < G; ++g)
+      if (m[size_t(g)] < best) best = m[size_t(g)], gbest = g;
+  }
+  if (gbest < 0) return inf;
+  uint32_t s = uint32_t(gbest << k | bp[size_t(T - 1) * size_t(G) + size_t(gbest)]);
+  states[T - 1] = s;
+  for (int i = T - 1; i > 0; --i) {
+    const uint32_t g = s & uint32_t(G - 1);
+    s = g << k | bp[size_t(i - 1) * size_t(G) + g];
+    states[i - 1] = s;
+  }
+  const double sc = double(trellis::kViterbiF16Scale);
+  return float((lowered + best) / (sc * sc));
 }
 
 const FormatKernels trellis_kernels_scalar = {SimdLevel::Scalar, trellis_gemm, trellis_dequant_rows_scalar};

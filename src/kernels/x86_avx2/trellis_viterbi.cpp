@@ -1,0 +1,156 @@
+// The Viterbi encoder's L = 16 run at the AVX2 level (8 states per vector, f32, the arithmetic of
+// trellis_viterbi_generic: cost = m + (x - v)^2, the lower state on ties), where the generic
+// reference took 20-40 ms per tile.
+//
+// Layout as in x86_avx512/trellis_fp16.cpp with 8 lanes: group minima and state values in chunks of
+// 8 N entries (N = 2^k), entry a N + b stored at b * 8 + a, so a block of 8 successive groups reads
+// one contiguous vector of predecessor minima and one of state values per l, reduces over l with
+// vertical compares (their movemasks are the backpointer bytes, 8 groups each), and the N blocks of
+// a chunk go back into the transposed order by k rounds of even / odd shuffles.
+#include <immintrin.h>
+
+#include <limits>
+#include <vector>
+
+#include "kernels/trellis_rows.h"
+
+namespace lmpress::kern {
+
+namespace {
+
+template <int K>
+inline int64_t tpos8(int64_t h) {
+  constexpr int64_t C = int64_t(8) << K;
+  return (h & ~(C - 1)) + (h & ((int64_t(1) << K) - 1)) * 8 + ((h & (C - 1)) >> K);
+}
+
+template <int K>
+const float* values_t8(int code) {
+  auto make = [](int c) {
+    std::vector<float> t(static_cast<size_t>(trellis::kStates));
+    for (int64_t s = 0; s < trellis::kStates; ++s) t[size_t(tpos8<K>(s))] = float(trellis::code_value(c, uint32_t(s)));
+    return t;
+  };
+  static const std::vector<float> v0 = make(0), v1 = make(1);
+  return code ? v1.data() : v0.data();
+}
+
+// Where level lev's masks start among a block's N - 1 (level 0 first: N / 2 of them, then N / 4, ...).
+constexpr int mask_offset(int n, int lev) { return n - (n >> lev); }
+
+inline __m256 even8(__m256 a, __m256 b) {
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+}
+inline __m256 odd8(__m256 a, __m256 b) {
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
+
+template <int K>
+void step(const float* __restrict mprev, float* __restrict mnext, uint8_t* __restrict bp, const float* __restrict vals,
+          float xi) {
+  constexpr int64_t G = int64_t(1) << (16 - K);
+  constexpr int N = 1 << K;
+  const __m256 xv = _mm256_set1_ps(xi);
+  for (int64_t c0 = 0; c0 < G; c0 += 8 * N) {
+    __m256 out[N];
+#pragma GCC unroll 16
+    for (int t = 0; t < N; ++t) {
+      const int64_t g0 = c0 + 8 * t, s0 = g0 << K;
+      const float* mp = mprev + (s0 & (G - 1));
+      const float* vp = vals + s0;
+      uint8_t* b = bp + (g0 / 8) * (N - 1);
+      // the tree over l as a binary counter: partial minima of completed subtrees per level (k + 1
+      // registers live, not 2^k); the masks land where the level-by-level tree puts them
+      __m256 part[K + 1];
+#pragma GCC unroll 16
+      for (int l = 0; l < N; ++l) {
+        const __m256 d = _mm256_sub_ps(xv, _mm256_loadu_ps(vp + 8 * l));
+        __m256 cur = _mm256_add_ps(_mm256_loadu_ps(mp + 8 * l), _mm256_mul_ps(d, d));
+        int lev = 0;
+#pragma GCC unroll 4
+        for (int idx = l; idx & 1; idx >>= 1, ++lev) {
+          const __m256 lt = _mm256_cmp_ps(cur, part[lev], _CMP_LT_OQ);
+          b[mask_offset(N, lev) + (l >> (lev + 1))] = uint8_t(_mm256_movemask_ps(lt));
+          cur = _mm256_blendv_ps(part[lev], cur, lt);
+        }
+        part[lev] = cur;
+      }
+      out[t] = part[K];
+    }
+#pragma GCC unroll 4
+    for (int lev = 0; lev < K; ++lev) {
+      __m256 nx[N];
+#pragma GCC unroll 8
+      for (int p = 0; p < N / 2; ++p) {
+        nx[p] = even8(out[2 * p], out[2 * p + 1]);
+        nx[N / 2 + p] = odd8(out[2 * p], out[2 * p + 1]);
+      }
+#pragma GCC unroll 16
+      for (int p = 0; p < N; ++p) out[p] = nx[p];
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < N; ++r) _mm256_storeu_ps(mnext + c0 + 8 * r, out[r]);
+  }
+}
+
+struct Scratch {
+  std::vector<float> a, b;
+  std::vector<uint8_t> bp;
+};
+
+template <int K>
+float run(const float* x, int T, int64_t overlap, uint32_t* states, int code) {
+  constexpr int64_t G = int64_t(1) << (16 - K);
+  constexpr int N = 1 << K;
+  constexpr size_t kBytes = size_t(G / 8) * (N - 1);  // backpointer bytes per step
+  const float* vals = values_t8<K>(code);
+  const float inf = std::numeric_limits<float>::infinity();
+  thread_local Scratch sc;
+  sc.a.resize(size_t(G));
+  sc.b.resize(size_t(G));
+  sc.bp.resize(size_t(T) * kBytes);
+  float* mprev = sc.a.data();
+  float* mnext = sc.b.data();
+  for (int64_t g = 0; g < G; ++g) mprev[tpos8<K>(g)] = overlap < 0 || g == overlap ? 0.f : inf;
+  for (int i = 0; i < T; ++i) {
+    step<K>(mprev, mnext, sc.bp.data() + size_t(i) * kBytes, vals, x[i]);
+    std::swap(mprev, mnext);
+  }
+  float m = inf;
+  int64_t gbest = -1;
+  if (overlap >= 0) {
+    if (mprev[tpos8<K>(overlap)] < inf) m = mprev[tpos8<K>(overlap)], gbest = overlap;
+  } else {
+    for (int64_t g = 0; g < G; ++g)
+      if (mprev[tpos8<K>(g)] < m) m = mprev[tpos8<K>(g)], gbest = g;
+  }
+  if (gbest < 0) return inf;
+  auto argmin = [&](int i, int64_t g) {
+    const uint8_t* w = sc.bp.data() + size_t(i) * kBytes + size_t(g / 8) * (N - 1);
+    const int lane = int(g % 8);
+    int node = 0;
+    for (int lev = K - 1; lev >= 0; --lev) {
+      node = 2 * node + ((w[mask_offset(N, lev) + node] >> lane) & 1);
+    }
+    return uint32_t(node);
+  };
+  uint32_t s = uint32_t(gbest << K) | argmin(T - 1, gbest);
+  states[T - 1] = s;
+  for (int i = T - 1; i > 0; --i) {
+    s = (s & uint32_t(G - 1)) << K | argmin(i - 1, int64_t(s & uint32_t(G - 1)));
+    states[i - 1] = s;
+  }
+  return m;
+}
+
+}  // namespace
+
+float trellis_viterbi16_avx2(int k, const float* x, int T, int64_t overlap, uint32_t* states, int code) {
+  switch (k) {
+    case 2: return run<2>(x, T, overlap, states, code);
+    case 3: return run<3>(x, T, overlap, states, code);
+    default: return run<4>(x, T, overlap, states, code);
+  }
+}
+
+}  // namespace lmpress::kern
