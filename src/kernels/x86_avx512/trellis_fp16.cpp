@@ -15,6 +15,7 @@
 // 32 groups per word), and the N blocks of a chunk are put back into the transposed order by k
 // rounds of even / odd word permutes (k per block, where the lane-order reduction needed 2 (N - 1)).
 #define LMP_TRELLIS_AVX512 1
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cmath>
@@ -170,7 +171,12 @@ float run(const float* x, int T, int64_t overlap, uint32_t* states, int code) {
 
 }  // namespace
 
-bool trellis_viterbi_fp16_available() { return __builtin_cpu_supports("avx512fp16") != 0; }
+// CPUID leaf 7 EDX bit 23 (AVX512-FP16); the caller has checked the AVX-512 level (and the OS's zmm
+// state). By CPUID, not __builtin_cpu_supports: clang 14 does not know the feature's name.
+bool trellis_viterbi_fp16_available() {
+  unsigned a, b, c, d;
+  return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 23));
+}
 
 float trellis_viterbi16_fp16(int k, const float* x, int T, int64_t overlap, uint32_t* states, int code) {
   switch (k) {
