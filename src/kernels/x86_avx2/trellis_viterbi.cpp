@@ -13,30 +13,11 @@
 #include <vector>
 
 #include "kernels/trellis_rows.h"
+#include "kernels/trellis_viterbi_x86.h"
 
 namespace lmpress::kern {
 
 namespace {
-
-template <int K>
-inline int64_t tpos8(int64_t h) {
-  constexpr int64_t C = int64_t(8) << K;
-  return (h & ~(C - 1)) + (h & ((int64_t(1) << K) - 1)) * 8 + ((h & (C - 1)) >> K);
-}
-
-template <int K>
-const float* values_t8(int code) {
-  auto make = [](int c) {
-    std::vector<float> t(static_cast<size_t>(trellis::kStates));
-    for (int64_t s = 0; s < trellis::kStates; ++s) t[size_t(tpos8<K>(s))] = float(trellis::code_value(c, uint32_t(s)));
-    return t;
-  };
-  static const std::vector<float> v0 = make(0), v1 = make(1);
-  return code ? v1.data() : v0.data();
-}
-
-// Where level lev's masks start among a block's N - 1 (level 0 first: N / 2 of them, then N / 4, ...).
-constexpr int mask_offset(int n, int lev) { return n - (n >> lev); }
 
 inline __m256 even8(__m256 a, __m256 b) {
   return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
@@ -70,7 +51,7 @@ void step(const float* __restrict mprev, float* __restrict mnext, uint8_t* __res
 #pragma GCC unroll 4
         for (int idx = l; idx & 1; idx >>= 1, ++lev) {
           const __m256 lt = _mm256_cmp_ps(cur, part[lev], _CMP_LT_OQ);
-          b[mask_offset(N, lev) + (l >> (lev + 1))] = uint8_t(_mm256_movemask_ps(lt));
+          b[viterbi_mask_offset(N, lev) + (l >> (lev + 1))] = uint8_t(_mm256_movemask_ps(lt));
           cur = _mm256_blendv_ps(part[lev], cur, lt);
         }
         part[lev] = cur;
@@ -93,54 +74,13 @@ void step(const float* __restrict mprev, float* __restrict mnext, uint8_t* __res
   }
 }
 
-struct Scratch {
-  std::vector<float> a, b;
-  std::vector<uint8_t> bp;
-};
-
 template <int K>
 float run(const float* x, int T, int64_t overlap, uint32_t* states, int code) {
-  constexpr int64_t G = int64_t(1) << (16 - K);
-  constexpr int N = 1 << K;
-  constexpr size_t kBytes = size_t(G / 8) * (N - 1);  // backpointer bytes per step
-  const float* vals = values_t8<K>(code);
-  const float inf = std::numeric_limits<float>::infinity();
-  thread_local Scratch sc;
-  sc.a.resize(size_t(G));
-  sc.b.resize(size_t(G));
-  sc.bp.resize(size_t(T) * kBytes);
-  float* mprev = sc.a.data();
-  float* mnext = sc.b.data();
-  for (int64_t g = 0; g < G; ++g) mprev[tpos8<K>(g)] = overlap < 0 || g == overlap ? 0.f : inf;
-  for (int i = 0; i < T; ++i) {
-    step<K>(mprev, mnext, sc.bp.data() + size_t(i) * kBytes, vals, x[i]);
-    std::swap(mprev, mnext);
-  }
-  float m = inf;
-  int64_t gbest = -1;
-  if (overlap >= 0) {
-    if (mprev[tpos8<K>(overlap)] < inf) m = mprev[tpos8<K>(overlap)], gbest = overlap;
-  } else {
-    for (int64_t g = 0; g < G; ++g)
-      if (mprev[tpos8<K>(g)] < m) m = mprev[tpos8<K>(g)], gbest = g;
-  }
-  if (gbest < 0) return inf;
-  auto argmin = [&](int i, int64_t g) {
-    const uint8_t* w = sc.bp.data() + size_t(i) * kBytes + size_t(g / 8) * (N - 1);
-    const int lane = int(g % 8);
-    int node = 0;
-    for (int lev = K - 1; lev >= 0; --lev) {
-      node = 2 * node + ((w[mask_offset(N, lev) + node] >> lane) & 1);
-    }
-    return uint32_t(node);
-  };
-  uint32_t s = uint32_t(gbest << K) | argmin(T - 1, gbest);
-  states[T - 1] = s;
-  for (int i = T - 1; i > 0; --i) {
-    s = (s & uint32_t(G - 1)) << K | argmin(i - 1, int64_t(s & uint32_t(G - 1)));
-    states[i - 1] = s;
-  }
-  return m;
+  const float* vals = viterbi_values<K, 8, float>(code, 1.f);
+  thread_local ViterbiScratch<float, uint8_t> sc;
+  return viterbi_run<K, 8>(T, overlap, states, sc, [&](int i, const float* mprev, float* mnext, uint8_t* bp) {
+    step<K>(mprev, mnext, bp, vals, x[i]);
+  });
 }
 
 }  // namespace

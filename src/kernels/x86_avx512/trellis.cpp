@@ -14,31 +14,11 @@
 #include <cstdlib>
 
 #include "kernels/trellis_x86.h"
+#include "kernels/trellis_viterbi_x86.h"
 
 namespace lmpress::kern {
 
 namespace {
-
-template <int K>
-inline int64_t tpos16(int64_t h) {
-  constexpr int64_t C = int64_t(16) << K;
-  return (h & ~(C - 1)) + (h & ((int64_t(1) << K) - 1)) * 16 + ((h & (C - 1)) >> K);
-}
-
-// Where level lev's masks start among a block's N - 1 (level 0 first: N / 2 of them, then N / 4, ...).
-constexpr int mask_offset(int n, int lev) { return n - (n >> lev); }
-
-// The state values (f32, 256 KiB), chunk-transposed for K.
-template <int K>
-const float* values_t16(int code) {
-  auto make = [](int c) {
-    std::vector<float> t(static_cast<size_t>(kStates));
-    for (int64_t s = 0; s < kStates; ++s) t[size_t(tpos16<K>(s))] = float(code_value(c, uint32_t(s)));
-    return t;
-  };
-  static const std::vector<float> v0 = make(0), v1 = make(1);
-  return code ? v1.data() : v0.data();
-}
 
 // m_next[g] = min over l of m_prev[(g << K | l) mod G] + (x - value(g << K | l))^2, the argmin l's
 // bits (ties: the lower l) in the backpointer words.
@@ -67,7 +47,7 @@ void viterbi_step(const float* __restrict mprev, float* __restrict mnext, uint16
 #pragma GCC unroll 4
         for (int idx = l; idx & 1; idx >>= 1, ++lev) {
           const __mmask16 lt = _mm512_cmp_ps_mask(cur, part[lev], _CMP_LT_OQ);
-          b[mask_offset(N, lev) + (l >> (lev + 1))] = lt;
+          b[viterbi_mask_offset(N, lev) + (l >> (lev + 1))] = lt;
           cur = _mm512_mask_blend_ps(lt, part[lev], cur);
         }
         part[lev] = cur;
@@ -90,54 +70,13 @@ void viterbi_step(const float* __restrict mprev, float* __restrict mnext, uint16
   }
 }
 
-struct Scratch {
-  std::vector<float> a, b;
-  std::vector<uint16_t> bp;
-};
-
 template <int K>
 float run(const float* x, int T, int64_t overlap, uint32_t* states, int code) {
-  constexpr int64_t G = int64_t(1) << (16 - K);
-  constexpr int N = 1 << K;
-  constexpr size_t kWords = size_t(G / 16) * (N - 1);  // backpointer words per step
-  const float* vals = values_t16<K>(code);
-  const float inf = std::numeric_limits<float>::infinity();
-  thread_local Scratch sc;
-  sc.a.resize(size_t(G));
-  sc.b.resize(size_t(G));
-  sc.bp.resize(size_t(T) * kWords);
-  float* mprev = sc.a.data();
-  float* mnext = sc.b.data();
-  // before step 0: the tail-biting start (state s allowed iff s mod G = overlap), as 0 / inf
-  for (int64_t g = 0; g < G; ++g) mprev[tpos16<K>(g)] = overlap < 0 || g == overlap ? 0.f : inf;
-  for (int i = 0; i < T; ++i) {
-    viterbi_step<K>(mprev, mnext, sc.bp.data() + size_t(i) * kWords, vals, x[i]);
-    std::swap(mprev, mnext);
-  }
-  // the end: the last state's group (its top 16 - K bits) is the overlap
-  float m = inf;
-  int64_t gbest = -1;
-  if (overlap >= 0) {
-    if (mprev[tpos16<K>(overlap)] < inf) m = mprev[tpos16<K>(overlap)], gbest = overlap;
-  } else {
-    for (int64_t g = 0; g < G; ++g)
-      if (mprev[tpos16<K>(g)] < m) m = mprev[tpos16<K>(g)], gbest = g;
-  }
-  if (gbest < 0) return inf;
-  auto argmin = [&](int i, int64_t g) {
-    const uint16_t* w = sc.bp.data() + size_t(i) * kWords + size_t(g / 16) * (N - 1);
-    const int lane = int(g % 16);
-    int node = 0;
-    for (int lev = K - 1; lev >= 0; --lev) node = 2 * node + ((w[mask_offset(N, lev) + node] >> lane) & 1);
-    return uint32_t(node);
-  };
-  uint32_t s = uint32_t(gbest << K) | argmin(T - 1, gbest);
-  states[T - 1] = s;
-  for (int i = T - 1; i > 0; --i) {
-    s = (s & uint32_t(G - 1)) << K | argmin(i - 1, int64_t(s & uint32_t(G - 1)));
-    states[i - 1] = s;
-  }
-  return m;
+  const float* vals = viterbi_values<K, 16, float>(code, 1.f);
+  thread_local ViterbiScratch<float, uint16_t> sc;
+  return viterbi_run<K, 16>(T, overlap, states, sc, [&](int i, const float* mprev, float* mnext, uint16_t* bp) {
+    viterbi_step<K>(mprev, mnext, bp, vals, x[i]);
+  });
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "kernels/trellis_rows.h"
+#include "kernels/trellis_viterbi_x86.h"
 
 namespace lmpress::kern {
 
@@ -30,37 +31,11 @@ namespace {
 
 using h16 = _Float16;
 
-template <int K>
-constexpr int64_t kGroups = int64_t(1) << (16 - K);
-
-// Position of entry h in the chunk-transposed order (chunks of 32 * 2^K).
-template <int K>
-inline int64_t tpos(int64_t h) {
-  constexpr int64_t C = int64_t(32) << K;
-  return (h & ~(C - 1)) + (h & ((int64_t(1) << K) - 1)) * 32 + ((h & (C - 1)) >> K);
-}
-
-// Where level lev's masks start among a block's N - 1 (level 0 first: N / 2 of them, then N / 4, ...).
-constexpr int mask_offset(int n, int lev) { return n - (n >> lev); }
-
-// The code's f16 state values (v / 8), chunk-transposed for K: 128 KiB each.
-template <int K>
-const h16* values16(int code) {
-  auto make = [](int c) {
-    std::vector<h16> t(static_cast<size_t>(trellis::kStates));
-    for (int64_t s = 0; s < trellis::kStates; ++s)
-      t[size_t(tpos<K>(s))] = h16(float(trellis::code_value(c, uint32_t(s))) * trellis::kViterbiF16Scale);
-    return t;
-  };
-  static const std::vector<h16> v0 = make(0), v1 = make(1);
-  return code ? v1.data() : v0.data();
-}
-
 // One step; returns the smallest new group minimum (the next step's mu).
 template <int K>
 h16 step(const h16* __restrict mprev, h16* __restrict mnext, uint32_t* __restrict bp, const h16* __restrict vals,
          h16 xi, h16 mu) {
-  constexpr int64_t G = kGroups<K>;
+  constexpr int64_t G = int64_t(1) << (16 - K);
   constexpr int N = 1 << K;
   alignas(64) static const int16_t kEven[32] = {0,  2,  4,  6,  8,  10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30,
                                                 32, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62};
@@ -87,7 +62,7 @@ h16 step(const h16* __restrict mprev, h16* __restrict mnext, uint32_t* __restric
 #pragma GCC unroll 4
         for (int idx = l; idx & 1; idx >>= 1, ++lev) {
           const __mmask32 lt = _mm512_cmp_ph_mask(cur, part[lev], _CMP_LT_OQ);
-          b[mask_offset(N, lev) + (l >> (lev + 1))] = lt;
+          b[viterbi_mask_offset(N, lev) + (l >> (lev + 1))] = lt;
           cur = _mm512_mask_blend_ph(lt, part[lev], cur);
         }
         part[lev] = cur;
@@ -113,59 +88,18 @@ h16 step(const h16* __restrict mprev, h16* __restrict mnext, uint32_t* __restric
   return _mm512_reduce_min_ph(lowest);
 }
 
-struct Scratch {
-  std::vector<h16> a, b;
-  std::vector<uint32_t> bp;
-};
-
 template <int K>
 float run(const float* x, int T, int64_t overlap, uint32_t* states, int code) {
-  constexpr int64_t G = kGroups<K>;
-  constexpr int N = 1 << K;
-  constexpr size_t kWords = size_t(G / 32) * (N - 1);  // backpointer words per step
-  const h16* vals = values16<K>(code);
-  const h16 inf = h16(std::numeric_limits<float>::infinity());
-  thread_local Scratch sc;
-  sc.a.resize(size_t(G));
-  sc.b.resize(size_t(G));
-  sc.bp.resize(size_t(T) * kWords);
-  h16* mprev = sc.a.data();
-  h16* mnext = sc.b.data();
-  for (int64_t g = 0; g < G; ++g) mprev[tpos<K>(g)] = overlap < 0 || g == overlap ? h16(0) : inf;
+  const h16* vals = viterbi_values<K, 32, h16>(code, trellis::kViterbiF16Scale);
+  thread_local ViterbiScratch<h16, uint32_t> sc;
   h16 mu = 0;
   double lowered = 0;  // the sum of the mu taken off, for the returned cost
-  for (int i = 0; i < T; ++i) {
-    const h16 next_mu = step<K>(mprev, mnext, sc.bp.data() + size_t(i) * kWords, vals, h16(trellis::viterbi_f16_input(x[i])), mu);
+  const float m = viterbi_run<K, 32>(T, overlap, states, sc, [&](int i, const h16* mprev, h16* mnext, uint32_t* bp) {
+    const h16 next_mu = step<K>(mprev, mnext, bp, vals, h16(trellis::viterbi_f16_input(x[i])), mu);
     lowered += double(mu);
     mu = next_mu;
-    std::swap(mprev, mnext);
-  }
-  float m = std::numeric_limits<float>::infinity();
-  int64_t gbest = -1;
-  if (overlap >= 0) {
-    if (mprev[tpos<K>(overlap)] < inf) m = float(mprev[tpos<K>(overlap)]), gbest = overlap;
-  } else {
-    for (int64_t g = 0; g < G; ++g)
-      if (float(mprev[tpos<K>(g)]) < m) m = float(mprev[tpos<K>(g)]), gbest = g;
-  }
-  if (gbest < 0) return std::numeric_limits<float>::infinity();
-  // the argmin l of group g at step i: the tree's masks from the root down (level K - 1 has one
-  // word per block; level lev's words start after those of the lower levels)
-  auto argmin = [&](int i, int64_t g) {
-    const uint32_t* w = sc.bp.data() + size_t(i) * kWords + size_t(g / 32) * (N - 1);
-    const int lane = int(g % 32);
-    int node = 0;
-    for (int lev = K - 1; lev >= 0; --lev) {
-      node = 2 * node + int((w[mask_offset(N, lev) + node] >> lane) & 1u);
-    }
-    return uint32_t(node);
-  };
-  uint32_t s = uint32_t(gbest << K) | argmin(T - 1, gbest);
-  states[T - 1] = s;
-  for (int i = T - 1; i > 0; --i) {
-    s = (s & uint32_t(G - 1)) << K | argmin(i - 1, int64_t(s & uint32_t(G - 1)));
-    states[i - 1] = s;
-  }
+  });
+  if (!(m < std::numeric_limits<float>::infinity())) return m;
   return float((lowered + double(m)) / (double(trellis::kViterbiF16Scale) * trellis::kViterbiF16Scale));
 }
 
