@@ -69,13 +69,15 @@ float viterbi_tailbiting_exact(const float* vals, int L, int k, const float* x, 
 }
 
 namespace {
-// The Viterbi run: in half precision where the CPU has AVX512-FP16 (2.5-3x faster, the same paths
+// The Viterbi run: in half precision where the CPU has AVX512-FP16 (2.3-2.9x faster, the same paths
 // in most tiles and the same MSE within 0.1 %: docs/methods.md "Encoder"), unless
-// LMPRESS_VITERBI=f32 asks for the f32 run every other x86 CPU makes.
+// LMPRESS_VITERBI=f32 asks for the f32 run every other x86 CPU makes (f16: the default).
 bool viterbi_f16() {
   static const bool on = [] {
     const char* e = std::getenv("LMPRESS_VITERBI");
-    return !(e && std::string(e) == "f32") && kern::trellis_viterbi_fp16_available();
+    const std::string v = e ? e : "f16";
+    if (v != "f16" && v != "f32") fail("trellis", "LMPRESS_VITERBI must be f16 or f32, not '" + v + "'");
+    return v == "f16" && kern::trellis_viterbi_fp16_available();
   }();
   return on;
 }
