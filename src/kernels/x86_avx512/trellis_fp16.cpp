@@ -14,7 +14,6 @@
 // minimum over l is N - 1 vertical compare + blend pairs (their masks are the backpointer bits,
 // 32 groups per word), and the N blocks of a chunk are put back into the transposed order by k
 // rounds of even / odd word permutes (k per block, where the lane-order reduction needed 2 (N - 1)).
-#define LMP_TRELLIS_AVX512 1
 #include <cpuid.h>
 #include <immintrin.h>
 
