@@ -41,6 +41,25 @@ const E* viterbi_values(int code, float scale) {
   return code ? v1.data() : v0.data();
 }
 
+// A chunk's 2^K output vectors (block t: groups c0 + W t + i in lane i) into the transposed order
+// (row r: entries c0 + W r + a, group c0 + a 2^K + r): K rounds of even / odd lane splits of pairs,
+// even(a, b) / odd(a, b) = the even / odd lanes of the 2W-lane concatenation a | b.
+template <int K, class V, class Even, class Odd>
+inline void viterbi_untranspose(V* out, Even even, Odd odd) {
+  constexpr int N = 1 << K;
+#pragma GCC unroll 4
+  for (int lev = 0; lev < K; ++lev) {
+    V nx[N];
+#pragma GCC unroll 8
+    for (int p = 0; p < N / 2; ++p) {
+      nx[p] = even(out[2 * p], out[2 * p + 1]);
+      nx[N / 2 + p] = odd(out[2 * p], out[2 * p + 1]);
+    }
+#pragma GCC unroll 16
+    for (int p = 0; p < N; ++p) out[p] = nx[p];
+  }
+}
+
 template <class E, class Word>
 struct ViterbiScratch {
   std::vector<E> a, b;

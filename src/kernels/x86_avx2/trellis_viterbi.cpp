@@ -58,17 +58,7 @@ void step(const float* __restrict mprev, float* __restrict mnext, uint8_t* __res
       }
       out[t] = part[K];
     }
-#pragma GCC unroll 4
-    for (int lev = 0; lev < K; ++lev) {
-      __m256 nx[N];
-#pragma GCC unroll 8
-      for (int p = 0; p < N / 2; ++p) {
-        nx[p] = even8(out[2 * p], out[2 * p + 1]);
-        nx[N / 2 + p] = odd8(out[2 * p], out[2 * p + 1]);
-      }
-#pragma GCC unroll 16
-      for (int p = 0; p < N; ++p) out[p] = nx[p];
-    }
+    viterbi_untranspose<K>(out, even8, odd8);
 #pragma GCC unroll 16
     for (int r = 0; r < N; ++r) _mm256_storeu_ps(mnext + c0 + 8 * r, out[r]);
   }

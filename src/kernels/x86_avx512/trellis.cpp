@@ -29,6 +29,8 @@ void viterbi_step(const float* __restrict mprev, float* __restrict mnext, uint16
   constexpr int N = 1 << K;
   const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i io = _mm512_add_epi32(ie, _mm512_set1_epi32(1));
+  const auto even = [ie](__m512 a, __m512 b) { return _mm512_permutex2var_ps(a, ie, b); };
+  const auto odd = [io](__m512 a, __m512 b) { return _mm512_permutex2var_ps(a, io, b); };
   const __m512 xv = _mm512_set1_ps(xi);
   for (int64_t c0 = 0; c0 < G; c0 += 16 * N) {
     __m512 out[N];
@@ -54,17 +56,7 @@ void viterbi_step(const float* __restrict mprev, float* __restrict mnext, uint16
       }
       out[t] = part[K];
     }
-#pragma GCC unroll 4
-    for (int lev = 0; lev < K; ++lev) {
-      __m512 nx[N];
-#pragma GCC unroll 8
-      for (int p = 0; p < N / 2; ++p) {
-        nx[p] = _mm512_permutex2var_ps(out[2 * p], ie, out[2 * p + 1]);
-        nx[N / 2 + p] = _mm512_permutex2var_ps(out[2 * p], io, out[2 * p + 1]);
-      }
-#pragma GCC unroll 16
-      for (int p = 0; p < N; ++p) out[p] = nx[p];
-    }
+    viterbi_untranspose<K>(out, even, odd);
 #pragma GCC unroll 16
     for (int r = 0; r < N; ++r) _mm512_storeu_ps(mnext + c0 + 16 * r, out[r]);
   }

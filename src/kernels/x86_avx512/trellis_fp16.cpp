@@ -40,6 +40,8 @@ h16 step(const h16* __restrict mprev, h16* __restrict mnext, uint32_t* __restric
                                                 32, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62};
   const __m512i ie = _mm512_load_si512(kEven);
   const __m512i io = _mm512_add_epi16(ie, _mm512_set1_epi16(1));
+  const auto even = [ie](__m512h a, __m512h b) { return _mm512_permutex2var_ph(a, ie, b); };
+  const auto odd = [io](__m512h a, __m512h b) { return _mm512_permutex2var_ph(a, io, b); };
   const __m512h xv = _mm512_set1_ph(xi), muv = _mm512_set1_ph(mu);
   __m512h lowest = _mm512_set1_ph(h16(std::numeric_limits<float>::infinity()));
   for (int64_t c0 = 0; c0 < G; c0 += 32 * N) {
@@ -70,17 +72,7 @@ h16 step(const h16* __restrict mprev, h16* __restrict mnext, uint32_t* __restric
       lowest = _mm512_min_ph(lowest, out[t]);
     }
     // blocks t (groups c0 + 32 t + i) -> rows b (entries c0 + 32 b + a, group c0 + a N + b)
-#pragma GCC unroll 4
-    for (int lev = 0; lev < K; ++lev) {
-      __m512h nx[N];
-#pragma GCC unroll 8
-      for (int p = 0; p < N / 2; ++p) {
-        nx[p] = _mm512_permutex2var_ph(out[2 * p], ie, out[2 * p + 1]);
-        nx[N / 2 + p] = _mm512_permutex2var_ph(out[2 * p], io, out[2 * p + 1]);
-      }
-#pragma GCC unroll 16
-      for (int p = 0; p < N; ++p) out[p] = nx[p];
-    }
+    viterbi_untranspose<K>(out, even, odd);
 #pragma GCC unroll 16
     for (int r = 0; r < N; ++r) _mm512_storeu_ph(mnext + c0 + 32 * r, out[r]);
   }
