@@ -1151,8 +1151,9 @@ TEST_P(QuantKernels, BatchedMatmulEqualsSeparate) {
 
 namespace {
 // The repacked kernel of a level (scalar: the reference over the repacked bytes).
-kern::RepackedGemmFn repacked_fn(SimdLevel level, bool amx) {
+kern::RepackedGemmFn repacked_fn(SimdLevel level, bool amx, bool vnni = false) {
   return amx ? kern::repacked_gemm_amx
+         : vnni ? kern::repacked_gemm_avxvnni
          : level == SimdLevel::AVX512 ? kern::repacked_gemm_avx512
          : level == SimdLevel::AVX2 ? kern::repacked_gemm_avx2
                                     : kern::repacked_gemm_scalar;
@@ -1167,8 +1168,8 @@ kern::RepackedGemmFn repacked_fn(SimdLevel level, bool amx) {
 // (matmul) at the level, which takes the repacked path for prefill on AVX2 and AVX-512.
 // `tables`: the table families instead (int8 table values in the layout, repack_table_tiles), against
 // the table kernels' scalar reference.
-static void repacked_parity_int(SimdLevel level, bool amx, bool tables = false) {
-  const kern::RepackedGemmFn fn = repacked_fn(level, amx);
+static void repacked_parity_int(SimdLevel level, bool amx, bool tables = false, bool vnni = false) {
+  const kern::RepackedGemmFn fn = repacked_fn(level, amx, vnni);
   const kern::QuantOps& Q = kern::qops_scalar;
   int cases = 0, formats = 0;
   for (const auto& s : all_formats()) {
@@ -1225,11 +1226,24 @@ static void repacked_parity_int(SimdLevel level, bool amx, bool tables = false) 
           a.d = d.data();
           a.x = X.data();
           a.n = n;
-          std::vector<float> y(size_t(n * rows), NAN), yref(size_t(n * rows), NAN);
+          std::vector<float> y(size_t(n * rows), NAN), yref(size_t(n * rows), NAN), yp(size_t(n * rows), NAN);
           // rows split at a tile boundary, tokens split in two (every call writes its own block)
           const int64_t rs = rows > 16 ? 16 : rows, ts = n / 2;
           for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, rs}, {rs, rows}})
             for (auto [t0, t1] : {std::pair<int64_t, int64_t>{0, ts}, {ts, n}}) fn(rp, a, y.data(), rows, r0, r1, t0, t1);
+          // AMX: again with the activations' A-tile panel (QActs::panel, as the front end builds it;
+          // the kernel reads it where a call's first token is a multiple of 16, here n = 33 and 128)
+          // — the same products, so the same floats.
+          if (amx) {
+            std::vector<int8_t> panel(size_t(kern::act_panel_bytes(n, nb)), 99);
+            kern::build_act_panel(qa.data(), stride, n, nb, panel.data(), 0, (n + 15) / 16);
+            kern::QActs ap = a;
+            ap.panel = panel.data();
+            for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, rs}, {rs, rows}})
+              for (auto [t0, t1] : {std::pair<int64_t, int64_t>{0, ts}, {ts, n}}) fn(rp, ap, yp.data(), rows, r0, r1, t0, t1);
+            for (size_t i = 0; i < y.size(); ++i)
+              ASSERT_EQ(yp[i], y[i]) << format_name(s) << " amx panel cols=" << cols << " rows=" << rows << " n=" << n << " i=" << i;
+          }
           kern::QGemmArgs A;
           A.w = wv;
           A.a = a;
@@ -1267,11 +1281,14 @@ static void repacked_parity_int(SimdLevel level, bool amx, bool tables = false) 
               matmul(t, x.data(), n, yref.data(), pool);
             }
             {
-              ScopedSimdLevel sl(level, amx);
+              ScopedSimdLevel sl(level, amx, vnni);
               matmul(t, x.data(), n, y.data(), pool);
               if (level != SimdLevel::Scalar) {
                 EXPECT_NE(quant_kernel_path(t, n).find("repacked"), std::string::npos) << quant_kernel_path(t, n);
-                EXPECT_NE(quant_kernel_path(t, n).find(amx ? "amx-int8" : level == SimdLevel::AVX2 ? "avx2" : "avx512-vnni"),
+                EXPECT_NE(quant_kernel_path(t, n).find(amx                          ? "amx-int8"
+                                                       : vnni                       ? "avxvnni"
+                                                       : level == SimdLevel::AVX2 ? "avx2-maddubs"
+                                                                                  : "avx512-vnni"),
                           std::string::npos) << quant_kernel_path(t, n);
                 EXPECT_EQ(quant_kernel_path(t, 1).find("repacked"), std::string::npos);
               }
@@ -1319,10 +1336,22 @@ TEST(QuantKernelsAmx, RepackedPrefillParityTables) {
   repacked_parity_int(SimdLevel::AVX512, true, true);
 }
 
+// The AVX2 level's AVX-VNNI kernel (VEX dpbusd on ymm): the same parity, every int / table format.
+TEST(QuantKernelsAvxVnni, RepackedPrefillParity) {
+  if (!cpu_has_avxvnni())
+    GTEST_SKIP() << "SKIPPED: this CPU has no AVX-VNNI: the AVX-VNNI prefill kernel is not run (" << cpu_feature_string() << ")";
+  repacked_parity_int(SimdLevel::AVX2, false, false, true);
+}
+TEST(QuantKernelsAvxVnni, RepackedPrefillParityTables) {
+  if (!cpu_has_avxvnni())
+    GTEST_SKIP() << "SKIPPED: this CPU has no AVX-VNNI: the AVX-VNNI prefill kernel is not run (" << cpu_feature_string() << ")";
+  repacked_parity_int(SimdLevel::AVX2, false, true, true);
+}
+
 // The ggml block types in the repacked layout: the level's repacked kernel against the ggml
 // family's scalar reference (half_rows_gemm_ref via ggml_kernels_scalar), ragged rows, n = 1 .. 128.
-static void repacked_parity_ggml(SimdLevel level, bool amx) {
-  const kern::RepackedGemmFn fn = repacked_fn(level, amx);
+static void repacked_parity_ggml(SimdLevel level, bool amx, bool vnni = false) {
+  const kern::RepackedGemmFn fn = repacked_fn(level, amx, vnni);
   int types = 0;
   for (const auto& s : all_formats()) {
     if (!is_ggml(s) || s.sparse) continue;
@@ -1358,6 +1387,16 @@ static void repacked_parity_ggml(SimdLevel level, bool amx) {
       std::vector<float> y(size_t(n * rows), NAN), yref(size_t(n * rows), NAN);
       fn(rp, a, y.data(), rows, 0, 32, 0, n);
       fn(rp, a, y.data(), rows, 32, rows, 0, n);
+      if (amx) {  // with the A-tile panel (QActs::panel): the same products, the same floats
+        std::vector<int8_t> panel(size_t(kern::act_panel_bytes(n, nb)), 99);
+        kern::build_act_panel(qa.data(), stride, n, nb, panel.data(), 0, (n + 15) / 16);
+        kern::QActs ap = a;
+        ap.panel = panel.data();
+        std::vector<float> yp(size_t(n * rows), NAN);
+        fn(rp, ap, yp.data(), rows, 0, 32, 0, n);
+        fn(rp, ap, yp.data(), rows, 32, rows, 0, n);
+        for (size_t i = 0; i < y.size(); ++i) ASSERT_EQ(yp[i], y[i]) << format_name(s) << " amx panel n=" << n << " i=" << i;
+      }
       kern::QGemmArgs A;
       A.w = wv;
       A.a = a;
@@ -1390,6 +1429,12 @@ TEST(QuantKernelsAmx, RepackedPrefillParityGgml) {
   if (!cpu_has_amx())
     GTEST_SKIP() << "SKIPPED: this CPU (or OS) has no AMX-INT8: the AMX prefill kernel is not run (" << cpu_feature_string() << ")";
   repacked_parity_ggml(SimdLevel::AVX512, true);
+}
+
+TEST(QuantKernelsAvxVnni, RepackedPrefillParityGgml) {
+  if (!cpu_has_avxvnni())
+    GTEST_SKIP() << "SKIPPED: this CPU has no AVX-VNNI: the AVX-VNNI prefill kernel is not run (" << cpu_feature_string() << ")";
+  repacked_parity_ggml(SimdLevel::AVX2, false, true);
 }
 
 // The repacked copy is built once per tensor and found again; a different tensor at another

@@ -251,6 +251,14 @@ bool cpu_has_amx();          // CPU + OS + permission (asks for the permission o
 bool amx_active();           // cpu_has_amx() && active level AVX-512 && not turned off
 void force_amx(bool on);     // tests and `--simd`; on = true only takes effect where cpu_has_amx()
 bool amx_bf16_active();      // amx_active() and the CPU has AMX-BF16 (f16/bf16 weights' prefill)
+// AVX-VNNI (VEX-encoded dpbusd on ymm: Intel Alder Lake / Sapphire Rapids and later, AMD Zen 5) is
+// likewise an addition to the AVX2 level: the AVX2 level's int8 prefill kernel uses it where the
+// CPU has it (on CPUs that also have AVX-512 only when the level is forced to AVX2).
+// `--simd avx2` / LMPRESS_SIMD=avx2 turn it off (plain AVX2: maddubs); `--simd avxvnni` /
+// LMPRESS_SIMD=avxvnni is the AVX2 level with it.
+bool cpu_has_avxvnni();
+bool avxvnni_active();       // cpu_has_avxvnni() && active level AVX2 && not turned off
+void force_avxvnni(bool on);  // tests and `--simd`
 // f16/bf16 weights' prefill on AMX: int8 tiles on 16-bit fixed-point limbs (true: the default)
 // or bf16 tiles on a high+low split (false when amx_bf16_active() and LMPRESS_F16_PREFILL=bf16x3
 // or force_f16_prefill_bf16x3(true)); false without AMX.
@@ -269,12 +277,13 @@ void reexec_with_tuned_blas(char** argv);
 // RAII override of the SIMD level (tests).
 class ScopedSimdLevel {
  public:
-  explicit ScopedSimdLevel(SimdLevel l, bool amx = false);  // amx: keep AMX on (where it exists)
+  // amx / avxvnni: keep AMX (at AVX-512) / AVX-VNNI (at AVX2) on, where the CPU has them
+  explicit ScopedSimdLevel(SimdLevel l, bool amx = false, bool avxvnni = false);
   ~ScopedSimdLevel();
 
  private:
   SimdLevel prev_;
-  int prev_amx_;
+  int prev_amx_, prev_vnni_;
 };
 
 }  // namespace lmpress

@@ -25,6 +25,7 @@ struct Features {
   bool avx2 = false, fma = false, f16c = false, bmi2 = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512vnni = false,
        avx512bf16 = false;
+  bool avxvnni = false;  // AVX-VNNI: VEX-encoded dpbusd / dpwssd on xmm / ymm
   bool amx_tile = false, amx_int8 = false, amx_bf16 = false;  // CPU and OS (XCR0), not yet permission
 };
 
@@ -56,7 +57,10 @@ Features read_features() {
     f.amx_int8 = f.amx_tile && (d & (1u << 25));
     f.amx_bf16 = f.amx_tile && (d & (1u << 22));
   }
-  if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512bf16 = zmm_ok && (a & (1u << 5));
+  if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) {
+    f.avx512bf16 = zmm_ok && (a & (1u << 5));
+    f.avxvnni = ymm_ok && (a & (1u << 4));
+  }
   f.fma = f.fma && ymm_ok;
   f.f16c = f.f16c && ymm_ok;
   return f;
@@ -96,7 +100,9 @@ SimdLevel detect() {
   const SimdLevel have = cpu_level_raw();
   if (const char* e = std::getenv("LMPRESS_SIMD")) {
     const std::string s = e;
-    const SimdLevel want = s == "scalar" ? SimdLevel::Scalar : s == "avx2" ? SimdLevel::AVX2 : SimdLevel::AVX512;
+    const SimdLevel want = s == "scalar"                    ? SimdLevel::Scalar
+                           : s == "avx2" || s == "avxvnni" ? SimdLevel::AVX2
+                                                            : SimdLevel::AVX512;
     return std::min(want, have);
   }
   return have;
@@ -124,6 +130,22 @@ bool amx_active() {
 }
 
 void force_amx(bool on) { g_amx.store(on ? 1 : 0); }
+
+static std::atomic<int> g_vnni{-1};  // -1: not decided (LMPRESS_SIMD), 0 off, 1 on
+
+bool cpu_has_avxvnni() { return features().avxvnni && cpu_level_raw() >= SimdLevel::AVX2; }
+
+bool avxvnni_active() {
+  int v = g_vnni.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* e = std::getenv("LMPRESS_SIMD");
+    v = (e && std::string(e) == "avx2") ? 0 : 1;
+    g_vnni.store(v, std::memory_order_relaxed);
+  }
+  return v == 1 && active_simd_level() == SimdLevel::AVX2 && cpu_has_avxvnni();
+}
+
+void force_avxvnni(bool on) { g_vnni.store(on ? 1 : 0); }
 
 bool amx_bf16_active() { return amx_active() && features().amx_bf16; }
 
@@ -177,6 +199,7 @@ std::string cpu_feature_string() {
   add("avx512bw", f.avx512bw);
   add("avx512vnni", f.avx512vnni);
   add("avx512bf16", f.avx512bf16);
+  add("avx-vnni", f.avxvnni);
   add("amx-int8", f.amx_int8);
   add("amx-bf16", f.amx_bf16);
   if (f.amx_int8 && !amx_usable()) s += " (amx: the OS refused the tile state)";
@@ -212,13 +235,16 @@ ScopedBlasThreads::ScopedBlasThreads(int n_threads, double flops) {
 }
 ScopedBlasThreads::~ScopedBlasThreads() { openblas_set_num_threads(1); }
 
-ScopedSimdLevel::ScopedSimdLevel(SimdLevel l, bool amx) : prev_(active_simd_level()), prev_amx_(g_amx.load()) {
+ScopedSimdLevel::ScopedSimdLevel(SimdLevel l, bool amx, bool avxvnni)
+    : prev_(active_simd_level()), prev_amx_(g_amx.load()), prev_vnni_(g_vnni.load()) {
   force_simd_level(l);
   force_amx(amx);
+  force_avxvnni(avxvnni);
 }
 ScopedSimdLevel::~ScopedSimdLevel() {
   g_active.store(int(prev_));
   g_amx.store(prev_amx_);
+  g_vnni.store(prev_vnni_);
 }
 
 }  // namespace lmpress

@@ -111,6 +111,7 @@ BenchResult bench(const Model& m, const BenchOptions& opt) {
                          : limbs                     ? kern::int8_peak_gops_amx(0.2) / split
                          : amx                       ? kern::int8_peak_gops_amx(0.2)
                          : lvl == SimdLevel::AVX512 ? kern::int8_peak_gops_avx512(0.2)
+                         : avxvnni_active()         ? kern::int8_peak_gops_avxvnni(0.2)
                                                     : kern::int8_peak_gops_avx2(0.2);
     });
     for (double v : per) r.int8_peak_gops += v / 1e9;
@@ -118,7 +119,9 @@ BenchResult bench(const Model& m, const BenchOptions& opt) {
                        : dense16 ? (wdt == DType::F16 ? "amx tdpbf16ps / 3 (f16 = bf16 high+low x activations high+low)"
                                                     : "amx tdpbf16ps / 2 (bf16 x activations high+low)")
                        : amx ? "amx tdpbsud 16x32.8x64 tiles"
-                       : lvl == SimdLevel::AVX512 ? "vpdpbusd zmm" : "vpmaddubsw+vpaddw ymm";
+                       : lvl == SimdLevel::AVX512 ? "vpdpbusd zmm"
+                       : avxvnni_active()         ? "vpdpbusd ymm (avx-vnni)"
+                                                  : "vpmaddubsw+vpaddw ymm";
   }
   mean_sd(r.prefill_runs, r.prefill_tps, r.prefill_tps_sd);
   if (!r.decode_runs.empty()) mean_sd(r.decode_runs, r.decode_tps, r.decode_tps_sd);

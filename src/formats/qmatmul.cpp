@@ -13,6 +13,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -47,7 +48,7 @@ Dispatch dispatch_of(const QuantSpec& s) {
 
 // Int8 block activations of n tokens (qkernels.h): built once per distinct input of a batch.
 struct ActBuffers {
-  std::vector<int8_t> qa;
+  std::vector<int8_t> qa, panel;  // panel: qa in AMX tile order (QActs::panel), when AMX runs
   std::vector<float> d;
   std::vector<int32_t> hs;
   int64_t stride = 0, nb = 0, n = 0;
@@ -69,10 +70,28 @@ void quantize_block_acts(const float* x, int64_t n, int64_t cols, ThreadPool& po
     for (int64_t t = t0; t < t1; ++t)
       K.quantize_acts(x + t * cols, cols, B.qa.data() + t * stride, B.d.data() + t, n, B.hs.data() + t * 2 * nb);
   };
-  if (n * cols >= (1 << 16) && pool.size() > 1)
+  const bool par = n * cols >= (1 << 16) && pool.size() > 1;
+  if (par)
     pool.parallel_for(n, [&](int, int64_t b, int64_t e) { work(b, e); });
   else
     work(0, n);
+  // AMX A-tile order (the repacked AMX kernel's activations): 16 tokens x 32 bytes per block.
+  // (LMPRESS_AMX_PANEL=0: without it, the kernel reads qa's rows; for measurements)
+  static const bool use_panel = [] {
+    const char* e = std::getenv("LMPRESS_AMX_PANEL");
+    return !(e && std::string(e) == "0");
+  }();
+  if (use_panel && amx_active() && n >= 16) {
+    const int64_t ntb = (n + 15) / 16;
+    B.panel.resize(size_t(kern::act_panel_bytes(n, nb)));
+    auto pack = [&](int64_t b0, int64_t b1) { kern::build_act_panel(B.qa.data(), stride, n, nb, B.panel.data(), b0, b1); };
+    if (par && ntb > 1)
+      pool.parallel_for(ntb, [&](int, int64_t b, int64_t e) { pack(b, e); });
+    else
+      pack(0, ntb);
+  } else {
+    B.panel.clear();
+  }
 }
 
 // The kernel's view of the activations for w: int8 blocks plus (int family) the zero-point sums
@@ -84,6 +103,7 @@ kern::QActs block_acts(const kern::QWeights& w, FormatFamily family, const ActBu
   a.a_stride = B.stride;
   a.d = B.d.data();
   a.n = B.n;
+  a.panel = B.panel.empty() ? nullptr : B.panel.data();
   if (family == FormatFamily::Ggml || family == FormatFamily::Spqr) {
     const int64_t nh = 2 * B.nb, n = B.n;
     xbuf.resize(size_t(n * nh));
@@ -266,7 +286,7 @@ kern::RepackedGemmFn repacked_kernel() {
   if (amx_active()) return kern::repacked_gemm_amx;
   switch (active_simd_level()) {
     case SimdLevel::AVX512: return kern::repacked_gemm_avx512;
-    case SimdLevel::AVX2: return kern::repacked_gemm_avx2;
+    case SimdLevel::AVX2: return avxvnni_active() ? kern::repacked_gemm_avxvnni : kern::repacked_gemm_avx2;
     default: return nullptr;
   }
 }
@@ -730,6 +750,7 @@ std::string quant_kernel_path(const Tensor& W, int64_t n) {
   std::string fam = format_name(s);
   const char* rtag = act == SimdLevel::AVX512 && amx_active() ? " repacked-16row-amx-int8"
                      : act == SimdLevel::AVX512 ? " repacked-16row-avx512-vnni-zmm"
+                     : act == SimdLevel::AVX2 && avxvnni_active() ? " repacked-16row-avxvnni-ymm"
                      : act == SimdLevel::AVX2   ? " repacked-16row-avx2-maddubs"
                                                 : nullptr;
   if (s.family == FormatFamily::Int) {

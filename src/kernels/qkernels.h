@@ -98,6 +98,10 @@ struct QActs {
                                // followed by >= 16 zero floats of padding
   const float* x = nullptr;    // [n][groups]: X[t][g] (see above); ggml family: [n][2 nb], X per
                                // 16-column half h of block b: d[t][b] * hs[t][h]
+  // Optional copy of qa in AMX A-tile order (built by the front end where the AMX kernels run):
+  // [ceil(n / 16)][nb][16 tokens][32], tokens past n zero. One block of 16 tokens is then 512
+  // contiguous bytes (8 cache lines) where qa's rows touch 16 half-used lines.
+  const int8_t* panel = nullptr;
   int64_t n = 0;
 };
 

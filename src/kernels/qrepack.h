@@ -83,6 +83,12 @@ bool repack_ggml_supported(const QWeights& w);
 QRepacked repack_geometry_ggml(const QWeights& w);
 bool repack_ggml_tiles(const QWeights& w, uint8_t* out, int64_t k0, int64_t k1);
 
+// QActs::panel (the AMX A-tile order of qa): bytes for n tokens of nb blocks, and the copy of token
+// blocks [tb0, tb1) (16 tokens each; tokens past n zero) from qa's rows (stride bytes apart).
+inline int64_t act_panel_bytes(int64_t n, int64_t nb) { return (n + 15) / 16 * nb * 512; }
+void build_act_panel(const int8_t* qa, int64_t stride, int64_t n, int64_t nb, int8_t* panel, int64_t tb0,
+                     int64_t tb1);
+
 // y[t * ldy + r] = the product for rows [r0, r1) (r0 a multiple of 16) x tokens [t0, t1).
 // QActs: qa / a_stride / d / x as built for the int family (x: X[t][g], [n][groups]).
 using RepackedGemmFn = void (*)(const QRepacked& p, const QActs& a, float* y, int64_t ldy, int64_t r0,
@@ -114,6 +120,10 @@ void repacked_gemm_avx512(const QRepacked& p, const QActs& a, float* y, int64_t 
                           int64_t t0, int64_t t1);
 void repacked_gemm_avx2(const QRepacked& p, const QActs& a, float* y, int64_t ldy, int64_t r0, int64_t r1,
                         int64_t t0, int64_t t1);
+// AVX-VNNI (VEX-encoded 256-bit dpbusd, one path for every code width; kernels/repack_x86_avx2.h):
+// the AVX2 level's kernel where avxvnni_active().
+void repacked_gemm_avxvnni(const QRepacked& p, const QActs& a, float* y, int64_t ldy, int64_t r0, int64_t r1,
+                           int64_t t0, int64_t t1);
 // AMX int8 (src/kernels/x86_amx/repack.cpp): the layout's code vectors are AMX B-tile rows; one
 // TDPBSUD per 32-column block (16 tokens x 16 rows), scaled in AVX-512. Only where amx_active().
 void repacked_gemm_amx(const QRepacked& p, const QActs& a, float* y, int64_t ldy, int64_t r0, int64_t r1,
@@ -127,6 +137,8 @@ void repacked_gemm_amx(const QRepacked& p, const QActs& a, float* y, int64_t ldy
 // machine now, not a datasheet figure).
 double int8_peak_gops_avx2(double seconds);
 double int8_peak_gops_avx512(double seconds);
+// AVX-VNNI: independent 256-bit dpbusd chains (32 MACs each).
+double int8_peak_gops_avxvnni(double seconds);
 // AMX: two independent chains of TDPBSUD on 16 x 32 by 8 x 64 tiles (the GEMM's shape).
 double int8_peak_gops_amx(double seconds);
 

@@ -466,7 +466,7 @@ RepackedGemmFn level_repacked_gemm() {
   if (amx_active()) return repacked_gemm_amx;
   return repacked_gemm_avx512;
 #else
-  return repacked_gemm_avx2;
+  return avxvnni_active() ? repacked_gemm_avxvnni : repacked_gemm_avx2;
 #endif
 }
 

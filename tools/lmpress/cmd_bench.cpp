@@ -33,7 +33,7 @@ void add_bench(CLI::App& app) {
     for (const auto& f : m.files) copied = copied || (f && f->copied());
     const std::string weights_in = copied ? "read into memory" : "mapped";
     const BenchResult r = bench(m, o->b);
-    const std::string simd = simd_level_name(active_simd_level());
+    const std::string simd = std::string(simd_level_name(active_simd_level())) + (amx_active() ? "+amx" : avxvnni_active() ? "+avx-vnni" : "");
     if (o->c.json) {
       print_json({{"model", m.path}, {"params", m.n_params()}, {"threads", o->b.n_threads},
                   {"n_prompt", o->b.n_prompt}, {"n_gen", o->b.n_gen}, {"reps", o->b.reps},

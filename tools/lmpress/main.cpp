@@ -207,8 +207,10 @@ int main(int argc, char** argv) {
   app.option_defaults()->always_capture_default();
   app.require_subcommand(1);
   std::string simd;
-  app.add_option("--simd", simd, "Force a kernel level: scalar, avx2, avx512 (AVX-512 without AMX), amx (AVX-512 + AMX tiles; default: the best the CPU has)")
-      ->check(CLI::IsMember({"scalar", "avx2", "avx512", "amx"}));
+  app.add_option("--simd", simd,
+                 "Force a kernel level: scalar, avx2 (without AVX-VNNI), avxvnni (AVX2 + AVX-VNNI), avx512 (AVX-512 "
+                 "without AMX), amx (AVX-512 + AMX tiles; default: the best the CPU has)")
+      ->check(CLI::IsMember({"scalar", "avx2", "avxvnni", "avx512", "amx"}));
   cli::add_log_flags(&app);
   app.set_version_flag("--version", std::string("lmpress ") + LMPRESS_VERSION_STRING);
   cli::add_generate(app);
@@ -226,8 +228,11 @@ int main(int argc, char** argv) {
     if (cli::log_flags().quiet) set_log_level(LogLevel::Quiet);
     if (cli::log_flags().verbose) set_log_level(LogLevel::Debug);
     if (!simd.empty()) {
-      force_simd_level(simd == "scalar" ? SimdLevel::Scalar : simd == "avx2" ? SimdLevel::AVX2 : SimdLevel::AVX512);
+      force_simd_level(simd == "scalar"                       ? SimdLevel::Scalar
+                       : simd == "avx2" || simd == "avxvnni" ? SimdLevel::AVX2
+                                                             : SimdLevel::AVX512);
       force_amx(simd == "amx");
+      force_avxvnni(simd == "avxvnni");
     }
   });
   // The command: the first argument that is not a root option (CLI11 would say "A subcommand is

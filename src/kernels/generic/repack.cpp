@@ -270,4 +270,19 @@ void repacked_gemm_scalar(const QRepacked& p, const QActs& a, float* y, int64_t 
   }
 }
 
+void build_act_panel(const int8_t* qa, int64_t stride, int64_t n, int64_t nb, int8_t* panel, int64_t tb0,
+                     int64_t tb1) {
+  for (int64_t tb = tb0; tb < tb1; ++tb)
+    for (int64_t j = 0; j < 16; ++j) {
+      const int64_t t = tb * 16 + j;
+      int8_t* dst = panel + tb * nb * 512 + j * 32;
+      if (t >= n) {
+        for (int64_t b = 0; b < nb; ++b) std::memset(dst + b * 512, 0, 32);
+        continue;
+      }
+      const int8_t* src = qa + t * stride;
+      for (int64_t b = 0; b < nb; ++b) std::memcpy(dst + b * 512, src + b * 32, 32);
+    }
+}
+
 }  // namespace lmpress::kern

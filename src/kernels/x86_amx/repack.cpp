@@ -3,7 +3,8 @@
 // The repacked tile's code vectors are already AMX's "VNNI" B-operand layout: for one 32-column
 // block, vector j (64 bytes) holds codes 4j..4j+3 of each of the tile's 16 rows, i.e. row j of a
 // B tile of 8 rows x 64 bytes (K = 32, N = 16 output rows). So:
-//   A = 16 tokens x 32 int8 activations of block b (loaded straight from QActs with its stride),
+//   A = 16 tokens x 32 int8 activations of block b (from QActs::panel, 512 contiguous bytes per
+//       16-token block, where the front end built it; else from qa's rows with their stride),
 //   B = the block's 8 code rows (unsigned; unpacked from their cw-bit container once per 16-row
 //       tile into a scratch copy, or read in place for 8-bit containers),
 //   C = TDPBSUD(A signed, B unsigned): the 16 x 16 integer block dots,
@@ -132,15 +133,16 @@ inline void products2(const int8_t* a0, const uint8_t* b0, const int8_t* a1, con
   _tile_stored(5, o1, 64);
 }
 
-// One 16-row tile x 16 tokens. a: token 0's activations, astride between tokens; d: token 0's
-// block-0 scale, d[b * dbs + t * dts].
+// One 16-row tile x 16 tokens. a: token 0's block-0 activations, astride between tokens, ablk
+// between blocks (32 in QActs::qa's rows, 512 in its A-tile panel); d: token 0's block-0 scale,
+// d[b * dbs + t * dts].
 // Software pipeline: step i issues the tile products of pair i (blocks 2i, 2i+1, or the halves
 // of block i) and stores them into buffer i % 2, then scales pair i - 1's stored results, so the
 // vector units work while the tile unit computes (the stores wait for the products, the scaling
 // does not).
 template <int UNITS, bool SF32, bool SG>
 inline void micro(const QRepacked& P, const uint8_t* tile, const uint8_t* codes, const int8_t* a, int64_t astride,
-                  const float* d, int64_t dbs, int64_t dts, __m512 (&acc)[kTok]) {
+                  int64_t ablk, const float* d, int64_t dbs, int64_t dts, __m512 (&acc)[kTok]) {
   const uint8_t* sc = tile + P.code_bytes;
   alignas(64) int32_t cb[2][2][kTok][16];
 #pragma GCC unroll 16
@@ -151,8 +153,8 @@ inline void micro(const QRepacked& P, const uint8_t* tile, const uint8_t* codes,
     for (int64_t i = 0; i <= np; ++i) {
       if (i < np) {
         const int64_t b = 2 * i;
-        products2<SG>(a + b * 32, codes + b * 512, a + (b + 1) * 32, codes + (b + 1) * 512, astride, cb[i & 1][0],
-                      cb[i & 1][1]);
+        products2<SG>(a + b * ablk, codes + b * 512, a + (b + 1) * ablk, codes + (b + 1) * 512, astride,
+                      cb[i & 1][0], cb[i & 1][1]);
       }
       if (i > 0) {
         const int64_t b = 2 * (i - 1);
@@ -162,7 +164,7 @@ inline void micro(const QRepacked& P, const uint8_t* tile, const uint8_t* codes,
     }
     if (nb & 1) {
       const int64_t b = nb - 1;
-      _tile_loadd(0, a + b * 32, astride);
+      _tile_loadd(0, a + b * ablk, astride);
       _tile_loadd(1, codes + b * 512, 64);
       _tile_zero(2);
       LMP_AMX_DP(SG, 2, 0, 1);
@@ -173,8 +175,8 @@ inline void micro(const QRepacked& P, const uint8_t* tile, const uint8_t* codes,
     for (int64_t i = 0; i <= nb; ++i) {
       if (i < nb) {
         const int64_t b = i;
-        products2<SG>(a + b * 32, codes + b * 512, a + b * 32 + 16, codes + b * 512 + 256, astride, cb[i & 1][0],
-                      cb[i & 1][1]);
+        products2<SG>(a + b * ablk, codes + b * 512, a + b * ablk + 16, codes + b * 512 + 256, astride,
+                      cb[i & 1][0], cb[i & 1][1]);
       }
       if (i > 0) {
         const int64_t b = i - 1;
@@ -193,15 +195,17 @@ void gemm_t(const QRepacked& P, const QActs& a, float* y, int64_t ldy, int64_t r
   const int64_t nb = P.nb, G = P.groups, n = a.n;
   if (CW != 8 || SG) S.codes.resize(size_t(nb * 512));
   const int64_t k0 = r0 / kRepackRows, k1 = (r1 + kRepackRows - 1) / kRepackRows;
-  // Tail tokens: a zero-padded panel (rows past the tail repeat nothing: zeros, d of the last token).
+  // Activations from QActs::panel (16-token blocks, aligned: t0 a multiple of 16) or from qa's rows.
+  const bool panel = a.panel && t0 % kTok == 0;
+  // Tail tokens: their scales (and, without the panel, their activations) in a zero-padded block.
   const int64_t nfull = (t1 - t0) / kTok * kTok, ntail = (t1 - t0) - nfull;
   std::vector<float> dtail;
   if (ntail) {
-    S.tail.assign(size_t(kTok * nb * 32), 0);
+    if (!panel) S.tail.assign(size_t(kTok * nb * 32), 0);
     dtail.assign(size_t(nb * kTok), 0.f);
     for (int64_t j = 0; j < ntail; ++j) {
       const int64_t t = t0 + nfull + j;
-      std::memcpy(S.tail.data() + j * nb * 32, a.qa + t * a.a_stride, size_t(nb * 32));
+      if (!panel) std::memcpy(S.tail.data() + j * nb * 32, a.qa + t * a.a_stride, size_t(nb * 32));
       for (int64_t b = 0; b < nb; ++b) dtail[size_t(b * kTok + j)] = a.d[b * n + t];
     }
     amx::stores_before_tile_loads();
@@ -228,22 +232,32 @@ void gemm_t(const QRepacked& P, const QActs& a, float* y, int64_t ldy, int64_t r
         const bool tail = tb >= t0 + nfull;
         const int nt = int(std::min<int64_t>(kTok, tce - tb));
         __m512 acc[kTok];
-        if (!tail)
-          micro<UNITS, SF32, SG>(P, tile, codes, a.qa + tb * a.a_stride, a.a_stride, a.d + tb, n, 1, acc);
-        else
-          micro<UNITS, SF32, SG>(P, tile, codes, S.tail.data(), nb * 32, dtail.data(), kTok, 1, acc);
+        const int8_t* pa = panel ? a.panel + (tb / kTok) * nb * 512 : nullptr;
+        if (!tail) {
+          if (panel) micro<UNITS, SF32, SG>(P, tile, codes, pa, 32, 512, a.d + tb, n, 1, acc);
+          else micro<UNITS, SF32, SG>(P, tile, codes, a.qa + tb * a.a_stride, a.a_stride, 32, a.d + tb, n, 1, acc);
+        } else {
+          if (panel) micro<UNITS, SF32, SG>(P, tile, codes, pa, 32, 512, dtail.data(), kTok, 1, acc);
+          else micro<UNITS, SF32, SG>(P, tile, codes, S.tail.data(), nb * 32, 32, dtail.data(), kTok, 1, acc);
+        }
         // Zero points: per group, X[t][g] (ggml: the block's two halves summed); none with signed
         // codes (code_offset: corr was exactly -offset x scale).
+        // (every loop over the 16 tokens is unrolled with constant indices, so acc stays in
+        // registers through micro's block loop; a runtime bound would put it in memory)
         for (int64_t g = 0; g < (SG ? 0 : G); ++g) {
           const __m512 C = _mm512_loadu_ps(corr + g * 16);
-          for (int j = 0; j < nt; ++j) {
+#pragma GCC unroll 16
+          for (int j = 0; j < kTok; ++j) {
+            if (j >= nt) break;
             const int64_t t = tb + j;
             const float xv =
                 P.xsum == 2 ? a.x[(t * G + g) * 2] + a.x[(t * G + g) * 2 + 1] : a.x[t * G + g];
             acc[j] = _mm512_fmadd_ps(C, _mm512_set1_ps(xv), acc[j]);
           }
         }
-        for (int j = 0; j < nt; ++j) _mm512_mask_storeu_ps(y + (tb + j) * ldy + rb, rm, acc[j]);
+#pragma GCC unroll 16
+        for (int j = 0; j < kTok; ++j)
+          if (j < nt) _mm512_mask_storeu_ps(y + (tb + j) * ldy + rb, rm, acc[j]);
       }
     }
   }
