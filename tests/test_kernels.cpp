@@ -99,7 +99,8 @@ TEST_P(KernelsDense, SiluMulMatchesDouble) {
 }
 
 // The f16 / bf16 GEMM (prefill without AMX): every level against a double product, over token
-// counts around the micro-kernel's tile (6 / 12 tokens) and block (16 tiles), row counts around the
+// counts around the micro-kernel's tile (6 / 12 tokens) and the token blocks (at most 192 tokens, equal
+// sizes in multiples of the tile: 200 = 2 blocks, 400 = 3 with a shorter last one), row counts around the
 // panel (16 / 32 rows) with ragged ends and a row range not starting at 0, column counts around the
 // 8-column transpose and the 256-column chunk; and a NaN weight gives NaN outputs in its row only.
 TEST_P(KernelsDense, Gemm16MatchesDouble) {
@@ -114,7 +115,7 @@ TEST_P(KernelsDense, Gemm16MatchesDouble) {
   };
   const std::vector<Case> cases = {{1, 16, 8, 0},    {5, 17, 7, 0},     {6, 33, 33, 16},  {13, 40, 257, 0},
                                    {16, 64, 300, 32}, {33, 70, 513, 0},  {128, 48, 96, 16}, {200, 35, 64, 0},
-                                   {97, 96, 260, 32}};
+                                   {97, 96, 260, 32}, {400, 20, 40, 0}};
   for (const Case& c : cases) {
     std::vector<float> w(size_t(c.rows * c.cols)), x(size_t(c.n * c.cols));
     for (auto& v : w) v = nd(rng);

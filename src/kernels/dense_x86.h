@@ -184,12 +184,14 @@ struct Kernels {
     }
     micro<MT>(P, X, kl, c, ldc, add);
   }
-  // Blocking: tokens in blocks of NB; rows in blocks of MC (the block's outputs, NB x MC f32 <= 256 KB,
-  // stay in L2 across the column chunks); per KC-column chunk the activations' chunk is packed
-  // ([token tile][k][MR], <= 192 KB, L2) and each row panel's weights are converted into P (L1),
-  // then every token tile runs the micro-kernel, adding into y after the first chunk (a partial
-  // last panel goes through a scratch of NB x NR).
-  static constexpr int64_t NB = 16 * MR;
+  // Blocking: tokens in blocks of at most NB, of equal size (a multiple of MR: 128 tokens are one
+  // block, 512 three; every block converts the weights once more); rows in blocks of MC (the block's
+  // outputs, NB x MC f32 <= 256 KB, stay in L2 across the column chunks); per KC-column chunk the
+  // activations' chunk is packed ([token tile][k][MR], <= 192 KB, L2) and each row panel's weights
+  // are converted into P (L1), then every token tile runs the micro-kernel, adding into y after the
+  // first chunk (a partial last panel goes through a scratch of NB x NR).
+  static constexpr int64_t NB = 192;
+  static_assert(NB % MR == 0);
   template <class L>
   static void gemm16(const uint16_t* Wm, int64_t cols, const float* x, int64_t n, float* y, int64_t ldy, int64_t r0,
                      int64_t r1) {
@@ -197,8 +199,10 @@ struct Kernels {
     panel.resize(size_t(KC * NR));
     xp.resize(size_t(NB * KC));
     part.resize(size_t(NB * NR));
-    for (int64_t tb = 0; tb < n; tb += NB) {
-      const int64_t nb = std::min(NB, n - tb), ntt = (nb + MR - 1) / MR;
+    const int64_t nblk = (n + NB - 1) / NB;
+    const int64_t NBn = std::min(NB, ((n + nblk - 1) / std::max<int64_t>(1, nblk) + MR - 1) / MR * MR);
+    for (int64_t tb = 0; tb < n; tb += NBn) {
+      const int64_t nb = std::min(NBn, n - tb), ntt = (nb + MR - 1) / MR;
       const int64_t MC = std::max<int64_t>(NR, (int64_t(65536) / nb) / NR * NR);
       for (int64_t m0 = r0; m0 < r1; m0 += MC) {
         const int64_t m1 = std::min(r1, m0 + MC);
