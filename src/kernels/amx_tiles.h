@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <initializer_list>
 
+#include "kernels/peak_rate.h"
 #include "lmpress/core.h"
 
 namespace lmpress::kern::amx {
@@ -44,20 +45,7 @@ inline void load(int id) {
   g_loaded = id;
 }
 
-// Repeats body() (a fixed burst of tile products doing ops_per_call operations) for about
-// `seconds`; operations per second: the peak loops behind `lmpress bench`'s ceiling line.
-template <class Body>
-double peak_rate(double seconds, double ops_per_call, Body body) {
-  int64_t calls = 0;
-  const double t0 = now_seconds();
-  double el = 0;
-  do {
-    body();
-    ++calls;
-    el = now_seconds() - t0;
-  } while (el < seconds);
-  return double(calls) * ops_per_call / el;
-}
+using kern::peak_rate;  // (kernels/peak_rate.h)
 
 // The f16/bf16 GEMMs (dense.cpp, dense_i16.cpp) convert weights one group of rows at a time into a
 // scratch; the next group's conversion (nu units of work) is spread over the current group's

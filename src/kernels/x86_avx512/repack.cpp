@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernels/peak_rate.h"
 #include "kernels/qrepack.h"
 #include "lmpress/core.h"
 
@@ -202,16 +203,9 @@ __attribute__((noipa)) int peak_rounds(int64_t r, int8_t wv, int8_t av) {
 }  // namespace
 
 double int8_peak_gops_avx512(double seconds) {
-  int64_t rounds = 0;
   volatile int sink = 0;
-  const double t0 = now_seconds();
-  double el = 0;
-  do {
-    sink = sink + peak_rounds(1 << 14, 3, -2);
-    rounds += 1 << 14;
-    el = now_seconds() - t0;
-  } while (el < seconds);
-  return double(rounds) * kPeakChains * 64 * 2 / el;
+  return peak_rate(seconds, double(1 << 14) * kPeakChains * 64 * 2,
+                   [&] { sink = sink + peak_rounds(1 << 14, 3, -2); });
 }
 
 }  // namespace lmpress::kern

@@ -5,6 +5,7 @@
 #define LMP_AVXVNNI 1
 #define LMP_REPACKED_GEMM_AVX2_NAME repacked_gemm_avxvnni
 #include "kernels/repack_x86_avx2.h"
+#include "kernels/peak_rate.h"
 
 namespace lmpress::kern {
 
@@ -32,16 +33,9 @@ __attribute__((noipa)) int vnni_rounds(int64_t r, int8_t wv, int8_t av) {
 }  // namespace
 
 double int8_peak_gops_avxvnni(double seconds) {
-  int64_t rounds = 0;
   volatile int sink = 0;
-  const double t0 = now_seconds();
-  double el = 0;
-  do {
-    sink = sink + vnni_rounds(1 << 14, 3, -2);
-    rounds += 1 << 14;
-    el = now_seconds() - t0;
-  } while (el < seconds);
-  return double(rounds) * kVnniChains * 32 * 2 / el;
+  return peak_rate(seconds, double(1 << 14) * kVnniChains * 32 * 2,
+                   [&] { sink = sink + vnni_rounds(1 << 14, 3, -2); });
 }
 
 }  // namespace lmpress::kern
