@@ -89,6 +89,12 @@ inline int64_t act_panel_bytes(int64_t n, int64_t nb) { return (n + 15) / 16 * n
 void build_act_panel(const int8_t* qa, int64_t stride, int64_t n, int64_t nb, int8_t* panel, int64_t tb0,
                      int64_t tb1);
 
+// Token panels of the AVX2 / AVX-512 repacked kernels, tokens [tc, tce) in tiles of kt (tokens past
+// tce repeat the last one; their results are not stored): qa [tile][nb][kt][32], d [tile][nb][kt] and
+// the zero-point sums X [tile][groups][kt] (QRepacked::xsum entries of QActs::x summed).
+void fill_token_panels(const QRepacked& p, const QActs& a, int64_t tc, int64_t tce, int kt, int8_t* qa, float* d,
+                       float* x);
+
 // y[t * ldy + r] = the product for rows [r0, r1) (r0 a multiple of 16) x tokens [t0, t1).
 // QActs: qa / a_stride / d / x as built for the int family (x: X[t][g], [n][groups]).
 using RepackedGemmFn = void (*)(const QRepacked& p, const QActs& a, float* y, int64_t ldy, int64_t r0,

@@ -196,7 +196,7 @@ inline void store_rows(float* y, __m256 v, int nr) {
 template <int CW, int UNITS, bool SF32, Codes K>
 void gemm_t(const QRepacked& P, const QActs& a, float* y, int64_t ldy, int64_t r0, int64_t r1, int64_t t0,
             int64_t t1) {
-  const int64_t nb = P.nb, G = P.groups, n = a.n;
+  const int64_t nb = P.nb, G = P.groups;
   Panels& pn = panels();
   const int64_t tok_bytes = nb * 32;
   const int64_t chunk = std::max<int64_t>(kT, (kChunkBytes / tok_bytes) / kT * kT);
@@ -208,31 +208,19 @@ void gemm_t(const QRepacked& P, const QActs& a, float* y, int64_t ldy, int64_t r
     pn.d.resize(size_t(ntt * nb * kT));
     pn.x.resize(size_t(ntt * G * kT));
     if constexpr (K == Codes::Big) pn.s.resize(size_t(ntt * nb * UNITS * kT));
-    // Panels: tokens past the chunk repeat its last token (their results are not stored).
-    for (int64_t tt = 0; tt < ntt; ++tt) {
-      for (int j = 0; j < kT; ++j) {
-        const int64_t t = std::min(tce - 1, tc + tt * kT + j);
-        const int8_t* src = a.qa + t * a.a_stride;
-        int8_t* dst = pn.qa.data() + tt * nb * kT * 32 + j * 32;
-        for (int64_t b = 0; b < nb; ++b) std::memcpy(dst + b * kT * 32, src + b * 32, 32);
-        float* dd = pn.d.data() + tt * nb * kT + j;
-        for (int64_t b = 0; b < nb; ++b) dd[b * kT] = a.d[b * n + t];
-        float* xd = pn.x.data() + tt * G * kT + j;
-        if (P.xsum == 2) {
-          for (int64_t g = 0; g < G; ++g) xd[g * kT] = a.x[(t * G + g) * 2] + a.x[(t * G + g) * 2 + 1];
-        } else {
-          for (int64_t g = 0; g < G; ++g) xd[g * kT] = a.x[t * G + g];
-        }
-        if constexpr (K == Codes::Big) {
+    fill_token_panels(P, a, tc, tce, kT, pn.qa.data(), pn.d.data(), pn.x.data());
+    if constexpr (K == Codes::Big) {  // 128 x the sum of each unit's activations (the sign trick's term)
+      for (int64_t tt = 0; tt < ntt; ++tt)
+        for (int j = 0; j < kT; ++j) {
+          const int8_t* src = pn.qa.data() + tt * nb * kT * 32 + j * 32;
           int32_t* sd = pn.s.data() + tt * nb * UNITS * kT + j;
           for (int64_t b = 0; b < nb; ++b)
             for (int u = 0; u < UNITS; ++u) {
               int32_t s = 0;
-              for (int c = u * ulen; c < (u + 1) * ulen; ++c) s += src[b * 32 + c];
+              for (int c = u * ulen; c < (u + 1) * ulen; ++c) s += src[b * kT * 32 + c];
               sd[(b * UNITS + u) * kT] = 128 * s;
             }
         }
-      }
     }
     for (int64_t k = k0; k < k1; ++k) {
       const int64_t rb = k * kRepackRows;

@@ -285,4 +285,24 @@ void build_act_panel(const int8_t* qa, int64_t stride, int64_t n, int64_t nb, in
     }
 }
 
+void fill_token_panels(const QRepacked& p, const QActs& a, int64_t tc, int64_t tce, int kt, int8_t* qa, float* d,
+                       float* x) {
+  const int64_t nb = p.nb, G = p.groups, n = a.n, ntt = (tce - tc + kt - 1) / kt;
+  for (int64_t tt = 0; tt < ntt; ++tt)
+    for (int j = 0; j < kt; ++j) {
+      const int64_t t = std::min(tce - 1, tc + tt * kt + j);
+      const int8_t* src = a.qa + t * a.a_stride;
+      int8_t* dst = qa + tt * nb * kt * 32 + j * 32;
+      for (int64_t b = 0; b < nb; ++b) std::memcpy(dst + b * kt * 32, src + b * 32, 32);
+      float* dd = d + tt * nb * kt + j;
+      for (int64_t b = 0; b < nb; ++b) dd[b * kt] = a.d[b * n + t];
+      float* xd = x + tt * G * kt + j;
+      if (p.xsum == 2) {
+        for (int64_t g = 0; g < G; ++g) xd[g * kt] = a.x[(t * G + g) * 2] + a.x[(t * G + g) * 2 + 1];
+      } else {
+        for (int64_t g = 0; g < G; ++g) xd[g * kt] = a.x[t * G + g];
+      }
+    }
+}
+
 }  // namespace lmpress::kern
