@@ -232,14 +232,11 @@ void gemm_t(const QRepacked& P, const QActs& a, float* y, int64_t ldy, int64_t r
         const bool tail = tb >= t0 + nfull;
         const int nt = int(std::min<int64_t>(kTok, tce - tb));
         __m512 acc[kTok];
-        const int8_t* pa = panel ? a.panel + (tb / kTok) * nb * 512 : nullptr;
-        if (!tail) {
-          if (panel) micro<UNITS, SF32, SG>(P, tile, codes, pa, 32, 512, a.d + tb, n, 1, acc);
-          else micro<UNITS, SF32, SG>(P, tile, codes, a.qa + tb * a.a_stride, a.a_stride, 32, a.d + tb, n, 1, acc);
-        } else {
-          if (panel) micro<UNITS, SF32, SG>(P, tile, codes, pa, 32, 512, dtail.data(), kTok, 1, acc);
-          else micro<UNITS, SF32, SG>(P, tile, codes, S.tail.data(), nb * 32, 32, dtail.data(), kTok, 1, acc);
-        }
+        // A: the panel's 16-token block, qa's rows, or the zero-padded tail copy; d: the tail's own scales.
+        const int8_t* A = panel ? a.panel + (tb / kTok) * nb * 512 : tail ? S.tail.data() : a.qa + tb * a.a_stride;
+        const int64_t astride = panel ? 32 : tail ? nb * 32 : a.a_stride, ablk = panel ? 512 : 32;
+        micro<UNITS, SF32, SG>(P, tile, codes, A, astride, ablk, tail ? dtail.data() : a.d + tb, tail ? kTok : n, 1,
+                               acc);
         // Zero points: per group, X[t][g] (ggml: the block's two halves summed); none with signed
         // codes (code_offset: corr was exactly -offset x scale).
         // (every loop over the 16 tokens is unrolled with constant indices, so acc stays in
